@@ -1,0 +1,53 @@
+# Quick start: `make demo` and `make test`. Each installs what is missing, idempotently:
+#   .venv/          runtime Python (torch CPU build first, then qledger + pinned deps)
+#   node_modules/   solc-js, OpenZeppelin contracts, anvil, ethers/merkle-tree (cross-checks)
+#   .cache/solcx/   a node `solc` wrapper that py-solc-x and ape-solidity call (no download)
+#   .ape-venv/      ape in its own tool venv (ape and flwr cannot share one environment)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SOLC_VERSION := 0.8.28
+
+.PHONY: install demo test lint bench compile ape-test clean
+
+install: $(VENV)/.installed node_modules/.installed .cache/solcx/solc-v$(SOLC_VERSION) .ape-venv/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	# torch first and pinned: the CPU wheel on disk. Unpinned, a dependency pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+.cache/solcx/solc-v$(SOLC_VERSION): scripts/install_solc.sh scripts/solc-wrapper.js node_modules/.installed
+	bash scripts/install_solc.sh $(SOLC_VERSION)
+
+.ape-venv/.installed: Makefile
+	test -x .ape-venv/bin/python || $(PYTHON) -m venv .ape-venv
+	.ape-venv/bin/python -m pip install -q --upgrade pip wheel setuptools
+	.ape-venv/bin/python -m pip install -q eth-ape==0.8.51 ape-solidity==0.8.6 ape-foundry==0.8.12 coincurve==21.0.0 safe-pysha3==1.0.7
+	touch $@
+
+demo: install
+	$(VENV)/bin/qledger demo
+
+test: install
+	$(VENV)/bin/pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+compile: install
+	$(PY) -m ledger.artifacts
+
+bench: install
+	$(PY) scripts/bench_ledger.py
+
+clean:
+	rm -rf .qledger .pytest_cache .ruff_cache

@@ -1,0 +1,105 @@
+"""Canonical JSON of detail payloads (RFC 8785, JSON Canonicalization Scheme).
+
+``payloadHash`` = keccak256 of these bytes. JCS is what a JavaScript or Go client can reproduce
+byte for byte: keys sorted by UTF-16 code units, no whitespace, numbers in ECMAScript's
+shortest round-trip form, strings with only the mandatory escapes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ledger._hash import keccak
+from ledger.errors import InvalidRecord
+
+
+def _number(value: int | float) -> str:
+    if isinstance(value, bool):  # bool is an int subclass; JSON has its own literals
+        return "true" if value else "false"
+    if isinstance(value, int):
+        # Integers beyond 2**53 would be rounded by every JavaScript client: refuse them.
+        if abs(value) > 2**53:
+            raise InvalidRecord("integer outside the exactly representable JSON range", got=value)
+        return str(value)
+    if not math.isfinite(value):
+        raise InvalidRecord("non-finite number in payload", expected="finite", got=value)
+    if value == 0:
+        return "0"
+    if value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    # repr() is the shortest round-trip form; only the exponent spelling differs from ECMAScript.
+    text = repr(value)
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    exp = int(exponent)
+    if -7 < exp < 21:
+        # ECMAScript prints these without an exponent.
+        return format(value, "f").rstrip("0").rstrip(".") if exp < 0 else str(int(value))
+    return f"{mantissa}e{'+' if exp > 0 else '-'}{abs(exp)}"
+
+
+_ESCAPES = {
+    '"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+}
+
+
+def _string(value: str) -> str:
+    out = []
+    for ch in value:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _encode(value: Any, parts: list[str]) -> None:
+    if value is None:
+        parts.append("null")
+    elif value is True:
+        parts.append("true")
+    elif value is False:
+        parts.append("false")
+    elif isinstance(value, int | float):
+        parts.append(_number(value))
+    elif isinstance(value, str):
+        parts.append(_string(value))
+    elif isinstance(value, list | tuple):
+        parts.append("[")
+        for i, item in enumerate(value):
+            if i:
+                parts.append(",")
+            _encode(item, parts)
+        parts.append("]")
+    elif isinstance(value, dict):
+        parts.append("{")
+        for key in value:
+            if not isinstance(key, str):
+                raise InvalidRecord("payload object keys must be strings", got=type(key).__name__)
+        # JCS sorts by UTF-16 code units, which differs from code points above the BMP.
+        keys = sorted(value, key=lambda k: k.encode("utf-16-be"))
+        for i, key in enumerate(keys):
+            if i:
+                parts.append(",")
+            parts.append(_string(key))
+            parts.append(":")
+            _encode(value[key], parts)
+        parts.append("}")
+    else:
+        raise InvalidRecord("value cannot be represented in JSON", got=type(value).__name__)
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the RFC 8785 canonical UTF-8 bytes of ``value``."""
+    parts: list[str] = []
+    _encode(value, parts)
+    return "".join(parts).encode("utf-8")
+
+
+def payload_hash(payload: Any) -> bytes:
+    """keccak256 of the canonical JSON of a detail payload (the record's ``payloadHash``)."""
+    return keccak(canonical_json(payload))

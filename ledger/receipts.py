@@ -1,0 +1,40 @@
+"""Receipts: everything an auditor needs, offline, to verify one record against the chain."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ledger.records import HEX32_PATTERN, Hex32, SignedRecord
+
+RECEIPT_VERSION = 1
+
+
+class Receipt(BaseModel):
+    """Proof that a signed record is a leaf of a batch anchored by one ledger contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = RECEIPT_VERSION
+    record: SignedRecord
+    structHash: Hex32
+    proof: list[Annotated[str, Field(pattern=HEX32_PATTERN)]]
+    root: Hex32
+    batchId: Annotated[int, Field(gt=0)]
+    leafCount: Annotated[int, Field(gt=0)]
+    chainId: Annotated[int, Field(gt=0)]
+    contract: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+    transactionHash: Hex32
+    blockNumber: Annotated[int, Field(ge=0)]
+    blockTimestamp: Annotated[int, Field(ge=0)]
+
+    @field_validator("structHash", "root", "transactionHash")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+    @field_validator("proof")
+    @classmethod
+    def _lower_all(cls, value: list[str]) -> list[str]:
+        return [v.lower() for v in value]

@@ -1,0 +1,348 @@
+"""Evidence records: the signed struct, the detail payload of each kind, and the signed envelope.
+
+The signed struct (``QualityRecord``) carries what the chain and the score need; the detail
+payload is committed by ``payloadHash`` (keccak256 of its RFC 8785 canonical JSON). Payload field
+names follow GS1 EPCIS 2.0 / CBV where a term exists (``bizStep``, ``disposition``,
+``readPoint``, ``sensorReport`` with ``uom`` as UN/CEFACT common codes).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from eth_utils import is_checksum_address, to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ledger.canonical import payload_hash
+from ledger.errors import InvalidRecord
+
+UINT32_MAX = 2**32 - 1
+UINT64_MAX = 2**64 - 1
+# Free-text identifiers are kept short and printable: they are hashed on chain and shown in UIs.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$"
+HEX32_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+
+
+class RecordKind(StrEnum):
+    INSPECTION = "inspection"
+    DELIVERY = "delivery"
+    COMPLAINT = "complaint"
+    CORRECTIVE_ACTION = "corrective_action"
+    AUDIT = "audit"
+    IMPROVEMENT = "improvement"
+
+
+class Role(StrEnum):
+    """On-chain roles. Role ids are ``keccak256("<NAME>_ROLE")``; ADMIN is AccessControl's 0x00."""
+
+    ADMIN = "ADMIN"
+    ANCHORER = "ANCHORER"
+    SUPPLIER = "SUPPLIER"
+    OEM = "OEM"
+    AUDITOR = "AUDITOR"
+
+
+# Who may sign which kind (DESIGN.md): a score resting only on self-reports could be gamed.
+KIND_SIGNER_ROLE: dict[RecordKind, Role] = {
+    RecordKind.INSPECTION: Role.SUPPLIER,
+    RecordKind.DELIVERY: Role.SUPPLIER,
+    RecordKind.CORRECTIVE_ACTION: Role.SUPPLIER,
+    RecordKind.COMPLAINT: Role.OEM,
+    RecordKind.AUDIT: Role.AUDITOR,
+    RecordKind.IMPROVEMENT: Role.AUDITOR,
+}
+
+Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+Hex32 = Annotated[str, Field(pattern=HEX32_PATTERN)]
+Uint32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
+Uint64 = Annotated[int, Field(ge=0, le=UINT64_MAX)]
+UnixTime = Annotated[int, Field(ge=0, le=UINT64_MAX, description="seconds since 1970-01-01 UTC")]
+
+
+def new_salt() -> str:
+    """A fresh random 32-byte salt, so the on-chain leaf reveals nothing about the record."""
+    return "0x" + os.urandom(32).hex()
+
+
+class QualityRecord(BaseModel):
+    """The EIP-712 struct ``QualityRecord`` exactly as signed. Field order is the type's order."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    signer: str
+    subject: Identifier = Field(description="organisation id of the supplier the evidence is about")
+    kind: RecordKind
+    partNumber: Identifier
+    lotId: Identifier
+    eventTime: UnixTime = Field(description="when the evidence happened (EPCIS eventTime)")
+    signedAt: UnixTime = Field(description="when the signer signed; roles are checked at this time")
+    quantity: Uint32
+    defects: Uint32
+    nonce: Uint64
+    salt: Hex32
+    payloadHash: Hex32
+
+    @field_validator("signer")
+    @classmethod
+    def _checksum(cls, value: str) -> str:
+        if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError("signer must be a 20-byte hex address")
+        if value != value.lower() and value[2:] != value[2:].upper() and not is_checksum_address(
+            value
+        ):
+            raise ValueError("signer has a mixed-case address with a wrong EIP-55 checksum")
+        return to_checksum_address(value)
+
+    @field_validator("salt", "payloadHash")
+    @classmethod
+    def _lower_hex(cls, value: str) -> str:
+        return value.lower()
+
+    @model_validator(mode="after")
+    def _counts(self) -> QualityRecord:
+        if self.kind in (RecordKind.INSPECTION, RecordKind.DELIVERY, RecordKind.COMPLAINT) and (
+            self.defects > self.quantity
+        ):
+            raise ValueError(f"defects ({self.defects}) exceed quantity ({self.quantity})")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Detail payloads, one model per kind. Unknown fields are refused so that a typo is an error,
+# not silently hashed-but-ignored evidence.
+# ---------------------------------------------------------------------------------------------
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    eventType: Literal["ObjectEvent"] = "ObjectEvent"
+    readPoint: Identifier | None = Field(None, description="EPCIS readPoint: where it happened")
+    attachments: list[Attachment] = Field(default_factory=list, max_length=32)
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    mediaType: Annotated[str, Field(max_length=100)] = "application/octet-stream"
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+
+
+Severity = Literal["critical", "major", "minor"]
+
+
+class DefectCount(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: Identifier
+    count: Uint32
+    severity: Severity = "minor"
+
+
+class Characteristic(BaseModel):
+    """A measured characteristic (EPCIS sensorReport element) with its specification limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Identifier = Field(description="characteristic name, e.g. bore_diameter")
+    uom: Annotated[str, Field(min_length=1, max_length=8)] = Field(
+        description="UN/CEFACT unit code, e.g. MMT (mm), CEL (degC), NU (N*m)"
+    )
+    lsl: float | None = Field(None, description="lower specification limit")
+    usl: float | None = Field(None, description="upper specification limit")
+    key: bool = Field(False, description="a key (special) characteristic whose Cpk is scored")
+    values: Annotated[list[float], Field(min_length=1, max_length=2000)]
+
+    @model_validator(mode="after")
+    def _limits(self) -> Characteristic:
+        if self.lsl is None and self.usl is None:
+            raise ValueError(f"characteristic {self.type!r} needs lsl, usl or both")
+        if self.lsl is not None and self.usl is not None and self.lsl >= self.usl:
+            raise ValueError(f"characteristic {self.type!r}: lsl {self.lsl} >= usl {self.usl}")
+        return self
+
+
+class InspectionPayload(_Payload):
+    bizStep: Literal["inspecting"] = "inspecting"
+    disposition: Literal["conformant", "non_conformant", "partially_conformant"]
+    inspectionType: Literal["incoming", "in_process", "final"]
+    lotSize: Uint32
+    sampleSize: Uint32
+    defectList: list[DefectCount] = Field(default_factory=list, max_length=200)
+    sensorReport: list[Characteristic] = Field(default_factory=list, max_length=50)
+
+
+class DeliveryPayload(_Payload):
+    bizStep: Literal["shipping"] = "shipping"
+    disposition: Literal["in_transit", "in_progress", "conformant", "non_conformant"] = "in_transit"
+    purchaseOrder: Identifier
+    promisedTime: UnixTime
+    deliveredTime: UnixTime
+    uom: Annotated[str, Field(min_length=1, max_length=8)] = "EA"
+
+
+class ComplaintPayload(_Payload):
+    bizStep: Literal["inspecting", "receiving", "repairing"] = "inspecting"
+    complaintId: Identifier
+    status: Literal["open", "closed"] = "open"
+    severity: Severity
+    defectCode: Identifier
+    customerDisruption: bool = Field(False, description="yard hold, line stop or stop-ship")
+    description: Annotated[str, Field(max_length=2000)] = ""
+
+
+EIGHT_D = ("D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7", "D8")
+
+
+class CorrectiveActionPayload(_Payload):
+    bizStep: Literal["repairing"] = "repairing"
+    complaintId: Identifier
+    status: Literal["open", "closed"]
+    firstResponseTime: UnixTime | None = Field(None, description="first answer to the complaint")
+    eightD: dict[str, UnixTime] = Field(description="completion time of each discipline D0..D8")
+    rootCause: Annotated[str, Field(max_length=2000)] = ""
+
+    @model_validator(mode="after")
+    def _disciplines(self) -> CorrectiveActionPayload:
+        unknown = set(self.eightD) - set(EIGHT_D)
+        if unknown:
+            raise ValueError(f"unknown 8D disciplines {sorted(unknown)}; expected {EIGHT_D}")
+        done = [self.eightD[d] for d in EIGHT_D if d in self.eightD]
+        if done != sorted(done):
+            raise ValueError("8D discipline dates must not go backwards (D0 <= D1 <= ... <= D8)")
+        if self.status == "closed" and "D8" not in self.eightD:
+            raise ValueError("a closed 8D needs its D8 (closure) date")
+        return self
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: Identifier
+    severity: Literal["major", "minor", "observation"]
+    clause: Annotated[str, Field(max_length=40)] = ""
+    description: Annotated[str, Field(max_length=2000)] = ""
+
+
+class AuditPayload(_Payload):
+    bizStep: Literal["inspecting"] = "inspecting"
+    standard: Literal["IATF16949", "ISO9001", "ISO13485", "VDA6.3", "customer", "other"]
+    auditType: Literal["announced", "unannounced", "process", "product"]
+    majorNonconformities: Uint32
+    minorNonconformities: Uint32
+    findings: list[Finding] = Field(default_factory=list, max_length=500)
+
+
+class ImprovementPayload(_Payload):
+    bizStep: Literal["inspecting"] = "inspecting"
+    remedies: Annotated[list[Hex32], Field(min_length=1, max_length=100)] = Field(
+        description="struct hashes of the records this evidence remedies"
+    )
+    evidenceType: Literal[
+        "process_capability_study", "process_stability_report", "audit_closure", "8d_verification"
+    ]
+    summary: Annotated[str, Field(max_length=2000)] = ""
+    verifiedCpk: float | None = Field(None, ge=0, le=20)
+    closesNonconformities: list[Identifier] = Field(default_factory=list, max_length=100)
+
+
+PAYLOAD_MODELS: dict[RecordKind, type[_Payload]] = {
+    RecordKind.INSPECTION: InspectionPayload,
+    RecordKind.DELIVERY: DeliveryPayload,
+    RecordKind.COMPLAINT: ComplaintPayload,
+    RecordKind.CORRECTIVE_ACTION: CorrectiveActionPayload,
+    RecordKind.AUDIT: AuditPayload,
+    RecordKind.IMPROVEMENT: ImprovementPayload,
+}
+
+
+def _check_counts(record: QualityRecord, payload: _Payload) -> None:
+    """The signed counts must agree with the detail they summarise."""
+    if isinstance(payload, InspectionPayload):
+        if payload.sampleSize != record.quantity:
+            raise InvalidRecord("quantity must be the sample size", expected=payload.sampleSize,
+                                got=record.quantity)
+        found = sum(d.count for d in payload.defectList)
+        if found != record.defects:
+            raise InvalidRecord("defects must be the sum of defectList counts", expected=found,
+                                got=record.defects)
+        if payload.sampleSize > payload.lotSize:
+            raise InvalidRecord("sample larger than lot", expected=f"<= {payload.lotSize}",
+                                got=payload.sampleSize)
+    elif isinstance(payload, AuditPayload):
+        total = payload.majorNonconformities + payload.minorNonconformities
+        if (record.quantity, record.defects) != (total, payload.majorNonconformities):
+            raise InvalidRecord(
+                "audit counts: quantity = all nonconformities, defects = major ones",
+                expected=(total, payload.majorNonconformities),
+                got=(record.quantity, record.defects),
+            )
+    elif isinstance(payload, DeliveryPayload) and payload.deliveredTime != record.eventTime:
+        raise InvalidRecord("a delivery's eventTime is its deliveredTime",
+                            expected=payload.deliveredTime, got=record.eventTime)
+
+
+def parse_payload(kind: RecordKind, payload: dict[str, Any]) -> _Payload:
+    """Validate a detail payload against its kind's model (raises InvalidRecord)."""
+    try:
+        return PAYLOAD_MODELS[kind].model_validate(payload)
+    except ValidationError as exc:
+        raise InvalidRecord(f"{kind.value} payload: {_first_error(exc)}") from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "payload"
+    return f"{where}: {err['msg']}"
+
+
+class Domain(BaseModel):
+    """EIP-712 domain of every record: one ledger contract on one chain."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Literal["QualityLedger"] = "QualityLedger"
+    version: Literal["1"] = "1"
+    chainId: Annotated[int, Field(gt=0)]
+    verifyingContract: str
+
+    @field_validator("verifyingContract")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
+            raise ValueError("verifyingContract must be a 20-byte hex address")
+        return to_checksum_address(value)
+
+
+class SignedRecord(BaseModel):
+    """What a party submits: domain, signed struct, full detail payload and the signature."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    domain: Domain
+    record: QualityRecord
+    payload: dict[str, Any]
+    signature: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
+
+    @model_validator(mode="after")
+    def _payload_matches(self) -> SignedRecord:
+        expected = "0x" + payload_hash(self.payload).hex()
+        if expected != self.record.payloadHash:
+            raise ValueError(
+                f"payloadHash does not match the payload's canonical JSON "
+                f"(expected {expected}, got {self.record.payloadHash})"
+            )
+        _check_counts(self.record, parse_payload(self.record.kind, self.payload))
+        return self
+
+
+def load_signed_record(data: dict[str, Any]) -> SignedRecord:
+    """Validate a signed envelope from JSON, raising InvalidRecord with the first problem."""
+    try:
+        return SignedRecord.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRecord(_first_error(exc)) from exc

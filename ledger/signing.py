@@ -1,0 +1,79 @@
+"""Create and check signed evidence records."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from ledger.canonical import payload_hash
+from ledger.eip712 import domain_separator, record_digest, record_struct_hash, typed_data_digest
+from ledger.errors import InvalidSignature, KindNotAllowed
+from ledger.keys import Signer, recover_digest, recover_digest_raw
+from ledger.records import (
+    KIND_SIGNER_ROLE,
+    Domain,
+    QualityRecord,
+    RecordKind,
+    Role,
+    SignedRecord,
+    new_salt,
+)
+
+
+def sign_record(
+    signer: Signer,
+    domain: Domain,
+    *,
+    subject: str,
+    kind: RecordKind | str,
+    part_number: str,
+    lot_id: str,
+    event_time: int,
+    quantity: int,
+    defects: int,
+    nonce: int,
+    payload: dict[str, Any],
+    signed_at: int | None = None,
+    salt: str | None = None,
+) -> SignedRecord:
+    """Build the struct for ``payload``, sign it and return the validated envelope."""
+    record = QualityRecord(
+        signer=signer.address,
+        subject=subject,
+        kind=RecordKind(kind),
+        partNumber=part_number,
+        lotId=lot_id,
+        eventTime=event_time,
+        signedAt=int(time.time()) if signed_at is None else signed_at,
+        quantity=quantity,
+        defects=defects,
+        nonce=nonce,
+        salt=salt or new_salt(),
+        payloadHash="0x" + payload_hash(payload).hex(),
+    )
+    signature = signer.sign_digest(record_digest(domain, record))
+    return SignedRecord(domain=domain, record=record, payload=payload, signature=signature)
+
+
+def recover_signer(signed: SignedRecord) -> str:
+    return recover_digest(record_digest(signed.domain, signed.record), signed.signature)
+
+
+def check_signature(signed: SignedRecord) -> bytes:
+    """Verify the signature recovers to ``record.signer``; return the struct hash."""
+    struct_hash = record_struct_hash(signed.record)
+    digest = typed_data_digest(domain_separator(signed.domain), struct_hash)
+    recovered = recover_digest_raw(digest, signed.signature)
+    if recovered != bytes.fromhex(signed.record.signer[2:]):
+        raise InvalidSignature("signature does not match the record's signer",
+                               expected=signed.record.signer, got=to_checksum_address(recovered))
+    return struct_hash
+
+
+def check_kind_allowed(kind: RecordKind, role: Role) -> None:
+    allowed = KIND_SIGNER_ROLE[kind]
+    if role is not allowed:
+        raise KindNotAllowed(f"a {role.value} may not sign {kind.value} records",
+                             expected=allowed.value, got=role.value)

@@ -1,0 +1,226 @@
+"""Offline verification of a record and its receipt against the chain, trusting no service.
+
+Every check runs and reports; the first failure is the reason given. Check names are stable
+strings (the CLI and the API print them, tests assert them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from ledger.eip712 import record_struct_hash
+from ledger.errors import ChainError, InvalidRecord, InvalidSignature
+from ledger.merkle import leaf_hash, process_proof
+from ledger.receipts import Receipt
+from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
+from ledger.signing import check_signature
+
+# A signer's clock may run ahead of the chain's block timestamps by this much before a record
+# counts as "signed after it was anchored" (5 minutes, the usual NTP-less office tolerance).
+CLOCK_SKEW_SECONDS = 300
+
+PARTICIPANT_ROLES = (Role.SUPPLIER, Role.OEM, Role.AUDITOR)
+
+
+class Check(StrEnum):
+    RECEIPT_FORMAT = "receipt_format"
+    RECORD_FORMAT = "record_format"
+    RECORD_MATCHES_RECEIPT = "record_matches_receipt"
+    SIGNATURE = "signature"
+    STRUCT_HASH = "struct_hash"
+    DOMAIN = "domain_matches_contract"
+    CHAIN_ID = "chain_id"
+    SIGNER_ROLE = "signer_role_at_signing"
+    KIND_ALLOWED = "kind_allowed_for_role"
+    SUBJECT = "supplier_files_about_itself"
+    PROOF = "merkle_proof"
+    ANCHORED = "root_anchored"
+    ANCHOR_DETAILS = "anchor_matches_receipt"
+    SIGNED_BEFORE_ANCHOR = "signed_before_anchor"
+
+
+class ChainReader(Protocol):
+    """What verification needs from a chain (``ledger.chain.ChainClient`` provides it)."""
+
+    @property
+    def chain_id(self) -> int: ...
+
+    def role_history(self, account: str, role: Role) -> list[tuple[int, int]]: ...
+
+    def org_of(self, account: str) -> str | None: ...
+
+    def anchored_at(self, root: bytes) -> Any: ...
+
+    def verify_record_on_chain(
+        self, root: bytes, proof: list[bytes], struct_hash: bytes
+    ) -> bool: ...
+
+    def transaction_block(self, tx_hash: str) -> tuple[int, str] | None:
+        """(block number, ``to`` address) of a successful transaction, None if unknown/failed."""
+        ...
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    check: Check
+    ok: bool
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"check": self.check.value, "ok": self.ok, "detail": self.detail}
+
+
+@dataclass
+class VerificationReport:
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def first_failure(self) -> CheckResult | None:
+        return next((c for c in self.checks if not c.ok), None)
+
+    def add(self, check: Check, ok: bool, detail: str) -> bool:
+        self.checks.append(CheckResult(check, ok, detail))
+        return ok
+
+    def to_json(self) -> dict[str, Any]:
+        failure = self.first_failure
+        return {
+            "ok": self.ok,
+            "failedCheck": failure.check.value if failure else None,
+            "reason": failure.detail if failure else None,
+            "checks": [c.to_json() for c in self.checks],
+        }
+
+
+def _held_at(history: list[tuple[int, int]], timestamp: int) -> bool:
+    return any(granted <= timestamp and (revoked == 0 or timestamp < revoked)
+               for granted, revoked in history)
+
+
+def _check_signature(signed: SignedRecord, report: VerificationReport) -> None:
+    try:
+        check_signature(signed)
+    except InvalidSignature as exc:
+        report.add(Check.SIGNATURE, False, str(exc))
+    else:
+        report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
+
+
+def verify_receipt(
+    record: SignedRecord | dict[str, Any] | None,
+    receipt: Receipt | dict[str, Any],
+    chain: ChainReader,
+) -> VerificationReport:
+    """Run every check of ``record`` + ``receipt`` against ``chain``.
+
+    ``record`` may be None to verify the record embedded in the receipt alone.
+    """
+    report = VerificationReport()
+    if not isinstance(receipt, Receipt):
+        try:
+            receipt = Receipt.model_validate(receipt)
+        except (ValidationError, InvalidRecord) as exc:
+            report.add(Check.RECEIPT_FORMAT, False, _reason(exc))
+            return report
+    report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
+
+    signed = receipt.record
+    if record is not None:
+        if not isinstance(record, SignedRecord):
+            try:
+                record = load_signed_record(record)
+            except InvalidRecord as exc:
+                report.add(Check.RECORD_FORMAT, False, str(exc))
+                return report
+        same = record.model_dump(mode="json") == signed.model_dump(mode="json")
+        report.add(Check.RECORD_MATCHES_RECEIPT, same,
+                   "record file equals the receipt's record" if same
+                   else "the record differs from the one the receipt covers")
+        signed = record
+
+    _check_signature(signed, report)
+    computed = record_struct_hash(signed.record)
+    report.add(Check.STRUCT_HASH, computed.hex() == receipt.structHash[2:],
+               f"hashStruct = 0x{computed.hex()}, receipt says {receipt.structHash}")
+
+    # The signature's domain must name this receipt's chain and contract, or a signature made
+    # for a test deployment could be replayed against production.
+    domain_ok = (signed.domain.chainId == receipt.chainId
+                 and signed.domain.verifyingContract.lower() == receipt.contract.lower())
+    report.add(Check.DOMAIN, domain_ok,
+               f"domain {signed.domain.chainId}/{signed.domain.verifyingContract}, "
+               f"receipt {receipt.chainId}/{receipt.contract}")
+
+    try:
+        _verify_on_chain(signed, receipt, computed, chain, report)
+    except ChainError as exc:
+        report.add(Check.CHAIN_ID, False, f"chain unreachable or refused: {exc}")
+    return report
+
+
+def _verify_on_chain(signed: SignedRecord, receipt: Receipt, struct_hash: bytes,
+                     chain: ChainReader, report: VerificationReport) -> None:
+    chain_id = chain.chain_id
+    report.add(Check.CHAIN_ID, chain_id == receipt.chainId,
+               f"RPC chain id {chain_id}, receipt {receipt.chainId}")
+
+    record = signed.record
+    held = {role: chain.role_history(record.signer, role) for role in PARTICIPANT_ROLES}
+    roles_then = [role for role, history in held.items() if _held_at(history, record.signedAt)]
+    report.add(Check.SIGNER_ROLE, bool(roles_then),
+               f"{record.signer} held {', '.join(r.value for r in roles_then)} at signedAt "
+               f"{record.signedAt}" if roles_then else
+               f"{record.signer} held no participant role at signedAt {record.signedAt} "
+               f"(history: { {r.value: h for r, h in held.items() if h} })")
+    required = KIND_SIGNER_ROLE[record.kind]
+    report.add(Check.KIND_ALLOWED, required in roles_then,
+               f"{record.kind.value} must be signed by a {required.value}; signer held "
+               f"{[r.value for r in roles_then] or 'nothing'}")
+    if required is Role.SUPPLIER:
+        org = chain.org_of(record.signer)
+        report.add(Check.SUBJECT, org == record.subject,
+                   f"signer's organisation {org!r}, record subject {record.subject!r}")
+
+    root = bytes.fromhex(receipt.root[2:])
+    proof = [bytes.fromhex(p[2:]) for p in receipt.proof]
+    folded = process_proof(leaf_hash(struct_hash), proof)
+    on_chain = chain.verify_record_on_chain(root, proof, struct_hash) if folded == root else False
+    report.add(Check.PROOF, folded == root and on_chain,
+               "proof folds to the root and MerkleProof.verify agrees on chain" if on_chain
+               else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}")
+
+    anchor = chain.anchored_at(root)
+    if not report.add(Check.ANCHORED, anchor is not None,
+                      f"root anchored in batch {anchor.batch_id} at block {anchor.block_number}"
+                      if anchor else f"root {receipt.root} is not anchored in {receipt.contract}"):
+        return
+    tx = chain.transaction_block(receipt.transactionHash)
+    details = (anchor.batch_id == receipt.batchId and anchor.block_number == receipt.blockNumber
+               and anchor.timestamp == receipt.blockTimestamp
+               and anchor.leaf_count == receipt.leafCount
+               and tx is not None and tx[0] == receipt.blockNumber
+               and tx[1].lower() == receipt.contract.lower())
+    report.add(Check.ANCHOR_DETAILS, details,
+               f"chain: batch {anchor.batch_id}, block {anchor.block_number}, time "
+               f"{anchor.timestamp}, {anchor.leaf_count} leaves, tx {tx}; receipt: batch "
+               f"{receipt.batchId}, block {receipt.blockNumber}, time {receipt.blockTimestamp}, "
+               f"{receipt.leafCount} leaves, tx {receipt.transactionHash}")
+    before = record.signedAt <= anchor.timestamp + CLOCK_SKEW_SECONDS
+    report.add(Check.SIGNED_BEFORE_ANCHOR, before,
+               f"signedAt {record.signedAt}, anchored at {anchor.timestamp} "
+               f"(tolerance {CLOCK_SKEW_SECONDS} s)")
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc)

@@ -1,0 +1,36 @@
+"""Test helpers shared across packages (not fixtures: those live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_node(script: str, data: Any) -> Any:
+    """Run tests/js/<script> with JSON on stdin and return its JSON output."""
+    node = shutil.which("node")
+    if node is None or not (ROOT / "node_modules").exists():
+        pytest.skip("node and node_modules are needed (make install)")
+    result = subprocess.run([node, str(ROOT / "tests" / "js" / script)], input=json.dumps(data),
+                            capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+    return json.loads(result.stdout)
+
+
+def inspection_payload(defects: int = 1, sample: int = 50) -> dict[str, Any]:
+    return {
+        "disposition": "conformant" if defects == 0 else "non_conformant",
+        "inspectionType": "incoming",
+        "lotSize": 1000,
+        "sampleSize": sample,
+        "defectList": [{"code": "FLASH", "count": defects, "severity": "minor"}] if defects
+        else [],
+        "sensorReport": [{"type": "bore_diameter", "uom": "MMT", "lsl": 9.95, "usl": 10.05,
+                          "key": True, "values": [10.0, 10.01, 9.99, 10.02]}],
+    }
