@@ -101,7 +101,13 @@ class VerificationReport:
 
 
 def _held_at(history: list[tuple[int, int]], timestamp: int) -> bool:
-    return any(granted <= timestamp and (revoked == 0 or timestamp < revoked)
+    """Whether a role interval covers ``timestamp``.
+
+    The grant side tolerates the signer's clock running behind the chain's by the skew (a key
+    used right after registration); the revocation side tolerates nothing, because a signature
+    dated after revocation is exactly what a stolen key would produce.
+    """
+    return any(granted - CLOCK_SKEW_SECONDS <= timestamp and (revoked == 0 or timestamp < revoked)
                for granted, revoked in history)
 
 

@@ -1,0 +1,1 @@
+"""qledger service: FastAPI app, SQLAlchemy store, anchorer and the `qledger` CLI."""

@@ -1,0 +1,192 @@
+"""The anchorer: pending leaves -> Merkle batch -> one ``anchorBatch`` -> receipts.
+
+Exactly-once, whatever dies when:
+- A batch is *claimed* in one transaction: its root is stored and each outbox row gets the
+  batch id. A row is claimed at most once, so no record can end up in two batches.
+- Before sending, the chain is asked whether the root is already anchored (a crash after
+  sending): then nothing is sent again. A send that reverts because the root is already there
+  (a second anchorer, or a transaction from before the crash mined late) is treated the same.
+- Only after the anchoring block has the configured confirmations are proofs written, the
+  batch marked confirmed and its outbox rows deleted, in one transaction.
+On restart every unconfirmed batch is resumed before new ones are built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import delete, func, select, update
+
+from api.context import ServiceContext
+from api.store.models import Batch, Outbox, Record, utcnow
+from ledger.chain import AnchorInfo
+from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
+from ledger.merkle import StandardMerkleTree
+
+log = logging.getLogger("qledger.anchorer")
+
+OPEN_STATUSES = ("built", "sent", "anchored")
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    batch_id: int
+    root: str
+    leaf_count: int
+    chain_batch_id: int
+    tx_hash: str
+    block_number: int
+    gas_used: int | None
+
+
+class Anchorer:
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+
+    # -- public ---------------------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        with self.ctx.sessions() as s:
+            return s.scalar(select(func.count()).select_from(Outbox)
+                            .where(Outbox.batch_id.is_(None))) or 0
+
+    def run_once(self, *, force: bool = False) -> list[BatchOutcome]:
+        """Resume unfinished batches, then anchor as many full (or due) batches as there are."""
+        done = [self._finish(batch_id) for batch_id in self._open_batches()]
+        while True:
+            batch_id = self._claim(force=force)
+            if batch_id is None:
+                return [d for d in done if d is not None]
+            done.append(self._finish(batch_id))
+
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
+        """Loop until ``stop`` is set; chain outages back off exponentially up to the cap."""
+        delay = poll_seconds
+        while not stop.is_set():
+            try:
+                self.run_once()
+                delay = poll_seconds
+            except ChainUnavailable as exc:
+                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
+                log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
+            except ChainError as exc:
+                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
+                log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
+            stop.wait(delay)
+
+    # -- steps ----------------------------------------------------------------------------
+
+    def _open_batches(self) -> list[int]:
+        with self.ctx.sessions() as s:
+            return list(s.scalars(select(Batch.id).where(Batch.status.in_(OPEN_STATUSES))
+                                  .order_by(Batch.id)))
+
+    def _claim(self, *, force: bool) -> int | None:
+        limit = self.settings.batch_max_leaves
+        with self.ctx.sessions() as s, s.begin():
+            query = (select(Outbox.struct_hash, Outbox.created_at)
+                     .where(Outbox.batch_id.is_(None)).order_by(Outbox.seq).limit(limit))
+            if s.bind is not None and s.bind.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True)
+            rows = s.execute(query).all()
+            if not rows:
+                return None
+            oldest = rows[0].created_at
+            age = time.time() - (oldest.timestamp() if oldest.tzinfo else
+                                 oldest.replace(tzinfo=utcnow().tzinfo).timestamp())
+            if len(rows) < limit and age < self.settings.batch_max_seconds and not force:
+                return None
+            hashes = [r.struct_hash for r in rows]
+            tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+            batch = Batch(root="0x" + tree.root.hex(), leaf_count=len(hashes), status="built")
+            s.add(batch)
+            s.flush()
+            s.execute(update(Outbox).where(Outbox.struct_hash.in_(hashes))
+                      .values(batch_id=batch.id))
+            log.info("claimed batch %s: %d leaves, root %s", batch.id, len(hashes), batch.root)
+            return batch.id
+
+    def _leaves(self, batch_id: int) -> list[str]:
+        with self.ctx.sessions() as s:
+            return list(s.scalars(select(Outbox.struct_hash).where(Outbox.batch_id == batch_id)))
+
+    def _finish(self, batch_id: int) -> BatchOutcome | None:
+        with self.ctx.sessions() as s:
+            batch = s.get(Batch, batch_id)
+            assert batch is not None
+            root = bytes.fromhex(batch.root[2:])
+            leaf_count, status = batch.leaf_count, batch.status
+        chain = self.ctx.chain
+        info = chain.anchored_at(root)
+        gas_used = None
+        if info is None:
+            try:
+                result = chain.anchor_batch(root, leaf_count)
+                gas_used = result.gas_used
+                info = AnchorInfo(batch_id=result.batch_id, timestamp=result.timestamp,
+                                  block_number=result.block_number, leaf_count=leaf_count)
+                tx_hash = result.tx_hash
+            except TransactionReverted:
+                info = chain.anchored_at(root)
+                if info is None:
+                    raise
+                tx_hash = self._anchor_tx(root, info)
+        else:
+            tx_hash = self._anchor_tx(root, info)
+            log.info("batch %s (%s) was already anchored; resuming", batch_id, status)
+        with self.ctx.sessions() as s, s.begin():
+            s.execute(update(Batch).where(Batch.id == batch_id).values(
+                status="anchored", chain_batch_id=info.batch_id, tx_hash=tx_hash,
+                block_number=info.block_number, block_timestamp=info.timestamp,
+                **({"gas_used": gas_used} if gas_used is not None else {})))
+        chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
+        self._write_receipts(batch_id)
+        return BatchOutcome(batch_id, "0x" + root.hex(), leaf_count, info.batch_id, tx_hash,
+                            info.block_number, gas_used)
+
+    def _anchor_tx(self, root: bytes, info: AnchorInfo) -> str:
+        """The transaction that anchored ``root`` (after a crash we may not have its hash)."""
+        for event in self.ctx.chain.anchored_batches(from_block=info.block_number):
+            if event["root"] == root:
+                return event["tx_hash"]
+        raise ChainError(f"root 0x{root.hex()} is anchored but its BatchAnchored log is missing")
+
+    def _write_receipts(self, batch_id: int) -> None:
+        hashes = self._leaves(batch_id)
+        tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+        with self.ctx.sessions() as s, s.begin():
+            for h in hashes:
+                proof = ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]
+                s.execute(update(Record).where(Record.struct_hash == h)
+                          .values(batch_id=batch_id, proof=proof))
+            s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
+            s.execute(update(Batch).where(Batch.id == batch_id).values(
+                status="confirmed", confirmed_at=utcnow()))
+        log.info("batch %s confirmed: %d receipts", batch_id, len(hashes))
+
+
+@contextlib.contextmanager
+def anchorer_lock(data_dir: Path):  # type: ignore[no-untyped-def]
+    """Held by the one process that anchors for this data dir (others only serve requests).
+
+    Correctness does not depend on it (claims are transactional and the contract refuses a
+    root twice); it keeps two processes from racing for the same account nonce.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / "anchorer.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

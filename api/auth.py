@@ -1,0 +1,87 @@
+"""Authentication: sign in with the participant's own Ethereum key (EIP-4361 message signed
+with EIP-191 personal_sign), receive a short-lived HS256 JWT carrying address, role and org.
+
+No unauthenticated data reads: every read route depends on :data:`CurrentUser`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import jwt
+
+from api.errors import ApiError
+from ledger._hash import keccak
+from ledger.errors import InvalidSignature
+from ledger.keys import recover_digest
+from ledger.records import Role
+
+CHALLENGE_TTL_SECONDS = 300  # a sign-in message is good for 5 minutes, then ask again
+
+
+@dataclass(frozen=True)
+class Principal:
+    address: str
+    role: Role
+    org_id: str | None
+
+    def require(self, *roles: Role) -> Principal:
+        if self.role not in roles:
+            raise ApiError(403, "forbidden_role", "this endpoint is not for your role",
+                           expected=[r.value for r in roles], got=self.role.value)
+        return self
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def challenge_message(host: str, address: str, chain_id: int, nonce: str, issued: int) -> str:
+    """An EIP-4361 (Sign-In with Ethereum) message; wallets render it for the user."""
+    return (
+        f"{host} wants you to sign in with your Ethereum account:\n{address}\n\n"
+        f"Sign in to the qledger quality ledger.\n\n"
+        f"URI: http://{host}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\n"
+        f"Issued At: {_iso(issued)}\nExpiration Time: {_iso(issued + CHALLENGE_TTL_SECONDS)}"
+    )
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(16)
+
+
+def personal_sign_digest(message: str) -> bytes:
+    data = message.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
+def recover_personal(message: str, signature: str) -> str:
+    try:
+        return recover_digest(personal_sign_digest(message), signature)
+    except InvalidSignature as exc:
+        raise ApiError(401, "invalid_signature", str(exc)) from exc
+
+
+def issue_token(secret: str, principal: Principal, ttl: int) -> tuple[str, int]:
+    expires = int(time.time()) + ttl
+    token = jwt.encode({"sub": principal.address, "role": principal.role.value,
+                        "org": principal.org_id, "exp": expires, "iat": int(time.time())},
+                       secret, algorithm="HS256")
+    return token, expires
+
+
+def decode_token(secret: str, token: str) -> Principal:
+    try:
+        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise ApiError(401, "token_expired", "access token expired; sign in again") from exc
+    except jwt.InvalidTokenError as exc:
+        raise ApiError(401, "invalid_token", f"access token rejected: {exc}") from exc
+    try:
+        return Principal(address=claims["sub"], role=Role(claims["role"]),
+                         org_id=claims.get("org"))
+    except (KeyError, ValueError) as exc:
+        raise ApiError(401, "invalid_token", "access token lacks address or role") from exc

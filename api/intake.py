@@ -1,0 +1,173 @@
+"""Intake of signed evidence: every check that needs no database first, then one transaction
+that stores the records and their outbox rows (idempotent by struct hash, replay-safe by
+(signer, nonce))."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.context import ServiceContext
+from api.errors import ApiError, from_ledger
+from api.store.models import Outbox, Record
+from ledger.canonical import canonical_json
+from ledger.errors import InvalidRecord, LedgerError
+from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
+from ledger.signing import check_kind_allowed, check_signature
+
+
+@dataclass(frozen=True)
+class Checked:
+    signed: SignedRecord
+    struct_hash: str
+    role: Role
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One record's answer: accepted (new or the same record again) or rejected with a reason."""
+
+    index: int
+    struct_hash: str | None
+    status: str  # "accepted" | "duplicate" | "rejected"
+    error: ApiError | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.struct_hash:
+            out["structHash"] = self.struct_hash
+        if self.error:
+            out.update(self.error.body())
+        return out
+
+
+def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Checked:
+    """Schema, size, domain, signature, current role, kind rule, own subject, freshness."""
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_record", "a signed record must be a JSON object",
+                       got=type(data).__name__)
+    payload = data.get("payload")
+    if isinstance(payload, dict):
+        try:
+            size = len(canonical_json(payload))
+        except InvalidRecord as exc:
+            raise from_ledger(exc) from exc
+        if size > ctx.settings.max_record_bytes:
+            raise ApiError(413, "record_too_large", "detail payload is too large",
+                           expected=f"<= {ctx.settings.max_record_bytes} bytes", got=size)
+    try:
+        signed = load_signed_record(data)
+    except LedgerError as exc:
+        raise from_ledger(exc) from exc
+    domain = ctx.domain
+    if signed.domain != domain:
+        raise ApiError(422, "wrong_domain", "record is signed for another chain or contract",
+                       expected=domain.model_dump(), got=signed.domain.model_dump())
+    try:
+        struct_hash = "0x" + check_signature(signed).hex()
+    except LedgerError as exc:
+        raise from_ledger(exc) from exc
+    record = signed.record
+    role, org = ctx.roles.get(record.signer)
+    if role is None:
+        raise ApiError(403, "signer_not_registered",
+                       "signer holds no participant role on chain (unknown or revoked key)",
+                       got=record.signer)
+    if role not in (Role.SUPPLIER, Role.OEM, Role.AUDITOR):
+        raise ApiError(403, "kind_not_allowed", f"a {role.value} key does not sign evidence",
+                       expected=KIND_SIGNER_ROLE[record.kind].value, got=role.value)
+    try:
+        check_kind_allowed(record.kind, role)
+    except LedgerError as exc:
+        raise from_ledger(exc) from exc
+    if role is Role.SUPPLIER and record.subject != org:
+        raise ApiError(403, "subject_mismatch", "a supplier may only file evidence about itself",
+                       expected=org, got=record.subject)
+    now = int(time.time()) if now is None else now
+    skew = ctx.settings.clock_skew_seconds
+    if abs(record.signedAt - now) > skew:
+        raise ApiError(422, "stale_signature", "signedAt is too far from the service's clock",
+                       expected=f"{now} +/- {skew}", got=record.signedAt)
+    return Checked(signed=signed, struct_hash=struct_hash, role=role)
+
+
+def _row(checked: Checked) -> Record:
+    signed, r = checked.signed, checked.signed.record
+    return Record(
+        struct_hash=checked.struct_hash, signer=r.signer, signer_role=checked.role.value,
+        subject=r.subject, kind=r.kind.value, part_number=r.partNumber, lot_id=r.lotId,
+        event_time=r.eventTime, signed_at=r.signedAt, quantity=r.quantity, defects=r.defects,
+        nonce=r.nonce, salt=r.salt, payload_hash=r.payloadHash, payload=signed.payload,
+        signature=signed.signature, chain_id=signed.domain.chainId,
+        contract=signed.domain.verifyingContract,
+    )
+
+
+def store(ctx: ServiceContext, items: list[tuple[int, Checked]]) -> list[Outcome]:
+    """Store checked records in one transaction; duplicates are answered, replays rejected.
+
+    Concurrent writers can still collide on the unique keys between our read and our insert;
+    then the transaction is rolled back and the lot reclassified against what is now stored.
+    """
+    for _ in range(5):
+        try:
+            with ctx.sessions() as session, session.begin():
+                return _store_once(session, items)
+        except IntegrityError:
+            continue
+    raise ApiError(409, "conflict", "concurrent submissions of the same records; retry")
+
+
+def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outcome]:
+    hashes = [c.struct_hash for _, c in items]
+    known = set(session.scalars(select(Record.struct_hash).where(Record.struct_hash.in_(hashes))))
+    pairs = [(c.signed.record.signer, c.signed.record.nonce) for _, c in items]
+    used = {
+        (signer, nonce): h
+        for signer, nonce, h in session.execute(
+            select(Record.signer, Record.nonce, Record.struct_hash).where(
+                tuple_(Record.signer, Record.nonce).in_(pairs)))
+    }
+    outcomes: list[Outcome] = []
+    new_rows: list[Record] = []
+    seq = time.time_ns()
+    for index, checked in items:
+        key = (checked.signed.record.signer, checked.signed.record.nonce)
+        if checked.struct_hash in known:
+            outcomes.append(Outcome(index, checked.struct_hash, "duplicate"))
+            continue
+        if key in used:
+            outcomes.append(Outcome(index, checked.struct_hash, "rejected", ApiError(
+                409, "nonce_replayed", "this signer already used this nonce for another record",
+                expected="an unused nonce", got=key[1])))
+            continue
+        known.add(checked.struct_hash)
+        used[key] = checked.struct_hash
+        new_rows.append(_row(checked))
+        outcomes.append(Outcome(index, checked.struct_hash, "accepted"))
+    if new_rows:
+        session.add_all(new_rows)
+        session.flush()
+        session.add_all([Outbox(struct_hash=row.struct_hash, seq=seq + i)
+                         for i, row in enumerate(new_rows)])
+    return outcomes
+
+
+def submit_many(ctx: ServiceContext, records: list[Any]) -> list[Outcome]:
+    now = int(time.time())
+    outcomes: dict[int, Outcome] = {}
+    good: list[tuple[int, Checked]] = []
+    for index, data in enumerate(records):
+        try:
+            good.append((index, check_record(ctx, data, now)))
+        except ApiError as exc:
+            outcomes[index] = Outcome(index, None, "rejected", exc)
+    if good:
+        for outcome in store(ctx, good):
+            outcomes[outcome.index] = outcome
+    return [outcomes[i] for i in range(len(records))]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from typing import Any
+
+from eth_utils import to_checksum_address
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.deps import AdminUser, Ctx, CurrentUser
+from api.errors import ApiError
+from api.store.models import Participant, utcnow
+from ledger.records import ID_PATTERN, Role
+
+router = APIRouter(prefix="/v1/participants", tags=["participants"])
+
+REGISTRABLE = (Role.SUPPLIER, Role.OEM, Role.AUDITOR)
+
+
+class RegisterRequest(BaseModel):
+    address: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+    role: Role
+    orgId: str = Field(pattern=ID_PATTERN)
+    name: str = Field("", max_length=200)
+
+
+def _json(p: Participant) -> dict[str, Any]:
+    return {"address": p.address, "role": p.role, "orgId": p.org_id, "name": p.name,
+            "active": p.active, "registeredAt": p.registered_at.isoformat(),
+            "revokedAt": p.revoked_at.isoformat() if p.revoked_at else None,
+            "txHash": p.tx_hash}
+
+
+@router.post("", status_code=201)
+def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
+    """Register a key with a role and organisation: written on chain, then mirrored here."""
+    if body.role not in REGISTRABLE:
+        raise ApiError(422, "invalid_role", "participants are suppliers, OEMs or auditors",
+                       expected=[r.value for r in REGISTRABLE], got=body.role.value)
+    address = to_checksum_address(body.address)
+    current, org = ctx.roles.get(address)
+    if current is not None:
+        raise ApiError(409, "already_registered", "this key already holds a role",
+                       got={"role": current.value, "orgId": org})
+    tx = ctx.chain.register_participant(address, body.role, body.orgId)
+    ctx.roles.forget(address)
+    with ctx.sessions() as s, s.begin():
+        row = s.get(Participant, address) or Participant(address=address)
+        row.org_id, row.role, row.name = body.orgId, body.role.value, body.name
+        row.active, row.revoked_at, row.tx_hash = True, None, tx
+        row.registered_at = utcnow()
+        s.add(row)
+        s.flush()
+        return _json(row)
+
+
+@router.delete("/{address}")
+def revoke(address: str, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
+    """Revoke a key's role on chain. What it signed before stays valid; later signatures fail."""
+    try:
+        address = to_checksum_address(address)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_address", "not an address", got=address) from exc
+    role, _org = ctx.roles.get(address)
+    if role not in REGISTRABLE:
+        raise ApiError(404, "participant_not_found", "no active participant with this key",
+                       got=address)
+    tx = ctx.chain.revoke_participant(address, role)
+    ctx.roles.forget(address)
+    with ctx.sessions() as s, s.begin():
+        row = s.get(Participant, address)
+        if row is None:
+            row = Participant(address=address, org_id=_org or "", role=role.value)
+            s.add(row)
+        row.active, row.revoked_at, row.tx_hash = False, utcnow(), tx
+        s.flush()
+        return _json(row)
+
+
+@router.get("")
+def list_participants(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Admins, auditors and OEMs see the registry; a supplier sees its own keys."""
+    query = select(Participant).order_by(Participant.org_id, Participant.address)
+    if user.role is Role.SUPPLIER:
+        query = query.where(Participant.org_id == user.org_id)
+    with ctx.sessions() as s:
+        return {"participants": [_json(p) for p in s.scalars(query)]}

@@ -1,0 +1,119 @@
+"""Tables. A record and its outbox row are written in one transaction before the API answers;
+the anchorer moves outbox rows into exactly one batch (``outbox.batch_id`` is set once, under a
+row lock / SQLite's single writer) and deletes them only after the batch is confirmed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Participant(Base):
+    """Mirror of the on-chain registry, written by the service when it registers/revokes."""
+
+    __tablename__ = "participants"
+
+    address: Mapped[str] = mapped_column(String(42), primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class Batch(Base):
+    """One Merkle tree. Status: built -> sent -> anchored -> confirmed."""
+
+    __tablename__ = "batches"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    root: Mapped[str] = mapped_column(String(66), unique=True)
+    leaf_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="built")
+    chain_batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Record(Base):
+    __tablename__ = "records"
+    __table_args__ = (
+        UniqueConstraint("signer", "nonce", name="uq_records_signer_nonce"),
+        Index("ix_records_subject_kind", "subject", "kind"),
+    )
+
+    struct_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
+    signer: Mapped[str] = mapped_column(String(42), index=True)
+    signer_role: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    part_number: Mapped[str] = mapped_column(String(64))
+    lot_id: Mapped[str] = mapped_column(String(64))
+    event_time: Mapped[int] = mapped_column(BigInteger)
+    signed_at: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int] = mapped_column(BigInteger)
+    defects: Mapped[int] = mapped_column(BigInteger)
+    nonce: Mapped[int] = mapped_column(BigInteger)
+    salt: Mapped[str] = mapped_column(String(66))
+    payload_hash: Mapped[str] = mapped_column(String(66))
+    payload: Mapped[dict] = mapped_column(JSON)
+    signature: Mapped[str] = mapped_column(String(132))
+    chain_id: Mapped[int] = mapped_column(BigInteger)
+    contract: Mapped[str] = mapped_column(String(42))
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True,
+                                                 index=True)
+    proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+
+class Outbox(Base):
+    """Pending leaves. A row exists from intake until its batch is confirmed on chain."""
+
+    __tablename__ = "outbox"
+
+    struct_hash: Mapped[str] = mapped_column(ForeignKey("records.struct_hash"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True,
+                                                 index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuthChallenge(Base):
+    """Single-use sign-in challenges (EIP-4361 messages)."""
+
+    __tablename__ = "auth_challenges"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(42))
+    message: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[bool] = mapped_column(Boolean, default=False)
