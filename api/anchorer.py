@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +34,17 @@ from ledger.merkle import StandardMerkleTree
 log = logging.getLogger("qledger.anchorer")
 
 OPEN_STATUSES = ("built", "sent", "anchored")
+
+# Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): QLEDGER_FAILPOINTS names the
+# steps at which this process SIGKILLs itself, so tests can die at exactly the dangerous
+# moments. Unset in production, where each check is one dict lookup.
+FAILPOINTS = frozenset(filter(None, os.environ.get("QLEDGER_FAILPOINTS", "").split(",")))
+
+
+def failpoint(name: str) -> None:
+    if name in FAILPOINTS:
+        log.warning("failpoint %s: killing this process", name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,7 @@ class Anchorer:
             s.flush()
             s.execute(update(Outbox).where(Outbox.struct_hash.in_(hashes))
                       .values(batch_id=batch.id))
+            failpoint("anchorer.during_claim")
             log.info("claimed batch %s: %d leaves, root %s", batch.id, len(hashes), batch.root)
             return batch.id
 
@@ -127,8 +141,10 @@ class Anchorer:
         info = chain.anchored_at(root)
         gas_used = None
         if info is None:
+            failpoint("anchorer.before_send")
             try:
                 result = chain.anchor_batch(root, leaf_count)
+                failpoint("anchorer.after_send")
                 gas_used = result.gas_used
                 info = AnchorInfo(batch_id=result.batch_id, timestamp=result.timestamp,
                                   block_number=result.block_number, leaf_count=leaf_count)
@@ -146,6 +162,7 @@ class Anchorer:
                 status="anchored", chain_batch_id=info.batch_id, tx_hash=tx_hash,
                 block_number=info.block_number, block_timestamp=info.timestamp,
                 **({"gas_used": gas_used} if gas_used is not None else {})))
+        failpoint("anchorer.after_anchored")
         chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
         self._write_receipts(batch_id)
         return BatchOutcome(batch_id, "0x" + root.hex(), leaf_count, info.batch_id, tx_hash,

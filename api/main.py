@@ -53,3 +53,8 @@ def create_app(settings: Settings | None = None, ctx: ServiceContext | None = No
         return {"status": "ok"}
 
     return app
+
+
+def serve_app() -> FastAPI:
+    """Factory for ``uvicorn --factory``: settings from QLEDGER_* (set by ``qledger serve``)."""
+    return create_app(Settings(), run_anchorer=True)

@@ -1,0 +1,22 @@
+"""The ``qledger`` command line (typer + rich): one front for chain, keys, records, service,
+credit and federated learning."""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli import chain, keys, records, service
+
+app = typer.Typer(name="qledger", no_args_is_help=True, add_completion=False,
+                  help="Permissioned ledger for supply-chain quality credit.")
+app.add_typer(chain.app, name="chain", help="Local anvil chain: up / down / status.")
+app.add_typer(keys.app, name="keys", help="Participant keys.")
+app.add_typer(service.participants, name="participants",
+              help="Register, revoke and list participants (admin, through the service).")
+chain.register(app)
+records.register(app)
+service.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from api.cli._common import DataDir, console, fail, print_json, settings
+from ledger.chain import ChainClient, Deployment
+from ledger.errors import ChainError
+from ledger.localchain import dev_private_keys, running_chain, start_anvil, stop_anvil
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def chain_dir(data_dir: Path) -> Path:
+    return data_dir / "chain"
+
+
+@app.command("up")
+def up(
+    data_dir: Path | None = DataDir,
+    port: int | None = typer.Option(None, help="RPC port (default: last one, else free)"),
+    block_time: float | None = typer.Option(None, help="seconds per block (default automine)"),
+) -> None:
+    """Start anvil on 127.0.0.1 with --prune-history and --state under the data dir (a restart
+    keeps the chain). Prints the RPC URL."""
+    cfg = settings(data_dir)
+    try:
+        local = start_anvil(chain_dir(cfg.data_dir), port=port, block_time=block_time)
+    except (ChainError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    console.print(local.rpc_url, highlight=False)
+
+
+@app.command("down")
+def down(data_dir: Path | None = DataDir) -> None:
+    """Stop the data dir's anvil (its state file keeps the chain for the next `up`)."""
+    stopped = stop_anvil(chain_dir(settings(data_dir).data_dir))
+    console.print("stopped" if stopped else "no chain was running")
+
+
+@app.command("status")
+def status(data_dir: Path | None = DataDir) -> None:
+    local = running_chain(chain_dir(settings(data_dir).data_dir))
+    if local is None:
+        fail("no local chain running (qledger chain up)")
+    console.print(f"{local.rpc_url} (pid {local.pid})", highlight=False)
+
+
+def local_rpc(data_dir: Path) -> str | None:
+    local = running_chain(chain_dir(data_dir))
+    return local.rpc_url if local else None
+
+
+def register(root: typer.Typer) -> None:
+    @root.command("deploy")
+    def deploy(
+        data_dir: Path | None = DataDir,
+        rpc: str | None = typer.Option(None, envvar="QLEDGER_RPC_URL",
+                                       help="JSON-RPC URL (default: the local chain)"),
+        key: str | None = typer.Option(None, envvar="QLEDGER_ANCHORER_KEY",
+                                       help="hex private key of the deployer (becomes ADMIN "
+                                       "and ANCHORER); default: local dev account 0"),
+    ) -> None:
+        """Deploy QualityLedger, ModelRegistry and CommitmentLog; write deployment.json."""
+        cfg = settings(data_dir)
+        rpc = rpc or local_rpc(cfg.data_dir)
+        if rpc is None:
+            fail("no RPC URL: pass --rpc or start the local chain with `qledger chain up`")
+        try:
+            client = ChainClient.connect(rpc, private_key=key or dev_private_keys()[0])
+            deployment = client.deploy()
+        except ChainError as exc:
+            fail(str(exc))
+        deployment.save(cfg.deployment_path)
+        print_json(deployment.to_dict())
+        console.print(f"deployment written to {cfg.deployment_path}", style="dim")
+
+
+def deployment_or_fail(data_dir: Path) -> Deployment:
+    cfg = settings(data_dir)
+    if not cfg.deployment_path.exists():
+        fail(f"no deployment at {cfg.deployment_path} (run `qledger deploy`)")
+    return Deployment.load(cfg.deployment_path)

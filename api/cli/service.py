@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from api.cli._common import DataDir, console, fail, load_signer, settings
+from api.cli.chain import chain_dir
+from api.client import QledgerClient, ServiceError
+from api.settings import Settings
+from ledger.chain import ChainClient, Deployment
+from ledger.errors import ChainError
+from ledger.localchain import dev_private_keys, start_anvil
+
+participants = typer.Typer(no_args_is_help=True)
+URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
+ADMIN_KEY = typer.Option(..., "--key", help="key file of an ADMIN account")
+
+
+def prepare_chain(cfg: Settings) -> Settings:
+    """Without QLEDGER_RPC_URL: start (or reuse) the data dir's anvil and use dev account 0 as
+    admin/anchorer. Deploy the contracts if the data dir has no deployment yet. The resolved
+    settings are exported as QLEDGER_* so that every uvicorn worker sees the same."""
+    updates: dict[str, object] = {}
+    if not cfg.rpc_url:
+        local = start_anvil(chain_dir(cfg.data_dir))
+        updates["rpc_url"] = local.rpc_url
+        if not cfg.anchorer_key:
+            updates["anchorer_key"] = dev_private_keys()[0]
+    cfg = cfg.model_copy(update=updates)
+    assert cfg.rpc_url is not None
+    if not cfg.deployment_path.exists():
+        client = ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key)
+        client.deploy().save(cfg.deployment_path)
+        console.print(f"deployed contracts -> {cfg.deployment_path}", style="dim")
+    else:
+        ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key,
+                            deployment=Deployment.load(cfg.deployment_path))
+    os.environ.update({
+        "QLEDGER_DATA_DIR": str(cfg.data_dir.resolve()), "QLEDGER_RPC_URL": cfg.rpc_url,
+        **({"QLEDGER_ANCHORER_KEY": cfg.anchorer_key} if cfg.anchorer_key else {}),
+    })
+    return cfg
+
+
+def register(root: typer.Typer) -> None:
+    @root.command("serve")
+    def serve(
+        data_dir: Path | None = DataDir,
+        host: str = typer.Option("127.0.0.1", envvar="QLEDGER_HOST"),
+        port: int = typer.Option(8700, envvar="QLEDGER_PORT"),
+        workers: int = typer.Option(1, envvar="QLEDGER_WORKERS",
+                                    help="uvicorn worker processes (one of them anchors)"),
+    ) -> None:
+        """Run the API and the anchorer. Starts the local chain and deploys if none is
+        configured (QLEDGER_RPC_URL)."""
+        import uvicorn
+
+        try:
+            cfg = prepare_chain(settings(data_dir, host=host, port=port, workers=workers))
+        except (ChainError, RuntimeError) as exc:
+            fail(str(exc))
+        os.environ.update({"QLEDGER_HOST": host, "QLEDGER_PORT": str(port)})
+        console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
+        uvicorn.run("api.main:serve_app", factory=True, host=host, port=port, workers=workers,
+                    log_level="warning", access_log=False)
+
+    @root.command("anchorer")
+    def anchorer(data_dir: Path | None = DataDir) -> None:
+        """Run only the anchorer (when the API runs elsewhere against the same database)."""
+        from api.anchorer import Anchorer, anchorer_lock
+        from api.context import ServiceContext
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        cfg = prepare_chain(settings(data_dir))
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with anchorer_lock(cfg.data_dir) as held:
+            if not held:
+                fail("another anchorer holds this data dir's lock")
+            try:
+                Anchorer(ServiceContext.create(cfg)).run_forever(stop)
+            except KeyboardInterrupt:
+                stop.set()
+
+
+def _admin(url: str, key: Path) -> QledgerClient:
+    client = QledgerClient(url)
+    try:
+        client.login(load_signer(key))
+    except ServiceError as exc:
+        fail(str(exc))
+    return client
+
+
+@participants.command("add")
+def add(address: str, role: str = typer.Option(..., help="SUPPLIER | OEM | AUDITOR"),
+        org: str = typer.Option(..., help="organisation id"), name: str = "",
+        key: Path = ADMIN_KEY, url: str = URL) -> None:
+    """Register a key on chain with a role and organisation."""
+    try:
+        row = _admin(url, key).register(address, role.upper(), org, name)
+    except ServiceError as exc:
+        fail(str(exc))
+    console.print(f"registered {row['address']} as {row['role']} of {row['orgId']} "
+                  f"(tx {row['txHash']})")
+
+
+@participants.command("revoke")
+def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
+    """Revoke a key's role on chain (what it signed before stays valid)."""
+    try:
+        row = _admin(url, key).revoke(address)
+    except ServiceError as exc:
+        fail(str(exc))
+    console.print(f"revoked {row['address']} (tx {row['txHash']})")
+
+
+@participants.command("list")
+def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
+    try:
+        rows = _admin(url, key).participants()
+    except ServiceError as exc:
+        fail(str(exc))
+    table = Table("org", "role", "address", "active", "name")
+    for p in rows:
+        table.add_row(p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no",
+                      p["name"])
+    console.print(table)

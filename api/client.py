@@ -1,0 +1,80 @@
+"""A thin HTTP client for the qledger service (CLI, demo, benchmarks and tests use it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from api.auth import personal_sign_digest
+from ledger.keys import Signer
+
+
+class ServiceError(Exception):
+    def __init__(self, status: int, body: Any) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.status, self.code = status, error.get("code", "http_error")
+        super().__init__(f"{status} {self.code}: {error.get('message', body)}")
+
+
+class QledgerClient:
+    def __init__(self, url: str = "http://127.0.0.1:8700", timeout: float = 60) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.token: str | None = None
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> QledgerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kw: Any) -> Any:
+        headers = kw.pop("headers", {})
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        response = self.http.request(method, path, headers=headers, **kw)
+        body = response.json() if response.content else None
+        if response.status_code not in ok:
+            raise ServiceError(response.status_code, body)
+        return body
+
+    def login(self, signer: Signer) -> dict[str, Any]:
+        challenge = self._call("POST", "/v1/auth/challenge", json={"address": signer.address})
+        signature = signer.sign_digest(personal_sign_digest(challenge["message"]))
+        token = self._call("POST", "/v1/auth/token", json={
+            "address": signer.address, "nonce": challenge["nonce"], "signature": signature})
+        self.token = token["accessToken"]
+        return token
+
+    def checkpoint(self) -> dict[str, Any]:
+        return self._call("GET", "/v1/checkpoint")
+
+    def submit(self, signed: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/v1/records", ok=(202,), json=signed)
+
+    def submit_batch(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._call("POST", "/v1/records:batch", ok=(202, 207), json={"records": records})
+
+    def receipt(self, struct_hash: str) -> dict[str, Any] | None:
+        body = self._call("GET", f"/v1/records/{struct_hash}/receipt", ok=(200, 202))
+        return None if body.get("status") == "pending" else body
+
+    def register(self, address: str, role: str, org_id: str, name: str = "") -> dict[str, Any]:
+        return self._call("POST", "/v1/participants", ok=(201,), json={
+            "address": address, "role": role, "orgId": org_id, "name": name})
+
+    def revoke(self, address: str) -> dict[str, Any]:
+        return self._call("DELETE", f"/v1/participants/{address}")
+
+    def participants(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/v1/participants")["participants"]
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._call("GET", path, params=params)
+
+    def post(self, path: str, body: Any, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
+        return self._call("POST", path, ok=ok, json=body)

@@ -1,0 +1,193 @@
+"""Kill a real `qledger serve` (SIGKILL) during intake and at each step of anchoring, restart
+it, and check that every acknowledged record ends up in exactly one anchored batch."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from api.client import QledgerClient, ServiceError
+from ledger.chain import ChainClient, Deployment
+from ledger.keys import Signer
+from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
+from ledger.merkle import verify_proof
+from ledger.records import Domain, Role
+from ledger.signing import sign_record
+from tests.helpers import ROOT, inspection_payload
+
+pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+
+QLEDGER = [sys.executable, "-m", "api.cli"]
+
+
+@pytest.fixture
+def chain_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    try:
+        local = start_anvil(tmp_path / "anvil")
+    except (FileNotFoundError, RuntimeError) as exc:
+        pytest.skip(f"anvil not available: {exc}")
+    key = dev_private_keys()[0]
+    client = ChainClient.connect(local.rpc_url, private_key=key)
+    data = tmp_path / "data"
+    data.mkdir()
+    client.deploy().save(data / "deployment.json")
+    env = {**os.environ, "QLEDGER_DATA_DIR": str(data), "QLEDGER_RPC_URL": local.rpc_url,
+           "QLEDGER_ANCHORER_KEY": key, "QLEDGER_BATCH_MAX_SECONDS": "0.3",
+           "QLEDGER_BATCH_MAX_LEAVES": "64", "QLEDGER_TOKEN_SECRET": "t" * 40}
+    yield env
+    stop_anvil(tmp_path / "anvil")
+
+
+class Server:
+    def __init__(self, env: dict[str, str], port: int, failpoints: str = "") -> None:
+        env = {**env, "QLEDGER_FAILPOINTS": failpoints}
+        self.proc = subprocess.Popen([*QLEDGER, "serve", "--port", str(port)], env=env,
+                                     cwd=ROOT, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                QledgerClient(self.url, timeout=1).checkpoint()
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise RuntimeError("serve did not come up")
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _register(env: dict[str, str], n: int) -> list[Signer]:
+    client = ChainClient.connect(env["QLEDGER_RPC_URL"], private_key=env["QLEDGER_ANCHORER_KEY"],
+                                 deployment=Deployment.load(Path(env["QLEDGER_DATA_DIR"]) /
+                                                            "deployment.json"))
+    signers = [Signer.generate() for _ in range(n)]
+    for i, s in enumerate(signers):
+        client.register_participant(s.address, Role.SUPPLIER, f"SUP-{i:02d}")
+    return signers
+
+
+def _signed(signer: Signer, org: str, domain: Domain, nonce: int) -> dict:
+    return sign_record(signer, domain, subject=org, kind="inspection", part_number="P-1",
+                       lot_id=f"L-{nonce}", event_time=1_700_000_000, quantity=50, defects=1,
+                       nonce=nonce, payload=inspection_payload()).model_dump(mode="json")
+
+
+def _assert_exactly_once(env: dict[str, str], acknowledged: set[str], url: str) -> None:
+    """Every acknowledged record: anchored in exactly one confirmed batch whose root is on
+    chain, with a proof that folds to that root; and the chain holds no extra leaves."""
+    data = Path(env["QLEDGER_DATA_DIR"])
+    engine = create_engine(f"sqlite:///{data / 'qledger.db'}")
+    deadline = time.monotonic() + 60
+    while True:
+        with engine.connect() as conn:
+            pending = conn.execute(text("SELECT count(*) FROM outbox")).scalar()
+        if pending == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert pending == 0, "outbox not drained after restart"
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT r.struct_hash, r.proof, b.root, b.status, b.chain_batch_id "
+            "FROM records r JOIN batches b ON b.id = r.batch_id")).all()
+        batches = conn.execute(text("SELECT root, leaf_count, status FROM batches")).all()
+    engine.dispose()
+    anchored = {r.struct_hash: r for r in rows}
+    assert acknowledged <= set(anchored), f"lost: {sorted(acknowledged - set(anchored))[:3]}"
+    assert all(b.status == "confirmed" for b in batches)
+    import json
+
+    for r in anchored.values():
+        proof = [bytes.fromhex(p[2:]) for p in json.loads(r.proof)]
+        assert verify_proof(bytes.fromhex(r.root[2:]), bytes.fromhex(r.struct_hash[2:]), proof)
+    client = ChainClient.connect(env["QLEDGER_RPC_URL"], private_key=env["QLEDGER_ANCHORER_KEY"],
+                                 deployment=Deployment.load(data / "deployment.json"))
+    checkpoint = client.checkpoint()
+    # No record twice: the chain's leaf total equals the records stored, batch for batch.
+    assert checkpoint.leaf_total == len(anchored) == sum(b.leaf_count for b in batches)
+    assert checkpoint.batch_count == len(batches)
+    for b in batches:
+        assert client.anchored_at(bytes.fromhex(b.root[2:])) is not None
+
+
+def test_sigkill_during_intake_loses_no_acknowledged_record(chain_env: dict[str, str]) -> None:
+    signers = _register(chain_env, 4)
+    server = Server(chain_env, _free_port())
+    cp = QledgerClient(server.url).checkpoint()
+    domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def submitter(i: int) -> None:
+        client = QledgerClient(server.url, timeout=5)
+        nonce = 0
+        while not stop.is_set():
+            nonce += 1
+            batch = [_signed(signers[i], f"SUP-{i:02d}", domain, nonce * 100 + k)
+                     for k in range(20 if i % 2 else 1)]
+            try:
+                if len(batch) == 1:
+                    h = [client.submit(batch[0])["structHash"]]
+                else:
+                    h = [r["structHash"] for r in client.submit_batch(batch)["results"]]
+            except (ServiceError, OSError, Exception):
+                continue
+            with lock:
+                acknowledged.update(h)
+
+    threads = [threading.Thread(target=submitter, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(3)
+    server.kill()  # mid-stream: requests in flight, batches being anchored
+    stop.set()
+    for t in threads:
+        t.join(10)
+    assert len(acknowledged) > 20
+    server = Server(chain_env, _free_port())
+    try:
+        _assert_exactly_once(chain_env, acknowledged, server.url)
+    finally:
+        server.kill()
+
+
+@pytest.mark.parametrize("point", ["anchorer.during_claim", "anchorer.before_send",
+                                   "anchorer.after_send", "anchorer.after_anchored"])
+def test_sigkill_at_each_anchoring_step(chain_env: dict[str, str], point: str) -> None:
+    signers = _register(chain_env, 1)
+    server = Server(chain_env, _free_port(), failpoints=point)
+    client = QledgerClient(server.url)
+    cp = client.checkpoint()
+    domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
+    acknowledged = {r["structHash"] for r in client.submit_batch(
+        [_signed(signers[0], "SUP-00", domain, n) for n in range(1, 31)])["results"]}
+    assert server.proc.wait(30) == -signal.SIGKILL  # the failpoint fired
+    server.kill()
+    server = Server(chain_env, _free_port())  # no failpoint: recovery
+    try:
+        _assert_exactly_once(chain_env, acknowledged, server.url)
+    finally:
+        server.kill()
