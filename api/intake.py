@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import ApiError, from_ledger
-from api.store.models import Outbox, Record
-from ledger.canonical import canonical_json
-from ledger.errors import InvalidRecord, LedgerError
+from api.store.models import Outbox, Record, utcnow
+from ledger.errors import LedgerError
 from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
 from ledger.signing import check_kind_allowed, check_signature
 
@@ -51,19 +51,14 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_record", "a signed record must be a JSON object",
                        got=type(data).__name__)
-    payload = data.get("payload")
-    if isinstance(payload, dict):
-        try:
-            size = len(canonical_json(payload))
-        except InvalidRecord as exc:
-            raise from_ledger(exc) from exc
-        if size > ctx.settings.max_record_bytes:
-            raise ApiError(413, "record_too_large", "detail payload is too large",
-                           expected=f"<= {ctx.settings.max_record_bytes} bytes", got=size)
     try:
         signed = load_signed_record(data)
     except LedgerError as exc:
         raise from_ledger(exc) from exc
+    if signed.payload_size > ctx.settings.max_record_bytes:
+        raise ApiError(413, "record_too_large", "detail payload is too large",
+                       expected=f"<= {ctx.settings.max_record_bytes} bytes",
+                       got=signed.payload_size)
     domain = ctx.domain
     if signed.domain != domain:
         raise ApiError(422, "wrong_domain", "record is signed for another chain or contract",
@@ -96,15 +91,17 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     return Checked(signed=signed, struct_hash=struct_hash, role=role)
 
 
-def _row(checked: Checked) -> Record:
+def _row(checked: Checked, received_at: datetime) -> dict[str, Any]:
+    """Column values for a bulk insert (Core, not ORM objects: ~5x cheaper per row)."""
     signed, r = checked.signed, checked.signed.record
-    return Record(
+    return dict(
         struct_hash=checked.struct_hash, signer=r.signer, signer_role=checked.role.value,
         subject=r.subject, kind=r.kind.value, part_number=r.partNumber, lot_id=r.lotId,
         event_time=r.eventTime, signed_at=r.signedAt, quantity=r.quantity, defects=r.defects,
         nonce=r.nonce, salt=r.salt, payload_hash=r.payloadHash, payload=signed.payload,
         signature=signed.signature, chain_id=signed.domain.chainId,
-        contract=signed.domain.verifyingContract,
+        contract=signed.domain.verifyingContract, received_at=received_at, batch_id=None,
+        proof=None,
     )
 
 
@@ -134,8 +131,8 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
                 tuple_(Record.signer, Record.nonce).in_(pairs)))
     }
     outcomes: list[Outcome] = []
-    new_rows: list[Record] = []
-    seq = time.time_ns()
+    new_rows: list[dict[str, Any]] = []
+    seq, now = time.time_ns(), utcnow()
     for index, checked in items:
         key = (checked.signed.record.signer, checked.signed.record.nonce)
         if checked.struct_hash in known:
@@ -148,13 +145,13 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
             continue
         known.add(checked.struct_hash)
         used[key] = checked.struct_hash
-        new_rows.append(_row(checked))
+        new_rows.append(_row(checked, now))
         outcomes.append(Outcome(index, checked.struct_hash, "accepted"))
     if new_rows:
-        session.add_all(new_rows)
-        session.flush()
-        session.add_all([Outbox(struct_hash=row.struct_hash, seq=seq + i)
-                         for i, row in enumerate(new_rows)])
+        session.execute(insert(Record), new_rows)
+        session.execute(insert(Outbox), [
+            {"struct_hash": row["struct_hash"], "seq": seq + i, "batch_id": None,
+             "created_at": now} for i, row in enumerate(new_rows)])
     return outcomes
 
 

@@ -7,6 +7,7 @@ shortest round-trip form, strings with only the mandatory escapes.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -40,21 +41,9 @@ def _number(value: int | float) -> str:
     return f"{mantissa}e{'+' if exp > 0 else '-'}{abs(exp)}"
 
 
-_ESCAPES = {
-    '"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-}
-
-
-def _string(value: str) -> str:
-    out = []
-    for ch in value:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
+# Python's C string encoder (ensure_ascii=False) escapes exactly what RFC 8785 requires: the
+# short forms for " \\ \b \f \n \r \t and lowercase \u00xx for other control characters.
+_string = json.JSONEncoder(ensure_ascii=False).encode
 
 
 def _encode(value: Any, parts: list[str]) -> None:
@@ -93,8 +82,61 @@ def _encode(value: Any, parts: list[str]) -> None:
         raise InvalidRecord("value cannot be represented in JSON", got=type(value).__name__)
 
 
+_FAST = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                         allow_nan=False, check_circular=False)
+
+
+_AS_IS, _INTEGRAL, _EXACT = 0, 1, 2
+
+
+def _scan(value: Any) -> int:
+    """How Python's C encoder can print ``value`` as JCS: as it is, after turning integral
+    floats into ints, or not at all (exponent floats, non-BMP keys, out-of-range numbers).
+
+    The C encoder differs from JCS only there; scanning first avoids copying the common case.
+    """
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return _AS_IS
+    if kind is int:
+        return _AS_IS if -(2**53) <= value <= 2**53 else _EXACT
+    if kind is float:
+        if not math.isfinite(value):
+            return _EXACT
+        if value.is_integer():
+            return _INTEGRAL if abs(value) < 1e21 else _EXACT
+        return _EXACT if "e" in repr(value) else _AS_IS
+    if kind is list or kind is tuple:
+        return max(map(_scan, value), default=_AS_IS)
+    if kind is dict:
+        worst = _AS_IS
+        for key, item in value.items():
+            if type(key) is not str or (not key.isascii() and any(ord(c) > 0xFFFF for c in key)):
+                return _EXACT
+            worst = max(worst, _scan(item))
+            if worst == _EXACT:
+                return _EXACT
+        return worst
+    return _EXACT
+
+
+def _integral_to_int(value: Any) -> Any:
+    if type(value) is float:
+        return int(value) if value.is_integer() else value
+    if isinstance(value, list | tuple):
+        return [_integral_to_int(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _integral_to_int(v) for k, v in value.items()}
+    return value
+
+
 def canonical_json(value: Any) -> bytes:
     """Return the RFC 8785 canonical UTF-8 bytes of ``value``."""
+    how = _scan(value)
+    if how == _AS_IS:
+        return _FAST.encode(value).encode("utf-8")
+    if how == _INTEGRAL:
+        return _FAST.encode(_integral_to_int(value)).encode("utf-8")
     parts: list[str] = []
     _encode(value, parts)
     return "".join(parts).encode("utf-8")

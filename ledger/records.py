@@ -13,10 +13,19 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from eth_utils import is_checksum_address, to_checksum_address
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from ledger.canonical import payload_hash
+from ledger._address import is_valid_checksum, to_checksum
+from ledger._hash import keccak
+from ledger.canonical import canonical_json
 from ledger.errors import InvalidRecord
 
 UINT32_MAX = 2**32 - 1
@@ -90,11 +99,9 @@ class QualityRecord(BaseModel):
     def _checksum(cls, value: str) -> str:
         if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
             raise ValueError("signer must be a 20-byte hex address")
-        if value != value.lower() and value[2:] != value[2:].upper() and not is_checksum_address(
-            value
-        ):
+        if not is_valid_checksum(value):
             raise ValueError("signer has a mixed-case address with a wrong EIP-55 checksum")
-        return to_checksum_address(value)
+        return to_checksum(value)
 
     @field_validator("salt", "payloadHash")
     @classmethod
@@ -315,7 +322,7 @@ class Domain(BaseModel):
     def _address(cls, value: str) -> str:
         if not re.fullmatch(r"0x[0-9a-fA-F]{40}", value):
             raise ValueError("verifyingContract must be a 20-byte hex address")
-        return to_checksum_address(value)
+        return to_checksum(value)
 
 
 class SignedRecord(BaseModel):
@@ -327,10 +334,18 @@ class SignedRecord(BaseModel):
     record: QualityRecord
     payload: dict[str, Any]
     signature: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
+    _payload_size: int = PrivateAttr(0)
+
+    @property
+    def payload_size(self) -> int:
+        """Bytes of the payload's canonical JSON (what the intake size limit applies to)."""
+        return self._payload_size
 
     @model_validator(mode="after")
     def _payload_matches(self) -> SignedRecord:
-        expected = "0x" + payload_hash(self.payload).hex()
+        canonical = canonical_json(self.payload)
+        self._payload_size = len(canonical)
+        expected = "0x" + keccak(canonical).hex()
         if expected != self.record.payloadHash:
             raise ValueError(
                 f"payloadHash does not match the payload's canonical JSON "

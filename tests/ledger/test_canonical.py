@@ -28,3 +28,21 @@ def test_key_order_does_not_change_the_hash() -> None:
 def test_unrepresentable_values_are_refused(bad: object) -> None:
     with pytest.raises(InvalidRecord):
         canonical_json({"v": bad} if not isinstance(bad, dict) else bad)
+
+
+def test_fast_path_equals_exact_path() -> None:
+    import random
+
+    from ledger.canonical import _encode
+
+    rng = random.Random(7)
+    for _ in range(300):
+        value = {
+            "s": "".join(chr(rng.choice([0x41, 0x0A, 0x22, 0x5C, 0xE9, 0x20AC, 0x1F600, 0x01]))
+                         for _ in range(6)),
+            "f": [rng.uniform(-1e3, 1e3) for _ in range(4)] + [2.0, -0.0, 0.1],
+            "n": {"z": None, "a": [True, False, rng.randint(-10**9, 10**9)]},
+        }
+        parts: list[str] = []
+        _encode(value, parts)
+        assert canonical_json(value) == "".join(parts).encode()
