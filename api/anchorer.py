@@ -178,11 +178,12 @@ class Anchorer:
     def _write_receipts(self, batch_id: int) -> None:
         hashes = self._leaves(batch_id)
         tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+        rows = [{"struct_hash": h, "batch_id": batch_id,
+                 "proof": ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]}
+                for h in hashes]
         with self.ctx.sessions() as s, s.begin():
-            for h in hashes:
-                proof = ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]
-                s.execute(update(Record).where(Record.struct_hash == h)
-                          .values(batch_id=batch_id, proof=proof))
+            # ORM bulk UPDATE by primary key: one executemany instead of a statement per leaf.
+            s.execute(update(Record), rows)
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(update(Batch).where(Batch.id == batch_id).values(
                 status="confirmed", confirmed_at=utcnow()))

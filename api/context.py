@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -13,6 +14,9 @@ from api.settings import Settings
 from api.store.db import make_engine, migrate, session_factory
 from ledger.chain import ChainClient, Deployment
 from ledger.records import Domain, Role
+
+if TYPE_CHECKING:
+    from api.intake import GroupCommitter
 
 
 @dataclass
@@ -56,6 +60,16 @@ class ServiceContext:
     chain: ChainClient
     deployment: Deployment
     roles: RoleCache
+    _committer: GroupCommitter | None = None
+
+    @property
+    def committer(self) -> GroupCommitter:
+        """The process's group-commit writer, started on first use."""
+        if self._committer is None:
+            from api.intake import GroupCommitter
+
+            self._committer = GroupCommitter(self)
+        return self._committer
 
     @property
     def domain(self) -> Domain:

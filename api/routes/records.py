@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
@@ -42,7 +43,7 @@ async def _json_body(request: Request, limit: int) -> Any:
 async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
     """Submit one signed record. Idempotent: the same record again gets the same answer."""
     data = await _json_body(request, ctx.settings.max_record_bytes + ENVELOPE_OVERHEAD_BYTES)
-    outcome = submit_many(ctx, [data])[0]
+    outcome = (await run_in_threadpool(submit_many, ctx, [data]))[0]
     if outcome.error is not None:
         raise outcome.error
     return JSONResponse({"structHash": outcome.struct_hash, "status": "pending",
@@ -61,7 +62,7 @@ async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
         raise ApiError(413 if records else 422, "batch_size",
                        "a batch holds between 1 and max_batch_records records",
                        expected=f"1..{ctx.settings.max_batch_records}", got=len(records))
-    outcomes = submit_many(ctx, records)
+    outcomes = await run_in_threadpool(submit_many, ctx, records)
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(
         {"accepted": accepted, "rejected": len(outcomes) - accepted,

@@ -1,0 +1,202 @@
+"""Ingest benchmark: the real HTTP service (`qledger serve`, SQLite, anvil) under concurrent
+clients. Prints accepted records/s for single and batch submission, latency percentiles, the
+raw coincurve recover rate measured in the same run, their ratio, and gas per record.
+
+    .venv/bin/python scripts/bench_ingest.py [--records 20000] [--workers 2]
+
+Bodies are signed and JSON-encoded before the clock starts, so the clients cost little; they
+still share the machine's cores with the service, which is part of what bounds the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+from coincurve import PublicKey
+from sqlalchemy import create_engine, text
+
+from ledger.chain import ChainClient
+from ledger.keys import Signer
+from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
+from ledger.records import Domain, Role
+from ledger.signing import sign_record
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPPLIERS = 8
+
+
+def payload(i: int) -> dict:
+    return {
+        "disposition": "conformant", "inspectionType": "incoming", "lotSize": 1000,
+        "sampleSize": 50, "defectList": [],
+        "sensorReport": [{"type": "bore_diameter", "uom": "MMT", "lsl": 9.95, "usl": 10.05,
+                          "key": True, "values": [10.0 + (i % 7) * 0.001, 10.01, 9.99, 10.02]}],
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def raw_recover_rate(n: int = 20000) -> float:
+    signer = Signer.generate()
+    samples = []
+    for _ in range(200):
+        digest = os.urandom(32)
+        sig = bytes.fromhex(signer.sign_digest(digest)[2:])
+        samples.append((sig[:64] + bytes([sig[64] - 27]), digest))
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        for i in range(n):
+            sig, digest = samples[i % 200]
+            PublicKey.from_signature_and_message(sig, digest, hasher=None)
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def wait_up(url: str, proc: subprocess.Popen) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            sys.exit("service exited during start-up")
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    sys.exit("service did not start")
+
+
+def run_clients(
+    url: str, bodies: list[bytes], path: str, clients: int
+) -> tuple[float, list[float], int]:
+    """POST every body once, spread over ``clients`` threads; returns wall time, latencies
+    (s) and the number of records accepted."""
+    latencies: list[float] = []
+    accepted = 0
+    lock = threading.Lock()
+    chunks = [bodies[i::clients] for i in range(clients)]
+
+    def work(chunk: list[bytes]) -> None:
+        nonlocal accepted
+        local, ok = [], 0
+        with httpx.Client(base_url=url, timeout=120) as http:
+            for body in chunk:
+                start = time.perf_counter()
+                r = http.post(path, content=body, headers={"content-type": "application/json"})
+                local.append(time.perf_counter() - start)
+                if r.status_code == 202:
+                    ok += r.json().get("accepted", 1) if path.endswith("batch") else 1
+                else:
+                    ok += r.json().get("accepted", 0) if r.status_code == 207 else 0
+        with lock:
+            latencies.extend(local)
+            accepted += ok
+
+    threads = [threading.Thread(target=work, args=(c,)) for c in chunks]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - start, latencies, accepted
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, default=20000, help="for the batch phase")
+    parser.add_argument("--single", type=int, default=2000, help="for the single phase")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="qledger-bench-"))
+    chain = start_anvil(tmp / "anvil")
+    key = dev_private_keys()[0]
+    client = ChainClient.connect(chain.rpc_url, private_key=key)
+    deployment = client.deploy()
+    data = tmp / "data"
+    data.mkdir()
+    deployment.save(data / "deployment.json")
+    signers = [Signer.generate() for _ in range(SUPPLIERS)]
+    for i, s in enumerate(signers):
+        client.register_participant(s.address, Role.SUPPLIER, f"SUP-{i:02d}")
+    domain = Domain(chainId=deployment.chain_id, verifyingContract=deployment.ledger)
+
+    total = args.records + args.single
+    print(f"signing {total} records ...", flush=True)
+    records = [sign_record(signers[i % SUPPLIERS], domain, subject=f"SUP-{i % SUPPLIERS:02d}",
+                           kind="inspection", part_number="P-100", lot_id=f"LOT-{i}",
+                           event_time=1_700_000_000 + i, quantity=50, defects=0, nonce=i,
+                           payload=payload(i)).model_dump(mode="json") for i in range(total)]
+    single = [orjson.dumps(r) for r in records[: args.single]]
+    batched = records[args.single:]
+    batch_bodies = [orjson.dumps({"records": batched[i:i + 1000]})
+                    for i in range(0, len(batched), 1000)]
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "QLEDGER_DATA_DIR": str(data), "QLEDGER_RPC_URL": chain.rpc_url,
+           "QLEDGER_ANCHORER_KEY": key, "QLEDGER_TOKEN_SECRET": "b" * 40}
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
+                             "--workers", str(args.workers)], env=env, cwd=ROOT,
+                            start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        wait_up(url, proc)
+        raw = raw_recover_rate()
+        # Warm every worker (imports, caches) before measuring.
+        run_clients(url, single[:20], "/v1/records", args.workers)
+        s_wall, s_lat, s_ok = run_clients(url, single[20:], "/v1/records", args.clients)
+        b_wall, b_lat, b_ok = run_clients(url, batch_bodies, "/v1/records:batch", args.clients)
+
+        engine = create_engine(f"sqlite:///{data / 'qledger.db'}")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(text("SELECT count(*) FROM outbox")).scalar() == 0:
+                    break
+            time.sleep(0.5)
+        with engine.connect() as conn:
+            gas = conn.execute(text("SELECT sum(gas_used), sum(leaf_count), count(*) FROM batches"
+                                    " WHERE gas_used IS NOT NULL")).one()
+        engine.dispose()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+        stop_anvil(tmp / "anvil")
+
+    s_rate, b_rate = s_ok / s_wall, b_ok / b_wall
+    print(f"\nservice: {args.workers} uvicorn workers, SQLite (WAL, synchronous=FULL), anvil; "
+          f"{args.clients} client threads; {os.cpu_count()} cores shared by all")
+    print(f"raw coincurve recover (1 core)     {raw:>9,.0f} /s")
+    print(f"single POST /v1/records             {s_rate:>9,.0f} records/s   "
+          f"p50 {pct(s_lat, 50) * 1000:6.1f} ms  p99 {pct(s_lat, 99) * 1000:6.1f} ms "
+          f"(goal p99 < 25 ms)")
+    print(f"batch POST /v1/records:batch (1000) {b_rate:>9,.0f} records/s   "
+          f"p50 {pct(b_lat, 50) * 1000:6.0f} ms  p99 {pct(b_lat, 99) * 1000:6.0f} ms per request")
+    print(f"batch intake / raw recover          {b_rate / raw:>9.1%}   (goal >= 50%)")
+    print(f"accepted: single {s_ok}/{len(single) - 20}, batch {b_ok}/{len(batched)}")
+    if gas[1]:
+        print(f"anchored {gas[1]} records in {gas[2]} batches: {gas[0] / gas[1]:.1f} gas/record")
+
+
+if __name__ == "__main__":
+    main()
