@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ledger.eip712 import record_struct_hash
+from ledger.merkle import StandardMerkleTree
 from ledger.records import HEX32_PATTERN, Hex32, SignedRecord
 
 RECEIPT_VERSION = 1
@@ -38,3 +40,29 @@ class Receipt(BaseModel):
     @classmethod
     def _lower_all(cls, value: list[str]) -> list[str]:
         return [v.lower() for v in value]
+
+
+def build_receipt(
+    signed: SignedRecord,
+    tree: StandardMerkleTree,
+    *,
+    batch_id: int,
+    transaction_hash: str,
+    block_number: int,
+    block_timestamp: int,
+) -> Receipt:
+    """The receipt of one leaf of an anchored tree."""
+    struct_hash = record_struct_hash(signed.record)
+    return Receipt(
+        record=signed,
+        structHash="0x" + struct_hash.hex(),
+        proof=["0x" + p.hex() for p in tree.proof(struct_hash)],
+        root="0x" + tree.root.hex(),
+        batchId=batch_id,
+        leafCount=len(tree),
+        chainId=signed.domain.chainId,
+        contract=signed.domain.verifyingContract,
+        transactionHash=transaction_hash,
+        blockNumber=block_number,
+        blockTimestamp=block_timestamp,
+    )

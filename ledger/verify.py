@@ -146,6 +146,7 @@ def verify_receipt(
             except InvalidRecord as exc:
                 report.add(Check.RECORD_FORMAT, False, str(exc))
                 return report
+        report.add(Check.RECORD_FORMAT, True, "record parses and its payloadHash matches")
         same = record.model_dump(mode="json") == signed.model_dump(mode="json")
         report.add(Check.RECORD_MATCHES_RECEIPT, same,
                    "record file equals the receipt's record" if same
