@@ -1,0 +1,136 @@
+"""The CLI as a user runs it: keys, chain up/down, deploy, sign, submit, verify."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from api.client import QledgerClient
+from ledger.keys import load_key
+from ledger.localchain import dev_private_keys
+from tests.helpers import ROOT, inspection_payload
+
+runner = CliRunner()
+
+
+def test_keys_new_writes_a_keystore(tmp_path: Path) -> None:
+    env = {"QLEDGER_DATA_DIR": str(tmp_path), "QLEDGER_KEY_PASSPHRASE": "s3cret"}
+    result = runner.invoke(app, ["keys", "new", "alice"], env=env)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "keys" / "alice.json"
+    signer = load_key(path, "s3cret")
+    assert signer.address in result.output
+    assert runner.invoke(app, ["keys", "new", "alice"], env=env).exit_code == 1  # no overwrite
+
+
+def test_sign_prints_typed_data_signature_and_hash(tmp_path: Path) -> None:
+    runner.invoke(app, ["keys", "new", "k", "--plain"], env={"QLEDGER_DATA_DIR": str(tmp_path)})
+    draft = tmp_path / "draft.json"
+    draft.write_text(json.dumps({"subject": "SUP-01", "kind": "inspection", "partNumber": "P-1",
+                                 "lotId": "L-1", "eventTime": 1_700_000_000, "quantity": 50,
+                                 "defects": 1, "payload": inspection_payload()}))
+    result = runner.invoke(app, ["sign", str(draft), "--key", str(tmp_path / "keys/k.json"),
+                                 "--chain-id", "31337", "--contract", "0x" + "ab" * 20])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert set(out) == {"typedData", "signature", "structHash", "signed"}
+    assert out["typedData"]["primaryType"] == "QualityRecord"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"subject": "SUP-01"}))
+    result = runner.invoke(app, ["sign", str(bad), "--key", str(tmp_path / "keys/k.json"),
+                                 "--chain-id", "1", "--contract", "0x" + "ab" * 20])
+    assert result.exit_code == 1 and "draft lacks" in result.output
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
+    """chain up -> deploy -> serve -> participants add -> submit -> receipt -> verify -> down."""
+    env = {**os.environ, "QLEDGER_DATA_DIR": str(tmp_path), "QLEDGER_TOKEN_SECRET": "x" * 40}
+    cli = [sys.executable, "-m", "api.cli"]
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([*cli, *args], env=env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=120)
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    rpc = run("chain", "up").stdout.strip()
+    assert rpc.startswith("http://127.0.0.1:")
+    server = None
+    try:
+        run("deploy")
+        admin = tmp_path / "admin.json"
+        admin.write_text(json.dumps({"private_key": dev_private_keys()[0]}))
+        run("keys", "new", "supplier", "--plain")
+        supplier = json.loads((tmp_path / "keys/supplier.json").read_text())["address"]
+        port = 8761
+        server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=ROOT,
+                                  start_new_session=True, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(150):
+            try:
+                QledgerClient(url, timeout=1).checkpoint()
+                break
+            except Exception:
+                time.sleep(0.2)
+        run("participants", "add", supplier, "--role", "supplier", "--org", "SUP-01",
+            "--key", str(admin), "--url", url)
+        listed = run("participants", "list", "--key", str(admin), "--url", url).stdout
+        assert "SUP-01" in listed
+        draft = tmp_path / "draft.json"
+        draft.write_text(json.dumps({"subject": "SUP-01", "kind": "inspection",
+                                     "partNumber": "P-1", "lotId": "L-1",
+                                     "eventTime": 1_700_000_000, "quantity": 50, "defects": 1,
+                                     "payload": inspection_payload()}))
+        submitted = json.loads(run("submit", str(draft), "--key",
+                                   str(tmp_path / "keys/supplier.json"), "--url", url).stdout)
+        struct_hash = submitted["structHash"]
+        client = QledgerClient(url)
+        from ledger.keys import load_key as _load
+
+        client.login(_load(tmp_path / "keys/supplier.json", ""))
+        receipt = None
+        for _ in range(100):
+            receipt = client.receipt(struct_hash)
+            if receipt:
+                break
+            time.sleep(0.2)
+        assert receipt is not None
+        (tmp_path / "receipt.json").write_text(json.dumps(receipt))
+        (tmp_path / "record.json").write_text(json.dumps(receipt["record"]))
+        # The auditor's check: the chain alone, no service.
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(20)
+        server = None
+        ok = run("verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"),
+                 "--rpc", rpc)
+        assert "VALID" in ok.stdout
+        receipt["proof"] = [p[:-1] + ("0" if p[-1] != "0" else "1") for p in receipt["proof"]]
+        receipt["leafCount"] += 1
+        (tmp_path / "bad.json").write_text(json.dumps(receipt))
+        bad = run("verify", str(tmp_path / "record.json"), str(tmp_path / "bad.json"),
+                  "--rpc", rpc, "--json", check=False)
+        assert bad.returncode == 1
+        assert json.loads(bad.stdout)["failedCheck"] == "anchor_matches_receipt"
+        # The chain survives a restart (its state lives in the data dir).
+        assert "stopped" in run("chain", "down").stdout
+        assert run("chain", "up").stdout.strip() == rpc
+        again = run("verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"),
+                    "--rpc", rpc, check=False)
+        assert again.returncode == 0, again.stdout
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGKILL)
+        run("chain", "down", check=False)
