@@ -1,0 +1,276 @@
+"""Explanations a supplier can act on: reason codes, what-if to cross the gate, waterfall plot.
+
+* **Reason codes** come from a curated table. Each rule names the features it explains and a
+  condition on their observed values; a feature that costs points is explained by the first rule
+  of the table that matches it (rules run from the most to the least specific), so every code is
+  tied to the features, and the points, that produced it. At most four, largest loss first.
+* **What-if**: for each feature, the smallest change of that feature alone that moves the score
+  across the gate threshold (up if failing, down if passing). The score is a monotone step function
+  of each feature whose steps are the trees' split thresholds, so checking those thresholds in
+  order from the current value finds the exact nearest crossing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from credit.features import FEATURE_INDEX, FEATURES, SPECS
+
+if TYPE_CHECKING:
+    from credit.model import CreditModel
+    from credit.score import CreditResponse
+
+MAX_REASONS = 4
+# Figures from DOMAIN.md: OEMs require <= 300 PPM, a poor line runs 800+; Cpk >= 1.33 ongoing,
+# >= 1.67 for new parts (PPAP); complaint response within 24-48 h; 8D closure within 30 days is
+# common practice, industry average ~11.7 days.
+PPM_OEM_LIMIT = 300.0
+PPM_POOR_LINE = 800.0
+CPK_ONGOING = 1.33
+CPK_NEW_PART = 1.67
+RESPONSE_FAST_H = 24.0
+RESPONSE_DUE_H = 48.0
+CLOSURE_DUE_D = 30.0
+CLOSURE_AVERAGE_D = 11.7
+OTD_TARGET = 0.95  # the usual OEM delivery target (assumption, see features.py)
+
+Observed = Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class ReasonRule:
+    code: str
+    features: tuple[str, ...]
+    applies: Callable[[Observed], bool]
+    text: Callable[[Observed, Mapping[str, str]], str]
+
+
+def _above(name: str, limit: float) -> Callable[[Observed], bool]:
+    return lambda o: o.get(name) is not None and o[name] > limit
+
+
+def _below(name: str, limit: float) -> Callable[[Observed], bool]:
+    return lambda o: o.get(name) is not None and o[name] < limit
+
+
+def _missing(name: str) -> Callable[[Observed], bool]:
+    return lambda o: o.get(name) is None
+
+
+REASON_TABLE: tuple[ReasonRule, ...] = (
+    ReasonRule("PPM_MISSING", ("defect_ppm",), _missing("defect_ppm"),
+               lambda o, d: "No anchored inspection evidence in the window"),
+    ReasonRule("PPM_POOR_LINE", ("defect_ppm",), _above("defect_ppm", PPM_POOR_LINE),
+               lambda o, d: f"Defect rate {o['defect_ppm']:.0f} PPM, above the 800 PPM of a "
+                            "poor line"),
+    ReasonRule("PPM_OVER_LIMIT", ("defect_ppm",), _above("defect_ppm", PPM_OEM_LIMIT),
+               lambda o, d: f"Defect rate {o['defect_ppm']:.0f} PPM, above the 300 PPM OEM "
+                            "limit"),
+    ReasonRule("CPK_MISSING", ("cpk_min", "cpk_trend"), _missing("cpk_min"),
+               lambda o, d: "No key-characteristic measurements to estimate Cpk"),
+    ReasonRule("CPK_BELOW_133", ("cpk_min",), _below("cpk_min", CPK_ONGOING),
+               lambda o, d: f"Cpk {o['cpk_min']:.2f} of key characteristic "
+                            f"{d.get('cpk_min', '')} below 1.33".replace("  ", " ")),
+    ReasonRule("CPK_BELOW_167", ("cpk_min",), _below("cpk_min", CPK_NEW_PART),
+               lambda o, d: f"Cpk {o['cpk_min']:.2f} of key characteristic "
+                            f"{d.get('cpk_min', '')} below 1.67 required for new parts"
+                            .replace("  ", " ")),
+    ReasonRule("CPK_DECLINING", ("cpk_trend",), _below("cpk_trend", 0.0),
+               lambda o, d: f"Process capability declining (Cpk {o['cpk_trend']:+.2f} in the "
+                            "last third of the window)"),
+    ReasonRule("OTD_MISSING", ("on_time_delivery",), _missing("on_time_delivery"),
+               lambda o, d: "No anchored delivery records in the window"),
+    ReasonRule("OTD_LOW", ("on_time_delivery",), _below("on_time_delivery", OTD_TARGET),
+               lambda o, d: f"On-time delivery {o['on_time_delivery']:.0%}, below 95%"),
+    ReasonRule("COMPLAINTS", ("complaints_per_month",), _above("complaints_per_month", 0.0),
+               lambda o, d: f"{o['complaints_per_month']:.1f} OEM complaints per month"),
+    ReasonRule("RESPONSE_OVER_48H", ("complaint_response_hours",),
+               _above("complaint_response_hours", RESPONSE_DUE_H),
+               lambda o, d: "Complaint response slower than 48 hours (mean "
+                            f"{o['complaint_response_hours']:.0f} h)"),
+    ReasonRule("RESPONSE_OVER_24H", ("complaint_response_hours",),
+               _above("complaint_response_hours", RESPONSE_FAST_H),
+               lambda o, d: "Complaint response slower than 24 hours (mean "
+                            f"{o['complaint_response_hours']:.0f} h)"),
+    ReasonRule("EIGHT_D_OVER_30D", ("eight_d_closure_days",),
+               _above("eight_d_closure_days", CLOSURE_DUE_D),
+               lambda o, d: "8D closure slower than 30 days (mean "
+                            f"{o['eight_d_closure_days']:.0f} days)"),
+    ReasonRule("EIGHT_D_OVER_AVERAGE", ("eight_d_closure_days",),
+               _above("eight_d_closure_days", CLOSURE_AVERAGE_D),
+               lambda o, d: "8D closure slower than the 11.7-day industry average (mean "
+                            f"{o['eight_d_closure_days']:.0f} days)"),
+    ReasonRule("AUDIT_MISSING", ("audit_major_nc", "audit_minor_nc"), _missing("audit_major_nc"),
+               lambda o, d: "No third-party audit in the last 12 months"),
+    ReasonRule("AUDIT_MAJOR_NC", ("audit_major_nc",), _above("audit_major_nc", 0.0),
+               lambda o, d: f"{o['audit_major_nc']:.0f} open major nonconformities from the last "
+                            "audit"),
+    ReasonRule("AUDIT_MINOR_NC", ("audit_minor_nc",), _above("audit_minor_nc", 0.0),
+               lambda o, d: f"{o['audit_minor_nc']:.0f} open minor nonconformities from the last "
+                            "audit"),
+    ReasonRule("EVIDENCE_INCOMPLETE", ("evidence_completeness",),
+               _below("evidence_completeness", 1.0),
+               lambda o, d: "Inspection evidence for only "
+                            f"{o['evidence_completeness']:.0%} of delivered lots"),
+    ReasonRule("FL_NOT_PARTICIPATING", ("fl_participation",),
+               lambda o: not o.get("fl_participation"),
+               lambda o, d: "Not taking part in federated defect-model training"),
+    ReasonRule("FL_PARTIAL", ("fl_participation",), _below("fl_participation", 1.0),
+               lambda o, d: f"Took part in {o['fl_participation']:.0%} of federated rounds"),
+)
+# Whatever the curated rules do not cover still gets a code (never an unexplained loss).
+_FALLBACK = {
+    f.name: ReasonRule(f"{f.name.upper()}_BELOW_PEERS", (f.name,), lambda o: True,
+                       lambda o, d, f=f: f"{f.name.replace('_', ' ')} costs points against the "
+                                         "model's average supplier")
+    for f in FEATURES
+}
+# Rule positions by feature, so a response only looks at the rules of the features that cost it
+# points (the table order, most specific first, is kept), then at the fallbacks.
+_RULES: tuple[ReasonRule, ...] = (*REASON_TABLE, *(_FALLBACK[f.name] for f in FEATURES))
+_RULES_OF: dict[str, tuple[int, ...]] = {
+    f.name: tuple(k for k, rule in enumerate(_RULES) if f.name in rule.features)
+    for f in FEATURES
+}
+
+
+@dataclass(frozen=True)
+class Reason:
+    code: str
+    text: str
+    features: tuple[str, ...]
+    points: float  # score points lost to these features (negative)
+
+
+def reason_codes(points: Mapping[str, float], observed: Observed,
+                 details: Mapping[str, str] | None = None,
+                 limit: int = MAX_REASONS) -> list[Reason]:
+    """Up to ``limit`` reasons for the largest point losses, each tied to its features."""
+    details = details or {}
+    losing = {n: p for n, p in points.items() if p < 0}
+    claimed: set[str] = set()
+    reasons = []
+    for k in sorted({k for n in losing for k in _RULES_OF[n]}):
+        rule = _RULES[k]
+        feats = tuple(f for f in rule.features if f in losing and f not in claimed)
+        if not feats or not rule.applies(observed):
+            continue
+        claimed.update(feats)
+        reasons.append(Reason(rule.code, rule.text(observed, details), feats,
+                              float(sum(losing[f] for f in feats))))
+    reasons.sort(key=lambda r: r.points)
+    return reasons[:limit]
+
+
+@dataclass(frozen=True)
+class WhatIfChange:
+    feature: str
+    unit: str
+    current: float
+    comparison: str  # "<" or ">=": the feature must satisfy `feature comparison threshold`
+    threshold: float
+    delta: float  # threshold - current
+    score_after: float
+
+
+def what_if(model: CreditModel, row: np.ndarray, score: float,
+            threshold: float) -> list[WhatIfChange]:
+    """For each feature, the nearest single-feature change that crosses ``threshold``.
+
+    Failing (score < threshold): the smallest improvement that reaches it. Passing: the smallest
+    deterioration that would fall below it (the supplier's margin of safety). Sorted by the size
+    of the change relative to the feature's range; features that cannot cross alone are left out.
+    """
+    row = np.asarray(row, dtype=np.float64)
+    improve = score < threshold
+    splits = model.splits
+    candidates: list[tuple[int, float, str, float]] = []  # (feature, value, comparison, split)
+    for spec in FEATURES:
+        j = FEATURE_INDEX[spec.name]
+        cur = np.float32(row[j])
+        up = (spec.monotone > 0) == improve  # must the value go up to cross?
+        for t in splits[spec.name]:
+            t32 = np.float32(t)
+            if up and t32 > cur:  # xgboost sends x >= t right: x = t crosses this split upwards
+                value, comparison = float(t32), ">="
+            elif not up and t32 <= cur:  # x < t goes left: the largest float32 below t
+                value, comparison = float(np.nextafter(t32, np.float32(-np.inf))), "<"
+            else:
+                continue
+            if spec.lo <= value <= spec.hi:
+                candidates.append((j, value, comparison, float(t32)))
+    if not candidates:
+        return []
+    grid = np.repeat(row[None, :], len(candidates), axis=0)
+    for k, (j, value, _, _) in enumerate(candidates):
+        grid[k, j] = value
+    after = model.scores(grid)
+    best: dict[int, WhatIfChange] = {}
+    for (j, _value, comparison, split), s in zip(candidates, after, strict=True):
+        crossed = s >= threshold if improve else s < threshold
+        if not crossed:
+            continue
+        spec = FEATURES[j]
+        change = WhatIfChange(spec.name, spec.unit, float(row[j]), comparison, split,
+                              split - float(row[j]), float(s))
+        if j not in best or abs(change.delta) < abs(best[j].delta):
+            best[j] = change
+    return sorted(best.values(),
+                  key=lambda c: abs(c.delta) / (SPECS[c.feature].hi - SPECS[c.feature].lo))
+
+
+def plot_waterfall(response: CreditResponse, path: Path | str, *, top: int = 11) -> Path:
+    """Write a SHAP waterfall of ``response`` as PNG: base value, one bar per feature, score."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: the CLI and the service have no display
+    import matplotlib.pyplot as plt
+
+    contribs = sorted(response.contributions, key=lambda c: abs(c.points), reverse=True)[:top]
+    rest = sum(c.points for c in response.contributions) - sum(c.points for c in contribs)
+    labels = [f"{c.feature} = {_fmt(c.value)}{'' if c.unit == '1' else ' ' + c.unit}"
+              + ("" if c.observed else " (missing)") for c in contribs]
+    values = [c.points for c in contribs]
+    if abs(rest) > 1e-9:
+        labels.append("other features")
+        values.append(rest)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(values) + 2.0), dpi=110)
+    running = response.base_value
+    visited = [running]
+    for i, v in enumerate(values):
+        ax.barh(i, v, left=running, color="#2a9d8f" if v >= 0 else "#e76f51")
+        end = running + v
+        ax.text(max(running, end), i, f" {v:+.1f}", va="center", ha="left", fontsize=8)
+        running = end
+        visited.append(running)
+    ax.set_yticks(range(len(values)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.axvline(response.base_value, color="grey", ls=":", lw=1, label="base value")
+    ax.axvline(response.score, color="black", lw=1, label="score")
+    if response.gate is not None:
+        visited.append(response.gate.threshold)
+        ax.axvline(response.gate.threshold, color="#264653", ls="--", lw=1,
+                   label=f"gate {response.gate.threshold:g}")
+    # Zoom on the points that moved (the 0-100 scale would flatten small contributions).
+    span = max(visited) - min(visited)
+    ax.set_xlim(max(0.0, min(visited) - 0.1 * span - 1), min(100.0, max(visited) + 0.15 * span + 1))
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(f"score points (base {response.base_value:.1f} -> score {response.score:.1f})")
+    gate = f", {response.gate.policy}: {response.gate.outcome}" if response.gate else ""
+    ax.set_title(f"{response.supplier_id}: {response.score:.1f} (band {response.band}){gate}\n"
+                 f"{response.model_version}", fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, format="png")
+    plt.close(fig)
+    return out
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.0f}"
+

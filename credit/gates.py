@@ -1,0 +1,123 @@
+"""Gates: versioned policy-as-code deciding what a score allows (e.g. new-product trials).
+
+A policy is a TOML file under ``policies/``: an id, a version, a minimum score and a list of
+requirements on facts from the evidence (open critical complaints, open major nonconformities) or
+on observed feature values. A requirement on a feature whose evidence is missing fails: a gate
+never passes on evidence nobody showed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from credit.features import FEATURE_NAMES, GateFacts
+
+POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
+DEFAULT_POLICY = "trial_gate.toml"
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge,
+}
+FACTS = tuple(GateFacts.__dataclass_fields__)
+
+
+class Blocking(BaseModel):
+    """A requirement the supplier does not meet."""
+
+    fact: str
+    op: str
+    limit: float
+    actual: float | None
+    reason: str
+
+
+class GateResult(BaseModel):
+    policy: str  # id@version
+    policy_sha256: str
+    outcome: Literal["pass", "fail"]
+    threshold: float
+    distance: float  # score - threshold: negative = points missing, positive = headroom
+    blocking: list[Blocking]
+
+
+@dataclass(frozen=True)
+class Requirement:
+    fact: str
+    op: str
+    value: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    id: str
+    version: str
+    description: str
+    min_score: float
+    requirements: tuple[Requirement, ...]
+    sha256: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.id}@{self.version}"
+
+    def evaluate(self, score: float, facts: GateFacts,
+                 observed: Mapping[str, float | None]) -> GateResult:
+        blocking = []
+        for req in self.requirements:
+            actual = (getattr(facts, req.fact) if req.fact in FACTS else observed.get(req.fact))
+            if actual is None or not OPS[req.op](float(actual), req.value):
+                blocking.append(Blocking(fact=req.fact, op=req.op, limit=req.value,
+                                         actual=None if actual is None else float(actual),
+                                         reason=req.reason))
+        ok = score >= self.min_score and not blocking
+        return GateResult(policy=self.ref, policy_sha256=self.sha256,
+                          outcome="pass" if ok else "fail", threshold=self.min_score,
+                          distance=score - self.min_score, blocking=blocking)
+
+
+class PolicyError(ValueError):
+    """A policy file is malformed."""
+
+
+def parse_policy(raw: bytes) -> GatePolicy:
+    """Parse a policy file's bytes; the sha256 is over exactly these bytes."""
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+        reqs = tuple(
+            Requirement(str(r["fact"]), str(r["op"]), float(r["value"]), str(r["reason"]))
+            for r in doc.get("require", ())
+        )
+        policy = GatePolicy(id=str(doc["id"]), version=str(doc["version"]),
+                            description=str(doc.get("description", "")),
+                            min_score=float(doc["score"]["min"]), requirements=reqs,
+                            sha256=hashlib.sha256(raw).hexdigest())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise PolicyError(f"bad gate policy: {exc}") from exc
+    for req in reqs:
+        if req.op not in OPS:
+            raise PolicyError(f"unknown operator {req.op!r}; use one of {sorted(OPS)}")
+        if req.fact not in FACTS and req.fact not in FEATURE_NAMES:
+            raise PolicyError(f"unknown fact {req.fact!r}; facts: {FACTS}, features too")
+    if not 0 <= policy.min_score <= 100:
+        raise PolicyError("score.min must be within 0-100")
+    return policy
+
+
+def load_policy(path: Path) -> GatePolicy:
+    return parse_policy(path.read_bytes())
+
+
+@lru_cache(maxsize=8)
+def default_policy(name: str = DEFAULT_POLICY) -> GatePolicy:
+    return load_policy(POLICY_DIR / name)

@@ -1,0 +1,223 @@
+"""Credit responses: score, band, exact explanation, gate, what-if, and the hash to anchor.
+
+``score_supplier`` is what the service calls per request; ``score_vectors`` scores many feature
+vectors in one model call (ranking, benchmarks). Every response is checked for additivity when it
+is built (a pydantic validator), so no code path can publish a score whose explanation does not add
+up. ``response_hash`` is keccak256 of the response's RFC 8785 canonical JSON: the value committed
+on chain so a purchasing decision can be checked later against what was shown.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+from eth_hash.auto import keccak
+from pydantic import BaseModel, model_validator
+
+from credit.evidence import EvidenceItem
+from credit.explain import reason_codes, what_if
+from credit.features import (
+    DEFAULT_WINDOW_DAYS,
+    FEATURE_NAMES,
+    FEATURES,
+    FeatureVector,
+    compute_features,
+    feature_matrix,
+)
+from credit.gates import GatePolicy, GateResult, default_policy
+from credit.model import ADDITIVITY_TOL, CreditModel, Explained, band_of, default_model
+from ledger.canonical import canonical_json
+from ledger.merkle import StandardMerkleTree
+
+RESPONSE_VERSION = "credit-response/1"
+CREDIT_TOPIC = "credit-score"  # CommitmentLog topic of published credit responses
+
+
+class AdditivityError(AssertionError):
+    """base value + sum of contributions != score: the explanation would be false."""
+
+
+class Contribution(BaseModel):
+    feature: str
+    unit: str
+    direction: Literal["higher_is_better", "lower_is_better"]
+    value: float  # what the model saw (the missing-value policy's value when not observed)
+    observed: bool  # False: evidence missing, ``value`` is the documented stand-in
+    points: float  # exact SHAP contribution in score points
+
+
+class ReasonCode(BaseModel):
+    code: str
+    text: str
+    features: list[str]
+    points: float
+
+
+class WhatIf(BaseModel):
+    feature: str
+    unit: str
+    current: float
+    comparison: Literal["<", ">="]
+    threshold: float
+    delta: float
+    score_after: float
+
+
+class CreditResponse(BaseModel):
+    response_version: str = RESPONSE_VERSION
+    supplier_id: str
+    as_of: int
+    window_days: int
+    score: float
+    band: str
+    incident_probability: float  # predicted probability of a major incident next period
+    base_value: float  # SHAP base value in points: the model's expected score
+    contributions: list[Contribution]
+    reason_codes: list[ReasonCode]
+    model_version: str
+    feature_schema_version: str
+    evidence_root: str
+    evidence_count: int
+    evidence_ids: list[str]
+    missing_evidence: list[str]
+    repairs_applied: list[str]
+    gate: GateResult | None
+    what_if: list[WhatIf]
+
+    @model_validator(mode="after")
+    def _additive(self) -> CreditResponse:
+        assert_additive(self)
+        return self
+
+
+def assert_additive(resp: CreditResponse) -> None:
+    total = resp.base_value + sum(c.points for c in resp.contributions)
+    if abs(total - resp.score) > ADDITIVITY_TOL:
+        raise AdditivityError(
+            f"additivity violated: base {resp.base_value} + contributions = {total} "
+            f"!= score {resp.score}")
+
+
+def score_vectors(
+    vectors: Sequence[FeatureVector],
+    *,
+    model: CreditModel | None = None,
+    policy: GatePolicy | None = None,
+    with_what_if: bool = False,
+    with_evidence_ids: bool = True,
+) -> list[CreditResponse]:
+    """Score many feature vectors in one batched model call.
+
+    ``policy`` defaults to the trial gate; ``with_what_if`` adds the per-feature crossing search
+    (one more batched model call per supplier, so off for rankings).
+    """
+    model = model or default_model()
+    policy = policy or default_policy()
+    explained = model.explain(feature_matrix(vectors))
+    with _gc_paused():
+        return [_response(vec, k, explained, model, policy, with_what_if, with_evidence_ids)
+                for k, vec in enumerate(vectors)]
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic collector while a batch of responses is built.
+
+    Each response allocates ~30 small acyclic objects; with 10^4 of them alive the collector's
+    generation scans cost more than building them (2.5 s vs 1.0 s measured for 10^4). Reference
+    counting still frees everything; the collector resumes (if it was on) when the batch is done.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _response(vec: FeatureVector, k: int, explained: Explained, model: CreditModel,
+              policy: GatePolicy, with_what_if: bool, with_evidence_ids: bool) -> CreditResponse:
+    """One response: the k-th row of a batch explanation, gate, reasons, what-if."""
+    if vec.schema_version != model.meta["schema_version"]:
+        raise ValueError(f"features {vec.schema_version} != model "
+                         f"{model.meta['schema_version']}")
+    score = float(explained.scores[k])
+    pts = explained.points[k]
+    points = {n: float(p) for n, p in zip(FEATURE_NAMES, pts, strict=True)}
+    gate = policy.evaluate(score, vec.facts, vec.observed)
+    changes = (what_if(model, vec.as_array(), score, policy.min_score)
+               if with_what_if else [])
+    return CreditResponse(
+        supplier_id=vec.supplier_id,
+        as_of=vec.as_of,
+        window_days=vec.window_days,
+        score=score,
+        band=band_of(score),
+        incident_probability=float(explained.probability[k]),
+        base_value=explained.base_points,
+        contributions=[
+            Contribution(
+                feature=f.name, unit=f.unit, direction=f.direction, value=vec.values[i],
+                observed=vec.observed.get(f.name) is not None, points=points[f.name])
+            for i, f in enumerate(FEATURES)
+        ],
+        reason_codes=[
+            ReasonCode(code=r.code, text=r.text, features=list(r.features), points=r.points)
+            for r in reason_codes(points, vec.observed, vec.details)
+        ],
+        model_version=model.version,
+        feature_schema_version=vec.schema_version,
+        evidence_root=vec.evidence_root,
+        evidence_count=len(vec.evidence_ids),
+        evidence_ids=list(vec.evidence_ids) if with_evidence_ids else [],
+        missing_evidence=list(vec.missing),
+        repairs_applied=list(vec.repairs),
+        gate=gate,
+        what_if=[
+            WhatIf(
+                feature=c.feature, unit=c.unit, current=c.current, comparison=c.comparison,
+                threshold=c.threshold, delta=c.delta, score_after=c.score_after)
+            for c in changes
+        ],
+    )
+
+
+def score_supplier(
+    items: Iterable[EvidenceItem],
+    supplier_id: str,
+    as_of: int,
+    *,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    fl_participation: float | None = None,
+    model: CreditModel | None = None,
+    policy: GatePolicy | None = None,
+    with_what_if: bool = True,
+) -> CreditResponse:
+    """Score one supplier from its evidence (only anchored, confirmed evidence counts)."""
+    vec = compute_features(items, supplier_id, as_of, window_days,
+                           fl_participation=fl_participation)
+    return score_vectors([vec], model=model, policy=policy, with_what_if=with_what_if)[0]
+
+
+def response_hash(resp: CreditResponse) -> str:
+    """keccak256 of the response's canonical JSON (RFC 8785), 0x-hex: the on-chain commitment."""
+    return "0x" + keccak(canonical_json(resp.model_dump(mode="json"))).hex()
+
+
+def commitment_tree(responses: Sequence[CreditResponse]) -> StandardMerkleTree:
+    """OpenZeppelin StandardMerkleTree over the responses' hashes, for one CommitmentLog entry.
+
+    The service commits ``tree.root`` under ``CREDIT_TOPIC`` with ``ChainClient.commit`` and keeps
+    each response's proof (``tree.proof(bytes.fromhex(hash[2:]))``) so that anyone can later check
+    a shown response with ``verifyCommitment`` on chain.
+    """
+    return StandardMerkleTree.of([bytes.fromhex(response_hash(r)[2:]) for r in responses])
+
+
+def rank(responses: Iterable[CreditResponse]) -> list[CreditResponse]:
+    """Best score first; ties by supplier id so the order is reproducible."""
+    return sorted(responses, key=lambda r: (-r.score, r.supplier_id))
