@@ -26,7 +26,17 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 
 from api.context import ServiceContext
-from api.store.models import Batch, Outbox, Record, utcnow
+from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
+from api.store.models import (
+    Batch,
+    Commitment,
+    Outbox,
+    Record,
+    Responsibility,
+    Score,
+    utcnow,
+)
+from credit.score import CREDIT_TOPIC
 from ledger.chain import AnchorInfo
 from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
 from ledger.merkle import StandardMerkleTree
@@ -71,13 +81,83 @@ class Anchorer:
                             .where(Outbox.batch_id.is_(None))) or 0
 
     def run_once(self, *, force: bool = False) -> list[BatchOutcome]:
-        """Resume unfinished batches, then anchor as many full (or due) batches as there are."""
+        """Resume unfinished batches, then anchor as many full (or due) batches as there are;
+        then commit published scores and matrices."""
         done = [self._finish(batch_id) for batch_id in self._open_batches()]
         while True:
             batch_id = self._claim(force=force)
             if batch_id is None:
-                return [d for d in done if d is not None]
+                break
             done.append(self._finish(batch_id))
+        self.commit_published()
+        return [d for d in done if d is not None]
+
+    # -- commitments of published artefacts -------------------------------------------------
+
+    def commit_published(self) -> int:
+        """Commit every published-but-uncommitted score response and responsibility matrix:
+        one CommitmentLog entry (a Merkle root) per topic per round, with the same
+        claim-first, check-before-send discipline as record batches. Returns entries made."""
+        made = 0
+        for commitment_id in self._open_commitments():
+            self._finish_commitment(commitment_id)
+        for topic, table, column in ((CREDIT_TOPIC, Score, Score.response_hash),
+                                     (RESPONSIBILITY_TOPIC, Responsibility,
+                                      Responsibility.matrix_hash)):
+            commitment_id = self._claim_commitment(topic, table, column)
+            if commitment_id is not None:
+                self._finish_commitment(commitment_id)
+                made += 1
+        return made
+
+    def _open_commitments(self) -> list[int]:
+        with self.ctx.sessions() as s:
+            return list(s.scalars(select(Commitment.id).where(Commitment.status == "built")
+                                  .order_by(Commitment.id)))
+
+    def _claim_commitment(self, topic: str, table: type, column) -> int | None:  # type: ignore[no-untyped-def]
+        with self.ctx.sessions() as s, s.begin():
+            hashes = list(s.scalars(select(column).where(table.commitment_id.is_(None))
+                                    .order_by(table.id).limit(self.settings.batch_max_leaves)))
+            if not hashes:
+                return None
+            tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+            commitment = Commitment(topic=topic, root="0x" + tree.root.hex(),
+                                    count=len(hashes), status="built")
+            s.add(commitment)
+            s.flush()
+            s.execute(update(table).where(column.in_(hashes))
+                      .values(commitment_id=commitment.id))
+            return commitment.id
+
+    def _finish_commitment(self, commitment_id: int) -> None:
+        with self.ctx.sessions() as s:
+            commitment = s.get(Commitment, commitment_id)
+            assert commitment is not None
+            topic, root_hex, count = commitment.topic, commitment.root, commitment.count
+        table, column = ((Score, Score.response_hash) if topic == CREDIT_TOPIC
+                         else (Responsibility, Responsibility.matrix_hash))
+        root = bytes.fromhex(root_hex[2:])
+        info = self.ctx.chain.committed_at(root)
+        tx_hash = None
+        if info is None:
+            try:
+                tx_hash = self.ctx.chain.commit(topic, root, count).tx_hash
+            except TransactionReverted:
+                if self.ctx.chain.committed_at(root) is None:
+                    raise
+            info = self.ctx.chain.committed_at(root)
+            assert info is not None
+        with self.ctx.sessions() as s, s.begin():
+            hashes = list(s.scalars(select(column).where(table.commitment_id == commitment_id)))
+            tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+            s.execute(update(table), [
+                {"id": row_id, "proof": ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]}
+                for row_id, h in s.execute(select(table.id, column)
+                                           .where(table.commitment_id == commitment_id))])
+            s.execute(update(Commitment).where(Commitment.id == commitment_id).values(
+                status="committed", seq=info["seq"], block_number=info["block_number"],
+                block_timestamp=info["timestamp"], tx_hash=tx_hash))
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
         """Loop until ``stop`` is set; chain outages back off exponentially up to the cap."""
@@ -187,7 +267,14 @@ class Anchorer:
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(update(Batch).where(Batch.id == batch_id).values(
                 status="confirmed", confirmed_at=utcnow()))
+            repaired = sorted(set(s.scalars(select(Record.subject).where(
+                Record.batch_id == batch_id, Record.kind == "improvement"))))
         log.info("batch %s confirmed: %d receipts", batch_id, len(hashes))
+        if repaired:
+            # Credit repair: an auditor's improvement counts from the moment it is anchored,
+            # so the supplier's score is recomputed (and published) right away.
+            publish_scores(self.ctx, repaired, with_what_if=True, trigger="repair")
+            log.info("recomputed credit after repair evidence: %s", ", ".join(repaired))
 
 
 @contextlib.contextmanager

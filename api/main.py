@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from api.anchorer import Anchorer, anchorer_lock
 from api.context import ServiceContext
 from api.errors import install_handlers
-from api.routes import auth, chain, participants, records
+from api.routes import auth, chain, credit, incidents, models, participants, records
 from api.settings import Settings
 
 log = logging.getLogger("qledger.api")
@@ -45,7 +45,7 @@ def create_app(settings: Settings | None = None, ctx: ServiceContext | None = No
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
-    for module in (auth, records, chain, participants):
+    for module in (auth, records, chain, participants, credit, incidents, models):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

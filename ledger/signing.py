@@ -77,3 +77,15 @@ def check_kind_allowed(kind: RecordKind, role: Role) -> None:
     if role is not allowed:
         raise KindNotAllowed(f"a {role.value} may not sign {kind.value} records",
                              expected=allowed.value, got=role.value)
+
+
+def resign(signed: SignedRecord, signer: Signer, *, domain: Domain | None = None,
+           signed_at: int | None = None, nonce: int | None = None) -> SignedRecord:
+    """The same evidence (fields, payload, salt) signed again, for another domain, signing time
+    or nonce: how a backlog produced offline is signed at submission time."""
+    r = signed.record
+    return sign_record(signer, domain or signed.domain, subject=r.subject, kind=r.kind,
+                       part_number=r.partNumber, lot_id=r.lotId, event_time=r.eventTime,
+                       quantity=r.quantity, defects=r.defects,
+                       nonce=r.nonce if nonce is None else nonce, payload=signed.payload,
+                       signed_at=signed_at, salt=r.salt)

@@ -117,3 +117,102 @@ class AuthChallenge(Base):
     message: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[int] = mapped_column(BigInteger)
     used: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Commitment(Base):
+    """A Merkle root of published artefacts (score responses, responsibility matrices)
+    committed through CommitmentLog. Status: built -> committed."""
+
+    __tablename__ = "commitments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    topic: Mapped[str] = mapped_column(String(40))
+    root: Mapped[str] = mapped_column(String(66), unique=True)
+    count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="built")
+    seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Score(Base):
+    """Every published credit response (score history); committed on chain in batches."""
+
+    __tablename__ = "scores"
+    __table_args__ = (Index("ix_scores_supplier_created", "supplier_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    supplier_id: Mapped[str] = mapped_column(String(64))
+    as_of: Mapped[int] = mapped_column(BigInteger)
+    score: Mapped[float] = mapped_column()
+    band: Mapped[str] = mapped_column(String(8))
+    gate_outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_version: Mapped[str] = mapped_column(String(80))
+    evidence_root: Mapped[str] = mapped_column(String(66))
+    trigger: Mapped[str] = mapped_column(String(16), default="request")
+    response: Mapped[dict] = mapped_column(JSON)
+    response_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    commitment_id: Mapped[int | None] = mapped_column(ForeignKey("commitments.id"),
+                                                      nullable=True, index=True)
+    proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Incident(Base):
+    __tablename__ = "incidents"
+
+    incident_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    body: Mapped[dict] = mapped_column(JSON)
+    opened_by: Mapped[str] = mapped_column(String(42))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Responsibility(Base):
+    """A published responsibility matrix version for an incident."""
+
+    __tablename__ = "responsibility"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[str] = mapped_column(ForeignKey("incidents.incident_id"), index=True)
+    version: Mapped[str] = mapped_column(String(80))
+    matrix: Mapped[dict] = mapped_column(JSON)
+    matrix_hash: Mapped[str] = mapped_column(String(66), unique=True)
+    commitment_id: Mapped[int | None] = mapped_column(ForeignKey("commitments.id"),
+                                                      nullable=True, index=True)
+    proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Decision(Base):
+    """A supplier's signed acceptance or dispute of one matrix version."""
+
+    __tablename__ = "responsibility_decisions"
+    __table_args__ = (UniqueConstraint("matrix_hash", "supplier_id",
+                                       name="uq_decision_matrix_supplier"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    matrix_hash: Mapped[str] = mapped_column(String(66), index=True)
+    incident_id: Mapped[str] = mapped_column(String(64))
+    supplier_id: Mapped[str] = mapped_column(String(64))
+    decision: Mapped[str] = mapped_column(String(16))
+    body: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ModelRound(Base):
+    """One federated round as anchored in ModelRegistry, with who took part (the server knows
+    which suppliers replied even under SecAgg+); participation feeds the credit feature."""
+
+    __tablename__ = "model_rounds"
+    __table_args__ = (UniqueConstraint("run_id", "round", name="uq_model_round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(66), index=True)
+    round: Mapped[int] = mapped_column(Integer)
+    model_hash: Mapped[str] = mapped_column(String(66))
+    participants: Mapped[list] = mapped_column(JSON)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    timestamp: Mapped[int] = mapped_column(BigInteger)

@@ -75,13 +75,12 @@ def _database_urls() -> list[Any]:
 
 def _fresh_postgres(url: str) -> str:
     """A clean schema per test run: drop every table of ours so migrations start at zero."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import MetaData, create_engine
 
     engine = create_engine(url)
-    with engine.begin() as conn:
-        for table in ("outbox", "records", "batches", "participants", "auth_challenges",
-                      "alembic_version"):
-            conn.execute(text(f"DROP TABLE IF EXISTS {table} CASCADE"))
+    existing = MetaData()
+    existing.reflect(engine)
+    existing.drop_all(engine)
     engine.dispose()
     return url
 

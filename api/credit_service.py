@@ -1,0 +1,163 @@
+"""Credit, incidents and model provenance on top of the store.
+
+Evidence reaches the credit code only from confirmed batches; every published score response
+and responsibility matrix is stored (score history) and committed on chain in Merkle batches
+(CommitmentLog), so a purchasing decision can later be checked against what was shown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.context import ServiceContext
+from api.store.models import (
+    Batch,
+    Commitment,
+    Incident,
+    ModelRound,
+    Participant,
+    Record,
+    Responsibility,
+    Score,
+)
+from credit.evidence import EvidenceItem
+from credit.features import DEFAULT_WINDOW_DAYS, compute_features
+from credit.responsibility import Incident as IncidentBody
+from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibility_matrix
+from credit.score import CreditResponse, response_hash, score_vectors
+
+RESPONSIBILITY_TOPIC = "responsibility-matrix"  # CommitmentLog topic of published matrices
+
+
+def evidence_items(session: Session, subjects: Collection[str] | None = None
+                   ) -> list[EvidenceItem]:
+    """Every stored record as credit evidence; ``anchored`` only once its batch is confirmed."""
+    query = (select(Record, Batch.status, Batch.block_timestamp)
+             .outerjoin(Batch, Record.batch_id == Batch.id))
+    if subjects is not None:
+        query = query.where(Record.subject.in_(list(subjects)))
+    items = []
+    for r, status, ts in session.execute(query):
+        confirmed = status == "confirmed" and r.proof is not None
+        items.append(EvidenceItem(
+            struct_hash=r.struct_hash, kind=r.kind, subject=r.subject, signer=r.signer,
+            signer_role=r.signer_role, part_number=r.part_number, lot_id=r.lot_id,
+            event_time=r.event_time, signed_at=r.signed_at, quantity=r.quantity,
+            defects=r.defects, payload=r.payload, anchored=confirmed,
+            anchored_at=ts if confirmed else None))
+    return items
+
+
+def latest_anchor_time(session: Session) -> int | None:
+    return session.scalar(select(func.max(Batch.block_timestamp))
+                          .where(Batch.status == "confirmed"))
+
+
+def default_as_of(session: Session) -> int:
+    """Scores are computed as of the newest confirmed anchor: the score moves only when new
+    evidence is anchored, and asking twice returns the same (already committed) response."""
+    return latest_anchor_time(session) or int(time.time())
+
+
+def supplier_ids(session: Session) -> list[str]:
+    registered = set(session.scalars(select(Participant.org_id)
+                                     .where(Participant.role == "SUPPLIER")))
+    filed = set(session.scalars(select(Record.subject).distinct()))
+    return sorted(registered | filed)
+
+
+def fl_participation(session: Session, supplier_id: str, as_of: int,
+                     window_days: int) -> float | None:
+    """Share of the federated rounds anchored in the window that the supplier took part in;
+    None when no federated training ran in the window (missing, not zero)."""
+    rounds = list(session.scalars(select(ModelRound).where(
+        ModelRound.timestamp <= as_of, ModelRound.timestamp > as_of - window_days * 86_400)))
+    if not rounds:
+        return None
+    return sum(supplier_id in r.participants for r in rounds) / len(rounds)
+
+
+def publish_scores(ctx: ServiceContext, suppliers: Sequence[str], *, as_of: int | None = None,
+                   window_days: int = DEFAULT_WINDOW_DAYS, with_what_if: bool = False,
+                   trigger: str = "request") -> list[Score]:
+    """Score ``suppliers``, store each response not stored before (score history) and return
+    the rows. An identical response (same evidence, model, policy and instant) is one row."""
+    with ctx.sessions() as s:
+        as_of = as_of or default_as_of(s)
+        by_subject: dict[str, list[EvidenceItem]] = defaultdict(list)
+        for item in evidence_items(s, suppliers):
+            by_subject[item.subject].append(item)
+        vectors = [compute_features(by_subject[sid], sid, as_of, window_days,
+                                    fl_participation=fl_participation(s, sid, as_of,
+                                                                      window_days))
+                   for sid in suppliers]
+    responses = score_vectors(vectors, with_what_if=with_what_if) if vectors else []
+    return [_store_score(ctx, r, trigger) for r in responses]
+
+
+def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Score:
+    digest = response_hash(resp)
+    with ctx.sessions() as s, s.begin():
+        row = s.scalar(select(Score).where(Score.response_hash == digest))
+        if row is None:
+            row = Score(supplier_id=resp.supplier_id, as_of=resp.as_of, score=resp.score,
+                        band=resp.band, gate_outcome=resp.gate.outcome if resp.gate else None,
+                        model_version=resp.model_version, evidence_root=resp.evidence_root,
+                        trigger=trigger, response=resp.model_dump(mode="json"),
+                        response_hash=digest)
+            s.add(row)
+            s.flush()
+        return row
+
+
+def commitment_json(session: Session, commitment_id: int | None, proof: list | None,
+                    value_hash: str) -> dict[str, Any]:
+    commitment = session.get(Commitment, commitment_id) if commitment_id else None
+    if commitment is None or commitment.status != "committed":
+        return {"status": "pending", "valueHash": value_hash}
+    return {"status": "committed", "valueHash": value_hash, "topic": commitment.topic,
+            "root": commitment.root, "proof": proof, "count": commitment.count,
+            "seq": commitment.seq, "transactionHash": commitment.tx_hash,
+            "blockNumber": commitment.block_number,
+            "blockTimestamp": commitment.block_timestamp}
+
+
+def score_json(session: Session, row: Score) -> dict[str, Any]:
+    return {**row.response, "responseHash": row.response_hash, "trigger": row.trigger,
+            "publishedAt": row.created_at.isoformat(),
+            "commitment": commitment_json(session, row.commitment_id, row.proof,
+                                          row.response_hash)}
+
+
+# -- incidents and responsibility ------------------------------------------------------------
+
+
+def publish_matrix(ctx: ServiceContext, incident_id: str) -> Responsibility | None:
+    """(Re)compute the incident's matrix from the evidence anchored now; store a new version
+    only when it differs from the stored ones."""
+    with ctx.sessions() as s:
+        incident = s.get(Incident, incident_id)
+        if incident is None:
+            return None
+        body = IncidentBody.model_validate(incident.body)
+        items = evidence_items(s, {lot.supplier_id for lot in body.lots})
+    matrix = responsibility_matrix(body, items)
+    digest = matrix_hash(matrix)
+    with ctx.sessions() as s, s.begin():
+        row = s.scalar(select(Responsibility).where(Responsibility.matrix_hash == digest))
+        if row is None:
+            row = Responsibility(incident_id=incident_id, version=matrix.version,
+                                 matrix=matrix.model_dump(mode="json"), matrix_hash=digest)
+            s.add(row)
+            s.flush()
+        return row
+
+
+def matrix_of(row: Responsibility) -> ResponsibilityMatrix:
+    return ResponsibilityMatrix.model_validate(row.matrix)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from api.deps import AdminUser, Ctx, CurrentUser
+from api.errors import ApiError
+from api.store.models import ModelRound
+from federated.provenance import participants_root
+
+router = APIRouter(prefix="/v1/models", tags=["federated models"])
+
+
+class RoundReport(BaseModel):
+    runId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
+    round: int = Field(ge=0)
+    participants: list[str] = Field(min_length=1, max_length=1000)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+@router.post("/rounds", status_code=201)
+def report_round(body: RoundReport, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
+    """Record who took part in an anchored federated round (participation is credit
+    evidence). The chain is the authority: the round must be in ModelRegistry and the
+    participant list must hash to its anchored participantsRoot."""
+    onchain = ctx.chain.model_round(bytes.fromhex(body.runId[2:]), body.round)
+    if onchain is None:
+        raise ApiError(404, "round_not_anchored", "no such round in the ModelRegistry",
+                       got={"runId": body.runId, "round": body.round})
+    root = participants_root(body.participants)
+    if root != onchain["participants_root"]:
+        raise ApiError(422, "participants_mismatch",
+                       "participant list does not hash to the anchored participantsRoot",
+                       expected="0x" + onchain["participants_root"].hex(), got="0x" + root.hex())
+    row = ModelRound(run_id=body.runId.lower(), round=body.round,
+                     model_hash="0x" + onchain["model_hash"].hex(),
+                     participants=sorted(set(body.participants)), metrics=body.metrics,
+                     timestamp=onchain["timestamp"])
+    try:
+        with ctx.sessions() as s, s.begin():
+            s.add(row)
+    except IntegrityError as exc:
+        raise ApiError(409, "round_exists", "this round is already recorded") from exc
+    return {"runId": row.run_id, "round": row.round, "modelHash": row.model_hash,
+            "participants": row.participants}
+
+
+@router.get("")
+def list_models(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Federated model versions: each run's rounds with anchored model hashes."""
+    with ctx.sessions() as s:
+        rows = list(s.scalars(select(ModelRound).order_by(ModelRound.run_id, ModelRound.round)))
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        runs.setdefault(r.run_id, []).append({
+            "round": r.round, "modelHash": r.model_hash, "participants": len(r.participants),
+            "suppliers": r.participants if user.role.value != "SUPPLIER" else
+            [p for p in r.participants if p == user.org_id], "metrics": r.metrics,
+            "anchoredAt": r.timestamp})
+    return {"runs": [{"runId": k, "rounds": v, "finalModelHash": v[-1]["modelHash"]}
+                     for k, v in runs.items()]}

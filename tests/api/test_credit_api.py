@@ -1,0 +1,181 @@
+"""Credit, incidents and model provenance through the HTTP API on simulated evidence."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from api.anchorer import Anchorer
+from credit.responsibility import ResponsibilityMatrix, sign_decision
+from credit.simulate import MONTH, simulate_population
+from federated.provenance import participants_root
+from ledger.chain import run_id
+from ledger.signing import resign
+from tests.api.conftest import Party, Service, make_service
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    svc = make_service(tmp_path_factory.mktemp("credit"), "sqlite")
+    svc.client.__enter__()
+    now = int(time.time())
+    pop = simulate_population(4, months=6, seed=3, start=now - 6 * MONTH,
+                              domain=svc.ctx.domain)
+    parties = {}
+    for org, signer in pop.signers.items():
+        svc.chain.register_participant(signer.address, pop.roles[org], org)
+        parties[org] = Party(signer, org, pop.roles[org])
+    records = [resign(r, pop.signers[next(o for o, s in pop.signers.items()
+                                          if s.address == r.record.signer)],
+                      signed_at=now).model_dump(mode="json") for r in pop.records
+               if r.record.kind.value != "improvement"]
+    for i in range(0, len(records), 500):
+        answer = svc.client.post("/v1/records:batch", json={"records": records[i:i + 500]})
+        assert answer.status_code == 202, answer.text[:500]
+    Anchorer(svc.ctx).run_once(force=True)
+    return {"svc": svc, "pop": pop, "parties": parties}
+
+
+def _auth(world: dict[str, Any], org: str) -> dict[str, str]:
+    return world["svc"].login(world["parties"][org])
+
+
+def test_credit_response_is_explained_and_additive(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    oem = _auth(world, "OEM-0001")
+    body = svc.client.get("/v1/suppliers/SUP-00001/credit", headers=oem)
+    assert body.status_code == 200, body.text
+    resp = body.json()
+    total = resp["base_value"] + sum(c["points"] for c in resp["contributions"])
+    assert abs(total - resp["score"]) < 1e-6
+    assert 0 <= resp["score"] <= 100 and resp["band"]
+    assert len(resp["reason_codes"]) <= 4
+    assert "@" in resp["gate"]["policy"]
+    assert resp["model_version"] and resp["feature_schema_version"]
+    assert resp["evidence_count"] > 0
+    # Asking again is the same published response, not a new one.
+    again = svc.client.get("/v1/suppliers/SUP-00001/credit", headers=oem).json()
+    assert again["responseHash"] == resp["responseHash"]
+
+
+def test_ranking_and_role_scoping(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    ranking = svc.client.get("/v1/suppliers?sort=score", headers=_auth(world, "AUD-0001"))
+    rows = ranking.json()["suppliers"]
+    assert [r["supplierId"] for r in rows] != [] and len(rows) == 4
+    assert [r["score"] for r in rows] == sorted((r["score"] for r in rows), reverse=True)
+    supplier = _auth(world, "SUP-00002")
+    assert svc.client.get("/v1/suppliers", headers=supplier).status_code == 403
+    assert svc.client.get("/v1/suppliers/SUP-00001/credit", headers=supplier).status_code == 403
+    assert svc.client.get("/v1/suppliers/SUP-00002/credit", headers=supplier).status_code == 200
+    assert svc.client.get("/v1/suppliers/NOPE/credit",
+                          headers=_auth(world, "OEM-0001")).status_code == 404
+    png = svc.client.get("/v1/suppliers/SUP-00002/credit/waterfall.png", headers=supplier)
+    assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_score_commitment_verifies_on_chain(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    oem = _auth(world, "OEM-0001")
+    digest = svc.client.get("/v1/suppliers/SUP-00003/credit", headers=oem).json()["responseHash"]
+    pending = svc.client.get(f"/v1/scores/{digest}", headers=oem).json()
+    assert pending["commitment"]["status"] in ("pending", "committed")
+    Anchorer(svc.ctx).run_once(force=True)
+    shown = svc.client.get(f"/v1/scores/{digest}", headers=oem).json()
+    assert shown["commitment"]["status"] == "committed"
+    assert shown["commitment"]["verifiedOnChain"] is True
+    assert shown["commitment"]["topic"] == "credit-score"
+
+
+def test_unanchored_evidence_does_not_move_the_score_and_repair_needs_anchoring(
+        world: dict[str, Any]) -> None:
+    svc, pop = world["svc"], world["pop"]
+    oem = _auth(world, "OEM-0001")
+    target = min(pop.suppliers, key=lambda t: t.capability).supplier_id
+    before = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
+    # The simulator's improvement records (auditor-signed repairs), submitted but not anchored.
+    improvements = [r for r in pop.records if r.record.kind.value == "improvement"]
+    if not improvements:
+        pytest.skip("this seed produced no improvement record")
+    auditor = pop.signers["AUD-0001"]
+    now = int(time.time())
+    for k, r in enumerate(improvements):
+        signed = resign(r, auditor, signed_at=now, nonce=10_000 + k)
+        assert svc.client.post("/v1/records", json=signed.model_dump(mode="json")
+                               ).status_code == 202
+    subjects = {r.record.subject for r in improvements}
+    for sid in subjects | {target}:
+        unchanged = svc.client.get(f"/v1/suppliers/{sid}/credit", headers=oem).json()
+        history = svc.client.get(f"/v1/suppliers/{sid}/credit/history", headers=oem).json()
+        assert all(h["trigger"] != "repair" for h in history["history"])
+        if sid == target:
+            assert unchanged["responseHash"] == before["responseHash"]
+    Anchorer(svc.ctx).run_once(force=True)
+    for sid in subjects:
+        history = svc.client.get(f"/v1/suppliers/{sid}/credit/history", headers=oem).json()
+        repairs = [h for h in history["history"] if h["trigger"] == "repair"]
+        assert repairs, history
+        after = svc.client.get(f"/v1/suppliers/{sid}/credit", headers=oem).json()
+        assert after["repairs_applied"]
+
+
+def test_incident_responsibility_and_signed_decisions(world: dict[str, Any]) -> None:
+    svc, pop = world["svc"], world["pop"]
+    lots = []
+    for truth in pop.suppliers[:3]:
+        rec = next(r for r in pop.records if r.record.subject == truth.supplier_id
+                   and r.record.kind.value == "inspection")
+        lots.append({"supplier_id": truth.supplier_id, "part_number": rec.record.partNumber,
+                     "lot_id": rec.record.lotId})
+    incident = {"incident_id": "INC-1", "product": "BATTERY-PACK-7",
+                "occurred_at": int(time.time()) - 86_400, "lots": lots}
+    supplier = _auth(world, "SUP-00001")
+    assert svc.client.post("/v1/incidents", json=incident, headers=supplier).status_code == 403
+    oem = _auth(world, "OEM-0001")
+    opened = svc.client.post("/v1/incidents", json=incident, headers=oem)
+    assert opened.status_code == 201, opened.text
+    matrix = opened.json()["responsibility"]
+    assert abs(sum(r["weight"] for r in matrix["rows"]) - 1) < 1e-9
+    assert svc.client.post("/v1/incidents", json=incident, headers=oem).status_code == 409
+    shown = svc.client.get("/v1/incidents/INC-1/responsibility", headers=supplier).json()
+    assert shown["matrixHash"] == matrix["matrixHash"]
+    body = {k: v for k, v in matrix.items() if k not in ("matrixHash", "decisions",
+                                                          "commitment")}
+    decision = sign_decision(pop.signers["SUP-00001"], svc.ctx.domain,
+                             ResponsibilityMatrix.model_validate(body), "SUP-00001", "dispute",
+                             int(time.time()), "our lots were within spec")
+    answer = svc.client.post("/v1/incidents/INC-1/responsibility/decisions",
+                             json=decision.model_dump(), headers=supplier)
+    assert answer.status_code == 201, answer.text
+    again = svc.client.post("/v1/incidents/INC-1/responsibility/decisions",
+                            json=decision.model_dump(), headers=supplier)
+    assert again.status_code == 409
+    forged = decision.model_copy(update={"decision": "accept"})
+    other = svc.client.post("/v1/incidents/INC-1/responsibility/decisions",
+                            json=forged.model_dump(), headers=supplier)
+    assert other.status_code in (401, 409)
+    Anchorer(svc.ctx).run_once(force=True)
+    committed = svc.client.get("/v1/incidents/INC-1/responsibility", headers=oem).json()
+    assert committed["commitment"]["status"] == "committed"
+    assert committed["decisions"][0]["decision"] == "dispute"
+
+
+def test_model_rounds_are_checked_against_the_chain(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    run = run_id("demo-run")
+    ids = ["SUP-00001", "SUP-00002"]
+    svc.chain.record_model_round(run, 1, b"\x11" * 32, len(ids), participants_root(ids))
+    admin = svc.login(svc.admin)
+    bad = svc.client.post("/v1/models/rounds", headers=admin, json={
+        "runId": "0x" + run.hex(), "round": 1, "participants": ["SUP-00001"]})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "participants_mismatch"
+    missing = svc.client.post("/v1/models/rounds", headers=admin, json={
+        "runId": "0x" + run.hex(), "round": 2, "participants": ids})
+    assert missing.status_code == 404
+    ok = svc.client.post("/v1/models/rounds", headers=admin, json={
+        "runId": "0x" + run.hex(), "round": 1, "participants": ids, "metrics": {"auc": 0.8}})
+    assert ok.status_code == 201, ok.text
+    models = svc.client.get("/v1/models", headers=_auth(world, "OEM-0001")).json()
+    assert models["runs"][0]["finalModelHash"] == "0x" + "11" * 32
