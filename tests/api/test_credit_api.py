@@ -13,7 +13,7 @@ from credit.simulate import MONTH, simulate_population
 from federated.provenance import participants_root
 from ledger.chain import run_id
 from ledger.signing import resign
-from tests.api.conftest import Party, Service, make_service
+from tests.api.conftest import Party, make_service
 
 
 @pytest.fixture(scope="module")
