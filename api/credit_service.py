@@ -60,9 +60,12 @@ def latest_anchor_time(session: Session) -> int | None:
 
 
 def default_as_of(session: Session) -> int:
-    """Scores are computed as of the newest confirmed anchor: the score moves only when new
-    evidence is anchored, and asking twice returns the same (already committed) response."""
-    return latest_anchor_time(session) or int(time.time())
+    """Scores are computed as of the newest anchor (an evidence batch or a federated round):
+    the score moves only when something new is anchored, and asking twice returns the same
+    (already committed) response."""
+    latest = [t for t in (latest_anchor_time(session),
+                          session.scalar(select(func.max(ModelRound.timestamp)))) if t]
+    return max(latest) if latest else int(time.time())
 
 
 def supplier_ids(session: Session) -> list[str]:

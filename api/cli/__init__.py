@@ -16,6 +16,7 @@ app.add_typer(service.participants, name="participants",
 chain.register(app)
 records.register(app)
 service.register(app)
+service.register_demo(app)
 
 
 def main() -> None:

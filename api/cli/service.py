@@ -132,3 +132,25 @@ def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
         table.add_row(p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no",
                       p["name"])
     console.print(table)
+
+
+def register_demo(root: typer.Typer) -> None:
+    @root.command("demo")
+    def demo(
+        data_dir: Path = typer.Option(Path(".qledger/demo"), "--data-dir",
+                                      help="the demo's own directory (wiped at start)"),
+        quick: bool = typer.Option(False, help="4 suppliers, 3 months, 2 rounds (tests)"),
+        suppliers: int | None = typer.Option(None, min=3, max=50),
+    ) -> None:
+        """The whole story end to end: chain, service, signed evidence through the API,
+        anchoring, federated training, explained credit, gate, repair, incident, and an
+        auditor's offline verification. Everything it starts, it stops."""
+        from api.demo import DemoConfig, run_demo
+
+        cfg = DemoConfig.quick(data_dir) if quick else DemoConfig(data_dir=data_dir)
+        if suppliers is not None:
+            cfg.suppliers = suppliers
+        try:
+            run_demo(cfg, console)
+        except (ServiceError, ChainError, RuntimeError) as exc:
+            fail(f"demo failed: {exc}")

@@ -83,10 +83,20 @@ def credit(supplier_id: str, ctx: Ctx, user: CurrentUser,
 @router.get("/suppliers/{supplier_id}/credit/history")
 def history(supplier_id: str, ctx: Ctx, user: CurrentUser,
             limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+    """One entry per state the score was in: responses published for the same instant,
+    evidence and model (a ranking's and a detail view's) are one point of history."""
     _may_see(user, supplier_id)
     with ctx.sessions() as s:
-        rows = list(s.scalars(select(Score).where(Score.supplier_id == supplier_id)
-                              .order_by(Score.id.desc()).limit(limit)))
+        newest_first = list(s.scalars(select(Score).where(Score.supplier_id == supplier_id)
+                                      .order_by(Score.id.desc()).limit(limit * 2)))
+        seen: set[tuple[int, str, str]] = set()
+        rows = []
+        for r in newest_first:
+            state = (r.as_of, r.evidence_root, r.model_version)
+            if state not in seen:
+                seen.add(state)
+                rows.append(r)
+        rows = rows[:limit]
         return {"supplierId": supplier_id, "history": [
             {"score": r.score, "band": r.band, "gate": r.gate_outcome, "asOf": r.as_of,
              "trigger": r.trigger, "modelVersion": r.model_version,

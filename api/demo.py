@@ -1,0 +1,555 @@
+"""`qledger demo`: the whole story on a fresh machine, through the real parts.
+
+A local chain (anvil) and the service (`qledger serve`, SQLite) are started under the data dir;
+one OEM, one auditor and N suppliers are registered with their own keys; months of simulated
+evidence are signed and submitted through the HTTP API; the anchorer anchors them; suppliers
+train a defect model with Flower (simulation engine, SecAgg+) whose round hashes are anchored;
+every supplier is scored with SHAP and reason codes and gated; one supplier repairs its credit
+with auditor-verified evidence; a field incident gets its responsibility matrix; and, with the
+service stopped, the auditor verifies a random sample of records against the chain alone.
+Everything it starts, it stops.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import html
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from api.client import QledgerClient, ServiceError
+from credit.responsibility import Incident, IncidentLot
+from credit.score import CreditResponse
+from credit.simulate import MONTH, Population, draw_truth, simulate_population
+from ledger.keys import Signer
+from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
+from ledger.records import Domain, RecordKind
+from ledger.signing import resign, sign_record
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBMIT_CHUNK = 1000  # records per POST /v1/records:batch (the API's limit)
+
+
+@dataclass
+class DemoConfig:
+    data_dir: Path
+    suppliers: int = 8
+    months: int = 6
+    fl_rounds: int = 3
+    secagg: bool = True
+    verify_sample: int = 8
+    seed: int = 7
+    port: int | None = None
+    # A demo plant ships weekly or more: 4x the simulator's default 2-4 lots a month per part,
+    # which gives thousands of records for 8 suppliers over 6 months.
+    lot_factor: int = 4
+
+    @classmethod
+    def quick(cls, data_dir: Path) -> DemoConfig:
+        return cls(data_dir=data_dir, suppliers=4, months=3, fl_rounds=2, verify_sample=3,
+                   lot_factor=1)
+
+
+@dataclass
+class DemoResult:
+    accepted: int = 0
+    rejected: int = 0
+    anchored: int = 0
+    batches: int = 0
+    fl_rounds_anchored: int = 0
+    fl_final_hash: str | None = None
+    fl_metrics: list[dict[str, Any]] = field(default_factory=list)
+    ranking: list[dict[str, Any]] = field(default_factory=list)
+    credits: dict[str, dict[str, Any]] = field(default_factory=dict)
+    repair: dict[str, Any] = field(default_factory=dict)
+    incident: dict[str, Any] = field(default_factory=dict)
+    verifications: list[dict[str, Any]] = field(default_factory=list)
+    report: Path | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: v for k, v in self.__dict__.items() if k != "report"}
+        out["report"] = str(self.report) if self.report else None
+        return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=False)
+
+
+@contextmanager
+def _service(data_dir: Path, rpc_url: str, port: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    env = {**os.environ, "QLEDGER_DATA_DIR": str(data_dir), "QLEDGER_RPC_URL": rpc_url,
+           "QLEDGER_ANCHORER_KEY": dev_private_keys()[0], "QLEDGER_BATCH_MAX_SECONDS": "1.0",
+           "QLEDGER_PORT": str(port)}
+    log = (data_dir / "service.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service exited; see {data_dir / 'service.log'}")
+            try:
+                QledgerClient(url, timeout=2).checkpoint()
+                break
+            except (ServiceError, OSError, Exception) as exc:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the service did not start: {exc}") from exc
+                time.sleep(0.3)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        log.close()
+
+
+def _save_key(path: Path, signer: Signer) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"address": signer.address,
+                                "private_key": "0x" + signer.private_key.hex()}))
+    path.chmod(0o600)
+
+
+def _wait_anchored(client: QledgerClient, target: int, progress: Progress, label: str,
+                   timeout: float = 300) -> dict[str, Any]:
+    task = progress.add_task(label, total=target)
+    deadline = time.monotonic() + timeout
+    while True:
+        cp = client.checkpoint()
+        progress.update(task, completed=min(cp["leafTotal"], target))
+        if cp["leafTotal"] >= target and cp["service"]["pending"] == 0:
+            return cp
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"anchoring stalled at {cp['leafTotal']}/{target}")
+        time.sleep(0.5)
+
+
+def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
+    console = console or Console()
+    started = time.monotonic()
+    result = DemoResult()
+    data_dir = cfg.data_dir.resolve()
+    if data_dir.exists():
+        shutil.rmtree(data_dir)  # the demo's own directory: every run starts from nothing
+    data_dir.mkdir(parents=True)
+    rng = random.Random(cfg.seed)
+
+    with ExitStack() as stack:
+        console.rule("[bold]1. Local chain and ledger service")
+        chain = start_anvil(data_dir / "chain")
+        stack.callback(stop_anvil, data_dir / "chain")
+        console.print(f"anvil {chain.rpc_url} (state in {data_dir / 'chain'})")
+        url, proc = stack.enter_context(_service(data_dir, chain.rpc_url,
+                                                 cfg.port or _free_port()))
+        console.print(f"qledger serve {url} (SQLite in {data_dir}, contracts deployed)")
+        admin = QledgerClient(url)
+        stack.callback(admin.close)
+        admin.login(Signer.from_hex(dev_private_keys()[0]))
+        cp = admin.checkpoint()
+        domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
+
+        console.rule("[bold]2. Participants and six months of evidence")
+        now = int(time.time())
+        streams = np.random.SeedSequence(cfg.seed).spawn(cfg.suppliers)
+        truths = [draw_truth(np.random.default_rng(s), f"SUP-{k + 1:05d}") for k, s in
+                  enumerate(streams)]
+        truths = [dataclasses.replace(t, lots_per_month=t.lots_per_month * cfg.lot_factor)
+                  for t in truths]
+        pop = simulate_population(cfg.suppliers, months=cfg.months, seed=cfg.seed,
+                                  start=now - cfg.months * MONTH, domain=domain, truths=truths)
+        with _progress(console) as progress:
+            task = progress.add_task("register keys on chain", total=len(pop.signers))
+            for org, signer in pop.signers.items():
+                admin.register(signer.address, pop.roles[org].value, org, name=org)
+                _save_key(data_dir / "keys" / f"{org}.json", signer)
+                progress.advance(task)
+        by_address = {s.address: s for s in pop.signers.values()}
+        # The simulator produced the evidence offline; each party signs it at submission time.
+        signed_now = [resign(r, by_address[r.record.signer], signed_at=int(time.time()))
+                      .model_dump(mode="json")
+                      for r in sorted(pop.records, key=lambda r: r.record.eventTime)]
+        with _progress(console) as progress:
+            task = progress.add_task("submit signed records (HTTP)", total=len(signed_now))
+            for i in range(0, len(signed_now), SUBMIT_CHUNK):
+                chunk = signed_now[i:i + SUBMIT_CHUNK]
+                answer = admin.submit_batch(chunk)
+                result.accepted += answer["accepted"]
+                result.rejected += answer["rejected"]
+                progress.advance(task, len(chunk))
+            cp = _wait_anchored(admin, result.accepted, progress, "anchor Merkle batches")
+        result.anchored, result.batches = cp["leafTotal"], cp["batchCount"]
+        console.print(f"{result.accepted} records accepted, {result.anchored} anchored in "
+                      f"{result.batches} batches; accumulator {cp['accumulator'][:18]}…")
+
+        console.rule("[bold]3. Federated defect model (Flower, SecAgg+)")
+        _federated(cfg, data_dir, chain.rpc_url, admin, result, console)
+
+        console.rule("[bold]4. Credit scores, explanations and the trial gate")
+        oem = QledgerClient(url)
+        stack.callback(oem.close)
+        oem.login(pop.signers["OEM-0001"])
+        result.ranking = oem.get("/v1/suppliers", sort="score")["suppliers"]
+        for row in result.ranking:
+            result.credits[row["supplierId"]] = oem.get(
+                f"/v1/suppliers/{row['supplierId']}/credit")
+        console.print(_ranking_table(result))
+
+        console.rule("[bold]5. Credit repair with auditor-verified evidence")
+        auditor = QledgerClient(url)
+        stack.callback(auditor.close)
+        auditor.login(pop.signers["AUD-0001"])
+        _repair(pop, domain, admin, auditor, oem, result, console)
+
+        console.rule("[bold]6. Field incident and responsibility matrix")
+        _incident(pop, oem, result, console)
+
+        console.rule("[bold]7. Auditor verifies a random sample against the chain alone")
+        samples = _fetch_samples(auditor, data_dir, cfg.verify_sample, rng)
+        # Stop the service first: verification needs the chain and the files, nothing else.
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        _verify_samples(samples, chain.rpc_url, result, console)
+
+        result.seconds = time.monotonic() - started
+        result.report = _write_report(cfg, data_dir, pop, result)
+        console.rule("[bold]Summary")
+        console.print(_summary_table(result))
+        console.print(f"HTML report: [link=file://{result.report}]{result.report}[/link]")
+        console.print(f"Dashboard: run [bold]qledger serve --data-dir {cfg.data_dir}[/] and open "
+                      f"http://127.0.0.1:8700/ui (log in with a key file from "
+                      f"{data_dir / 'keys'})")
+        (data_dir / "demo-result.json").write_text(json.dumps(result.to_json(), indent=2,
+                                                              default=str))
+    return result
+
+
+def _federated(cfg: DemoConfig, data_dir: Path, rpc_url: str, admin: QledgerClient,
+               result: DemoResult, console: Console) -> None:
+    from federated.config import FLConfig, ServerSettings
+    from federated.run import simulate
+    from ledger.chain import ChainClient, Deployment
+
+    chain = ChainClient.connect(rpc_url, private_key=dev_private_keys()[0],
+                                deployment=Deployment.load(data_dir / "deployment.json"))
+    config = FLConfig(suppliers=cfg.suppliers, out_dir=data_dir / "federated",
+                      data_seed=cfg.seed,
+                      server=ServerSettings(rounds=cfg.fl_rounds, secagg=cfg.secagg,
+                                            min_available_clients=min(cfg.suppliers, 3),
+                                            min_fit_clients=min(cfg.suppliers, 3)))
+    with _progress(console) as progress:
+        task = progress.add_task("federated rounds (anchored)", total=cfg.fl_rounds)
+        run = simulate(config, chain=chain,
+                       on_round=lambda rec: progress.update(task, completed=rec.round))
+    for rec in run.rounds:
+        result.fl_metrics.append({"round": rec.round, **rec.metrics,
+                                  "participants": len(rec.participants),
+                                  "modelHash": rec.model_hash, "anchored": rec.anchored})
+        if rec.anchored and rec.participants:
+            admin.post("/v1/models/rounds", {"runId": "0x" + run.run_id.hex(),
+                                             "round": rec.round,
+                                             "participants": rec.participants,
+                                             "metrics": {k: float(v) for k, v in
+                                                         rec.metrics.items()}})
+            result.fl_rounds_anchored += 1
+    result.fl_final_hash = run.final_model_hash
+    last = run.rounds[-1]
+    console.print(f"{len(run.rounds) - 1} rounds, final model {run.final_model_hash[:18]}… "
+                  f"(saved {run.final_model_path.name}); held-out "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in last.metrics.items()
+                              if isinstance(v, float)))
+
+
+def _ranking_table(result: DemoResult) -> Table:
+    table = Table("supplier", "score", "band", "trial gate", "distance", "top reasons",
+                  title="credit ranking (as of the newest anchor)")
+    for row in result.ranking:
+        gate = row["gate"]
+        reasons = result.credits[row["supplierId"]]["reason_codes"][:2]
+        table.add_row(row["supplierId"], f"{row['score']:.1f}", row["band"],
+                      "[green]eligible[/]" if gate["outcome"] == "pass" else
+                      f"[red]{gate['outcome']}[/]",
+                      f"{gate['distance']:+.1f}" if gate["distance"] is not None else "-",
+                      "; ".join(r["text"] for r in reasons) or "-")
+    return table
+
+
+def _repair(pop: Population, domain: Domain, admin: QledgerClient, auditor: QledgerClient,
+            oem: QledgerClient, result: DemoResult, console: Console) -> None:
+    """A supplier just below the trial gate fixes its process; an auditor verifies it (a process
+    capability study, closure of complaints and findings) and signs improvements naming the
+    records they remedy."""
+    failing = [r for r in result.ranking if r["gate"]["outcome"] != "pass"]
+    target = (max(failing, key=lambda r: r["score"]) if failing
+              else min(result.ranking, key=lambda r: r["score"]))["supplierId"]
+    before = result.credits[target]
+    records = auditor.get("/v1/records", subject=target, limit=1000)["records"]
+    signer = pop.signers["AUD-0001"]
+    nonce = 1_000_000
+    submitted = 0
+    by_part: dict[str, list[str]] = {}
+    for r in records:
+        if r["kind"] == RecordKind.INSPECTION.value:
+            by_part.setdefault(r["partNumber"], []).append(r["structHash"])
+    issues = [r["structHash"] for r in records
+              if r["kind"] in (RecordKind.COMPLAINT.value, RecordKind.AUDIT.value,
+                               RecordKind.CORRECTIVE_ACTION.value)]
+    now = int(time.time())
+    drafts = [(part, hashes[:100], "process_capability_study", 1.67)
+              for part, hashes in by_part.items()]
+    if issues:
+        drafts.append((records[0]["partNumber"], issues[:100], "audit_closure", None))
+    for part, remedies, evidence_type, cpk in drafts:
+        payload: dict[str, Any] = {
+            "remedies": remedies, "evidenceType": evidence_type,
+            "summary": "on-site verification after process change (SGS-style stability study)"}
+        if cpk is not None:
+            payload["verifiedCpk"] = cpk
+        nonce += 1
+        signed = sign_record(signer, domain, subject=target, kind=RecordKind.IMPROVEMENT,
+                             part_number=part, lot_id=f"STUDY-{nonce}", event_time=now,
+                             quantity=0, defects=0, nonce=nonce, payload=payload)
+        admin.submit(signed.model_dump(mode="json"))
+        submitted += 1
+    # Recomputed by the anchorer as soon as the improvement is anchored (trigger "repair").
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        history = oem.get(f"/v1/suppliers/{target}/credit/history")["history"]
+        if any(h["trigger"] == "repair" for h in history):
+            break
+        time.sleep(0.5)
+    after = oem.get(f"/v1/suppliers/{target}/credit")
+    result.credits[target] = after
+    result.repair = {"supplier": target, "improvements": submitted,
+                     "before": before["score"], "after": after["score"],
+                     "gateBefore": before["gate"]["outcome"],
+                     "gateAfter": after["gate"]["outcome"],
+                     "beforeResponse": before, "history": history}
+    console.print(f"{target}: {submitted} auditor-signed improvement record(s) anchored -> "
+                  f"score {before['score']:.1f} ({before['gate']['outcome']}) -> "
+                  f"{after['score']:.1f} ({after['gate']['outcome']}); repairs applied: "
+                  f"{len(after['repairs_applied'])}")
+
+
+def _incident(pop: Population, oem: QledgerClient, result: DemoResult,
+              console: Console) -> None:
+    """A pack fails in the field; it was built from lots of three suppliers."""
+    records = {r.record.subject: r for r in sorted(pop.records, key=lambda r: -r.record.eventTime)
+               if r.record.kind is RecordKind.INSPECTION}
+    field = pop.field_incidents[-1] if pop.field_incidents else None
+    culprit = field.supplier_id if field else min(result.ranking,
+                                                  key=lambda r: r["score"])["supplierId"]
+    others = [s for s in records if s != culprit][:2]
+    lots = [IncidentLot(supplier_id=s, part_number=records[s].record.partNumber,
+                        lot_id=records[s].record.lotId) for s in [culprit, *others]
+            if s in records]
+    incident = Incident(incident_id=f"INC-{int(time.time())}", product="EV-PACK-48V",
+                        occurred_at=int(time.time()) - 3600, lots=lots,
+                        description="cell swelling found at customer; pack built from the "
+                                    "lots listed")
+    answer = oem.post("/v1/incidents", incident.model_dump(mode="json"))
+    matrix = answer["responsibility"]
+    result.incident = matrix
+    table = Table("supplier", "weight", "risk", "lowest Cpk", "basis", title=(
+        f"responsibility for {incident.incident_id} ({matrix['method']}, "
+        f"version {matrix['version']})"))
+    for row in sorted(matrix["rows"], key=lambda r: -r["weight"]):
+        table.add_row(row["supplier_id"], f"{row['weight']:.3f}", f"{row['risk']:.4f}",
+                      f"{row['cpk']:.2f}" if row["cpk"] is not None else "-", row["basis"])
+    console.print(table)
+
+
+def _fetch_samples(auditor: QledgerClient, data_dir: Path, n: int,
+                   rng: random.Random) -> list[tuple[Path, Path]]:
+    rows = auditor.get("/v1/records", limit=1000)["records"]
+    anchored = [r for r in rows if r["status"] == "anchored"]
+    out = []
+    folder = data_dir / "audit-sample"
+    folder.mkdir()
+    for k, row in enumerate(rng.sample(anchored, min(n, len(anchored)))):
+        receipt = auditor.receipt(row["structHash"])
+        if receipt is None:
+            continue
+        record_path = folder / f"{k:02d}-record.json"
+        receipt_path = folder / f"{k:02d}-receipt.json"
+        record_path.write_text(json.dumps(receipt["record"], indent=2))
+        receipt_path.write_text(json.dumps(receipt, indent=2))
+        out.append((record_path, receipt_path))
+    if out:  # and one forged copy, to show what a failure looks like
+        forged = json.loads(out[0][0].read_text())
+        forged["record"]["lotId"] += "-X"  # one character of the signed record
+        forged_path = folder / "forged-record.json"
+        forged_path.write_text(json.dumps(forged, indent=2))
+        out.append((forged_path, out[0][1]))
+    return out
+
+
+def _verify_samples(samples: list[tuple[Path, Path]], rpc_url: str, result: DemoResult,
+                    console: Console) -> None:
+    table = Table("record", "verdict", "failed check", title="qledger verify (service stopped)")
+    for record, receipt in samples:
+        proc = subprocess.run([sys.executable, "-m", "api.cli", "verify", str(record),
+                               str(receipt), "--rpc", rpc_url, "--json"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120)
+        report = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {
+            "ok": False, "failedCheck": "cli", "reason": proc.stderr[-300:]}
+        forged = record.name.startswith("forged")
+        result.verifications.append({"record": record.name, "ok": report["ok"],
+                                     "exitCode": proc.returncode, "forged": forged,
+                                     "failedCheck": report.get("failedCheck")})
+        table.add_row(record.name, "[green]VALID[/]" if report["ok"] else "[red]INVALID[/]",
+                      report.get("failedCheck") or "-")
+    console.print(table)
+
+
+def _summary_table(result: DemoResult) -> Table:
+    genuine = [v for v in result.verifications if not v["forged"]]
+    table = Table("step", "outcome", title="qledger demo")
+    table.add_row("evidence", f"{result.accepted} accepted, {result.rejected} rejected, "
+                  f"{result.anchored} anchored in {result.batches} batches")
+    table.add_row("federated model", f"{result.fl_rounds_anchored} rounds anchored; final "
+                  f"{(result.fl_final_hash or '-')[:18]}…")
+    passing = sum(r["gate"]["outcome"] == "pass" for r in result.ranking)
+    table.add_row("credit", f"{len(result.ranking)} suppliers scored with exact SHAP; "
+                  f"{passing} eligible for new-product trials")
+    if result.repair:
+        table.add_row("repair", f"{result.repair['supplier']}: {result.repair['before']:.1f} "
+                      f"-> {result.repair['after']:.1f}")
+    if result.incident:
+        top = max(result.incident["rows"], key=lambda r: r["weight"])
+        table.add_row("incident", f"{top['supplier_id']} carries {top['weight']:.0%}")
+    table.add_row("audit sample", f"{sum(v['ok'] for v in genuine)}/{len(genuine)} verified "
+                  "against the chain; the forged copy was rejected" if any(
+                      v["forged"] and not v["ok"] for v in result.verifications) else "-")
+    table.add_row("time", f"{result.seconds:.0f} s")
+    return table
+
+
+# -- HTML report ------------------------------------------------------------------------------
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population,
+                  result: DemoResult) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    from credit.explain import plot_waterfall
+
+    images: list[tuple[str, str]] = []
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    rows = result.ranking
+    colors = ["#2e7d32" if r["gate"]["outcome"] == "pass" else "#c62828" for r in rows]
+    ax.barh([r["supplierId"] for r in rows][::-1], [r["score"] for r in rows][::-1],
+            color=colors[::-1])
+    ax.axvline(70, color="#555", linestyle="--", linewidth=1)
+    ax.set_xlabel("credit score (points, 0-100); dashed: trial gate")
+    ax.set_xlim(0, 100)
+    images.append(("Supplier ranking", _png(fig)))
+
+    for sid in ([result.repair["supplier"]] if result.repair else []) + \
+            [r["supplierId"] for r in rows[:1]]:
+        credit = result.credits[sid]
+        path = plot_waterfall(CreditResponse.model_validate(
+            {k: v for k, v in credit.items() if k in CreditResponse.model_fields}),
+            data_dir / f"waterfall-{sid}.png")
+        images.append((f"SHAP waterfall: {sid} (score {credit['score']:.1f})",
+                       "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()))
+
+    if result.repair:
+        history = result.repair["history"]
+        fig, ax = plt.subplots(figsize=(7, 3))
+        ax.plot(range(len(history)), [h["score"] for h in history], marker="o")
+        ax.set_xticks(range(len(history)), [h["trigger"] for h in history])
+        ax.set_ylabel("score (points)")
+        ax.set_title(f"score history of {result.repair['supplier']}")
+        images.append(("Score history (repair)", _png(fig)))
+
+    metrics = [m for m in result.fl_metrics if isinstance(m.get("auc"), float)]
+    if metrics:
+        fig, ax = plt.subplots(figsize=(7, 3))
+        for key in ("auc", "accuracy"):
+            if all(key in m for m in metrics):
+                ax.plot([m["round"] for m in metrics], [m[key] for m in metrics], marker="o",
+                        label=key)
+        ax.set_xlabel("federated round (0 = initial model)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("held-out metric (0-1)")
+        ax.legend()
+        images.append(("Federated learning convergence", _png(fig)))
+
+    def esc(value: Any) -> str:
+        return html.escape(str(value))
+
+    ranking_rows = "".join(
+        f"<tr><td>{esc(r['supplierId'])}</td><td>{r['score']:.1f}</td><td>{esc(r['band'])}</td>"
+        f"<td>{esc(r['gate']['outcome'])}</td><td>"
+        + esc("; ".join(c["text"] for c in result.credits[r["supplierId"]]["reason_codes"]))
+        + "</td></tr>" for r in rows)
+    verify_rows = "".join(
+        f"<tr><td>{esc(v['record'])}</td><td>{'VALID' if v['ok'] else 'INVALID'}</td>"
+        f"<td>{esc(v['failedCheck'] or '-')}</td></tr>" for v in result.verifications)
+    figures = "".join(f"<h2>{esc(t)}</h2><img src='{src}' alt='{esc(t)}'>" for t, src in images)
+    page = f"""<!doctype html><html><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>qledger demo report</title><style>
+body{{font-family:system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}}
+table{{border-collapse:collapse;width:100%;margin:1em 0}}td,th{{border-bottom:1px solid #ddd;
+padding:.3em .5em;text-align:left;font-size:.9em}}img{{max-width:100%}}</style></head><body>
+<h1>qledger demo report</h1>
+<p>{result.accepted} signed records from {cfg.suppliers} suppliers, one OEM and one auditor
+over {cfg.months} months; {result.anchored} anchored in {result.batches} Merkle batches;
+{result.fl_rounds_anchored} federated rounds anchored; finished in {result.seconds:.0f} s.</p>
+<h2>Credit ranking</h2><table><tr><th>supplier</th><th>score</th><th>band</th><th>trial gate</th>
+<th>reason codes</th></tr>{ranking_rows}</table>
+{figures}
+<h2>Auditor's sample, verified against the chain with the service stopped</h2>
+<table><tr><th>record</th><th>verdict</th><th>failed check</th></tr>{verify_rows}</table>
+</body></html>"""
+    path = data_dir / "report.html"
+    path.write_text(page)
+    return path

@@ -1,0 +1,111 @@
+"""Number, unit, time and hash formatting shared by the templates and the charts."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+# What purchasing calls each credit feature (the API's names stay the machine names).
+FEATURE_LABELS: dict[str, str] = {
+    "defect_ppm": "Defect rate",
+    "cpk_min": "Lowest Cpk",
+    "cpk_trend": "Cpk trend",
+    "on_time_delivery": "On-time delivery",
+    "complaints_per_month": "Complaints",
+    "complaint_response_hours": "Complaint response",
+    "eight_d_closure_days": "8D closure",
+    "audit_major_nc": "Open major NCs",
+    "audit_minor_nc": "Open minor NCs",
+    "evidence_completeness": "Evidence completeness",
+    "fl_participation": "Federated participation",
+}
+
+KIND_LABELS: dict[str, str] = {
+    "inspection": "Inspections",
+    "delivery": "Deliveries",
+    "complaint": "Complaints",
+    "corrective_action": "Corrective actions (8D)",
+    "audit": "Audits",
+    "improvement": "Improvements (repair)",
+}
+
+BAND_MEANING: dict[str, str] = {
+    "A": "85-100", "B": "70-85", "C": "55-70", "D": "40-55", "E": "0-40",
+}
+
+
+def feature_label(name: str) -> str:
+    return FEATURE_LABELS.get(name, name.replace("_", " "))
+
+
+def num(value: float | None, digits: int = 3) -> str:
+    """``digits`` significant digits, no exponent for everyday magnitudes."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if magnitude >= 10 ** digits:
+        return f"{value:,.0f}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
+    text = f"{value:.{decimals}f}"
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
+
+
+def with_unit(value: float | None, unit: str, *, signed: bool = False) -> str:
+    """A feature value in its unit: ratios as percent, dimensionless values bare."""
+    if value is None:
+        return "–"
+    sign = "+" if signed and value > 0 else ""
+    if unit == "ratio":
+        return f"{sign}{num(100 * value)} %"
+    if unit in ("1", ""):
+        return f"{sign}{num(value)}"
+    if unit == "count":
+        return f"{sign}{num(value)}"
+    if unit == "1/month":
+        return f"{sign}{num(value)} /month"
+    return f"{sign}{num(value)} {unit}"
+
+
+def points(value: float | None, *, signed: bool = True) -> str:
+    if value is None:
+        return "–"
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def percent(value: float | None, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.{digits}f} %"
+
+
+def ppm(value: float | None) -> str:
+    """A probability or fraction as parts per million."""
+    if value is None:
+        return "–"
+    return f"{num(1e6 * value)} ppm"
+
+
+def utc(ts: int | float | None, *, seconds: bool = False) -> str:
+    if ts is None:
+        return "–"
+    fmt = "%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M"
+    return datetime.fromtimestamp(int(ts), UTC).strftime(fmt) + " UTC"
+
+
+def day(ts: int | float | None) -> str:
+    if ts is None:
+        return "–"
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%d")
+
+
+def short_hash(value: str | None, keep: int = 6) -> str:
+    """0x1234ab…cdef: enough to tell hashes apart on screen (the title shows it whole)."""
+    if not value:
+        return "–"
+    if len(value) <= 2 + 2 * keep + 1:
+        return value
+    return f"{value[:2 + keep]}…{value[-keep:]}"

@@ -1,0 +1,409 @@
+"""Dashboard pages under ``/ui``: server-rendered Jinja2, inline SVG charts, no CDN.
+
+Sign-in is the API's own: the login page signs the EIP-4361 challenge in the browser with the
+participant's key (it never leaves the browser), exchanges it at ``POST /v1/auth/token``, and
+hands the access token to ``POST /ui/session``, which checks it exactly as the API does and
+keeps it in an HttpOnly, SameSite=Strict cookie. Every page decodes that cookie with the API's
+``decode_token`` + revocation check and applies the API's role rules.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import jwt
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPAuthorizationCredentials
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+
+from api.auth import Principal
+from api.deps import Ctx, get_principal
+from api.errors import ApiError, from_ledger
+from api.ui import charts, data, fmt
+from credit.features import DEFAULT_WINDOW_DAYS
+from ledger.errors import LedgerError
+from ledger.records import Role
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+COOKIE = "qledger_ui"
+COOKIE_PATH = "/ui"
+STRUCT_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+WINDOWS = (90, 180, 365)
+
+# Served files: our own, and the ethers v6 browser bundle from node_modules (npm ci), so the
+# login page signs with a standard implementation and nothing is fetched from a CDN.
+STATIC: dict[str, tuple[Path, str]] = {
+    "ui.css": (HERE / "static" / "ui.css", "text/css"),
+    "login.js": (HERE / "static" / "login.js", "text/javascript"),
+    "favicon.svg": (HERE / "static" / "favicon.svg", "image/svg+xml"),
+    "ethers.umd.min.js": (ROOT / "node_modules" / "ethers" / "dist" / "ethers.umd.min.js",
+                          "text/javascript"),
+}
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; object-src 'none'; "
+                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+templates = Jinja2Templates(directory=str(HERE / "templates"))
+templates.env.filters.update({
+    "num": fmt.num, "with_unit": fmt.with_unit, "points": fmt.points, "percent": fmt.percent,
+    "ppm": fmt.ppm, "utc": fmt.utc, "day": fmt.day, "short": fmt.short_hash,
+    "feature": fmt.feature_label, "kind": lambda k: fmt.KIND_LABELS.get(k, k),
+})
+templates.env.globals.update({"BAND_MEANING": fmt.BAND_MEANING})
+
+
+class LoginRequired(Exception):
+    """No usable session: go to the login page and come back to ``next_url`` afterwards."""
+
+    def __init__(self, next_url: str, reason: str | None) -> None:
+        super().__init__(reason or "login required")
+        self.next_url, self.reason = next_url, reason
+
+
+def _safe_next(value: str | None) -> str | None:
+    """Only a path of this dashboard (no scheme, host or protocol-relative URL)."""
+    if value and value.startswith(COOKIE_PATH + "/") and not value.startswith("//") \
+            and "\\" not in value and "://" not in value:
+        return value
+    return None
+
+
+def _principal_of(ctx: Any, token: str) -> Principal:
+    """The API's check, verbatim: signature, expiry, and a key still holding a role."""
+    return get_principal(ctx, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
+
+
+def page_user(request: Request, ctx: Ctx) -> Principal:
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    token = request.cookies.get(COOKIE)
+    if not token:
+        raise LoginRequired(here, None)
+    try:
+        return _principal_of(ctx, token)
+    except ApiError as exc:
+        if exc.status == 401:
+            raise LoginRequired(here, exc.code) from exc
+        raise
+
+
+PageUser = Annotated[Principal, Depends(page_user)]
+
+
+def _quiet_user(request: Request) -> Principal | None:
+    """The signed-in user for an error page's header, if any (never raises)."""
+    token = request.cookies.get(COOKIE)
+    ctx = getattr(request.app.state, "ctx", None)
+    if not token or ctx is None:
+        return None
+    try:
+        return _principal_of(ctx, token)
+    except (ApiError, LedgerError):
+        return None
+
+
+def nav(user: Principal | None) -> list[tuple[str, str, str]]:
+    """(key, label, href) of the pages this role may open."""
+    if user is None:
+        return []
+    items: list[tuple[str, str, str]] = []
+    if user.role is Role.SUPPLIER:
+        items.append(("supplier", "My credit", f"/ui/suppliers/{quote(user.org_id or '')}"))
+    else:
+        items.append(("ranking", "Ranking", "/ui/suppliers"))
+    items += [("incidents", "Incidents", "/ui/incidents"),
+              ("records", "Records" if user.role is not Role.AUDITOR else "Record lookup",
+               "/ui/records"),
+              ("models", "Models", "/ui/models")]
+    return items
+
+
+def render(request: Request, template: str, user: Principal | None, page: str,
+           status_code: int = 200, **context: Any) -> Response:
+    response = templates.TemplateResponse(
+        request, template, {"user": user, "nav": nav(user), "page": page, **context},
+        status_code=status_code)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+def error_page(request: Request, status: int, code: str, message: str) -> Response:
+    user = _quiet_user(request)
+    titles = {403: "Not for your role", 404: "Not found", 422: "Invalid request",
+              503: "Chain unavailable"}
+    return render(request, "error.html", user, "error", status_code=status,
+                  title=titles.get(status, "Error"), status=status, code=code, message=message)
+
+
+def _login_redirect(exc: LoginRequired) -> Response:
+    target = f"/ui/login?next={quote(exc.next_url, safe='')}"
+    if exc.reason:
+        target += f"&reason={quote(exc.reason)}"
+    response = RedirectResponse(target, status_code=303)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    return response
+
+
+class PageRoute(APIRoute):
+    """A page: errors become HTML (a login redirect for 401, an error page otherwise) instead
+    of the API's JSON error bodies."""
+
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LoginRequired as exc:
+                return _login_redirect(exc)
+            except ApiError as exc:
+                return error_page(request, exc.status, exc.code, exc.message)
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
+                where = ".".join(str(p) for p in first.get("loc", ()))
+                return error_page(request, 422, "invalid_request",
+                                  f"{where}: {first.get('msg')}")
+            except LedgerError as exc:
+                err = from_ledger(exc)
+                return error_page(request, err.status, err.code, err.message)
+
+        return page_handler
+
+
+pages = APIRouter(prefix="/ui", route_class=PageRoute, include_in_schema=False)
+endpoints = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter()
+
+
+def _landing(user: Principal) -> str:
+    if user.role is Role.SUPPLIER and user.org_id:
+        return f"/ui/suppliers/{quote(user.org_id)}"
+    return "/ui/suppliers"
+
+
+# -- session ---------------------------------------------------------------------------------
+
+
+class SessionRequest(BaseModel):
+    accessToken: str = Field(min_length=16, max_length=4096)
+    next: str | None = Field(None, max_length=2000)
+
+
+@endpoints.post("/session")
+def create_session(body: SessionRequest, request: Request, ctx: Ctx) -> JSONResponse:
+    """Keep an access token (from ``POST /v1/auth/token``) in an HttpOnly, SameSite=Strict
+    cookie for the pages. JSON only, so a cross-site form cannot log a browser in."""
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the token as application/json")
+    principal = _principal_of(ctx, body.accessToken)
+    expires = int(jwt.decode(body.accessToken, options={"verify_signature": False})["exp"])
+    response = JSONResponse({"address": principal.address, "role": principal.role.value,
+                             "orgId": principal.org_id, "expiresAt": expires,
+                             "next": _safe_next(body.next) or _landing(principal)})
+    response.set_cookie(COOKIE, body.accessToken, max_age=max(1, expires - int(time.time())),
+                        path=COOKIE_PATH, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@endpoints.post("/logout")
+def logout() -> Response:
+    """Forget the session cookie. (The token itself stays valid until it expires: the API's
+    tokens are stateless.)"""
+    response = RedirectResponse("/ui/login?reason=signed_out", status_code=303)
+    response.delete_cookie(COOKIE, path=COOKIE_PATH)
+    return response
+
+
+@endpoints.get("/static/{name}")
+def static(name: str) -> Response:
+    entry = STATIC.get(name)
+    if entry is None:
+        raise ApiError(404, "not_found", "no such static file", got=name)
+    path, media_type = entry
+    if not path.is_file():
+        raise ApiError(404, "not_installed", f"{path.name} is missing; run `make install` "
+                       "(npm ci installs ethers for the login page)")
+    return FileResponse(path, media_type=media_type, headers={
+        "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+
+
+LOGIN_REASONS = {
+    "signed_out": "You are signed out.",
+    "token_expired": "Your session expired. Sign in again.",
+    "invalid_token": "Your session is not valid any more. Sign in again.",
+    "key_revoked": "This key no longer holds a role on chain.",
+}
+
+
+@pages.get("/login")
+def login(request: Request, next: str | None = None, reason: str | None = None) -> Response:
+    return render(request, "login.html", None, "login", title="Sign in",
+                  next=_safe_next(next) or "", notice=LOGIN_REASONS.get(reason or ""))
+
+
+@pages.get("")
+@pages.get("/")
+def home(user: PageUser) -> Response:
+    return RedirectResponse(_landing(user), status_code=303)
+
+
+# -- credit ----------------------------------------------------------------------------------
+
+Window = Annotated[int, Query(ge=30, le=730)]
+
+
+@pages.get("/suppliers")
+def ranking_page(request: Request, ctx: Ctx, user: PageUser,
+                 window_days: Window = DEFAULT_WINDOW_DAYS) -> Response:
+    rows = data.ranking(ctx, user, window_days)
+    threshold = next((r.threshold for r in rows if r.threshold is not None), None)
+    chart = charts.bar_chart(
+        [charts.Bar(r.supplier_id, r.score, f"band-{r.band}",
+                    href=f"/ui/suppliers/{quote(r.supplier_id)}",
+                    note=f" points, band {r.band}, gate {r.outcome}") for r in rows],
+        title=f"Credit score by supplier ({window_days}-day window)",
+        axis_title="credit score (points, 0-100)", marker=threshold,
+        marker_label=f"gate {threshold:g}" if threshold is not None else "")
+    sparks = {r.supplier_id: charts.sparkline(r.history) for r in rows}
+    policy = next((r.policy for r in rows if r.policy), None)
+    passing = sum(r.outcome == "pass" for r in rows)
+    return render(request, "ranking.html", user, "ranking", title="Supplier ranking",
+                  rows=rows, chart=chart, sparks=sparks, window_days=window_days,
+                  windows=WINDOWS, threshold=threshold, policy=policy, passing=passing)
+
+
+@pages.get("/suppliers/{supplier_id}")
+def supplier_page(supplier_id: str, request: Request, ctx: Ctx, user: PageUser,
+                  window_days: Window = DEFAULT_WINDOW_DAYS) -> Response:
+    view = data.supplier(ctx, user, supplier_id, window_days)
+    credit = view.credit
+    gate = credit.get("gate") or None
+    threshold = gate["threshold"] if gate else None
+    top = sorted(credit["contributions"], key=lambda c: abs(c["points"]), reverse=True)
+    shown, rest = top[:8], top[8:]
+    steps = [charts.Step(fmt.feature_label(c["feature"]),
+                         (fmt.with_unit(c["value"], c["unit"]) if c["observed"]
+                          else "no evidence: " + fmt.with_unit(c["value"], c["unit"])),
+                         c["points"]) for c in shown]
+    if rest:
+        steps.append(charts.Step(f"{len(rest)} other features", "combined",
+                                 sum(c["points"] for c in rest)))
+    waterfall = charts.waterfall(
+        credit["base_value"], steps, credit["score"], threshold=threshold,
+        title=f"Why {supplier_id} scores {credit['score']:.1f}: contribution of each "
+              "feature in score points (SHAP)")
+    history = charts.history_line(
+        view.history, threshold=threshold,
+        title=f"Published credit scores of {supplier_id} over time")
+    return render(request, "supplier.html", user, "ranking" if user.role is not Role.SUPPLIER
+                  else "supplier", title=f"Supplier {supplier_id}", sid=supplier_id,
+                  view=view, credit=credit, gate=gate, waterfall=waterfall,
+                  history_chart=history, window_days=window_days, windows=WINDOWS,
+                  contributions=top, may_list_records=True)
+
+
+# -- incidents -------------------------------------------------------------------------------
+
+
+@pages.get("/incidents")
+def incidents_page(request: Request, ctx: Ctx, user: PageUser) -> Response:
+    rows = data.incidents(ctx, user)
+    return render(request, "incidents.html", user, "incidents", title="Incidents", rows=rows)
+
+
+@pages.get("/incidents/{incident_id}")
+def incident_page(incident_id: str, request: Request, ctx: Ctx, user: PageUser) -> Response:
+    view = data.incident(ctx, user, incident_id)
+    matrix = view["matrix"]
+    rows = sorted(matrix["rows"], key=lambda r: -r["weight"])
+    chart = charts.bar_chart(
+        [charts.Bar(r["supplier_id"], 100 * r["weight"], "weight",
+                    href=(f"/ui/suppliers/{quote(r['supplier_id'])}"
+                          if user.role is not Role.SUPPLIER or r["supplier_id"] == user.org_id
+                          else None))
+         for r in rows],
+        title=f"Responsibility weights for incident {incident_id} (sum 100 %)",
+        axis_title="share of responsibility (%)", value_fmt="{:.1f} %")
+    return render(request, "incident.html", user, "incidents",
+                  title=f"Incident {incident_id}", incident=view["incident"], matrix=matrix,
+                  rows=rows, chart=chart)
+
+
+# -- records ---------------------------------------------------------------------------------
+
+
+@pages.get("/records")
+def records_page(request: Request, ctx: Ctx, user: PageUser, q: str | None = None,
+                 subject: str | None = None, kind: str | None = None,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+    problem = None
+    if q is not None and q.strip():
+        wanted = q.strip().lower()
+        if not wanted.startswith("0x"):
+            wanted = "0x" + wanted
+        if STRUCT_HASH.match(wanted):
+            return RedirectResponse(f"/ui/records/{wanted}", status_code=303)
+        problem = ("A record is looked up by its struct hash: 0x followed by 64 hex digits "
+                   "(the leaf anchored on chain, printed on every receipt).")
+    if kind and kind not in data.KINDS:
+        kind = None
+    if user.role is Role.SUPPLIER:
+        subject = None  # a supplier's list is its own records only (the API's rule)
+    limit = 50
+    listing = data.records(ctx, user, subject=subject, kind=kind, limit=limit, offset=offset)
+    return render(request, "records.html", user, "records", title="Records",
+                  records=listing["records"], q=q or "", problem=problem, subject=subject or "",
+                  kind=kind or "", kinds=data.KINDS, offset=offset, limit=limit,
+                  status_code=422 if problem else 200)
+
+
+@pages.get("/records/{struct_hash}")
+def record_page(struct_hash: str, request: Request, ctx: Ctx, user: PageUser) -> Response:
+    view = data.record(ctx, user, struct_hash)
+    return render(request, "record.html", user, "records",
+                  title=f"Record {fmt.short_hash(view['summary']['structHash'])}", view=view,
+                  rec=view["summary"])
+
+
+@pages.get("/records/{struct_hash}/receipt.json")
+def receipt_download(struct_hash: str, ctx: Ctx, user: PageUser) -> Response:
+    """The receipt as a file, for ``qledger verify RECORD RECEIPT --rpc URL`` offline."""
+    if not data.may_get_receipt(user):
+        raise ApiError(403, "forbidden_role", "receipts are for suppliers and auditors",
+                       expected=["SUPPLIER", "AUDITOR", "ADMIN"], got=user.role.value)
+    view = data.record(ctx, user, struct_hash)
+    if view["receipt"] is None:
+        raise ApiError(404, "receipt_pending", "the record is not anchored yet")
+    name = f"receipt-{view['summary']['structHash'][2:14]}.json"
+    return JSONResponse(view["receipt"], headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
+# -- federated models ------------------------------------------------------------------------
+
+
+@pages.get("/models")
+def models_page(request: Request, ctx: Ctx, user: PageUser) -> Response:
+    runs = data.models(ctx, user)
+    return render(request, "models.html", user, "models", title="Federated models", runs=runs)
+
+
+router.include_router(endpoints)
+router.include_router(pages)

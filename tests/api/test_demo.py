@@ -1,0 +1,54 @@
+"""`qledger demo --quick` end to end, as a user runs it, asserting on what it produced."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.anvil]
+
+
+def test_quick_demo_end_to_end(tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "api.cli", "demo", "--quick", "--data-dir",
+                           str(data)], cwd=ROOT, capture_output=True, text=True, timeout=540,
+                          env={**os.environ, "COLUMNS": "120"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((data / "demo-result.json").read_text())
+    assert result["accepted"] > 100 and result["rejected"] == 0
+    assert result["anchored"] == result["accepted"]
+    assert result["fl_rounds_anchored"] == 2 and result["fl_final_hash"].startswith("0x")
+    # Every supplier has an explained score whose contributions add up.
+    assert len(result["ranking"]) == 4
+    for credit in result["credits"].values():
+        total = credit["base_value"] + sum(c["points"] for c in credit["contributions"])
+        assert abs(total - credit["score"]) < 1e-6
+        assert len(credit["reason_codes"]) <= 4 and credit["gate"]["policy"]
+    assert any(credit["reason_codes"] for credit in result["credits"].values())
+    assert result["repair"]["after"] > result["repair"]["before"]
+    assert abs(sum(r["weight"] for r in result["incident"]["rows"]) - 1) < 1e-9
+    genuine = [v for v in result["verifications"] if not v["forged"]]
+    forged = [v for v in result["verifications"] if v["forged"]]
+    assert genuine and all(v["ok"] and v["exitCode"] == 0 for v in genuine)
+    assert forged and not forged[0]["ok"] and forged[0]["exitCode"] == 1
+    report = Path(result["report"])
+    assert report.exists() and report.read_text().count("<img") >= 4
+    assert "Dashboard" in proc.stdout and "HTML report" in proc.stdout
+    # Everything it started, it stopped: no anvil left for this data dir.
+    assert not (data / "chain" / "anvil.pid").exists() or not _alive(data / "chain" /
+                                                                     "anvil.pid")
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        os.kill(int(pid_file.read_text()), 0)
+    except (OSError, ValueError):
+        return False
+    return True
