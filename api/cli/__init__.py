@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import chain, keys, records, service
+from api.cli import chain, credit, keys, records, service
 
 app = typer.Typer(name="qledger", no_args_is_help=True, add_completion=False,
                   help="Permissioned ledger for supply-chain quality credit.")
@@ -13,7 +13,9 @@ app.add_typer(chain.app, name="chain", help="Local anvil chain: up / down / stat
 app.add_typer(keys.app, name="keys", help="Participant keys.")
 app.add_typer(service.participants, name="participants",
               help="Register, revoke and list participants (admin, through the service).")
+app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
 chain.register(app)
+credit.register(app)
 records.register(app)
 service.register(app)
 service.register_demo(app)

@@ -32,6 +32,21 @@ def test_keys_new_writes_a_keystore(tmp_path: Path) -> None:
     assert runner.invoke(app, ["keys", "new", "alice"], env=env).exit_code == 1  # no overwrite
 
 
+def test_simulate_writes_signed_evidence_and_keys(tmp_path: Path) -> None:
+    from ledger.records import load_signed_record
+    from ledger.signing import check_signature
+
+    out = tmp_path / "ev.jsonl"
+    result = runner.invoke(app, ["simulate", "--suppliers", "2", "--months", "2", "--out",
+                                 str(out), "--keys-dir", str(tmp_path / "keys")])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert len(lines) > 20
+    for line in lines[:20]:
+        check_signature(load_signed_record(json.loads(line)))
+    assert (tmp_path / "keys" / "SUP-00001.json").exists()
+
+
 def test_sign_prints_typed_data_signature_and_hash(tmp_path: Path) -> None:
     runner.invoke(app, ["keys", "new", "k", "--plain"], env={"QLEDGER_DATA_DIR": str(tmp_path)})
     draft = tmp_path / "draft.json"
@@ -108,6 +123,17 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
                 break
             time.sleep(0.2)
         assert receipt is not None
+        # OEM purchasing: ranking and one supplier's explained score with its waterfall PNG.
+        run("keys", "new", "oem", "--plain")
+        oem = json.loads((tmp_path / "keys/oem.json").read_text())["address"]
+        run("participants", "add", oem, "--role", "oem", "--org", "OEM-01", "--key", str(admin),
+            "--url", url)
+        oem_key = str(tmp_path / "keys/oem.json")
+        assert "SUP-01" in run("credit", "rank", "--key", oem_key, "--url", url).stdout
+        shown = run("credit", "show", "SUP-01", "--key", oem_key, "--url", url, "--plot",
+                    str(tmp_path / "w.png"))
+        assert "base value" in shown.stdout and "score" in shown.stdout
+        assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
         (tmp_path / "receipt.json").write_text(json.dumps(receipt))
         (tmp_path / "record.json").write_text(json.dumps(receipt["record"]))
         # The auditor's check: the chain alone, no service.
