@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import DBAPIError
 
 from api.context import ServiceContext
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
@@ -172,6 +173,11 @@ class Anchorer:
             except ChainError as exc:
                 delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
                 log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
+            except DBAPIError as exc:
+                # A database restart or failover: every step is transactional and resumable,
+                # so waiting and starting over is safe.
+                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
+                log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
             stop.wait(delay)
 
     # -- steps ----------------------------------------------------------------------------

@@ -39,12 +39,14 @@ def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def challenge_message(host: str, address: str, chain_id: int, nonce: str, issued: int) -> str:
-    """An EIP-4361 (Sign-In with Ethereum) message; wallets render it for the user."""
+def challenge_message(url: str, address: str, chain_id: int, nonce: str, issued: int) -> str:
+    """An EIP-4361 (Sign-In with Ethereum) message; wallets render it for the user and check
+    that its domain is the site they are on, so it names the public URL."""
+    authority = url.split("://", 1)[-1].rstrip("/")
     return (
-        f"{host} wants you to sign in with your Ethereum account:\n{address}\n\n"
+        f"{authority} wants you to sign in with your Ethereum account:\n{address}\n\n"
         f"Sign in to the qledger quality ledger.\n\n"
-        f"URI: http://{host}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\n"
+        f"URI: {url}\nVersion: 1\nChain ID: {chain_id}\nNonce: {nonce}\n"
         f"Issued At: {_iso(issued)}\nExpiration Time: {_iso(issued + CHALLENGE_TTL_SECONDS)}"
     )
 

@@ -9,6 +9,7 @@ from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import ui
 from api.anchorer import Anchorer, anchorer_lock
 from api.context import ServiceContext
 from api.errors import install_handlers
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, ctx: ServiceContext | None = No
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
-    for module in (auth, records, chain, participants, credit, incidents, models):
+    for module in (auth, records, chain, participants, credit, incidents, models, ui):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])

@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     token_secret: str | None = Field(None, description="HMAC key for access tokens; "
                                      "default: generated once into data_dir")
     token_ttl_seconds: int = 3600
+    public_url: str | None = Field(None, description="URL users reach the service at (behind "
+                                   "a proxy); named in sign-in messages. Default http://host:port")
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1

@@ -27,7 +27,8 @@ def prepare_chain(cfg: Settings) -> Settings:
     admin/anchorer. Deploy the contracts if the data dir has no deployment yet. The resolved
     settings are exported as QLEDGER_* so that every uvicorn worker sees the same."""
     updates: dict[str, object] = {}
-    if not cfg.rpc_url:
+    local_chain = not cfg.rpc_url
+    if local_chain:
         local = start_anvil(chain_dir(cfg.data_dir))
         updates["rpc_url"] = local.rpc_url
         if not cfg.anchorer_key:
@@ -35,6 +36,11 @@ def prepare_chain(cfg: Settings) -> Settings:
     cfg = cfg.model_copy(update=updates)
     assert cfg.rpc_url is not None
     if not cfg.deployment_path.exists():
+        if not local_chain:
+            # Never deploy fresh contracts onto a configured network by accident: a lost
+            # deployment.json would otherwise silently fork the ledger.
+            raise RuntimeError(f"no deployment at {cfg.deployment_path} for {cfg.rpc_url}: "
+                               "run `qledger deploy --rpc ... --key ...` or restore the file")
         client = ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key)
         client.deploy().save(cfg.deployment_path)
         console.print(f"deployed contracts -> {cfg.deployment_path}", style="dim")

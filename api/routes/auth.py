@@ -54,8 +54,8 @@ def challenge(body: ChallengeRequest, ctx: Ctx) -> ChallengeResponse:
     """An EIP-4361 sign-in message for this address, valid for 5 minutes and once."""
     address = to_checksum_address(body.address)
     nonce, issued = new_nonce(), int(time.time())
-    message = challenge_message(f"{ctx.settings.host}:{ctx.settings.port}", address,
-                                ctx.deployment.chain_id, nonce, issued)
+    url = ctx.settings.public_url or f"http://{ctx.settings.host}:{ctx.settings.port}"
+    message = challenge_message(url, address, ctx.deployment.chain_id, nonce, issued)
     with ctx.sessions() as s, s.begin():
         s.add(AuthChallenge(nonce=nonce, address=address, message=message,
                             expires_at=issued + CHALLENGE_TTL_SECONDS))

@@ -55,11 +55,19 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+# Key of the PostgreSQL advisory lock that serialises migrations (an arbitrary constant,
+# ASCII "qledgerm"): several workers starting at once must not all create the schema.
+MIGRATION_LOCK_KEY = 0x716C656467657260
+
+
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest migration (idempotent)."""
+    """Bring the schema to the newest migration (idempotent, safe with concurrent starters)."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Released with the transaction; SQLite's BEGIN IMMEDIATE already serialises.
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
 

@@ -16,7 +16,7 @@ from markupsafe import Markup, escape
 
 from api.ui.fmt import num
 
-FONT = 13  # px in chart units; the viewBox is drawn at about the size it is shown
+FONT = 14  # px in chart units; charts are laid out ~700 px wide, so about the size shown
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def waterfall(base: float, steps: Sequence[Step], score: float, *, title: str,
               threshold: float | None = None) -> Markup:
     """SHAP waterfall: from the base value (the model's expected score) each feature moves the
     score by its exact contribution, ending at the score (base + sum == score)."""
-    width, row, top, left, right = 720, 26, 24, 250, 24
+    width, row, top, left, right = 720, 34, 26, 230, 28
     rows = len(steps) + 2
     bottom = top + row * rows
     height = bottom + 46
@@ -146,8 +146,8 @@ def waterfall(base: float, steps: Sequence[Step], score: float, *, title: str,
     body = _x_axis(ticks, sx, top - 6, bottom, "score (points)", width, left, right)
     # Row 0: the base value; rows 1..n: features; last row: the score.
     y = top + row / 2
-    body.append(_text(left - 8, y - 6, "Expected score", anchor="end", css="label"))
-    body.append(_text(left - 8, y + 8, "base value of the model", anchor="end", css="detail",
+    body.append(_text(left - 8, y - 7, "Expected score", anchor="end", css="label"))
+    body.append(_text(left - 8, y + 9, "model's base value", anchor="end", css="detail",
                       size=FONT - 2))
     body.append(f'<circle cx="{sx(base):.1f}" cy="{y:.1f}" r="4" class="dot"/>')
     body.append(_text(sx(base) + 8, y, f"{base:.1f}", css="value"))
@@ -157,12 +157,14 @@ def waterfall(base: float, steps: Sequence[Step], score: float, *, title: str,
         start, end = running, running + s.points
         x0, x1 = sorted((sx(start), sx(end)))
         css = "pos" if s.points >= 0 else "neg"
-        body.append(_text(left - 8, y0 + row / 2 - 6, s.label, anchor="end", css="label"))
-        body.append(_text(left - 8, y0 + row / 2 + 8, s.detail, anchor="end", css="detail",
+        body.append(_text(left - 8, y0 + row / 2 - 7, s.label, anchor="end", css="label"))
+        body.append(_text(left - 8, y0 + row / 2 + 9, s.detail, anchor="end", css="detail",
                           size=FONT - 2))
-        body.append(_line(sx(start), y0 - row / 2 + 8, sx(start), y0 + row - 5, "connector"))
-        body.append(f'<rect x="{x0:.1f}" y="{y0 + 5:.1f}" width="{max(1.5, x1 - x0):.1f}" '
-                    f'height="{row - 10}" class="step {css}"><title>{escape(s.label)} '
+        # Connector from where the previous mark ended to where this bar starts.
+        body.append(_line(sx(start), y0 - (row / 2 if i == 1 else 7), sx(start), y0 + 7,
+                          "connector"))
+        body.append(f'<rect x="{x0:.1f}" y="{y0 + 7:.1f}" width="{max(1.5, x1 - x0):.1f}" '
+                    f'height="{row - 14}" class="step {css}"><title>{escape(s.label)} '
                     f"({escape(s.detail)}): {s.points:+.2f} points</title></rect>")
         text = f"{s.points:+.1f}".replace("-", "−")
         if s.points >= 0:

@@ -29,6 +29,33 @@ KIND_LABELS: dict[str, str] = {
     "improvement": "Improvements (repair)",
 }
 
+KIND_ONE: dict[str, str] = {
+    "inspection": "Inspection",
+    "delivery": "Delivery",
+    "complaint": "Complaint",
+    "corrective_action": "Corrective action (8D)",
+    "audit": "Audit",
+    "improvement": "Improvement (repair)",
+}
+
+# ledger.verify.Check values, in words (the id is shown beside them).
+CHECK_LABELS: dict[str, str] = {
+    "receipt_format": "Receipt is well formed",
+    "record_format": "Record is well formed",
+    "record_matches_receipt": "Record equals the receipt's",
+    "signature": "EIP-712 signature",
+    "struct_hash": "Struct hash (the leaf)",
+    "domain_matches_contract": "Signed for this contract",
+    "chain_id": "Chain id",
+    "signer_role_at_signing": "Signer held a role when signing",
+    "kind_allowed_for_role": "Kind allowed for that role",
+    "supplier_files_about_itself": "Supplier filed about itself",
+    "merkle_proof": "Merkle proof (checked on chain too)",
+    "root_anchored": "Root anchored on chain",
+    "anchor_matches_receipt": "Anchor details match the receipt",
+    "signed_before_anchor": "Signed before it was anchored",
+}
+
 BAND_MEANING: dict[str, str] = {
     "A": "85-100", "B": "70-85", "C": "55-70", "D": "40-55", "E": "0-40",
 }

@@ -39,6 +39,7 @@ COOKIE = "qledger_ui"
 COOKIE_PATH = "/ui"
 STRUCT_HASH = re.compile(r"^0x[0-9a-f]{64}$")
 WINDOWS = (90, 180, 365)
+NEAR_GATE_POINTS = 3.0  # "near the gate": one bad month can move a score this much
 
 # Served files: our own, and the ethers v6 browser bundle from node_modules (npm ci), so the
 # login page signs with a standard implementation and nothing is fetched from a CDN.
@@ -64,6 +65,8 @@ templates.env.filters.update({
     "num": fmt.num, "with_unit": fmt.with_unit, "points": fmt.points, "percent": fmt.percent,
     "ppm": fmt.ppm, "utc": fmt.utc, "day": fmt.day, "short": fmt.short_hash,
     "feature": fmt.feature_label, "kind": lambda k: fmt.KIND_LABELS.get(k, k),
+    "kind_one": lambda k: fmt.KIND_ONE.get(k, k),
+    "check_label": lambda c: fmt.CHECK_LABELS.get(c, c.replace("_", " ")),
 })
 templates.env.globals.update({"BAND_MEANING": fmt.BAND_MEANING})
 
@@ -127,8 +130,8 @@ def nav(user: Principal | None) -> list[tuple[str, str, str]]:
     else:
         items.append(("ranking", "Ranking", "/ui/suppliers"))
     items += [("incidents", "Incidents", "/ui/incidents"),
-              ("records", "Records" if user.role is not Role.AUDITOR else "Record lookup",
-               "/ui/records"),
+              ("records", "Record lookup" if user.role in (Role.AUDITOR, Role.ADMIN)
+               else "Records", "/ui/records"),
               ("models", "Models", "/ui/models")]
     return items
 
@@ -254,8 +257,10 @@ LOGIN_REASONS = {
 
 @pages.get("/login")
 def login(request: Request, next: str | None = None, reason: str | None = None) -> Response:
+    current = _quiet_user(request)
     return render(request, "login.html", None, "login", title="Sign in",
-                  next=_safe_next(next) or "", notice=LOGIN_REASONS.get(reason or ""))
+                  next=_safe_next(next) or "", notice=LOGIN_REASONS.get(reason or ""),
+                  current=current, landing=_landing(current) if current else None)
 
 
 @pages.get("")
@@ -284,9 +289,14 @@ def ranking_page(request: Request, ctx: Ctx, user: PageUser,
     sparks = {r.supplier_id: charts.sparkline(r.history) for r in rows}
     policy = next((r.policy for r in rows if r.policy), None)
     passing = sum(r.outcome == "pass" for r in rows)
+    bands = [(b, sum(r.band == b for r in rows)) for b in fmt.BAND_MEANING]
+    near = [r for r in rows if r.distance is not None and abs(r.distance) <= NEAR_GATE_POINTS]
+    movers = sorted((r for r in rows if r.trend is not None and abs(r.trend) >= 0.05),
+                    key=lambda r: -abs(r.trend or 0.0))[:3]
     return render(request, "ranking.html", user, "ranking", title="Supplier ranking",
                   rows=rows, chart=chart, sparks=sparks, window_days=window_days,
-                  windows=WINDOWS, threshold=threshold, policy=policy, passing=passing)
+                  windows=WINDOWS, threshold=threshold, policy=policy, passing=passing,
+                  bands=bands, near=near, near_points=NEAR_GATE_POINTS, movers=movers)
 
 
 @pages.get("/suppliers/{supplier_id}")
