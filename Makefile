@@ -3,15 +3,21 @@
 #   node_modules/   solc-js, OpenZeppelin contracts, anvil, ethers/merkle-tree (cross-checks)
 #   .cache/solcx/   a node `solc` wrapper that py-solc-x and ape-solidity call (no download)
 #   .ape-venv/      ape in its own tool venv (ape and flwr cannot share one environment)
+#   /usr/bin/chromium  Debian's chromium for the dashboard's browser tests
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 SOLC_VERSION := 0.8.28
 
-.PHONY: install demo test lint bench compile ape-test clean
+.PHONY: install browser demo test lint bench compile ape-test clean
 
 install: $(VENV)/.installed node_modules/.installed .cache/solcx/solc-v$(SOLC_VERSION) .ape-venv/.installed
+
+# Debian's chromium for the dashboard's browser tests (never a browser a tool downloads).
+# Where apt is not available the browser tests skip and say why, so this may fail softly.
+browser:
+	-bash scripts/install_browser.sh
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +43,7 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(VENV)/bin/qledger demo
 
-test: install
+test: install browser
 	$(VENV)/bin/pytest -q
 
 lint: install

@@ -198,6 +198,10 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
                 _save_key(data_dir / "keys" / f"{org}.json", signer)
                 progress.advance(task)
         by_address = {s.address: s for s in pop.signers.values()}
+        # The simulation runs a few days past its horizon (late deliveries and complaints of
+        # the last days); with the horizon at now, those would be evidence from the future,
+        # which intake refuses (event_in_future).
+        pop.records = [r for r in pop.records if r.record.eventTime <= now]
         # The simulator produced the evidence offline; each party signs it at submission time.
         signed_now = [resign(r, by_address[r.record.signer], signed_at=int(time.time()))
                       .model_dump(mode="json")

@@ -90,6 +90,9 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     if abs(record.signedAt - now) > skew:
         raise ApiError(422, "stale_signature", "signedAt is too far from the service's clock",
                        expected=f"{now} +/- {skew}", got=record.signedAt)
+    if record.eventTime > now + skew:
+        raise ApiError(422, "event_in_future", "eventTime is in the future",
+                       expected=f"<= {now + skew}", got=record.eventTime)
     return Checked(signed=signed, struct_hash=struct_hash, role=role)
 
 

@@ -101,8 +101,11 @@ def register(root: typer.Typer) -> None:
         pop = simulate_population(suppliers, months=months, seed=seed,
                                   start=int(time.time()) - months * MONTH,
                                   domain=Domain(chainId=chain_id, verifyingContract=contract))
+        now = int(time.time())
+        # Events the simulation ran past its horizon (now) would be evidence from the future.
+        records = [r for r in pop.records if r.record.eventTime <= now]
         with out.open("w") as handle:
-            for record in pop.records:
+            for record in records:
                 handle.write(json.dumps(record.model_dump(mode="json")) + "\n")
         if keys_dir is not None:
             keys_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +115,6 @@ def register(root: typer.Typer) -> None:
                                             pop.roles[org].value, "org": org,
                                             "private_key": "0x" + signer.private_key.hex()}))
                 path.chmod(0o600)
-        console.print(f"{len(pop.records)} signed records from {suppliers} suppliers over "
+        console.print(f"{len(records)} signed records from {suppliers} suppliers over "
                       f"{months} months -> {out} ({time.monotonic() - started:.1f} s); "
                       f"{len(pop.field_incidents)} field incidents in the latent truth")

@@ -52,7 +52,7 @@ def ranking(ctx: Ctx, user: CurrentUser,
     out = []
     for row in sorted(rows, key=order):
         resp = row.response
-        trend = next((c for c in resp["contributions"] if c["feature"] == "trend"), None)
+        trend = next((c for c in resp["contributions"] if c["feature"] == "cpk_trend"), None)
         gate = resp.get("gate") or {}
         out.append({
             "supplierId": row.supplier_id, "score": row.score, "band": row.band,

@@ -26,6 +26,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
 from api.auth import Principal
+from api.context import ServiceContext
 from api.deps import Ctx, get_principal
 from api.errors import ApiError, from_ledger
 from api.ui import charts, data, fmt
@@ -46,7 +47,6 @@ NEAR_GATE_POINTS = 3.0  # "near the gate": one bad month can move a score this m
 STATIC: dict[str, tuple[Path, str]] = {
     "ui.css": (HERE / "static" / "ui.css", "text/css"),
     "login.js": (HERE / "static" / "login.js", "text/javascript"),
-    "favicon.svg": (HERE / "static" / "favicon.svg", "image/svg+xml"),
     "ethers.umd.min.js": (ROOT / "node_modules" / "ethers" / "dist" / "ethers.umd.min.js",
                           "text/javascript"),
 }
@@ -87,7 +87,7 @@ def _safe_next(value: str | None) -> str | None:
     return None
 
 
-def _principal_of(ctx: Any, token: str) -> Principal:
+def _principal_of(ctx: ServiceContext, token: str) -> Principal:
     """The API's check, verbatim: signature, expiry, and a key still holding a role."""
     return get_principal(ctx, HTTPAuthorizationCredentials(scheme="Bearer", credentials=token))
 
@@ -326,7 +326,7 @@ def supplier_page(supplier_id: str, request: Request, ctx: Ctx, user: PageUser,
                   else "supplier", title=f"Supplier {supplier_id}", sid=supplier_id,
                   view=view, credit=credit, gate=gate, waterfall=waterfall,
                   history_chart=history, window_days=window_days, windows=WINDOWS,
-                  contributions=top, may_list_records=True)
+                  contributions=top)
 
 
 # -- incidents -------------------------------------------------------------------------------

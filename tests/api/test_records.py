@@ -84,6 +84,12 @@ def test_rejections_have_codes(service: Service) -> None:
 
     old = service.inspection(supplier, signed_at=int(time.time()) - 3600)
     assert _error(_post(service, old)) == "stale_signature"
+    future = service.inspection(supplier)
+    future = sign_record(supplier.signer, service.ctx.domain, subject="SUP-01",
+                         kind="inspection", part_number="P", lot_id="L-future",
+                         event_time=int(time.time()) + 86_400, quantity=50, defects=1,
+                         nonce=supplier.next_nonce(), payload=inspection_payload())
+    assert _error(_post(service, future)) == "event_in_future"
     # Malformed JSON, not an object, schema errors, oversized payload.
     response = service.client.post("/v1/records", content=b"{not json",
                                    headers={"content-type": "application/json"})

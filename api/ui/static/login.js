@@ -9,6 +9,30 @@
   const statusEl = document.getElementById("status");
   const next = keyForm.dataset.next || null;
 
+  // ethers (~0.5 MB) is fetched after the page has loaded, or as soon as a key file is
+  // chosen, so the form itself appears at once.
+  let ethersLoading = null;
+  function loadEthers() {
+    if (typeof ethers !== "undefined") return Promise.resolve();
+    if (!ethersLoading) {
+      ethersLoading = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = keyForm.dataset.ethers;
+        script.onload = () => resolve();
+        script.onerror = () => {
+          ethersLoading = null;
+          reject(new Error("The signing library (ethers) did not load; sign in with an access token."));
+        };
+        document.head.appendChild(script);
+      });
+    }
+    return ethersLoading;
+  }
+  window.addEventListener("load", () => { loadEthers().catch(() => {}); });
+  document.getElementById("keyfile").addEventListener("change", () => {
+    loadEthers().catch(() => {});
+  });
+
   function show(text, kind) {
     statusEl.textContent = text;
     statusEl.className = "status" + (kind ? " " + kind : "");
@@ -85,9 +109,7 @@
     busy(keyForm, true);
     const passInput = document.getElementById("passphrase");
     try {
-      if (typeof ethers === "undefined") {
-        throw new Error("The signing library (ethers) did not load; sign in with an access token.");
-      }
+      await loadEthers();
       const file = document.getElementById("keyfile").files[0];
       if (!file) throw new Error("Choose your key file.");
       const wallet = await walletFrom(await file.text(), passInput.value);
