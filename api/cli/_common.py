@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 import typer
 from rich.console import Console
 
+from api.client import QledgerClient, ServiceError
 from api.settings import Settings
 from ledger.errors import LedgerError
 from ledger.keys import Signer, load_key
@@ -62,3 +63,13 @@ def load_signer(path: Path) -> Signer:
         return load_key(path, passphrase)
     except LedgerError as exc:
         fail(str(exc))
+
+
+def logged_in(url: str, key: Path) -> QledgerClient:
+    """A service client signed in with the key file's participant (or exit with the reason)."""
+    client = QledgerClient(url)
+    try:
+        client.login(load_signer(key))
+    except ServiceError as exc:
+        fail(str(exc))
+    return client

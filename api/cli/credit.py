@@ -7,21 +7,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from api.cli._common import console, fail, load_signer
-from api.client import QledgerClient, ServiceError
+from api.cli._common import console, fail, logged_in
+from api.client import ServiceError
 
 app = typer.Typer(no_args_is_help=True)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
 KEY = typer.Option(..., "--key", help="key file of an OEM, auditor, admin (or the supplier)")
-
-
-def _client(url: str, key: Path) -> QledgerClient:
-    client = QledgerClient(url)
-    try:
-        client.login(load_signer(key))
-    except ServiceError as exc:
-        fail(str(exc))
-    return client
 
 
 @app.command("show")
@@ -29,7 +20,7 @@ def show(supplier: str, key: Path = KEY, url: str = URL,
          plot: Path | None = typer.Option(None, help="write the SHAP waterfall PNG here"),
          as_json: bool = typer.Option(False, "--json")) -> None:
     """A supplier's score with its exact SHAP contributions, reason codes, gate and what-if."""
-    client = _client(url, key)
+    client = logged_in(url, key)
     try:
         credit = client.get(f"/v1/suppliers/{supplier}/credit")
         if plot is not None:
@@ -67,7 +58,7 @@ def show(supplier: str, key: Path = KEY, url: str = URL,
 def rank(key: Path = KEY, url: str = URL) -> None:
     """All suppliers by score, with band and trial-gate outcome."""
     try:
-        rows = _client(url, key).get("/v1/suppliers", sort="score")["suppliers"]
+        rows = logged_in(url, key).get("/v1/suppliers", sort="score")["suppliers"]
     except ServiceError as exc:
         fail(str(exc))
     table = Table("supplier", "score", "band", "gate", "distance", "reason codes")

@@ -9,9 +9,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from api.cli._common import DataDir, console, fail, load_signer, settings
+from api.cli._common import DataDir, console, fail, logged_in, settings
 from api.cli.chain import chain_dir
-from api.client import QledgerClient, ServiceError
+from api.client import ServiceError
 from api.settings import Settings
 from ledger.chain import ChainClient, Deployment
 from ledger.errors import ChainError
@@ -95,22 +95,13 @@ def register(root: typer.Typer) -> None:
                 stop.set()
 
 
-def _admin(url: str, key: Path) -> QledgerClient:
-    client = QledgerClient(url)
-    try:
-        client.login(load_signer(key))
-    except ServiceError as exc:
-        fail(str(exc))
-    return client
-
-
 @participants.command("add")
 def add(address: str, role: str = typer.Option(..., help="SUPPLIER | OEM | AUDITOR"),
         org: str = typer.Option(..., help="organisation id"), name: str = "",
         key: Path = ADMIN_KEY, url: str = URL) -> None:
     """Register a key on chain with a role and organisation."""
     try:
-        row = _admin(url, key).register(address, role.upper(), org, name)
+        row = logged_in(url, key).register(address, role.upper(), org, name)
     except ServiceError as exc:
         fail(str(exc))
     console.print(f"registered {row['address']} as {row['role']} of {row['orgId']} "
@@ -121,7 +112,7 @@ def add(address: str, role: str = typer.Option(..., help="SUPPLIER | OEM | AUDIT
 def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
     """Revoke a key's role on chain (what it signed before stays valid)."""
     try:
-        row = _admin(url, key).revoke(address)
+        row = logged_in(url, key).revoke(address)
     except ServiceError as exc:
         fail(str(exc))
     console.print(f"revoked {row['address']} (tx {row['txHash']})")
@@ -130,7 +121,7 @@ def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
 @participants.command("list")
 def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
     try:
-        rows = _admin(url, key).participants()
+        rows = logged_in(url, key).participants()
     except ServiceError as exc:
         fail(str(exc))
     table = Table("org", "role", "address", "active", "name")
