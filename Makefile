@@ -19,12 +19,12 @@ install: $(VENV)/.installed node_modules/.installed .cache/solcx/solc-v$(SOLC_VE
 browser:
 	-bash scripts/install_browser.sh
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	# torch first and pinned: the CPU wheel on disk. Unpinned, a dependency pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 node_modules/.installed: package.json package-lock.json

@@ -1,0 +1,47 @@
+"""Fault injection for the ClientApp: make a supplier drop out of a round.
+
+Used by the tests and the demo to exercise the server's dropout handling in the simulation
+engine (in the deployment engine a dropout is a real SuperNode being killed). It is an ordinary
+ClientApp mod that ``build_client_app(extra_mods=[...])`` puts outermost; nothing enables it by
+default. It lives in the package, not under tests/, because Ray pickles the ClientApp by
+reference into its worker processes, which must be able to import it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+
+from flwr.app import Context, Message
+from flwr.clientapp.typing import ClientAppCallable, Mod
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+
+def _round_of(msg: Message) -> int | None:
+    for name in ("config", "fitins.config"):
+        if name in msg.content.config_records and "server-round" in msg.content[name]:  # type: ignore[operator]
+            return int(msg.content[name]["server-round"])  # type: ignore[index,call-overload]
+    return None
+
+
+def dropout_mod(partition_ids: Collection[int], rounds: Collection[int], hang_s: float) -> Mod:
+    """Make the given simulation partitions go silent for ``hang_s`` seconds in ``rounds``.
+
+    The node does not answer the training message (plain FedAvg) or, under SecAgg+, the stage
+    that carries the model (after it has already shared its keys, the case the protocol's
+    unmasking has to recover from). Give ``hang_s`` above the server's round timeout: the server
+    must stop waiting, aggregate without the node, and go on.
+    """
+    targets = {int(p) for p in partition_ids}
+    bad_rounds = {int(r) for r in rounds}
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        partition = context.node_config.get("partition-id")
+        if partition is not None and int(partition) in targets:
+            is_secagg = RECORD_KEY_CONFIGS in msg.content.config_records
+            carries_model = not is_secagg or "fitins.parameters" in msg.content.array_records
+            if carries_model and _round_of(msg) in bad_rounds:
+                time.sleep(hang_s)
+        return call_next(msg, context)
+
+    return mod

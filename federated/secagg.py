@@ -1,0 +1,158 @@
+"""SecAgg+ for a Message-API ServerApp, through Flower's legacy workflow.
+
+Flower 1.41 implements SecAgg+ only on the legacy path: ``SecAggPlusWorkflow`` drives the four
+protocol stages over a ``Grid`` but takes its sampling and its final aggregation from a legacy
+``flwr.server.strategy.Strategy`` inside a ``LegacyContext``. :class:`SecAggBridge` is that
+legacy strategy, backed by our Message-API strategy: the messages it hands the workflow are the
+ones ``strategy.configure_train`` built (so the DP wrapper's clipping norm and privacy event are
+in place), and the unmasked sum comes back through ``strategy.aggregate_train`` (so DP noise and
+the accountant apply to it exactly as on the plain path).
+
+What the server holds of an individual supplier in this mode: its public keys, encrypted key
+shares it only forwards, one masked vector (uniform mod 2**32 without the masks), and at
+unmasking either shares of its private-mask seed (if it stayed) or of its pairwise-mask key (if
+it dropped) - never both, which is what recovering one update would take.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server import LegacyContext
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.strategy import Strategy as LegacyStrategy
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from federated.client_app import ARRAYS, METRICS, SUPPLIER, SUPPLIER_ID
+from federated.config import WEIGHT_KEY, ServerSettings, secagg_plan
+
+
+@dataclass
+class SecAggOutcome:
+    arrays: ArrayRecord | None
+    participants: dict[int, str]  # node id -> supplier id, of the vectors inside the sum
+
+
+class SecAggBridge(LegacyStrategy):
+    """Legacy-strategy face of a Message-API strategy for one SecAgg+ round."""
+
+    def __init__(self, strategy: Strategy, messages: Sequence[Message], grid: Grid, run_id: int):
+        super().__init__()
+        self.strategy = strategy
+        self.messages = {m.metadata.dst_node_id: m for m in messages}
+        self.grid = grid
+        self.run_id = run_id
+        self.outcome: SecAggOutcome | None = None
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return None
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        return [
+            (
+                GridClientProxy(nid, self.grid, self.run_id),
+                FitIns(parameters, dict(m.content["config"])),
+            )  # type: ignore[arg-type]
+            for nid, m in self.messages.items()
+        ]
+
+    def aggregate_fit(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: list[tuple[ClientProxy, FitRes] | BaseException],
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        # Every FitRes here already carries the same unmasked weighted mean (the workflow put it
+        # there); re-wrapping them as equal-weight replies lets the Message-API strategy (and its
+        # DP wrapper, which insists on one reply per sampled client) finish the round.
+        participants: dict[int, str] = {}
+        replies: list[Message] = []
+        for proxy, fitres in results:
+            node_id = int(proxy.node_id)  # type: ignore[attr-defined]
+            participants[node_id] = str(fitres.metrics.get(SUPPLIER_ID, ""))
+            content = RecordDict(
+                {
+                    ARRAYS: ArrayRecord(parameters_to_ndarrays(fitres.parameters)),
+                    METRICS: MetricRecord({WEIGHT_KEY: 1.0}),
+                    SUPPLIER: ConfigRecord({SUPPLIER_ID: participants[node_id]}),
+                }
+            )
+            replies.append(Message(content, reply_to=self.messages[node_id]))
+        arrays, _ = self.strategy.aggregate_train(server_round, replies)
+        self.outcome = SecAggOutcome(arrays, participants)
+        if arrays is None:
+            return None, {}
+        return ndarrays_to_parameters(arrays.to_numpy_ndarrays()), {}
+
+    # Evaluation is central (on the OEM's hold-out set), never federated.
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        return []
+
+    def aggregate_evaluate(
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: list[tuple[ClientProxy, EvaluateRes] | BaseException],
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        return None, {}
+
+    def evaluate(
+        self, server_round: int, parameters: Parameters
+    ) -> tuple[float, dict[str, Scalar]] | None:
+        return None
+
+
+def secagg_round(
+    grid: Grid,
+    context: Context,
+    strategy: Strategy,
+    messages: Sequence[Message],
+    server_round: int,
+    arrays: ArrayRecord,
+    settings: ServerSettings,
+) -> SecAggOutcome:
+    """Run one SecAgg+ round over the already-configured train ``messages``."""
+    shares, threshold = secagg_plan(len(messages), settings)
+    workflow = SecAggPlusWorkflow(
+        num_shares=shares,
+        reconstruction_threshold=threshold,
+        # Under DP every weight is 1, so a max weight of 1 keeps the full quantisation range
+        # for the parameters instead of spending it on a tiny weight ratio.
+        max_weight=1.0 if settings.dp else settings.secagg_max_weight,
+        clipping_range=settings.secagg_clipping_range,
+        timeout=settings.round_timeout,
+    )
+    bridge = SecAggBridge(strategy, messages, grid, context.run_id)
+    legacy = LegacyContext(context, strategy=bridge)
+    legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
+        {WorkflowKey.CURRENT_ROUND: server_round}
+    )
+    legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+        ndarrays_to_parameters(arrays.to_numpy_ndarrays()), keep_input=True
+    )
+    workflow(grid, legacy)
+    # No outcome: the workflow halted (too few live neighbours to unmask); the round is skipped.
+    return bridge.outcome or SecAggOutcome(None, {})

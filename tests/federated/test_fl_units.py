@@ -1,0 +1,209 @@
+"""Fast checks of the federated package's parts (no Flower engine started)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eth_hash.auto import keccak
+
+from federated.client_app import local_update
+from federated.config import ServerSettings, secagg_plan, server_settings_from_run_config
+from federated.data import (
+    FEATURE_NAMES,
+    HOLDOUT_DIR,
+    N_FEATURES,
+    NUMERIC_FEATURES,
+    generate_partitions,
+    load_partition,
+    partition_dirs,
+)
+from federated.model import (
+    MAGIC,
+    get_arrays,
+    load_model,
+    model_hash,
+    new_model,
+    parse_model_bytes,
+    predict_defect_risk,
+    roc_auc,
+    save_model,
+    serialize,
+)
+from federated.provenance import (
+    participants_root,
+    participation_proof,
+    verify_participation,
+)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("fl-data")
+    generate_partitions(4, 3, root)
+    return root
+
+
+def test_partitions_are_separate_and_non_iid(data_dir: Path) -> None:
+    dirs = partition_dirs(data_dir)
+    assert [d.name for d in dirs] == ["SUP-00001", "SUP-00002", "SUP-00003", "SUP-00004"]
+    parts = [load_partition(d) for d in dirs]
+    # Each supplier's directory holds its own data only, under its own id.
+    assert [p.supplier_id for p in parts] == [d.name for d in dirs]
+    assert all(p.X.shape[1] == N_FEATURES for p in parts)
+    # Non-IID: volumes, defect rates and operating windows differ between suppliers.
+    assert len({len(p) for p in parts}) == 4
+    rates = [p.defect_rate for p in parts]
+    assert max(rates) > 1.5 * min(rates)
+    mold = FEATURE_NAMES.index("mold_temp_c")
+    means = [float(p.X[:, mold].mean()) for p in parts]
+    assert max(means) - min(means) > 1.0
+    holdout = load_partition(data_dir / HOLDOUT_DIR)
+    assert len(holdout) > 0 and 0 < holdout.defect_rate < 1
+
+
+def test_generation_is_seeded(tmp_path: Path) -> None:
+    a = load_partition(generate_partitions(2, 5, tmp_path / "a")[1])
+    b = load_partition(generate_partitions(2, 5, tmp_path / "b")[1])
+    assert np.array_equal(a.X, b.X) and np.array_equal(a.y, b.y)
+
+
+def test_model_file_is_canonical_and_hash_recomputable(tmp_path: Path) -> None:
+    arrays = get_arrays(new_model((8, 4), seed=1))
+    path = tmp_path / "m.qlm"
+    digest = save_model(path, arrays, (8, 4))
+    data = path.read_bytes()
+    # The hash is keccak256 of the file, and of the canonical serialisation of the arrays.
+    assert digest == keccak(data) == model_hash(arrays, (8, 4))
+    assert data[:8] == MAGIC
+    (hlen,) = struct.unpack("<I", data[8:12])
+    header = json.loads(data[12 : 12 + hlen])
+    assert [t["name"] for t in header["tensors"]][:2] == ["net.0.weight", "net.0.bias"]
+    assert header["tensors"][0] == {
+        "name": "net.0.weight",
+        "shape": [8, N_FEATURES],
+        "dtype": "<f4",
+    }
+    # Tensor bytes are float32 little-endian, in header order, right after the header.
+    first = np.frombuffer(data[12 + hlen : 12 + hlen + 8 * N_FEATURES * 4], dtype="<f4")
+    assert np.array_equal(first.reshape(8, N_FEATURES), arrays[0])
+    # Round trip.
+    _, back = parse_model_bytes(data)
+    assert all(np.array_equal(x, y) for x, y in zip(arrays, back, strict=True))
+    assert serialize(back, (8, 4)) == data
+
+
+def test_load_model_checks_expected_hash_and_predicts(tmp_path: Path, data_dir: Path) -> None:
+    arrays = get_arrays(new_model((8, 4), seed=2))
+    path = tmp_path / "m.qlm"
+    digest = save_model(path, arrays, (8, 4))
+    model = load_model(path, expected_hash="0x" + digest.hex())
+    assert model.model_hash == digest
+    with pytest.raises(ValueError, match="expected"):
+        load_model(path, expected_hash=bytes(32))
+    part = load_partition(partition_dirs(data_dir)[0])
+    risks = predict_defect_risk(model, part.X[:5])
+    assert risks.shape == (5,) and np.all((risks > 0) & (risks < 1))
+    # Named rows (the service's form) give the same risk as the matrix.
+    row = {f.name: float(part.X[0, FEATURE_NAMES.index(f.name)]) for f in NUMERIC_FEATURES}
+    grade = next(g for g in "ABC" if part.X[0, FEATURE_NAMES.index(f"material_grade_{g}")] == 1)
+    machine = next(
+        m
+        for m in ("hydraulic", "electric", "hybrid")
+        if part.X[0, FEATURE_NAMES.index(f"machine_{m}")] == 1
+    )
+    named = predict_defect_risk(model, [{**row, "material_grade": grade, "machine": machine}])
+    assert named[0] == pytest.approx(risks[0], rel=1e-5)
+    with pytest.raises(ValueError, match="unknown feature"):
+        predict_defect_risk(model, [{**row, "colour": 1.0}])
+    # Tampering with one byte changes the hash the registry would hold.
+    tampered = bytearray(path.read_bytes())
+    tampered[-1] ^= 1
+    (tmp_path / "t.qlm").write_bytes(bytes(tampered))
+    with pytest.raises(ValueError):
+        load_model(tmp_path / "t.qlm", expected_hash=digest)
+
+
+def test_roc_auc_matches_the_rank_definition() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300) + 0.3 * y, 2)  # rounding makes ties
+    pos, neg = s[y == 1], s[y == 0]
+    pairwise = (pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean()
+    assert roc_auc(y, s) == pytest.approx(pairwise, abs=1e-12)
+
+
+def test_local_update_is_deterministic_and_clipped(data_dir: Path) -> None:
+    part = load_partition(partition_dirs(data_dir)[0])
+    start = get_arrays(new_model((8, 4), seed=3))
+    config = {
+        "hidden": "8,4",
+        "server-round": 1,
+        "seed": 7,
+        "local-epochs": 1,
+        "batch-size": 32,
+        "lr": 0.05,
+    }
+    a, metrics = local_update(part, start, config)
+    b, _ = local_update(part, start, config)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+    assert metrics["weight"] == len(part) and metrics["num-examples"] == len(part)
+    clipped, dp_metrics = local_update(
+        part, start, {**config, "clipping_norm": 0.01, "uniform-weights": True}
+    )
+    norm = np.sqrt(sum(float(((c - s) ** 2).sum()) for c, s in zip(clipped, start, strict=True)))
+    assert norm == pytest.approx(0.01, rel=1e-3)
+    assert dp_metrics["weight"] == 1.0
+
+
+def test_settings_round_trip_through_run_config() -> None:
+    s = ServerSettings(rounds=4, hidden=(16, 8), secagg=True, dp_noise=0.7, round_timeout=5.5)
+    assert server_settings_from_run_config(s.to_run_config()) == s
+
+
+@pytest.mark.parametrize(
+    ("n", "shares", "threshold", "expected"),
+    [(3, 0, 0, (3, 2)), (4, 0, 0, (4, 3)), (5, 3, 0, (3, 2)), (8, 0, 0, (8, 5))],
+)
+def test_secagg_plan(n: int, shares: int, threshold: int, expected: tuple[int, int]) -> None:
+    s = ServerSettings(secagg=True, secagg_shares=shares, secagg_threshold=threshold)
+    assert secagg_plan(n, s) == expected
+
+
+def test_secagg_plan_refuses_what_fails_silently_in_flower() -> None:
+    with pytest.raises(ValueError, match="even"):
+        secagg_plan(5, ServerSettings(secagg=True, secagg_shares=4))
+    with pytest.raises(ValueError, match="at least 3"):
+        secagg_plan(2, ServerSettings(secagg=True))
+
+
+def test_minimum_clients_are_validated() -> None:
+    with pytest.raises(ValueError):
+        ServerSettings(min_fit_clients=3, min_available_clients=2)
+    with pytest.raises(ValueError):
+        ServerSettings(secagg=True, min_fit_clients=1, min_available_clients=1)
+    with pytest.raises(ValueError):
+        ServerSettings(dp_noise=1.0, fraction_fit=0.5)
+
+
+def test_participants_root_and_membership_proofs() -> None:
+    ids = ["SUP-00003", "SUP-00001", "SUP-00002"]
+    root = participants_root(ids)
+    assert root == participants_root(sorted(ids))  # order does not matter
+    for sid in ids:
+        assert verify_participation(root, sid, participation_proof(sid, ids))
+    assert not verify_participation(root, "SUP-00009", participation_proof("SUP-00001", ids))
+    assert participants_root([]) == bytes(32)
+
+
+def test_cli_refuses_secagg_with_two_suppliers() -> None:
+    from typer.testing import CliRunner
+
+    from federated.cli import app
+
+    out = CliRunner().invoke(app, ["simulate", "--suppliers", "2", "--secagg", "--chain", "none"])
+    assert out.exit_code == 2
+    assert "SecAgg+ needs at least 3 suppliers" in out.output
