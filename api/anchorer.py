@@ -45,6 +45,7 @@ from ledger.merkle import StandardMerkleTree
 log = logging.getLogger("qledger.anchorer")
 
 OPEN_STATUSES = ("built", "sent", "anchored")
+RECEIPT_CHUNK = 128  # proofs written per transaction (keeps the writer lock short for intake)
 
 # Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): QLEDGER_FAILPOINTS names the
 # steps at which this process SIGKILLs itself, so tests can die at exactly the dangerous
@@ -267,9 +268,14 @@ class Anchorer:
         rows = [{"struct_hash": h, "batch_id": batch_id,
                  "proof": ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]}
                 for h in hashes]
+        # Proofs go in short transactions (ORM bulk UPDATE by primary key, one executemany
+        # each): the database has one writer, and intake's commits should not queue behind a
+        # thousand-row update. Writing a proof twice after a crash is harmless; only the last
+        # transaction, which deletes the outbox rows and confirms the batch, makes it final.
+        for start in range(0, len(rows), RECEIPT_CHUNK):
+            with self.ctx.sessions() as s, s.begin():
+                s.execute(update(Record), rows[start:start + RECEIPT_CHUNK])
         with self.ctx.sessions() as s, s.begin():
-            # ORM bulk UPDATE by primary key: one executemany instead of a statement per leaf.
-            s.execute(update(Record), rows)
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(update(Batch).where(Batch.id == batch_id).values(
                 status="confirmed", confirmed_at=utcnow()))
