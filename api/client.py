@@ -78,3 +78,7 @@ class QledgerClient:
 
     def post(self, path: str, body: Any, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
         return self._call("POST", path, ok=ok, json=body)
+
+    def put_bytes(self, path: str, body: bytes) -> Any:
+        return self._call("PUT", path, ok=(200, 201), content=body,
+                          headers={"content-type": "application/octet-stream"})

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
+from api.fl_service import current_model
 from api.store.models import (
     Batch,
     Commitment,
@@ -31,6 +32,7 @@ from credit.features import DEFAULT_WINDOW_DAYS, compute_features
 from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibility_matrix
 from credit.score import CreditResponse, response_hash, score_vectors
+from federated.model import predict_defect_risk
 
 RESPONSIBILITY_TOPIC = "responsibility-matrix"  # CommitmentLog topic of published matrices
 
@@ -150,7 +152,7 @@ def publish_matrix(ctx: ServiceContext, incident_id: str) -> Responsibility | No
             return None
         body = IncidentBody.model_validate(incident.body)
         items = evidence_items(s, {lot.supplier_id for lot in body.lots})
-    matrix = responsibility_matrix(body, items)
+    matrix = responsibility_matrix(body, items, **_defect_model(ctx, body))
     digest = matrix_hash(matrix)
     with ctx.sessions() as s, s.begin():
         row = s.scalar(select(Responsibility).where(Responsibility.matrix_hash == digest))
@@ -160,6 +162,24 @@ def publish_matrix(ctx: ServiceContext, incident_id: str) -> Responsibility | No
             s.add(row)
             s.flush()
         return row
+
+
+def _defect_model(ctx: ServiceContext, incident: IncidentBody) -> dict[str, Any]:
+    """The anchored federated model as the matrix's risk model, for the suppliers that shared
+    process readings of their incident lots; nothing when no model or no readings."""
+    readings: dict[str, list[dict[str, float | str]]] = defaultdict(list)
+    for lot in incident.lots:
+        readings[lot.supplier_id].extend(lot.process)
+    held = current_model(ctx) if any(readings.values()) else None
+    if held is None:
+        return {}
+    model = held[0]
+
+    def risk(supplier_id: str, _items: Sequence[EvidenceItem]) -> float | None:
+        rows = readings.get(supplier_id)
+        return float(predict_defect_risk(model, rows).mean()) if rows else None
+
+    return {"risk_model": risk, "risk_model_id": model.hash_hex}
 
 
 def matrix_of(row: Responsibility) -> ResponsibilityMatrix:

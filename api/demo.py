@@ -40,6 +40,7 @@ from api.client import QledgerClient, ServiceError
 from credit.responsibility import Incident, IncidentLot
 from credit.score import CreditResponse
 from credit.simulate import MONTH, Population, draw_truth, simulate_population
+from ledger.chain import ChainClient
 from ledger.keys import Signer
 from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
 from ledger.records import Domain, RecordKind
@@ -173,6 +174,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         chain = start_anvil(data_dir / "chain")
         stack.callback(stop_anvil, data_dir / "chain")
         console.print(f"anvil {chain.rpc_url} (state in {data_dir / 'chain'})")
+        # As `qledger deploy` would: the dev chain's account 0 becomes ADMIN and ANCHORER.
+        deployment = ChainClient.connect(chain.rpc_url, private_key=dev_private_keys()[0]).deploy()
+        deployment.save(data_dir / "deployment.json")
         url, proc = stack.enter_context(_service(data_dir, chain.rpc_url,
                                                  cfg.port or _free_port()))
         console.print(f"qledger serve {url} (SQLite in {data_dir}, contracts deployed)")
@@ -239,7 +243,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         _repair(pop, domain, admin, auditor, oem, result, console)
 
         console.rule("[bold]6. Field incident and responsibility matrix")
-        _incident(pop, oem, result, console)
+        _incident(pop, oem, result, data_dir, console)
 
         console.rule("[bold]7. Auditor verifies a random sample against the chain alone")
         samples = _fetch_samples(auditor, data_dir, cfg.verify_sample, rng)
@@ -265,7 +269,7 @@ def _federated(cfg: DemoConfig, data_dir: Path, rpc_url: str, admin: QledgerClie
                result: DemoResult, console: Console) -> None:
     from federated.config import FLConfig, ServerSettings
     from federated.run import simulate
-    from ledger.chain import ChainClient, Deployment
+    from ledger.chain import Deployment
 
     chain = ChainClient.connect(rpc_url, private_key=dev_private_keys()[0],
                                 deployment=Deployment.load(data_dir / "deployment.json"))
@@ -290,6 +294,9 @@ def _federated(cfg: DemoConfig, data_dir: Path, rpc_url: str, admin: QledgerClie
                                                          rec.metrics.items()}})
             result.fl_rounds_anchored += 1
     result.fl_final_hash = run.final_model_hash
+    # The service keeps the final model only because its hash is the anchored one; from then
+    # on it predicts defect risk with it and blends it into responsibility matrices.
+    admin.put_bytes(f"/v1/models/0x{run.run_id.hex()}/file", run.final_model_path.read_bytes())
     last = run.rounds[-1]
     console.print(f"{len(run.rounds) - 1} rounds, final model {run.final_model_hash[:18]}… "
                   f"(saved {run.final_model_path.name}); held-out "
@@ -368,7 +375,19 @@ def _repair(pop: Population, domain: Domain, admin: QledgerClient, auditor: Qled
                   f"{len(after['repairs_applied'])}")
 
 
-def _incident(pop: Population, oem: QledgerClient, result: DemoResult,
+def _lot_readings(data_dir: Path, supplier_id: str, n: int = 20) -> list[dict[str, float | str]]:
+    """Production readings of the incident lot, which the supplier shares for this incident
+    (here: the last rows of its private federated-learning partition)."""
+    from federated.data import FEATURE_NAMES, load_partition
+
+    folder = data_dir / "federated" / "data" / supplier_id
+    if not folder.is_dir():
+        return []
+    X = load_partition(folder).X[-n:]
+    return [{name: float(v) for name, v in zip(FEATURE_NAMES, row, strict=True)} for row in X]
+
+
+def _incident(pop: Population, oem: QledgerClient, result: DemoResult, data_dir: Path,
               console: Console) -> None:
     """A pack fails in the field; it was built from lots of three suppliers."""
     records = {r.record.subject: r for r in sorted(pop.records, key=lambda r: -r.record.eventTime)
@@ -378,8 +397,8 @@ def _incident(pop: Population, oem: QledgerClient, result: DemoResult,
                                                   key=lambda r: r["score"])["supplierId"]
     others = [s for s in records if s != culprit][:2]
     lots = [IncidentLot(supplier_id=s, part_number=records[s].record.partNumber,
-                        lot_id=records[s].record.lotId) for s in [culprit, *others]
-            if s in records]
+                        lot_id=records[s].record.lotId, process=_lot_readings(data_dir, s))
+            for s in [culprit, *others] if s in records]
     incident = Incident(incident_id=f"INC-{int(time.time())}", product="EV-PACK-48V",
                         occurred_at=int(time.time()) - 3600, lots=lots,
                         description="cell swelling found at customer; pack built from the "
@@ -387,13 +406,17 @@ def _incident(pop: Population, oem: QledgerClient, result: DemoResult,
     answer = oem.post("/v1/incidents", incident.model_dump(mode="json"))
     matrix = answer["responsibility"]
     result.incident = matrix
-    table = Table("supplier", "weight", "risk", "lowest Cpk", "basis", title=(
+    table = Table("supplier", "weight", "risk", "model risk", "lowest Cpk", "basis", title=(
         f"responsibility for {incident.incident_id} ({matrix['method']}, "
         f"version {matrix['version']})"))
     for row in sorted(matrix["rows"], key=lambda r: -r["weight"]):
         table.add_row(row["supplier_id"], f"{row['weight']:.3f}", f"{row['risk']:.4f}",
+                      f"{row['model_risk']:.3f}" if row["model_risk"] is not None else "-",
                       f"{row['cpk']:.2f}" if row["cpk"] is not None else "-", row["basis"])
     console.print(table)
+    if matrix.get("risk_model"):
+        console.print(f"blended with the anchored federated model {matrix['risk_model'][:18]}… "
+                      "on the process readings each supplier shared for its incident lot")
 
 
 def _fetch_samples(auditor: QledgerClient, data_dir: Path, n: int,

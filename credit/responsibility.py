@@ -47,13 +47,19 @@ RISK_FLOOR = 1e-9  # one part per billion: below any rate evidence can show, kee
 WEIGHT_TOL = 1e-9
 _NORMAL = NormalDist()
 
-RiskModel = Callable[[str, Sequence[EvidenceItem]], float]
+# A defect-risk model (the federated model in the service): probability that the supplier's
+# part in the product is defective, or None where it has nothing to go on for that supplier.
+RiskModel = Callable[[str, Sequence[EvidenceItem]], float | None]
 
 
 class IncidentLot(BaseModel):
     supplier_id: str
     part_number: str
     lot_id: str
+    # Production readings of this lot (the federated model's feature schema, e.g. mold_temp_c,
+    # hold_pressure_bar, ...), shared by the supplier for this incident only; the anchored
+    # federated model turns them into a defect risk.
+    process: list[dict[str, float | str]] = Field(default_factory=list, max_length=200)
 
 
 class Incident(BaseModel):
@@ -84,6 +90,7 @@ class ResponsibilityMatrix(BaseModel):
     occurred_at: int
     method: str = METHOD_ID
     version: str  # method + hash of every input: a new estimate is a new version
+    risk_model: str | None = None  # hash of the defect model blended in (anchored FL model)
     joint_risk: float  # v(N): probability the product fails from any of its parts
     evidence_root: str
     rows: list[SupplierShare]
@@ -188,6 +195,7 @@ def responsibility_matrix(
     as_of: int | None = None,
     around_days: int = AROUND_DAYS,
     risk_model: RiskModel | None = None,
+    risk_model_id: str | None = None,
 ) -> ResponsibilityMatrix:
     """Apportion ``incident`` among its suppliers from their anchored evidence.
 
@@ -208,8 +216,9 @@ def responsibility_matrix(
         risk, basis, cpk, fraction, ids = _supplier_risk(by_supplier[sid], usable[sid],
                                                          incident.occurred_at, around_days)
         model_risk = None
-        if risk_model is not None:
-            model_risk = float(min(1.0, max(0.0, risk_model(sid, usable[sid]))))
+        predicted = risk_model(sid, usable[sid]) if risk_model is not None else None
+        if predicted is not None:
+            model_risk = float(min(1.0, max(0.0, predicted)))
             risk = max(RISK_FLOOR, (risk + model_risk) / 2)
         rows.append((sid, risk, basis, cpk, fraction, model_risk, ids))
     phi = shapley_noisy_or([r[1] for r in rows])
@@ -218,7 +227,7 @@ def responsibility_matrix(
     all_ids = sorted({h for r in rows for h in r[6]})
     inputs = canonical_json({
         "method": METHOD_ID, "incident": incident.model_dump(mode="json"),
-        "around_days": around_days,
+        "around_days": around_days, "risk_model": risk_model_id,
         "risks": [[r[0], repr(r[1]), r[2]] for r in rows], "evidence": all_ids,
     })
     return ResponsibilityMatrix(
@@ -227,6 +236,7 @@ def responsibility_matrix(
         occurred_at=incident.occurred_at,
         version=f"{METHOD_ID}:{hashlib.sha256(inputs).hexdigest()[:16]}",
         joint_risk=joint,
+        risk_model=risk_model_id,
         evidence_root=evidence_root(all_ids),
         rows=[SupplierShare(supplier_id=sid, weight=float(w), risk=risk, basis=basis, cpk=cpk,
                             defect_fraction=fraction, model_risk=model_risk,

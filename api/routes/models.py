@@ -2,15 +2,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, Ctx, CurrentUser
 from api.errors import ApiError
+from api.fl_service import current_model, model_path, store_model_file
 from api.store.models import ModelRound
+from federated.model import predict_defect_risk
 from federated.provenance import participants_root
+
+MAX_MODEL_BYTES = 64 * 1024 * 1024  # a tabular MLP is tens of KiB; this only bounds abuse
 
 router = APIRouter(prefix="/v1/models", tags=["federated models"])
 
@@ -61,5 +66,38 @@ def list_models(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
             "suppliers": r.participants if user.role.value != "SUPPLIER" else
             [p for p in r.participants if p == user.org_id], "metrics": r.metrics,
             "anchoredAt": r.timestamp})
-    return {"runs": [{"runId": k, "rounds": v, "finalModelHash": v[-1]["modelHash"]}
+    return {"runs": [{"runId": k, "rounds": v, "finalModelHash": v[-1]["modelHash"],
+                      "modelFileHeld": model_path(ctx, v[-1]["modelHash"]).exists()}
                      for k, v in runs.items()]}
+
+
+@router.put("/{run_id}/file", status_code=201)
+async def upload_model(run_id: str, request: Request, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
+    """The run's final model file (.qlm); kept only if its keccak256 is the hash anchored for
+    the run's latest round. From then on the service predicts with it."""
+    if len(run_id) != 66 or not run_id.startswith("0x"):
+        raise ApiError(422, "invalid_run_id", "run ids are 0x-prefixed 32-byte hex", got=run_id)
+    body = await request.body()
+    if len(body) > MAX_MODEL_BYTES:
+        raise ApiError(413, "request_too_large", "model file too large",
+                       expected=f"<= {MAX_MODEL_BYTES} bytes", got=len(body))
+    return await run_in_threadpool(store_model_file, ctx, run_id.lower(), body)
+
+
+class PredictRequest(BaseModel):
+    rows: list[dict[str, float | str]] = Field(min_length=1, max_length=10_000)
+
+
+@router.post("/predict")
+def predict(body: PredictRequest, ctx: Ctx, _: CurrentUser) -> dict[str, Any]:
+    """Defect probability per row of process readings, from the anchored federated model."""
+    held = current_model(ctx)
+    if held is None:
+        raise ApiError(404, "no_model", "no anchored federated model file is held yet")
+    model, row = held
+    try:
+        risks = predict_defect_risk(model, body.rows)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_rows", str(exc)) from exc
+    return {"modelHash": model.hash_hex, "runId": row.run_id, "round": row.round,
+            "risks": [float(r) for r in risks]}

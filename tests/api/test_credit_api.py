@@ -179,3 +179,53 @@ def test_model_rounds_are_checked_against_the_chain(world: dict[str, Any]) -> No
     assert ok.status_code == 201, ok.text
     models = svc.client.get("/v1/models", headers=_auth(world, "OEM-0001")).json()
     assert models["runs"][0]["finalModelHash"] == "0x" + "11" * 32
+
+
+def test_anchored_federated_model_serves_predictions_and_the_matrix(
+        world: dict[str, Any]) -> None:
+    from federated.data import NUMERIC_FEATURES
+    from federated.model import get_arrays, new_model, serialize
+    from ledger._hash import keccak
+
+    svc, pop = world["svc"], world["pop"]
+    hidden = (16, 8)
+    body = serialize(get_arrays(new_model(hidden, seed=1)), hidden)
+    run = run_id("service-model-run")
+    svc.chain.record_model_round(run, 1, keccak(body), 2, participants_root(["SUP-00001",
+                                                                           "SUP-00002"]))
+    admin = svc.login(svc.admin)
+    assert svc.client.post("/v1/models/rounds", headers=admin, json={
+        "runId": "0x" + run.hex(), "round": 1,
+        "participants": ["SUP-00001", "SUP-00002"]}).status_code == 201
+    oem = _auth(world, "OEM-0001")
+    assert svc.client.post("/v1/models/predict", headers=oem,
+                           json={"rows": [{"x": 1}]}).json()["error"]["code"] == "no_model"
+    forged = svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=admin,
+                            content=body + b"\x00")
+    assert forged.status_code == 422 and forged.json()["error"]["code"] == "model_hash_mismatch"
+    assert svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=oem,
+                          content=body).status_code == 403
+    stored = svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=admin, content=body)
+    assert stored.status_code == 201, stored.text
+    row = {f.name: f.center for f in NUMERIC_FEATURES} | {"material_grade": "A",
+                                                          "machine": "electric"}
+    answer = svc.client.post("/v1/models/predict", headers=oem, json={"rows": [row, row]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["modelHash"] == "0x" + keccak(body).hex()
+    assert all(0 <= r <= 1 for r in answer.json()["risks"])
+    bad = svc.client.post("/v1/models/predict", headers=oem, json={"rows": [{"nope": 1}]})
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_rows"
+    # An incident whose lots carry process readings: the matrix blends the model in.
+    lots = []
+    for truth in pop.suppliers[:2]:
+        rec = next(r for r in pop.records if r.record.subject == truth.supplier_id
+                   and r.record.kind.value == "inspection")
+        lots.append({"supplier_id": truth.supplier_id, "part_number": rec.record.partNumber,
+                     "lot_id": rec.record.lotId, "process": [row]})
+    opened = svc.client.post("/v1/incidents", headers=oem, json={
+        "incident_id": "INC-FL", "product": "P", "occurred_at": int(time.time()) - 60,
+        "lots": lots})
+    assert opened.status_code == 201, opened.text
+    matrix = opened.json()["responsibility"]
+    assert matrix["risk_model"] == "0x" + keccak(body).hex()
+    assert all(r["model_risk"] is not None for r in matrix["rows"])
