@@ -12,7 +12,7 @@ from credit.responsibility import ResponsibilityMatrix, sign_decision
 from credit.simulate import MONTH, simulate_population
 from federated.provenance import participants_root
 from ledger.chain import run_id
-from ledger.signing import resign
+from ledger.signing import resign, sign_record
 from tests.api.conftest import Party, make_service
 
 
@@ -91,34 +91,37 @@ def test_score_commitment_verifies_on_chain(world: dict[str, Any]) -> None:
 
 def test_unanchored_evidence_does_not_move_the_score_and_repair_needs_anchoring(
         world: dict[str, Any]) -> None:
+    """An auditor verifies the weakest supplier's process change (a capability study at Cpk
+    1.67 superseding its inspection lots): nothing moves until that record is anchored; then
+    the score is recomputed at once (trigger "repair") and rises."""
     svc, pop = world["svc"], world["pop"]
     oem = _auth(world, "OEM-0001")
     target = min(pop.suppliers, key=lambda t: t.capability).supplier_id
     before = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
-    # The simulator's improvement records (auditor-signed repairs), submitted but not anchored.
-    improvements = [r for r in pop.records if r.record.kind.value == "improvement"]
-    if not improvements:
-        pytest.skip("this seed produced no improvement record")
-    auditor = pop.signers["AUD-0001"]
-    now = int(time.time())
-    for k, r in enumerate(improvements):
-        signed = resign(r, auditor, signed_at=now, nonce=10_000 + k)
-        assert svc.client.post("/v1/records", json=signed.model_dump(mode="json")
+    # The auditor names the records as the ledger holds them.
+    listed = svc.client.get("/v1/records", headers=_auth(world, "AUD-0001"),
+                            params={"subject": target, "kind": "inspection", "limit": 1000})
+    inspections = listed.json()["records"]
+    for k, part in enumerate(sorted({r["partNumber"] for r in inspections})):
+        remedies = [r["structHash"] for r in inspections if r["partNumber"] == part][:100]
+        improvement = sign_record(
+            pop.signers["AUD-0001"], svc.ctx.domain, subject=target, kind="improvement",
+            part_number=part, lot_id=f"STUDY-{k}", event_time=int(time.time()) - 60,
+            quantity=0, defects=0, nonce=50_000 + k,
+            payload={"remedies": remedies, "evidenceType": "process_capability_study",
+                     "verifiedCpk": 1.67})
+        assert svc.client.post("/v1/records", json=improvement.model_dump(mode="json")
                                ).status_code == 202
-    subjects = {r.record.subject for r in improvements}
-    for sid in subjects | {target}:
-        unchanged = svc.client.get(f"/v1/suppliers/{sid}/credit", headers=oem).json()
-        history = svc.client.get(f"/v1/suppliers/{sid}/credit/history", headers=oem).json()
-        assert all(h["trigger"] != "repair" for h in history["history"])
-        if sid == target:
-            assert unchanged["responseHash"] == before["responseHash"]
+    unchanged = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
+    assert unchanged["responseHash"] == before["responseHash"]  # not anchored: no effect
+    history = svc.client.get(f"/v1/suppliers/{target}/credit/history", headers=oem).json()
+    assert all(h["trigger"] != "repair" for h in history["history"])
     Anchorer(svc.ctx).run_once(force=True)
-    for sid in subjects:
-        history = svc.client.get(f"/v1/suppliers/{sid}/credit/history", headers=oem).json()
-        repairs = [h for h in history["history"] if h["trigger"] == "repair"]
-        assert repairs, history
-        after = svc.client.get(f"/v1/suppliers/{sid}/credit", headers=oem).json()
-        assert after["repairs_applied"]
+    history = svc.client.get(f"/v1/suppliers/{target}/credit/history", headers=oem).json()
+    assert [h for h in history["history"] if h["trigger"] == "repair"]
+    after = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
+    assert after["repairs_applied"]
+    assert after["score"] > before["score"]
 
 
 def test_incident_responsibility_and_signed_decisions(world: dict[str, Any]) -> None:
