@@ -56,6 +56,10 @@ FAILPOINTS = frozenset(filter(None, os.environ.get("QLEDGER_FAILPOINTS", "").spl
 def failpoint(name: str) -> None:
     if name in FAILPOINTS:
         log.warning("failpoint %s: killing this process", name)
+        marker = os.environ.get("QLEDGER_FAILPOINT_LOG")
+        if marker:  # tests learn which process died where
+            with open(marker, "a") as handle:
+                handle.write(f"{name} {os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -287,6 +291,24 @@ class Anchorer:
             # so the supplier's score is recomputed (and published) right away.
             publish_scores(self.ctx, repaired, with_what_if=True, trigger="repair")
             log.info("recomputed credit after repair evidence: %s", ", ".join(repaired))
+
+
+def anchor_when_leader(ctx: ServiceContext, stop: threading.Event,
+                       retry_seconds: float = 2.0, first_wait: float = 0.0) -> None:
+    """Anchor while holding the data dir's anchorer lock; until then, keep asking for it.
+
+    ``qledger serve`` starts the anchorer as its own process, which takes the lock first; the
+    API workers wait here as stand-ins (``first_wait`` gives that process the head start),
+    so anchoring goes on if it dies.
+    """
+    stop.wait(first_wait)
+    while not stop.is_set():
+        with anchorer_lock(ctx.settings.data_dir) as held:
+            if held:
+                log.info("anchorer lock taken by pid %s", os.getpid())
+                Anchorer(ctx).run_forever(stop)
+                return
+        stop.wait(retry_seconds)
 
 
 @contextlib.contextmanager

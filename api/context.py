@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
@@ -71,8 +72,9 @@ class ServiceContext:
             self._committer = GroupCommitter(self)
         return self._committer
 
-    @property
+    @cached_property
     def domain(self) -> Domain:
+        """The EIP-712 domain records must be signed for (fixed by the deployment)."""
         return Domain(chainId=self.deployment.chain_id,
                       verifyingContract=self.deployment.ledger)
 

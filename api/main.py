@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -10,7 +11,7 @@ from contextlib import ExitStack, asynccontextmanager
 from fastapi import FastAPI
 
 from api import ui
-from api.anchorer import Anchorer, anchorer_lock
+from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
 from api.errors import install_handlers
 from api.routes import auth, chain, credit, incidents, models, participants, records
@@ -18,11 +19,15 @@ from api.settings import Settings
 
 log = logging.getLogger("qledger.api")
 
+# `qledger serve` starts a dedicated anchorer process; an API process only stands in for it
+# after this long, so the dedicated one wins the anchorer lock at start-up.
+STANDIN_DELAY_SECONDS = 10.0
+
 
 def create_app(settings: Settings | None = None, ctx: ServiceContext | None = None,
                *, run_anchorer: bool = False) -> FastAPI:
-    """Build the app. ``run_anchorer`` starts the anchorer in this process if it wins the
-    data dir's anchorer lock (so with several workers exactly one anchors)."""
+    """Build the app. ``run_anchorer`` makes this process a stand-in anchorer: it anchors
+    whenever it holds the data dir's anchorer lock (exactly one process does)."""
     settings = settings or (ctx.settings if ctx else Settings())
 
     @asynccontextmanager
@@ -30,13 +35,16 @@ def create_app(settings: Settings | None = None, ctx: ServiceContext | None = No
         app.state.ctx = ctx or ServiceContext.create(settings)
         stop = threading.Event()
         with ExitStack() as stack:
-            if run_anchorer and stack.enter_context(anchorer_lock(settings.data_dir)):
-                worker = threading.Thread(target=Anchorer(app.state.ctx).run_forever,
-                                          args=(stop,), name="anchorer", daemon=True)
+            if run_anchorer:
+                # QLEDGER_SERVE_ANCHORER=inside (benchmark comparisons): no dedicated process.
+                inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"
+                worker = threading.Thread(
+                    target=anchor_when_leader, args=(app.state.ctx, stop),
+                    kwargs={"first_wait": 0.0 if inside else STANDIN_DELAY_SECONDS},
+                    name="anchorer", daemon=True)
                 worker.start()
                 stack.callback(worker.join, 10)
                 stack.callback(stop.set)
-                log.info("anchorer running in this process")
             yield
 
     app = FastAPI(title="qledger", version="0.1.0", lifespan=lifespan,

@@ -2,7 +2,8 @@
 clients. Prints accepted records/s for single and batch submission, latency percentiles, the
 raw coincurve recover rate measured in the same run, their ratio, and gas per record.
 
-    .venv/bin/python scripts/bench_ingest.py [--records 20000] [--workers 2]
+    .venv/bin/python scripts/bench_ingest.py [--records 20000] [--workers N]
+        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 Bodies are signed and JSON-encoded before the clock starts, so the clients cost little; they
 still share the machine's cores with the service, which is part of what bounds the figures.
@@ -25,7 +26,7 @@ from pathlib import Path
 import httpx
 import orjson
 from coincurve import PublicKey
-from sqlalchemy import create_engine, text
+from sqlalchemy import MetaData, create_engine, text
 
 from ledger.chain import ChainClient
 from ledger.keys import Signer
@@ -124,9 +125,19 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=20000, help="for the batch phase")
     parser.add_argument("--single", type=int, default=2000, help="for the single phase")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="uvicorn workers (default 1 on SQLite, a single-writer store; "
+                        "2 on PostgreSQL)")
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--anchorer-inside", action="store_true",
+                        help="for comparison: no dedicated anchorer process, an API worker "
+                        "anchors (QLEDGER_STANDIN_DELAY=0 and the serve child is not started)")
+    parser.add_argument("--database-url", default=None,
+                        help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test "
+                        "(its qledger tables are dropped first); default SQLite")
     args = parser.parse_args()
+    if args.workers is None:
+        args.workers = 2 if args.database_url else 1
 
     tmp = Path(tempfile.mkdtemp(prefix="qledger-bench-"))
     chain = start_anvil(tmp / "anvil")
@@ -156,6 +167,17 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     env = {**os.environ, "QLEDGER_DATA_DIR": str(data), "QLEDGER_RPC_URL": chain.rpc_url,
            "QLEDGER_ANCHORER_KEY": key, "QLEDGER_TOKEN_SECRET": "b" * 40}
+    db_url = args.database_url or f"sqlite:///{data / 'qledger.db'}"
+    if args.database_url:
+        fresh = create_engine(args.database_url)
+        existing = MetaData()
+        existing.reflect(fresh)
+        existing.drop_all(fresh)
+        fresh.dispose()
+        env["QLEDGER_DATABASE_URL"] = args.database_url
+    anchorer = None
+    if args.anchorer_inside:
+        env["QLEDGER_SERVE_ANCHORER"] = "inside"
     proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
                              "--workers", str(args.workers)], env=env, cwd=ROOT,
                             start_new_session=True, stdout=subprocess.DEVNULL)
@@ -167,7 +189,7 @@ def main() -> None:
         s_wall, s_lat, s_ok = run_clients(url, single[20:], "/v1/records", args.clients)
         b_wall, b_lat, b_ok = run_clients(url, batch_bodies, "/v1/records:batch", args.clients)
 
-        engine = create_engine(f"sqlite:///{data / 'qledger.db'}")
+        engine = create_engine(db_url)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             with engine.connect() as conn:
@@ -179,13 +201,18 @@ def main() -> None:
                                     " WHERE gas_used IS NOT NULL")).one()
         engine.dispose()
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(20)
+        for p in (proc, anchorer):
+            if p is not None:
+                os.killpg(p.pid, signal.SIGTERM)
+                p.wait(20)
         stop_anvil(tmp / "anvil")
 
     s_rate, b_rate = s_ok / s_wall, b_ok / b_wall
-    print(f"\nservice: {args.workers} uvicorn workers, SQLite (WAL, synchronous=FULL), anvil; "
-          f"{args.clients} client threads; {os.cpu_count()} cores shared by all")
+    store = ("PostgreSQL" if args.database_url else "SQLite (WAL, synchronous=FULL)")
+    print(f"\nservice: {args.workers} uvicorn workers, {store}, anvil; "
+          f"{args.clients} client threads; anchorer "
+          f"{'inside the API process' if args.anchorer_inside else 'in its own process'}; "
+          f"{os.cpu_count()} cores shared by all")
     print(f"raw coincurve recover (1 core)     {raw:>9,.0f} /s")
     print(f"single POST /v1/records             {s_rate:>9,.0f} records/s   "
           f"p50 {pct(s_lat, 50) * 1000:6.1f} ms  p99 {pct(s_lat, 99) * 1000:6.1f} ms "

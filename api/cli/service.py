@@ -3,6 +3,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -72,27 +74,43 @@ def register(root: typer.Typer) -> None:
         except (ChainError, RuntimeError) as exc:
             fail(str(exc))
         os.environ.update({"QLEDGER_HOST": host, "QLEDGER_PORT": str(port)})
+        if workers > 1 and cfg.db_url.startswith("sqlite"):
+            # Measured (docs/benchmarks.md): two processes contending for SQLite's one write
+            # lock push single-record p99 from ~18 ms to ~80 ms; its busy handler sleeps in
+            # coarse steps. More workers pay off on PostgreSQL.
+            console.print("[yellow]warning:[/] SQLite has one writer; extra workers contend "
+                          "for its lock. Use QLEDGER_DATABASE_URL=postgresql+psycopg://... "
+                          "for multi-worker intake.")
         console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
-        uvicorn.run("api.main:serve_app", factory=True, host=host, port=port, workers=workers,
-                    log_level="warning", access_log=False)
+        # The anchorer runs in its own process (measured: inside an API process its batch work
+        # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
+        # whatever stops serve stops it; the API workers stand in if it dies.
+        inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"  # for comparisons only
+        anchorer = None if inside else subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "anchorer"])
+        try:
+            uvicorn.run("api.main:serve_app", factory=True, host=host, port=port,
+                        workers=workers, log_level="warning", access_log=False)
+        finally:
+            if anchorer is not None:
+                anchorer.terminate()
+                anchorer.wait(20)
 
     @root.command("anchorer")
     def anchorer(data_dir: Path | None = DataDir) -> None:
         """Run only the anchorer (when the API runs elsewhere against the same database)."""
-        from api.anchorer import Anchorer, anchorer_lock
+        from api.anchorer import anchor_when_leader
         from api.context import ServiceContext
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         cfg = prepare_chain(settings(data_dir))
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        with anchorer_lock(cfg.data_dir) as held:
-            if not held:
-                fail("another anchorer holds this data dir's lock")
-            try:
-                Anchorer(ServiceContext.create(cfg)).run_forever(stop)
-            except KeyboardInterrupt:
-                stop.set()
+        try:
+            # Waits for the data dir's anchorer lock if another process holds it.
+            anchor_when_leader(ServiceContext.create(cfg), stop)
+        except KeyboardInterrupt:
+            stop.set()
 
 
 @participants.command("add")

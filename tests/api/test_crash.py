@@ -49,7 +49,8 @@ def chain_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 
 class Server:
     def __init__(self, env: dict[str, str], port: int, failpoints: str = "") -> None:
-        env = {**env, "QLEDGER_FAILPOINTS": failpoints}
+        self.marker = Path(env["QLEDGER_DATA_DIR"]) / "failpoints.log"
+        env = {**env, "QLEDGER_FAILPOINTS": failpoints, "QLEDGER_FAILPOINT_LOG": str(self.marker)}
         self.proc = subprocess.Popen([*QLEDGER, "serve", "--port", str(port)], env=env,
                                      cwd=ROOT, start_new_session=True,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -64,6 +65,15 @@ class Server:
             except Exception:
                 time.sleep(0.2)
         raise RuntimeError("serve did not come up")
+
+    def wait_for_failpoint(self, point: str, timeout: float = 60) -> None:
+        """Until the anchoring process has SIGKILLed itself at ``point``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.marker.exists() and point in self.marker.read_text():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"failpoint {point} never fired")
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -184,8 +194,8 @@ def test_sigkill_at_each_anchoring_step(chain_env: dict[str, str], point: str) -
     domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
     acknowledged = {r["structHash"] for r in client.submit_batch(
         [_signed(signers[0], "SUP-00", domain, n) for n in range(1, 31)])["results"]}
-    assert server.proc.wait(30) == -signal.SIGKILL  # the failpoint fired
-    server.kill()
+    server.wait_for_failpoint(point)  # the anchoring process died there (SIGKILL)
+    server.kill()  # and then everything else, as in a power cut
     server = Server(chain_env, _free_port())  # no failpoint: recovery
     try:
         _assert_exactly_once(chain_env, acknowledged, server.url)
