@@ -56,6 +56,19 @@ def prepare_chain(cfg: Settings) -> Settings:
     return cfg
 
 
+def _die_with_parent() -> None:
+    """In the anchorer child: get SIGTERM when serve exits, however it exits.
+
+    uvicorn re-raises the signal that stopped it, so serve's own clean-up may never run;
+    Linux's parent-death signal covers that and a SIGKILL of serve alike.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1  # from <linux/prctl.h>
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def register(root: typer.Typer) -> None:
     @root.command("serve")
     def serve(
@@ -87,7 +100,7 @@ def register(root: typer.Typer) -> None:
         # whatever stops serve stops it; the API workers stand in if it dies.
         inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"  # for comparisons only
         anchorer = None if inside else subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "anchorer"])
+            [sys.executable, "-m", "api.cli", "anchorer"], preexec_fn=_die_with_parent)
         try:
             uvicorn.run("api.main:serve_app", factory=True, host=host, port=port,
                         workers=workers, log_level="warning", access_log=False)

@@ -136,10 +136,19 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
         assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
         (tmp_path / "receipt.json").write_text(json.dumps(receipt))
         (tmp_path / "record.json").write_text(json.dumps(receipt["record"]))
-        # The auditor's check: the chain alone, no service.
-        os.killpg(server.pid, signal.SIGTERM)
+        # The auditor's check: the chain alone, no service. Stopping serve (only its own
+        # pid) also stops its anchorer process: the data dir's anchorer lock comes free.
+        server.send_signal(signal.SIGTERM)
         server.wait(20)
         server = None
+        from api.anchorer import anchorer_lock
+
+        for _ in range(50):
+            with anchorer_lock(tmp_path) as free:
+                if free:
+                    break
+            time.sleep(0.2)
+        assert free, "serve's anchorer process outlived it"
         ok = run("verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"),
                  "--rpc", rpc)
         assert "VALID" in ok.stdout
