@@ -257,7 +257,9 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         console.rule("[bold]Summary")
         console.print(_summary_table(result))
         console.print(f"HTML report: [link=file://{result.report}]{result.report}[/link]")
-        console.print(f"Dashboard: run [bold]qledger serve --data-dir {cfg.data_dir}[/] and open "
+        # Name the command as it was run (`make demo` runs .venv/bin/qledger, not on PATH).
+        qledger = sys.argv[0] if Path(sys.argv[0]).name == "qledger" else "qledger"
+        console.print(f"Dashboard: run [bold]{qledger} serve --data-dir {cfg.data_dir}[/] and open "
                       f"http://127.0.0.1:8700/ui (log in with a key file from "
                       f"{data_dir / 'keys'})")
         (data_dir / "demo-result.json").write_text(json.dumps(result.to_json(), indent=2,
