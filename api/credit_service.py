@@ -77,15 +77,18 @@ def supplier_ids(session: Session) -> list[str]:
     return sorted(registered | filed)
 
 
-def fl_participation(session: Session, supplier_id: str, as_of: int,
-                     window_days: int) -> float | None:
-    """Share of the federated rounds anchored in the window that the supplier took part in;
-    None when no federated training ran in the window (missing, not zero)."""
-    rounds = list(session.scalars(select(ModelRound).where(
+def fl_rounds_in_window(session: Session, as_of: int, window_days: int) -> list[list[str]]:
+    """Participant lists of the federated rounds anchored in the scoring window."""
+    return list(session.scalars(select(ModelRound.participants).where(
         ModelRound.timestamp <= as_of, ModelRound.timestamp > as_of - window_days * 86_400)))
+
+
+def fl_participation(rounds: Sequence[list[str]], supplier_id: str) -> float | None:
+    """Share of the window's federated rounds the supplier took part in; None when no
+    federated training ran in the window (missing, not zero)."""
     if not rounds:
         return None
-    return sum(supplier_id in r.participants for r in rounds) / len(rounds)
+    return sum(supplier_id in participants for participants in rounds) / len(rounds)
 
 
 def publish_scores(ctx: ServiceContext, suppliers: Sequence[str], *, as_of: int | None = None,
@@ -98,9 +101,9 @@ def publish_scores(ctx: ServiceContext, suppliers: Sequence[str], *, as_of: int 
         by_subject: dict[str, list[EvidenceItem]] = defaultdict(list)
         for item in evidence_items(s, suppliers):
             by_subject[item.subject].append(item)
+        rounds = fl_rounds_in_window(s, as_of, window_days)
         vectors = [compute_features(by_subject[sid], sid, as_of, window_days,
-                                    fl_participation=fl_participation(s, sid, as_of,
-                                                                      window_days))
+                                    fl_participation=fl_participation(rounds, sid))
                    for sid in suppliers]
     responses = score_vectors(vectors, with_what_if=with_what_if) if vectors else []
     return [_store_score(ctx, r, trigger) for r in responses]

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.client import QledgerClient, ServiceError
+from api.client import QledgerClient
 from credit.responsibility import Incident, IncidentLot
 from credit.score import CreditResponse
 from credit.simulate import MONTH, Population, draw_truth, simulate_population
@@ -120,9 +120,10 @@ def _service(data_dir: Path, rpc_url: str, port: int) -> Iterator[tuple[str, sub
             if proc.poll() is not None:
                 raise RuntimeError(f"the service exited; see {data_dir / 'service.log'}")
             try:
-                QledgerClient(url, timeout=2).checkpoint()
+                with QledgerClient(url, timeout=2) as probe:
+                    probe.checkpoint()
                 break
-            except (ServiceError, OSError, Exception) as exc:
+            except Exception as exc:  # any failure (refused, 5xx, timeout) means "not up yet"
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"the service did not start: {exc}") from exc
                 time.sleep(0.3)

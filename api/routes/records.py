@@ -27,7 +27,7 @@ async def _json_body(request: Request, limit: int) -> Any:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "request_too_large", "request body is too large",
                        expected=f"<= {limit} bytes", got=int(declared))
-    body = b""
+    body = bytearray()  # appending to bytes would copy the whole body on every chunk
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
