@@ -47,6 +47,20 @@ log = logging.getLogger("qledger.anchorer")
 OPEN_STATUSES = ("built", "sent", "anchored")
 RECEIPT_CHUNK = 128  # proofs written per transaction (keeps the writer lock short for intake)
 
+# What each CommitmentLog topic commits: the table of published artefacts and its hash column.
+COMMITTED = {
+    CREDIT_TOPIC: (Score, Score.response_hash),
+    RESPONSIBILITY_TOPIC: (Responsibility, Responsibility.matrix_hash),
+}
+
+
+def tree_of(hex_hashes: list[str]) -> StandardMerkleTree:
+    return StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hex_hashes])
+
+
+def hex_proof(tree: StandardMerkleTree, hex_hash: str) -> list[str]:
+    return ["0x" + p.hex() for p in tree.proof(bytes.fromhex(hex_hash[2:]))]
+
 # Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): QLEDGER_FAILPOINTS names the
 # steps at which this process SIGKILLs itself, so tests can die at exactly the dangerous
 # moments. Unset in production, where each check is one dict lookup.
@@ -107,9 +121,7 @@ class Anchorer:
         made = 0
         for commitment_id in self._open_commitments():
             self._finish_commitment(commitment_id)
-        for topic, table, column in ((CREDIT_TOPIC, Score, Score.response_hash),
-                                     (RESPONSIBILITY_TOPIC, Responsibility,
-                                      Responsibility.matrix_hash)):
+        for topic, (table, column) in COMMITTED.items():
             commitment_id = self._claim_commitment(topic, table, column)
             if commitment_id is not None:
                 self._finish_commitment(commitment_id)
@@ -127,7 +139,7 @@ class Anchorer:
                                     .order_by(table.id).limit(self.settings.batch_max_leaves)))
             if not hashes:
                 return None
-            tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+            tree = tree_of(hashes)
             commitment = Commitment(topic=topic, root="0x" + tree.root.hex(),
                                     count=len(hashes), status="built")
             s.add(commitment)
@@ -141,8 +153,7 @@ class Anchorer:
             commitment = s.get(Commitment, commitment_id)
             assert commitment is not None
             topic, root_hex, count = commitment.topic, commitment.root, commitment.count
-        table, column = ((Score, Score.response_hash) if topic == CREDIT_TOPIC
-                         else (Responsibility, Responsibility.matrix_hash))
+        table, column = COMMITTED[topic]
         root = bytes.fromhex(root_hex[2:])
         info = self.ctx.chain.committed_at(root)
         tx_hash = None
@@ -156,9 +167,9 @@ class Anchorer:
             assert info is not None
         with self.ctx.sessions() as s, s.begin():
             hashes = list(s.scalars(select(column).where(table.commitment_id == commitment_id)))
-            tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+            tree = tree_of(hashes)
             s.execute(update(table), [
-                {"id": row_id, "proof": ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]}
+                {"id": row_id, "proof": hex_proof(tree, h)}
                 for row_id, h in s.execute(select(table.id, column)
                                            .where(table.commitment_id == commitment_id))])
             s.execute(update(Commitment).where(Commitment.id == commitment_id).values(
@@ -172,17 +183,16 @@ class Anchorer:
             try:
                 self.run_once()
                 delay = poll_seconds
-            except ChainUnavailable as exc:
+            except (ChainError, DBAPIError) as exc:
+                # A chain outage, a reverted send, or a database restart/failover: every step
+                # is transactional and resumable, so waiting and starting over is safe.
                 delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
-                log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
-            except ChainError as exc:
-                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
-                log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
-            except DBAPIError as exc:
-                # A database restart or failover: every step is transactional and resumable,
-                # so waiting and starting over is safe.
-                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
-                log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
+                if isinstance(exc, ChainUnavailable):
+                    log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
+                elif isinstance(exc, DBAPIError):
+                    log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
+                else:
+                    log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
             stop.wait(delay)
 
     # -- steps ----------------------------------------------------------------------------
@@ -208,7 +218,7 @@ class Anchorer:
             if len(rows) < limit and age < self.settings.batch_max_seconds and not force:
                 return None
             hashes = [r.struct_hash for r in rows]
-            tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
+            tree = tree_of(hashes)
             batch = Batch(root="0x" + tree.root.hex(), leaf_count=len(hashes), status="built")
             s.add(batch)
             s.flush()
@@ -268,9 +278,8 @@ class Anchorer:
 
     def _write_receipts(self, batch_id: int) -> None:
         hashes = self._leaves(batch_id)
-        tree = StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hashes])
-        rows = [{"struct_hash": h, "batch_id": batch_id,
-                 "proof": ["0x" + p.hex() for p in tree.proof(bytes.fromhex(h[2:]))]}
+        tree = tree_of(hashes)
+        rows = [{"struct_hash": h, "batch_id": batch_id, "proof": hex_proof(tree, h)}
                 for h in hashes]
         # Proofs go in short transactions (ORM bulk UPDATE by primary key, one executemany
         # each): the database has one writer, and intake's commits should not queue behind a

@@ -778,6 +778,17 @@ class ChainClient:
             raise self._replay_failure(fn, receipt, action, tx_hash)
         return tx_hash, receipt
 
+    def _transact_event(
+        self, fn: ContractFunction | Any, action: str, event: Any
+    ) -> tuple[str, TxReceipt, Any]:
+        """Send ``fn`` and return the args of the ``event`` its transaction must emit."""
+        tx_hash, receipt = self._transact(fn, action)
+        events = event().process_receipt(receipt, errors=DISCARD)
+        if not events:
+            raise ChainError(f"{action}: transaction {tx_hash} emitted no {event.event_name} "
+                             "event")
+        return tx_hash, receipt, events[0]["args"]
+
     def _replay_failure(
         self, fn: Any, receipt: TxReceipt, action: str, tx_hash: str
     ) -> ContractReverted:
@@ -918,12 +929,10 @@ class ChainClient:
         root = _bytes32(root, "root")
         _uint32(leaf_count, "leaf_count")
         fn = self.ledger.functions.anchorBatch(root, leaf_count)
-        tx_hash, receipt = self._transact(fn, f"anchorBatch(0x{root.hex()}, {leaf_count})")
-        events = self.ledger.events.BatchAnchored().process_receipt(receipt, errors=DISCARD)
-        if not events:
-            raise ChainError(f"anchorBatch transaction {tx_hash} emitted no BatchAnchored event")
+        tx_hash, receipt, args = self._transact_event(
+            fn, f"anchorBatch(0x{root.hex()}, {leaf_count})", self.ledger.events.BatchAnchored)
         return AnchorResult(
-            batch_id=int(events[0]["args"]["batchId"]),
+            batch_id=int(args["batchId"]),
             root=root,
             leaf_count=leaf_count,
             tx_hash=tx_hash,
@@ -1031,12 +1040,10 @@ class ChainClient:
         root = _bytes32(root, "root")
         _uint32(count, "count")
         fn = self.commitment_log.functions.commit(topic_bytes, root, count)
-        tx_hash, receipt = self._transact(fn, f"commit({topic!r}, 0x{root.hex()})")
-        events = self.commitment_log.events.Committed().process_receipt(receipt, errors=DISCARD)
-        if not events:
-            raise ChainError(f"commit transaction {tx_hash} emitted no Committed event")
+        tx_hash, receipt, args = self._transact_event(
+            fn, f"commit({topic!r}, 0x{root.hex()})", self.commitment_log.events.Committed)
         return CommitResult(
-            seq=int(events[0]["args"]["seq"]),
+            seq=int(args["seq"]),
             topic=topic_bytes,
             root=root,
             count=count,
