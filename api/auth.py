@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import jwt
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
+from api.store.models import RevokedToken
 from ledger._hash import keccak
 from ledger.errors import InvalidSignature
 from ledger.keys import recover_digest
@@ -27,6 +31,9 @@ class Principal:
     address: str
     role: Role
     org_id: str | None
+    # The bearer token this principal came from (its ``jti`` and ``exp``), so it can be revoked.
+    token_id: str = field(default="", compare=False)
+    token_expires: int = field(default=0, compare=False)
 
     def require(self, *roles: Role) -> Principal:
         if self.role not in roles:
@@ -70,20 +77,39 @@ def recover_personal(message: str, signature: str) -> str:
 def issue_token(secret: str, principal: Principal, ttl: int) -> tuple[str, int]:
     expires = int(time.time()) + ttl
     token = jwt.encode({"sub": principal.address, "role": principal.role.value,
-                        "org": principal.org_id, "exp": expires, "iat": int(time.time())},
+                        "org": principal.org_id, "exp": expires, "iat": int(time.time()),
+                        "jti": secrets.token_hex(16)},
                        secret, algorithm="HS256")
     return token, expires
 
 
 def decode_token(secret: str, token: str) -> Principal:
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"], options={"require": ["exp"]})
+        claims = jwt.decode(token, secret, algorithms=["HS256"],
+                            options={"require": ["exp", "jti"]})
     except jwt.ExpiredSignatureError as exc:
         raise ApiError(401, "token_expired", "access token expired; sign in again") from exc
     except jwt.InvalidTokenError as exc:
         raise ApiError(401, "invalid_token", f"access token rejected: {exc}") from exc
     try:
         return Principal(address=claims["sub"], role=Role(claims["role"]),
-                         org_id=claims.get("org"))
+                         org_id=claims.get("org"), token_id=str(claims["jti"]),
+                         token_expires=int(claims["exp"]))
     except (KeyError, ValueError) as exc:
         raise ApiError(401, "invalid_token", "access token lacks address or role") from exc
+
+
+def revoke_token(sessions: sessionmaker[Session], principal: Principal) -> None:
+    """End the token ``principal`` came from now rather than at its expiry (sign-out)."""
+    now = int(time.time())
+    try:
+        with sessions() as s, s.begin():
+            s.execute(delete(RevokedToken).where(RevokedToken.expires_at < now))
+            s.add(RevokedToken(jti=principal.token_id, expires_at=principal.token_expires))
+    except IntegrityError:
+        pass  # two sign-outs of one token raced; the other one revoked it
+
+
+def token_revoked(sessions: sessionmaker[Session], principal: Principal) -> bool:
+    with sessions() as s:
+        return s.get(RevokedToken, principal.token_id) is not None

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.auth import Principal, decode_token
+from api.auth import Principal, decode_token, token_revoked
 from api.context import ServiceContext
 from api.errors import ApiError
 from ledger.records import Role
@@ -30,6 +30,8 @@ def get_principal(
                        "send 'Authorization: Bearer <token>' (POST /v1/auth/challenge, "
                        "then /v1/auth/token)")
     principal = decode_token(ctx.settings.resolved_token_secret(), credentials.credentials)
+    if token_revoked(ctx.sessions, principal):
+        raise ApiError(401, "token_revoked", "this access token was signed out; sign in again")
     # A token outlives nothing: a key revoked on chain loses access within the role cache TTL.
     role, _ = ctx.roles.get(principal.address)
     if role is None:

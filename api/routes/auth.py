@@ -3,7 +3,7 @@ from __future__ import annotations
 import time
 
 from eth_utils import to_checksum_address
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import update
 
@@ -14,8 +14,9 @@ from api.auth import (
     issue_token,
     new_nonce,
     recover_personal,
+    revoke_token,
 )
-from api.deps import Ctx
+from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.store.models import AuthChallenge
 
@@ -61,6 +62,13 @@ def challenge(body: ChallengeRequest, ctx: Ctx) -> ChallengeResponse:
                             expires_at=issued + CHALLENGE_TTL_SECONDS))
     return ChallengeResponse(message=message, nonce=nonce,
                              expiresAt=issued + CHALLENGE_TTL_SECONDS)
+
+
+@router.post("/logout", status_code=204)
+def logout(user: CurrentUser, ctx: Ctx) -> Response:
+    """Sign out: the bearer token of this request stops working now, not at its expiry."""
+    revoke_token(ctx.sessions, user)
+    return Response(status_code=204)
 
 
 @router.post("/token", response_model=TokenResponse)

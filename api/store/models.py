@@ -119,6 +119,16 @@ class AuthChallenge(Base):
     used: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+class RevokedToken(Base):
+    """Bearer tokens ended before their expiry (sign-out). A row can go once the token has
+    expired anyway; revoking prunes those."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
 class Commitment(Base):
     """A Merkle root of published artefacts (score responses, responsibility matrices)
     committed through CommitmentLog. Status: built -> committed."""

@@ -25,7 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 
-from api.auth import Principal
+from api.auth import Principal, revoke_token
 from api.context import ServiceContext
 from api.deps import Ctx, get_principal
 from api.errors import ApiError, from_ledger
@@ -226,9 +226,12 @@ def create_session(body: SessionRequest, request: Request, ctx: Ctx) -> JSONResp
 
 
 @endpoints.post("/logout")
-def logout() -> Response:
-    """Forget the session cookie. (The token itself stays valid until it expires: the API's
-    tokens are stateless.)"""
+def logout(request: Request, ctx: Ctx) -> Response:
+    """Sign out: revoke the session's token (a copy of it no longer works at the API either)
+    and forget the cookie."""
+    user = _quiet_user(request)
+    if user is not None:
+        revoke_token(ctx.sessions, user)
     response = RedirectResponse("/ui/login?reason=signed_out", status_code=303)
     response.delete_cookie(COOKIE, path=COOKIE_PATH)
     return response

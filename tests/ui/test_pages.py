@@ -138,6 +138,11 @@ def test_session_cookie_is_httponly_strict_and_checked_like_the_api(demo: Demo) 
     out = client.post("/ui/logout")
     assert out.status_code == 303 and out.headers["location"] == "/ui/login?reason=signed_out"
     assert client.get("/ui/suppliers").status_code == 303
+    # Signing out ended the token itself: a copy of it opens neither the API nor a new session.
+    api = client.get("/v1/suppliers", headers={"Authorization": f"Bearer {token}"})
+    assert api.status_code == 401 and api.json()["error"]["code"] == "token_revoked"
+    again = client.post("/ui/session", json={"accessToken": token})
+    assert again.status_code == 401 and again.json()["error"]["code"] == "token_revoked"
 
 
 def test_expired_or_forged_cookies_go_back_to_login(demo: Demo) -> None:
