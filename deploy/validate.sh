@@ -72,10 +72,15 @@ done
 if command -v systemd-analyze >/dev/null; then
   echo "== systemd units (missing /opt binaries are reported, not failed)"
   tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+  # All units side by side first: some bind to others (flower-superexec@ to flower-supernode@).
   for unit in "$here"/*/systemd/*.service; do
     name="$(basename "$unit")"
     [[ "$name" == *@.service ]] && name="${name/@.service/@instance.service}"
     cp "$unit" "$tmp/$name"
+  done
+  for unit in "$here"/*/systemd/*.service; do
+    name="$(basename "$unit")"
+    [[ "$name" == *@.service ]] && name="${name/@.service/@instance.service}"
     out="$(systemd-analyze verify --man=no "$tmp/$name" 2>&1 | grep -v 'is not executable: No such file' || true)"
     [[ -z "$out" ]] && ok "$(basename "$unit")" || bad "$(basename "$unit"): $out"
   done
