@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -59,6 +61,19 @@ _HEADER = (
     f"{'round':>5}  {'status':<10} {'acc':>6} {'AUC':>6} {'suppliers':>9} {'s':>6} {'eps':>7}"
     f"  {'model hash':<18}  anchor tx"
 )
+
+
+@contextmanager
+def _run_errors() -> Iterator[None]:
+    """A run that cannot start or finish ends the command with its reason, not a traceback."""
+    from federated.deploy import DeployError
+    from federated.run import FLRunError
+
+    try:
+        yield
+    except (FLRunError, DeployError) as exc:
+        console.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
 
 
 def _line(rec: RoundRecord) -> str:
@@ -215,7 +230,8 @@ def simulate(
         ", SecAgg+" if secagg else ""
     )
     progress = None if as_json else _Progress(title + (f", DP z={dp_noise}" if dp_noise else ""))
-    result = run_simulate(config, anchor, on_round=progress)
+    with _run_errors():
+        result = run_simulate(config, anchor, on_round=progress)
     _finish(result, as_json)
 
 
@@ -262,7 +278,8 @@ def deploy_local(
     progress = None if as_json else _Progress(title + (", SecAgg+" if secagg else ""))
     if progress is not None:
         console.print("[dim]starting SuperLink and SuperNodes…[/]")
-    result = run_deploy(
-        config, anchor, on_round=progress, keep_workdir=keep_workdir, node_poll=node_poll
-    )
+    with _run_errors():
+        result = run_deploy(
+            config, anchor, on_round=progress, keep_workdir=keep_workdir, node_poll=node_poll
+        )
     _finish(result, as_json)

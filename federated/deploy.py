@@ -16,15 +16,24 @@ What it sets up (Flower 1.41):
 - ``--disable-runtime-dependency-installation``: otherwise the SuperLink's executor would try to
   ``uv sync`` the app's dependencies (and fetch a CUDA torch) before every app process.
 
-Speed: a round took ~36 s with Flower's defaults on this project's 2-core machine. What takes
-the time is process churn and polling, not training: every message to a SuperNode starts a new
-``flwr-clientapp`` process (python + flwr + torch imports, ~2-3 s), SuperExec polls for tasks
-every 1 s, the ServerApp's HTTP grid sleeps 3 s between reply pulls, and an idle SuperNode pulls
-every 3 s (hard-coded in 1.41). We set ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.05``, pull replies
-every 50 ms (:class:`federated.server_app.PollingGrid`), send one message per round (no federated
-evaluation), and shorten the SuperNode's idle poll, which has no setting in 1.41, with a thin
-wrapper around the stock entry point (:mod:`federated.supernode_main`, ``node_poll``). What is
-left is the ClientApp process start-up (flwr + torch imports) on every message.
+Speed: a round took ~36 s with Flower's defaults on this project's 2-core machine, and it was
+process churn and polling, not training. Every message to a SuperNode started a new
+``flwr-clientapp`` program (python + flwr + torch imports, and torch.optim's lazy import of
+torch._dynamo: ~5 CPU-s), SuperExec polls for tasks every 1 s, the ServerApp's HTTP grid sleeps
+3 s between reply pulls, and an idle SuperNode pulls every 3 s (hard-coded in 1.41). What we do:
+
+- each SuperNode runs with ``--isolation process`` beside its own long-lived SuperExec
+  (:mod:`federated.superexec_main`: Flower's SuperExec with an executor that forks each
+  ClientApp task from a process that imported flwr and torch once); the two share a
+  ``--superexec-auth-secret-file`` so no other local process can take the node's tasks;
+- ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL=0.05``; replies pulled every 50 ms
+  (:class:`federated.server_app.PollingGrid`); one message per round (no federated evaluation);
+- the SuperNode's idle poll, which has no setting in 1.41, shortened by a thin wrapper around
+  the stock entry point (:mod:`federated.supernode_main`, ``node_poll``);
+- object pulls that arrive before the objects do (a task asking for its message, the ServerApp
+  for a reply) retry after 20 ms instead of 1 s (:mod:`federated.flower_tuning`).
+
+A round with 3 SuperNodes now takes ~2-3 s (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ APP_MODULES = (
     "client_app.py",
     "server_app.py",
     "secagg.py",
+    "flower_tuning.py",
 )
 CONNECTION = "qledger-local"
 
@@ -234,7 +244,7 @@ class LocalFederation:
     superlink_port: int = 0
     node_ids: dict[str, int] = field(default_factory=dict)  # supplier id -> registered node id
     _procs: list[_Proc] = field(default_factory=list)
-    _nodes: dict[str, _Proc] = field(default_factory=dict)
+    _nodes: dict[str, list[_Proc]] = field(default_factory=dict)  # SuperNode, its SuperExec
 
     def __post_init__(self) -> None:
         self.home = self.workdir / "flwr-home"
@@ -374,13 +384,21 @@ class LocalFederation:
             if not reg.get("success"):
                 raise DeployError(f"registering {sid}'s SuperNode failed: {reg}")
             self.node_ids[sid] = int(reg["node-id"])
+        here = Path(__file__).resolve().parent
         for sid, data in zip(self.supplier_ids, self.data_dirs, strict=True):
             private = keys[sid][0]
-            self._nodes[sid] = self._spawn(
+            runtime_port = free_port()
+            # The Runtime API is the SuperNode's local door for task executors; a shared secret
+            # keeps any other local process from acquiring this supplier's tasks.
+            secret = self.workdir / "node-keys" / f"{sid}.superexec-secret"
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+            node = self._spawn(
                 f"supernode-{sid}",
                 [
                     sys.executable,
-                    str(Path(__file__).resolve().parent / "supernode_main.py"),
+                    str(here / "supernode_main.py"),
                     "--superlink",
                     f"127.0.0.1:{self.superlink_port}",
                     "--root-certificates",
@@ -389,12 +407,31 @@ class LocalFederation:
                     str(private),
                     "--node-config",
                     f'data-path="{Path(data).resolve()}"',
+                    "--isolation",
+                    "process",
+                    "--superexec-auth-secret-file",
+                    str(secret),
                     "--host",
                     "127.0.0.1",
                     "--port",
-                    str(free_port()),
+                    str(runtime_port),
                 ],
             )
+            executor = self._spawn(
+                f"superexec-{sid}",
+                [
+                    sys.executable,
+                    str(here / "superexec_main.py"),
+                    "--runtime-api-address",
+                    f"127.0.0.1:{runtime_port}",
+                    "--insecure",  # loopback only, and authenticated by the shared secret
+                    "--superexec-auth-secret-file",
+                    str(secret),
+                    "--parent-pid",
+                    str(node.popen.pid),
+                ],
+            )
+            self._nodes[sid] = [node, executor]
 
     def submit(self, app_dir: Path) -> int:
         res = self._flwr("run", str(app_dir), CONNECTION, timeout=180)
@@ -410,8 +447,8 @@ class LocalFederation:
 
     def kill_node(self, supplier_id: str) -> None:
         """Hard-kill one supplier's SuperNode (and its app processes): a real dropout."""
-        proc = self._nodes[supplier_id]
-        _kill_group(proc.popen, signal.SIGKILL)
+        for proc in self._nodes[supplier_id]:
+            _kill_group(proc.popen, signal.SIGKILL)
 
     def alive(self) -> dict[str, bool]:
         return {p.name: p.popen.poll() is None for p in self._procs}

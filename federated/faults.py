@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
 
 def _round_of(msg: Message) -> int | None:
@@ -24,13 +24,26 @@ def _round_of(msg: Message) -> int | None:
     return None
 
 
-def dropout_mod(partition_ids: Collection[int], rounds: Collection[int], hang_s: float) -> Mod:
+def _is_secagg_setup(msg: Message) -> bool:
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    return configs is not None and configs.get(Key.STAGE) == Stage.SETUP
+
+
+def dropout_mod(
+    partition_ids: Collection[int],
+    rounds: Collection[int],
+    hang_s: float,
+    *,
+    before_keys: bool = False,
+) -> Mod:
     """Make the given simulation partitions go silent for ``hang_s`` seconds in ``rounds``.
 
     The node does not answer the training message (plain FedAvg) or, under SecAgg+, the stage
     that carries the model (after it has already shared its keys, the case the protocol's
-    unmasking has to recover from). Give ``hang_s`` above the server's round timeout: the server
-    must stop waiting, aggregate without the node, and go on.
+    unmasking has to recover from). With ``before_keys`` it goes silent at SecAgg+'s setup
+    stage instead, as a supplier whose node died between rounds would. Give ``hang_s`` above
+    the server's round timeout: the server must stop waiting, aggregate without the node, and
+    go on.
     """
     targets = {int(p) for p in partition_ids}
     bad_rounds = {int(r) for r in rounds}
@@ -38,9 +51,14 @@ def dropout_mod(partition_ids: Collection[int], rounds: Collection[int], hang_s:
     def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
         partition = context.node_config.get("partition-id")
         if partition is not None and int(partition) in targets:
-            is_secagg = RECORD_KEY_CONFIGS in msg.content.config_records
-            carries_model = not is_secagg or "fitins.parameters" in msg.content.array_records
-            if carries_model and _round_of(msg) in bad_rounds:
+            if before_keys:
+                # Setup messages carry no round config; the workflow puts the round in group_id.
+                hit = _is_secagg_setup(msg) and int(msg.metadata.group_id or 0) in bad_rounds
+            else:
+                is_secagg = RECORD_KEY_CONFIGS in msg.content.config_records
+                carries_model = not is_secagg or "fitins.parameters" in msg.content.array_records
+                hit = carries_model and _round_of(msg) in bad_rounds
+            if hit:
                 time.sleep(hang_s)
         return call_next(msg, context)
 

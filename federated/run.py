@@ -31,7 +31,7 @@ from flwr.clientapp.typing import Mod
 from federated.config import FLConfig, ServerSettings
 from federated.data import HOLDOUT_DIR, generate_partitions, load_partition, partition_dirs
 from federated.provenance import ModelAnchor, RoundFollower, RoundRecord, participation
-from federated.server_app import ERROR_FILE, FINAL_MODEL, RESULT_FILE, ReplyObserver
+from federated.server_app import ERROR_FILE, FINAL_MODEL, RESULT_FILE, ROUNDS_FILE, ReplyObserver
 
 RESULT_JSON = "fl_run.json"
 PARTICIPATION_JSON = "participation.json"
@@ -114,6 +114,13 @@ def _prepare(config: FLConfig) -> _Prepared:
         Path(config.out_dir) if config.out_dir else Path(tempfile.mkdtemp(prefix="qledger-fl-"))
     )
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Round records are appended as they come; another run's records in the same file would be
+    # read (and anchored) as this run's.
+    previous = [n for n in (ROUNDS_FILE, RESULT_FILE, ERROR_FILE) if (run_dir / n).exists()]
+    if previous:
+        raise FLRunError(
+            f"{run_dir} already holds a run ({', '.join(previous)}); give an empty --out-dir"
+        )
     data_dir = Path(config.data_dir) if config.data_dir else run_dir / "data"
     if not (data_dir.is_dir() and partition_dirs(data_dir)):
         generate_partitions(config.suppliers, config.data_seed, data_dir)

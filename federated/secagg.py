@@ -39,6 +39,7 @@ from flwr.server.strategy import Strategy as LegacyStrategy
 from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import WorkflowState
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -125,6 +126,33 @@ class SecAggBridge(LegacyStrategy):
         return None
 
 
+class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
+    """Flower's SecAgg+ workflow, also recovering from suppliers that drop before sharing keys.
+
+    Flower 1.41 handles a supplier that drops *after* it has shared its keys: its key is
+    rebuilt from its neighbours' shares and its pairwise masks removed. A supplier that is gone
+    *before* (it never answered the setup or the key-sharing stage, e.g. its SuperNode died
+    between rounds) stays in the workflow's sampled set although nobody holds a share of its
+    key; the unmasking stage then finds zero shares for it and halts the round. Such a supplier
+    took no part in the protocol: no one masked against it and nothing of it is in the sum.
+    After key sharing this drops it from the sampled set and from every neighbourhood, which is
+    exactly the state the protocol would have had had it never been sampled.
+    """
+
+    def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        super().share_keys_stage(grid, context, state)
+        shared = set(state.active_node_ids)
+        state.sampled_node_ids = shared
+        state.nid_to_neighbours = {
+            nid: neighbours & shared
+            for nid, neighbours in state.nid_to_neighbours.items()
+            if nid in shared
+        }
+        # Flower's own stage result is its threshold check on the stale sampled set (its only
+        # way to fail); the check that counts is on the corrected one.
+        return self._check_threshold(state)
+
+
 def secagg_round(
     grid: Grid,
     context: Context,
@@ -136,7 +164,7 @@ def secagg_round(
 ) -> SecAggOutcome:
     """Run one SecAgg+ round over the already-configured train ``messages``."""
     shares, threshold = secagg_plan(len(messages), settings)
-    workflow = SecAggPlusWorkflow(
+    workflow = DropoutTolerantSecAggPlus(
         num_shares=shares,
         reconstruction_threshold=threshold,
         # Under DP every weight is 1, so a max weight of 1 keeps the full quantisation range

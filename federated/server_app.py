@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import flwr.superlink.grid.http_grid as http_grid
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import (
@@ -48,6 +49,7 @@ from federated.config import (
     server_settings_from_run_config,
 )
 from federated.data import load_partition
+from federated.flower_tuning import shorten_pull_backoff
 from federated.model import evaluate, get_arrays, new_model, save_model, set_arrays
 from federated.secagg import secagg_round
 
@@ -288,6 +290,9 @@ def run_server(
 ) -> dict[str, Any]:
     """The whole federated run; returns (and writes) the result summary."""
     torch.set_num_threads(1)
+    # Deployment engine: replies are pulled every ``reply_poll`` s, often before the SuperNode
+    # has finished uploading a reply's objects (see federated/flower_tuning.py).
+    shorten_pull_backoff(http_grid, "pull_objects")
     out = Path(s.out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     rounds_file = out / ROUNDS_FILE

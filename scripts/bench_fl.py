@@ -13,9 +13,11 @@ Rows (accuracy / ROC AUC on the OEM's pooled held-out set):
   same rounds, same local training; seconds per round = median wall time of a round
   (sampling, local training, aggregation; round 1, which warms the Ray workers, excluded);
   DP rows report the RDP accountant's epsilon at delta;
-- FedAvg in the deployment engine: SuperLink + SuperNodes as processes (TLS, node auth), on the
-  first ``--deploy-suppliers`` suppliers for ``--deploy-rounds`` rounds (its accuracy is not
-  comparable to the other rows: fewer suppliers, fewer rounds).
+- FedAvg and FedAvg + SecAgg+ in the deployment engine: SuperLink + SuperNodes as processes
+  (TLS, node auth), on the first ``--deploy-suppliers`` suppliers for ``--deploy-rounds``
+  rounds (their accuracy is not comparable to the other rows: fewer suppliers, fewer rounds).
+
+It ends with the issue's three goals, each computed from the rows above.
 """
 
 from __future__ import annotations
@@ -165,25 +167,31 @@ def main() -> None:
 
     if not args.skip_deploy:
         n = args.deploy_suppliers
-        cfg = FLConfig(suppliers=n, data_dir=data, out_dir=work / "deploy").with_server(
-            **{
-                **s.__dict__,
-                "rounds": args.deploy_rounds,
-                "min_available_clients": n,
-                "min_fit_clients": n,
-                "round_timeout": 120.0,
-                "connect_timeout": 120.0,
-            }
-        )
-        result = deploy_local(cfg)
-        row = fl_row(
-            f"FedAvg, deployment engine ({n} SuperNodes, {args.deploy_rounds} rounds)",
-            result,
-            skip_first=False,
-        )
-        row["detail"] = "rounds (s): " + ", ".join(f"{x:.1f}" for x in result.round_seconds())
-        rows.append(row)
-        print(f"deploy: {row}", flush=True)
+        for label, secagg in (("FedAvg", False), ("FedAvg + SecAgg+", True)):
+            cfg = FLConfig(
+                suppliers=n, data_dir=data, out_dir=work / f"deploy-{int(secagg)}"
+            ).with_server(
+                **{
+                    **s.__dict__,
+                    "rounds": args.deploy_rounds,
+                    "min_available_clients": n,
+                    "min_fit_clients": n,
+                    "round_timeout": 120.0,
+                    "connect_timeout": 120.0,
+                    "secagg": secagg,
+                }
+            )
+            result = deploy_local(cfg)
+            # Every deployment round starts the same way (SuperExecs are warm before round 1),
+            # so round 1 counts.
+            row = fl_row(
+                f"{label}, deployment engine ({n} SuperNodes, {args.deploy_rounds} rounds)",
+                result,
+                skip_first=False,
+            )
+            row["detail"] = "rounds (s): " + ", ".join(f"{x:.1f}" for x in result.round_seconds())
+            rows.append(row)
+            print(f"deploy: {row}", flush=True)
 
     print()
     majority = max(holdout.defect_rate, 1 - holdout.defect_rate)
@@ -201,6 +209,23 @@ def main() -> None:
         spr = f"{r['s_per_round']:.2f}" if r.get("s_per_round") is not None else "–"
         acc, auc, note = r["accuracy"], r["auc"], r.get("detail", "")
         print(f"| {r['setting']} | {acc:.4f} | {auc:.4f} | {spr} | {eps} | {note} |")
+    by_name = {r["setting"].split(" (")[0]: r for r in rows}
+    central, fedavg = rows[0], by_name["FedAvg"]
+    gap = 100 * (fedavg["accuracy"] - central["accuracy"])
+    print()
+    print(f"- FedAvg minus centralised accuracy: {gap:+.2f} points (goal: >= -1)")
+    for engine, plain, secure in (
+        ("simulation", "FedAvg", "FedAvg + SecAgg+"),
+        ("deployment", "FedAvg, deployment engine", "FedAvg + SecAgg+, deployment engine"),
+    ):
+        if plain in by_name and secure in by_name:
+            ratio = by_name[secure]["s_per_round"] / by_name[plain]["s_per_round"]
+            print(f"- SecAgg+ / FedAvg s per round, {engine} engine: {ratio:.2f}x (goal: <= 2)")
+    if "FedAvg, deployment engine" in by_name:
+        print(
+            f"- deployment round, {args.deploy_suppliers} SuperNodes: "
+            f"{by_name['FedAvg, deployment engine']['s_per_round']:.2f} s (goal < 10)"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     shutil.rmtree(work, ignore_errors=True)

@@ -70,6 +70,42 @@ def test_deployment_engine_with_two_supernodes(
         load_model(result.final_model_path, expected_hash=onchain["model_hash"]).hash_hex
         == result.final_model_hash
     )
+    # Each supplier's tasks ran through its own warm SuperExec (process isolation), one forked
+    # ClientApp process per message, not through a freshly started flwr-clientapp program.
+    logs = result.run_dir / "logs"
+    for sid in ("SUP-00001", "SUP-00002"):
+        log = (logs / f"superexec-{sid}.log").read_text()
+        assert "Starting Flower SuperExec" in log
+        assert log.count("started in warm process") == settings.rounds
     # Everything it started is gone, and so are certificates, keys and the Flower home.
     assert _processes_mentioning(str(tmp_path)) == []
-    assert (result.run_dir / "logs" / "superlink.log").exists()
+    assert _processes_mentioning("superexec_main.py") == []
+    assert (logs / "superlink.log").exists()
+
+
+@pytest.mark.timeout(300)
+def test_deployment_secagg_survives_a_supernode_killed_mid_run(tmp_path: Path) -> None:
+    """SecAgg+ in the deployment engine, and one supplier's SuperNode (with its SuperExec and any
+    ClientApp process) SIGKILLed after round 1: round 2 still aggregates the other three within
+    the round timeout, and the killed supplier is recorded as sampled but not participating."""
+    settings = ServerSettings(
+        rounds=2,
+        secagg=True,
+        min_available_clients=3,
+        min_fit_clients=3,
+        round_timeout=15.0,
+        connect_timeout=90.0,
+    )
+    config = FLConfig(
+        suppliers=4, data_dir=tmp_path / "data", out_dir=tmp_path / "run", server=settings
+    )
+    result = deploy_local(config, kill_after_round=("SUP-00004", 1))
+
+    first, second = result.rounds[1], result.rounds[2]
+    assert first.status == "aggregated"
+    assert first.participants == ["SUP-00001", "SUP-00002", "SUP-00003", "SUP-00004"]
+    assert second.status == "aggregated", second.note
+    assert second.participants == ["SUP-00001", "SUP-00002", "SUP-00003"]
+    assert second.sampled == 4 and second.dropped == 1
+    assert result.participation["SUP-00004"]["rounds_participated"] == 1
+    assert _processes_mentioning(str(tmp_path)) == []

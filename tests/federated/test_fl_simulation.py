@@ -200,6 +200,25 @@ def test_secagg_server_sees_only_masked_vectors_and_survives_a_dropout(tmp_path:
         assert abs(np.corrcoef(values, own_flat)[0, 1]) < 0.15
 
 
+def test_secagg_recovers_from_a_supplier_gone_before_key_sharing(tmp_path: Path) -> None:
+    # Partition 2 (SUP-00003) does not answer SecAgg+'s setup in round 2: it never shares keys,
+    # so nobody holds a share of its key. Flower's own workflow halts such a round at
+    # unmasking; ours drops the supplier from the protocol and aggregates the other two.
+    cfg = config(tmp_path, rounds=2, secagg=True, round_timeout=6.0)
+    result = simulate(cfg, client_mods=[dropout_mod([2], [2], hang_s=9.0, before_keys=True)])
+    r1, r2 = result.rounds[1], result.rounds[2]
+    assert r1.participants == ["SUP-00001", "SUP-00002", "SUP-00003"]
+    assert r2.status == "aggregated", r2.note
+    assert r2.participants == ["SUP-00001", "SUP-00002"] and r2.dropped == 1
+    run, s = result.run_dir, cfg.server
+    for got, want in zip(
+        arrays_of(run / r2.model_file),
+        expected_mean(tmp_path / "data", r2.participants, arrays_of(run / r1.model_file), s, 2),
+        strict=True,
+    ):
+        np.testing.assert_allclose(got, want, atol=2e-4)
+
+
 def test_dropped_client_does_not_hang_and_min_fit_is_enforced(tmp_path: Path) -> None:
     # The timeout leaves a loaded 2-core machine room for a normal round (~1-3 s).
     cfg = config(tmp_path, rounds=3, round_timeout=10.0)

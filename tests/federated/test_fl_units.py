@@ -207,3 +207,44 @@ def test_cli_refuses_secagg_with_two_suppliers() -> None:
     out = CliRunner().invoke(app, ["simulate", "--suppliers", "2", "--secagg", "--chain", "none"])
     assert out.exit_code == 2
     assert "SecAgg+ needs at least 3 suppliers" in out.output
+
+
+def test_shorten_pull_backoff_sets_defaults_once_and_keeps_explicit_ones() -> None:
+    import types
+
+    from federated.flower_tuning import (
+        PULL_BACKOFF_CAP,
+        PULL_INITIAL_BACKOFF,
+        shorten_pull_backoff,
+    )
+
+    calls: list[dict[str, object]] = []
+
+    def pull(ids: list[str], **kwargs: object) -> list[str]:
+        calls.append(kwargs)
+        return ids
+
+    module = types.ModuleType("fake_flower_module")
+    module.pull_objects = pull  # type: ignore[attr-defined]
+    shorten_pull_backoff(module, "pull_objects")
+    wrapped = module.pull_objects  # type: ignore[attr-defined]
+    shorten_pull_backoff(module, "pull_objects")  # idempotent: not wrapped twice
+    assert module.pull_objects is wrapped  # type: ignore[attr-defined]
+
+    assert wrapped(["a"]) == ["a"]
+    assert calls[-1] == {"initial_backoff": PULL_INITIAL_BACKOFF, "backoff_cap": PULL_BACKOFF_CAP}
+    wrapped(["b"], initial_backoff=2.0)
+    assert calls[-1] == {"initial_backoff": 2.0, "backoff_cap": PULL_BACKOFF_CAP}
+
+
+def test_flower_pull_functions_still_take_the_backoff_keywords() -> None:
+    # flower_tuning relies on these keyword arguments; a Flower upgrade that drops them must fail
+    # here rather than at the first retry of a real run.
+    import inspect
+
+    import flwr.superlink.grid.http_grid as http_grid
+    import flwr.supernode.runtime.run_clientapp as run_clientapp
+
+    for fn in (http_grid.pull_objects, run_clientapp.pull_and_inflate_object_from_tree):
+        params = inspect.signature(fn).parameters
+        assert {"initial_backoff", "backoff_cap"} <= set(params), fn
