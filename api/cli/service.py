@@ -124,6 +124,7 @@ def register(root: typer.Typer) -> None:
             anchor_when_leader(ServiceContext.create(cfg), stop)
         except KeyboardInterrupt:
             stop.set()
+        logging.getLogger("qledger.anchorer").info("anchorer stopped (pid %s)", os.getpid())
 
 
 @participants.command("add")

@@ -22,6 +22,19 @@ from tests.helpers import ROOT, inspection_payload
 runner = CliRunner()
 
 
+def _holders(path: Path) -> list[str]:
+    """Command lines of the processes with ``path`` open (to say who kept a lock)."""
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.path.realpath(fd) == str(path.resolve()) for fd in fd_dir.iterdir()):
+                cmdline = (fd_dir.parent / "cmdline").read_bytes().replace(b"\0", b" ")
+                found.append(f"{fd_dir.parent.name}: {cmdline.decode(errors='replace')}")
+        except OSError:
+            continue
+    return found
+
+
 def test_keys_new_writes_a_keystore(tmp_path: Path) -> None:
     env = {"QLEDGER_DATA_DIR": str(tmp_path), "QLEDGER_KEY_PASSPHRASE": "s3cret"}
     result = runner.invoke(app, ["keys", "new", "alice"], env=env)
@@ -90,9 +103,11 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
         run("keys", "new", "supplier", "--plain")
         supplier = json.loads((tmp_path / "keys/supplier.json").read_text())["address"]
         port = 8761
-        server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                                  start_new_session=True, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        serve_log = tmp_path / "serve.log"  # serve's and its anchorer's logs, for failures
+        with open(serve_log, "wb") as log:
+            server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=ROOT,
+                                      start_new_session=True, stdout=log,
+                                      stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         for _ in range(150):
             try:
@@ -143,12 +158,15 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
         server = None
         from api.anchorer import anchorer_lock
 
-        for _ in range(50):
+        # The anchorer finishes the step it is in before it stops; give a loaded machine time.
+        for _ in range(150):
             with anchorer_lock(tmp_path) as free:
                 if free:
                     break
             time.sleep(0.2)
-        assert free, "serve's anchorer process outlived it"
+        assert free, (f"serve's anchorer process outlived it; lock held by "
+                      f"{_holders(tmp_path / 'anchorer.lock')}; serve's log ends:\n"
+                      f"{serve_log.read_text(errors='replace')[-3000:]}")
         ok = run("verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"),
                  "--rpc", rpc)
         assert "VALID" in ok.stdout
