@@ -67,6 +67,7 @@ APP_MODULES = (
     "data.py",
     "model.py",
     "client_app.py",
+    "shamir.py",
     "server_app.py",
     "secagg.py",
     "flower_tuning.py",
@@ -241,6 +242,9 @@ class LocalFederation:
     log_dir: Path
     # Idle poll of each SuperNode (s); Flower's own is 3 s (see federated/supernode_main.py).
     node_poll: float = 0.2
+    # How often a SuperNode checks for its ClientApp's reply (Flower: 0.5 s). A look into its
+    # own memory, not a request, so it can be short: each message waited ~0.1 s on it at 0.2 s.
+    reply_poll: float = 0.02
     superlink_port: int = 0
     node_ids: dict[str, int] = field(default_factory=dict)  # supplier id -> registered node id
     _procs: list[_Proc] = field(default_factory=list)
@@ -257,7 +261,7 @@ class LocalFederation:
             PYTHONUNBUFFERED="1",
             OMP_NUM_THREADS="1",
             QLEDGER_SUPERNODE_POLL=str(self.node_poll),
-            QLEDGER_SUPERNODE_REPLY_POLL=str(min(self.node_poll, 0.5)),
+            QLEDGER_SUPERNODE_REPLY_POLL=str(self.reply_poll),
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
 

@@ -90,6 +90,7 @@ class RoundRecord:
     anchored: bool = False
     tx_hash: str | None = None
     roster: list[str] = field(default_factory=list)  # round 0: suppliers that answered roll call
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # SecAgg+: seconds per stage
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +121,7 @@ def round_record(raw: dict[str, Any], run_dir: Path) -> RoundRecord:
         epsilon=raw.get("epsilon"),
         note=str(raw.get("note", "")),
         roster=sorted(r["supplier_id"] for r in raw.get("roster", [])),
+        stage_seconds={str(k): float(v) for k, v in raw.get("stage_seconds", {}).items()},
     )
 
 

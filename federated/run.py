@@ -202,9 +202,11 @@ def simulate(
     from flwr.simulation import run_simulation
 
     from federated.client_app import build_client_app
+    from federated.flower_tuning import shorten_simulation_dispatch
     from federated.server_app import build_server_app
 
     prep = _prepare(config)
+    shorten_simulation_dispatch()
     if prep.settings.reply_poll == ServerSettings.reply_poll:
         prep.settings = dataclasses.replace(prep.settings, reply_poll=0.01)  # in-memory grid
     follower = RoundFollower(prep.run_dir, _run_id(prep.run_name), chain, on_round)

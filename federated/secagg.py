@@ -16,8 +16,10 @@ it dropped) - never both, which is what recovering one update would take.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.common import (
@@ -45,12 +47,19 @@ from flwr.serverapp.strategy import Strategy
 
 from federated.client_app import ARRAYS, METRICS, SUPPLIER, SUPPLIER_ID
 from federated.config import WEIGHT_KEY, ServerSettings, secagg_plan
+from federated.shamir import use_fast_shamir
+
+# Flower's SecAgg+ stages, in protocol order (the keys of SecAggOutcome.stage_seconds).
+SECAGG_STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
 
 
 @dataclass
 class SecAggOutcome:
     arrays: ArrayRecord | None
     participants: dict[int, str]  # node id -> supplier id, of the vectors inside the sum
+    # Wall seconds of each protocol stage the round reached (setup, share_keys,
+    # collect_masked_vectors, unmask): where a SecAgg+ round's time goes.
+    stage_seconds: dict[str, float] = field(default_factory=dict)
 
 
 class SecAggBridge(LegacyStrategy):
@@ -139,7 +148,46 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
     exactly the state the protocol would have had had it never been sampled.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stage_seconds: dict[str, float] = {}
+
+    def _timed(self, stage: str, started: float) -> None:
+        self.stage_seconds[stage] = round(time.perf_counter() - started, 4)
+
+    def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        started = time.perf_counter()
+        try:
+            return super().setup_stage(grid, context, state)
+        finally:
+            self._timed("setup", started)
+
+    def collect_masked_vectors_stage(
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
+        started = time.perf_counter()
+        try:
+            return super().collect_masked_vectors_stage(grid, context, state)
+        finally:
+            self._timed("collect_masked_vectors", started)
+
+    def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        started = time.perf_counter()
+        try:
+            return super().unmask_stage(grid, context, state)
+        finally:
+            self._timed("unmask", started)
+
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        started = time.perf_counter()
+        try:
+            return self._share_keys_and_forget_the_absent(grid, context, state)
+        finally:
+            self._timed("share_keys", started)
+
+    def _share_keys_and_forget_the_absent(
+        self, grid: Grid, context: LegacyContext, state: WorkflowState
+    ) -> bool:
         super().share_keys_stage(grid, context, state)
         shared = set(state.active_node_ids)
         state.sampled_node_ids = shared
@@ -163,6 +211,7 @@ def secagg_round(
     settings: ServerSettings,
 ) -> SecAggOutcome:
     """Run one SecAgg+ round over the already-configured train ``messages``."""
+    use_fast_shamir()  # unmasking recombines every supplier's seed; Flower's takes ~10 ms each
     shares, threshold = secagg_plan(len(messages), settings)
     workflow = DropoutTolerantSecAggPlus(
         num_shares=shares,
@@ -183,4 +232,6 @@ def secagg_round(
     )
     workflow(grid, legacy)
     # No outcome: the workflow halted (too few live neighbours to unmask); the round is skipped.
-    return bridge.outcome or SecAggOutcome(None, {})
+    outcome = bridge.outcome or SecAggOutcome(None, {})
+    outcome.stage_seconds = dict(workflow.stage_seconds)
+    return outcome

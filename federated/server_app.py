@@ -177,6 +177,7 @@ class RoundResult:
     participants: dict[int, str] = field(default_factory=dict)
     train_loss: float | None = None
     note: str = ""
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # SecAgg+ rounds only
 
 
 def _plain_round(
@@ -209,12 +210,14 @@ def _secagg_round(
     except ValueError as exc:  # e.g. only two nodes left: no update could be masked
         return RoundResult(None, sampled, note=str(exc))
     sa = secagg_round(grid, context, strategy, messages, server_round, arrays, s)
+    stages = sa.stage_seconds
     if sa.arrays is None:
-        return RoundResult(None, sampled, sa.participants, note="SecAgg+ halted: too few to unmask")
+        return RoundResult(None, sampled, sa.participants, note="SecAgg+ halted: too few to unmask",
+                           stage_seconds=stages)
     if len(sa.participants) < s.min_fit_clients:
         note = f"{len(sa.participants)} of {len(sampled)} in the sum"
-        return RoundResult(None, sampled, sa.participants, note=note)
-    return RoundResult(sa.arrays, sampled, sa.participants)
+        return RoundResult(None, sampled, sa.participants, note=note, stage_seconds=stages)
+    return RoundResult(sa.arrays, sampled, sa.participants, stage_seconds=stages)
 
 
 def _make_strategy(s: ServerSettings, population: int) -> tuple[Strategy, PrivacyAccountant | None]:
@@ -361,6 +364,8 @@ def run_server(
             "train_loss": result.train_loss,
             "seconds": round(fit_seconds, 4),
         }
+        if result.stage_seconds:
+            record["stage_seconds"] = result.stage_seconds
         if accountant is not None:
             record.update(epsilon=_epsilon(accountant), delta=s.dp_delta)
         _append(rounds_file, record)

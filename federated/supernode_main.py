@@ -8,8 +8,12 @@ swaps the ``time`` module *seen by that one Flower module* for one whose ``sleep
 two waits to ``QLEDGER_SUPERNODE_POLL`` / ``QLEDGER_SUPERNODE_REPLY_POLL`` seconds and leaves
 every other sleep alone. Everything else is the stock ``flower-supernode`` entry point.
 
-Set ``QLEDGER_SUPERNODE_POLL=3`` to get Flower's own behaviour back. It is run by file path so
-that it needs nothing but flwr on the path.
+Set ``QLEDGER_SUPERNODE_POLL=3`` to get Flower's own behaviour back.
+
+The node also pulls each message's objects from the SuperLink right after the message itself,
+often before the ServerApp has finished uploading them; that pull retries with Flower's 1 s
+first backoff, which :mod:`federated.flower_tuning` shortens here as in the other processes.
+It is run by file path (see federated.deploy).
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from types import SimpleNamespace
 
 import flwr.supernode.start_client_internal as _loop
 from flwr.supernode.cli.flower_supernode import flower_supernode
+
+from federated.flower_tuning import shorten_pull_backoff
 
 _IDLE = float(os.environ.get("QLEDGER_SUPERNODE_POLL", "3"))
 _REPLY = float(os.environ.get("QLEDGER_SUPERNODE_REPLY_POLL", "0.5"))
@@ -37,4 +43,5 @@ _loop.time = SimpleNamespace(
 _loop.time.sleep = _sleep
 
 if __name__ == "__main__":
+    shorten_pull_backoff(_loop, "pull_objects")
     sys.exit(flower_supernode())

@@ -48,6 +48,7 @@ from federated.data import (
 )
 from federated.model import evaluate, get_arrays, new_model, set_arrays, train_epochs
 from federated.run import FLRunResult, deploy_local, simulate
+from federated.secagg import SECAGG_STAGES
 
 
 def early_stopped(
@@ -78,6 +79,18 @@ def early_stopped(
     return model, best_epoch, time.monotonic() - started
 
 
+def stage_summary(result: FLRunResult, skip_first: bool) -> str:
+    """Median seconds of each SecAgg+ stage over the timed rounds ("" for other runs)."""
+    rounds = [r for r in result.rounds[1:] if r.stage_seconds]
+    rounds = rounds[1:] if skip_first and len(rounds) > 1 else rounds
+    if not rounds:
+        return ""
+    return "stages (s): " + ", ".join(
+        f"{name} {statistics.median(r.stage_seconds.get(name, 0.0) for r in rounds):.3f}"
+        for name in SECAGG_STAGES
+    )
+
+
 def fl_row(name: str, result: FLRunResult, skip_first: bool = True) -> dict[str, Any]:
     secs = result.round_seconds()
     timed = secs[1:] if skip_first and len(secs) > 1 else secs
@@ -91,6 +104,7 @@ def fl_row(name: str, result: FLRunResult, skip_first: bool = True) -> dict[str,
         "rounds": len(secs),
         "aggregated": sum(1 for r in result.rounds[1:] if r.status == "aggregated"),
         "total_s": result.seconds,
+        "detail": stage_summary(result, skip_first),
     }
 
 
@@ -189,7 +203,9 @@ def main() -> None:
                 result,
                 skip_first=False,
             )
-            row["detail"] = "rounds (s): " + ", ".join(f"{x:.1f}" for x in result.round_seconds())
+            row["detail"] = "; ".join(filter(None, [
+                "rounds (s): " + ", ".join(f"{x:.1f}" for x in result.round_seconds()),
+                row["detail"]]))
             rows.append(row)
             print(f"deploy: {row}", flush=True)
 

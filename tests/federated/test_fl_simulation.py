@@ -30,6 +30,7 @@ from federated.provenance import (
     verify_run,
 )
 from federated.run import simulate
+from federated.secagg import SECAGG_STAGES
 from federated.server_app import projected_epsilon, train_config
 from ledger.chain import ChainClient
 
@@ -138,6 +139,11 @@ def test_secagg_server_sees_only_masked_vectors_and_survives_a_dropout(tmp_path:
         and r2.participants == ["SUP-00001", "SUP-00002"]
         and r2.dropped == 1
     )
+    # Each round says where its time went, stage by stage (round 2 rebuilt the dropped
+    # supplier's key from its neighbours' shares in the unmask stage).
+    for r in (r1, r2):
+        assert set(r.stage_seconds) == set(SECAGG_STAGES)
+        assert all(0 < v < r.seconds for v in r.stage_seconds.values()), r.stage_seconds
 
     # What the unmasked sum gives is the weighted mean of exactly the participants' updates
     # (up to SecAgg+'s quantisation): round 2 was recovered without the dropped supplier.

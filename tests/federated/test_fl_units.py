@@ -244,7 +244,152 @@ def test_flower_pull_functions_still_take_the_backoff_keywords() -> None:
 
     import flwr.superlink.grid.http_grid as http_grid
     import flwr.supernode.runtime.run_clientapp as run_clientapp
+    import flwr.supernode.start_client_internal as supernode_loop
 
-    for fn in (http_grid.pull_objects, run_clientapp.pull_and_inflate_object_from_tree):
+    for fn in (http_grid.pull_objects, run_clientapp.pull_and_inflate_object_from_tree,
+               supernode_loop.pull_objects):
         params = inspect.signature(fn).parameters
         assert {"initial_backoff", "backoff_cap"} <= set(params), fn
+
+
+def test_simulation_dispatch_replacement_matches_the_flower_function_it_replaces() -> None:
+    import inspect
+    import queue
+    import threading
+
+    import flwr.server.superlink.fleet.vce.vce_api as vce_api
+
+    from federated import flower_tuning
+
+    original = vce_api.add_messages_to_queue
+    if original is not flower_tuning._add_messages_to_queue:
+        # What we copy: same parameters, one message per node per look, a 0.1 s wait.
+        source = inspect.getsource(original)
+        assert "get_message_ins(node_id=node_id, limit=1)" in source
+        assert "f_stop.wait(0.1)" in source
+        assert list(inspect.signature(original).parameters) == list(
+            inspect.signature(flower_tuning._add_messages_to_queue).parameters)
+    assert "add_messages_to_queue" in vce_api.run_api.__code__.co_names  # looked up at run time
+    try:
+        flower_tuning.shorten_simulation_dispatch()
+        assert vce_api.add_messages_to_queue is flower_tuning._add_messages_to_queue
+    finally:
+        vce_api.add_messages_to_queue = original
+
+    class State:
+        def __init__(self) -> None:
+            self.pending = {1: ["m1", "m2"], 2: ["m3"]}
+
+        def get_message_ins(self, node_id: int, limit: int) -> list[str]:
+            taken, self.pending[node_id] = (self.pending[node_id][:limit],
+                                            self.pending[node_id][limit:])
+            return taken
+
+    out: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    worker = threading.Thread(target=flower_tuning._add_messages_to_queue,
+                              args=(State(), out, {1: 0, 2: 1}, stop))
+    worker.start()
+    got = sorted(out.get(timeout=5) for _ in range(3))
+    stop.set()
+    worker.join(5)
+    assert got == ["m1", "m2", "m3"] and not worker.is_alive()
+
+
+def _shares_from_pycryptodome(secret: bytes, threshold: int, num: int) -> list[bytes]:
+    """Flower's share layout built chunk by chunk, in order, from pycryptodome's own split."""
+    from Crypto.Protocol.SecretSharing import Shamir
+    from Crypto.Util.Padding import pad
+
+    padded = pad(secret, 16)
+    shares = [bytearray(i.to_bytes(4, "little")) for i in range(1, num + 1)]
+    for start in range(0, len(padded), 16):
+        for index, share in Shamir.split(threshold, num, padded[start:start + 16], ssss=False):
+            shares[index - 1] += share
+    return [bytes(s) for s in shares]
+
+
+def _replay(draws: list[bytes]):  # type: ignore[no-untyped-def]
+    """A random-bytes source that hands out ``draws`` in order (16 bytes each)."""
+    it = iter(draws)
+
+    def next_draw(n: int) -> bytes:
+        draw = next(it)
+        assert len(draw) == n
+        return draw
+
+    return next_draw
+
+
+def test_fast_field_arithmetic_matches_pycryptodome() -> None:
+    from Crypto.Protocol.SecretSharing import _Element
+
+    from federated import shamir
+
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        a, b = (int.from_bytes(rng.bytes(16), "big") for _ in range(2))
+        assert shamir._mul(a, b) == int(_Element(a) * _Element(b))
+        assert shamir._inverse(a) == int(_Element(a).inverse())
+        assert shamir._mul(a, shamir._inverse(a)) == 1
+    with pytest.raises(ValueError, match="zero"):
+        shamir._inverse(0)
+
+
+def test_fast_shares_are_pycryptodomes_given_the_same_random_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import Crypto.Protocol.SecretSharing as pycryptodome
+
+    from federated import shamir
+
+    secret = bytes(range(50))  # 4 chunks once padded
+    for threshold, num in ((5, 8), (2, 3), (1, 1), (8, 8)):
+        stream = np.random.default_rng(threshold * 100 + num)
+        draws = [stream.bytes(16) for _ in range(4 * (threshold - 1))]
+        monkeypatch.setattr(pycryptodome, "rng", _replay(draws))
+        expected = _shares_from_pycryptodome(secret, threshold, num)
+        monkeypatch.setattr(shamir, "random_bytes", _replay(draws))
+        assert shamir.create_shares(secret, threshold, num) == expected
+    with pytest.raises(ValueError, match="threshold"):
+        shamir.create_shares(secret, 4, 3)
+
+
+def test_fast_and_flower_shares_recombine_each_other() -> None:
+    from flwr.common.secure_aggregation.crypto import shamir as flower
+
+    from federated import shamir
+
+    rng = np.random.default_rng(9)
+    for length, threshold, num in ((32, 5, 8), (306, 3, 4), (0, 2, 2), (15, 11, 20)):
+        secret = rng.bytes(length)
+        theirs, ours = flower.create_shares(secret, threshold, num), shamir.create_shares(
+            secret, threshold, num)
+        picked = sorted(rng.choice(num, threshold, replace=False))
+        assert shamir.combine_shares(theirs) == secret  # all of them, as the workflow passes
+        assert shamir.combine_shares([theirs[i] for i in picked]) == secret
+        assert flower.combine_shares([ours[i] for i in picked]) == secret
+        assert shamir.combine_shares([ours[i] for i in picked]) == secret
+    shares = shamir.create_shares(b"seed" * 8, 3, 5)
+    with pytest.raises(ValueError, match="Duplicate"):
+        shamir.combine_shares([shares[0], shares[1], shares[0]])
+    with pytest.raises(ValueError, match="too short"):
+        shamir.combine_shares([shares[0], shares[1][:20], shares[2]])
+    with pytest.raises(ValueError, match="no shares"):
+        shamir.combine_shares([])
+
+
+def test_use_fast_shamir_reaches_the_functions_flower_secagg_calls() -> None:
+    """What counts is the name each SecAgg+ step looks up at run time, in its own globals."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.server.workflow import SecAggPlusWorkflow
+
+    from federated import shamir
+
+    shamir.use_fast_shamir()
+    share_keys = secaggplus_mod.__globals__["_share_keys"]
+    assert share_keys.__globals__["create_shares"] is shamir.create_shares
+    unmask = SecAggPlusWorkflow.unmask_stage
+    assert unmask.__globals__["combine_shares"] is shamir.combine_shares
+    assert "create_shares" in share_keys.__code__.co_names
+    assert "combine_shares" in unmask.__code__.co_names
