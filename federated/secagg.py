@@ -16,8 +16,9 @@ it dropped) - never both, which is what recovering one update would take.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,44 +147,39 @@ class DropoutTolerantSecAggPlus(SecAggPlusWorkflow):
     took no part in the protocol: no one masked against it and nothing of it is in the sum.
     After key sharing this drops it from the sampled set and from every neighbourhood, which is
     exactly the state the protocol would have had had it never been sampled.
+
+    It also times each stage (``stage_seconds``), which every SecAgg+ round record carries.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stage_seconds: dict[str, float] = {}
 
-    def _timed(self, stage: str, started: float) -> None:
-        self.stage_seconds[stage] = round(time.perf_counter() - started, 4)
-
-    def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+    @contextlib.contextmanager
+    def _timing(self, stage: str) -> Iterator[None]:
         started = time.perf_counter()
         try:
-            return super().setup_stage(grid, context, state)
+            yield
         finally:
-            self._timed("setup", started)
+            self.stage_seconds[stage] = round(time.perf_counter() - started, 4)
+
+    def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
+        with self._timing("setup"):
+            return super().setup_stage(grid, context, state)
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
     ) -> bool:
-        started = time.perf_counter()
-        try:
+        with self._timing("collect_masked_vectors"):
             return super().collect_masked_vectors_stage(grid, context, state)
-        finally:
-            self._timed("collect_masked_vectors", started)
 
     def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        started = time.perf_counter()
-        try:
+        with self._timing("unmask"):
             return super().unmask_stage(grid, context, state)
-        finally:
-            self._timed("unmask", started)
 
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
-        started = time.perf_counter()
-        try:
+        with self._timing("share_keys"):
             return self._share_keys_and_forget_the_absent(grid, context, state)
-        finally:
-            self._timed("share_keys", started)
 
     def _share_keys_and_forget_the_absent(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
