@@ -16,6 +16,10 @@ This module computes the same values with plain integer carry-less arithmetic:
 - :func:`combine_shares` interpolates at zero with Lagrange coefficients that depend only on
   the share indices, so they are computed once per index set and cached.
 
+Timing: Python integers are not constant-time, and neither is pycryptodome's masked loop in
+practice. Here the split's multiplications loop over the public share index, not the secret;
+the recombination runs on the server, which is meant to learn the seeds it recombines.
+
 Both are byte-for-byte interchangeable with Flower's (tests/federated/test_fl_units.py checks
 shares made here against pycryptodome's given the same random bytes, and recombination both
 ways). :func:`use_fast_shamir` points Flower's SecAgg+ client mod and server workflow at them.
