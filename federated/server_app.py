@@ -40,6 +40,7 @@ from flwr.serverapp import (
     ServerApp,
 )
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, Strategy
+from flwr.superlink.grid import InMemoryGrid
 
 from federated.client_app import ARRAYS, CONFIG, HELLO, SUPPLIER, SUPPLIER_ID
 from federated.config import (
@@ -49,7 +50,7 @@ from federated.config import (
     server_settings_from_run_config,
 )
 from federated.data import load_partition
-from federated.flower_tuning import shorten_pull_backoff
+from federated.flower_tuning import SimulationWakeups, shorten_pull_backoff, simulation_wakeups
 from federated.model import evaluate, get_arrays, new_model, save_model, set_arrays
 from federated.secagg import secagg_round
 
@@ -69,15 +70,24 @@ class PollingGrid(Grid):
     """A Grid whose ``send_and_receive`` polls for replies every ``interval`` seconds.
 
     Flower's HTTP grid (deployment engine) sleeps 3 s between pulls, which alone added seconds
-    to every round and to each of SecAgg+'s four stages. Everything else is delegated. An
-    optional observer sees every reply the server receives (tests use it to inspect exactly
-    what the OEM gets to see).
+    to every round and to each of SecAgg+'s four stages. Inside the simulation engine the grid
+    is told of each push and each stored reply instead (``wakeups``, see
+    :mod:`federated.flower_tuning`), and ``interval`` is only the longest wait. Everything else
+    is delegated. An optional observer sees every reply the server receives (tests use it to
+    inspect exactly what the OEM gets to see).
     """
 
-    def __init__(self, inner: Grid, interval: float = 0.05, observer: ReplyObserver | None = None):
+    def __init__(
+        self,
+        inner: Grid,
+        interval: float = 0.05,
+        observer: ReplyObserver | None = None,
+        wakeups: SimulationWakeups | None = None,
+    ):
         self.inner = inner
         self.interval = interval
         self.observer = observer
+        self.wakeups = wakeups
 
     def set_run(self, run: Any) -> None:
         self.inner.set_run(run)
@@ -93,7 +103,10 @@ class PollingGrid(Grid):
         return self.inner.get_node_ids()
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
+        ids = self.inner.push_messages(messages)
+        if self.wakeups is not None:
+            self.wakeups.pushed.set()
+        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return self.inner.pull_messages(message_ids)
@@ -101,10 +114,13 @@ class PollingGrid(Grid):
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> Iterable[Message]:
-        pending = set(self.inner.push_messages(messages))
+        pending = set(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
+            if self.wakeups is not None:
+                # Cleared before pulling: a reply stored during the pull sets it again.
+                self.wakeups.replied.clear()
             for msg in self.inner.pull_messages(pending):
                 pending.discard(msg.metadata.reply_to_message_id)
                 if self.observer is not None:
@@ -112,7 +128,10 @@ class PollingGrid(Grid):
                 replies.append(msg)
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
-            time.sleep(self.interval)
+            if self.wakeups is not None:
+                self.wakeups.replied.wait(self.interval)
+            else:
+                time.sleep(self.interval)
         return replies
 
 
@@ -299,7 +318,9 @@ def run_server(
     out = Path(s.out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     rounds_file = out / ROUNDS_FILE
-    grid = PollingGrid(grid, interval=s.reply_poll, observer=observer)
+    # Inside the simulation engine (same process, in-memory link state) replies wake the grid.
+    wakeups = simulation_wakeups() if isinstance(grid, InMemoryGrid) else None
+    grid = PollingGrid(grid, interval=s.reply_poll, observer=observer, wakeups=wakeups)
     holdout = load_partition(s.holdout_path)
 
     started = time.monotonic()

@@ -252,48 +252,149 @@ def test_flower_pull_functions_still_take_the_backoff_keywords() -> None:
         assert {"initial_backoff", "backoff_cap"} <= set(params), fn
 
 
-def test_simulation_dispatch_replacement_matches_the_flower_function_it_replaces() -> None:
+def test_simulation_dispatch_replacements_match_the_flower_functions_they_replace() -> None:
     import inspect
-    import queue
-    import threading
 
     import flwr.server.superlink.fleet.vce.vce_api as vce_api
 
     from federated import flower_tuning
 
-    original = vce_api.add_messages_to_queue
-    if original is not flower_tuning._add_messages_to_queue:
-        # What we copy: same parameters, one message per node per look, a 0.1 s wait.
-        source = inspect.getsource(original)
-        assert "get_message_ins(node_id=node_id, limit=1)" in source
-        assert "f_stop.wait(0.1)" in source
-        assert list(inspect.signature(original).parameters) == list(
-            inspect.signature(flower_tuning._add_messages_to_queue).parameters)
-    assert "add_messages_to_queue" in vce_api.run_api.__code__.co_names  # looked up at run time
+    replaced = {
+        "add_messages_to_queue": (
+            flower_tuning._add_messages_to_queue,
+            ("get_message_ins(node_id=node_id, limit=1)", "f_stop.wait(0.1)"),
+        ),
+        "put_message_into_state": (
+            flower_tuning._put_message_into_state,
+            ("queue.get(timeout=1.0)", "state.store_message_res(message_reply)"),
+        ),
+    }
+    originals = {name: getattr(vce_api, name) for name in replaced}
+    for name, (ours, copied) in replaced.items():
+        original = originals[name]
+        if original is not ours:
+            # What we copy: same parameters, same calls into the link state and the queue.
+            source = inspect.getsource(original)
+            assert all(line in source for line in copied), name
+            assert list(inspect.signature(original).parameters) == list(
+                inspect.signature(ours).parameters)
+        assert name in vce_api.run_api.__code__.co_names  # looked up at run time
     try:
         flower_tuning.shorten_simulation_dispatch()
-        assert vce_api.add_messages_to_queue is flower_tuning._add_messages_to_queue
+        for name, (ours, _) in replaced.items():
+            assert getattr(vce_api, name) is ours
+        wakeups = flower_tuning.simulation_wakeups()
+        assert wakeups is not None
+        assert wakeups.pushed is flower_tuning.MESSAGES_PUSHED
+        assert wakeups.replied is flower_tuning.REPLIES_STORED
     finally:
-        vce_api.add_messages_to_queue = original
+        for name, original in originals.items():
+            setattr(vce_api, name, original)
+
+
+def test_simulation_dispatcher_drains_a_backlog_and_wakes_on_a_push() -> None:
+    import queue
+    import threading
+
+    from federated import flower_tuning
 
     class State:
         def __init__(self) -> None:
-            self.pending = {1: ["m1", "m2"], 2: ["m3"]}
+            self.pending: dict[int, list[str]] = {1: ["m1", "m2"], 2: ["m3"]}
+            self.lock = threading.Lock()
 
         def get_message_ins(self, node_id: int, limit: int) -> list[str]:
-            taken, self.pending[node_id] = (self.pending[node_id][:limit],
-                                            self.pending[node_id][limit:])
+            with self.lock:
+                taken, self.pending[node_id] = (self.pending[node_id][:limit],
+                                                self.pending[node_id][limit:])
             return taken
 
+    state = State()
     out: queue.Queue[str] = queue.Queue()
     stop = threading.Event()
+    tick = flower_tuning.SIMULATION_DISPATCH_TICK
+    flower_tuning.SIMULATION_DISPATCH_TICK = 60.0  # only a push can wake it within the test
     worker = threading.Thread(target=flower_tuning._add_messages_to_queue,
-                              args=(State(), out, {1: 0, 2: 1}, stop))
-    worker.start()
-    got = sorted(out.get(timeout=5) for _ in range(3))
-    stop.set()
-    worker.join(5)
-    assert got == ["m1", "m2", "m3"] and not worker.is_alive()
+                              args=(state, out, {1: 0, 2: 1}, stop))
+    try:
+        worker.start()
+        # Two messages for one node: Flower takes one per look, the second look is immediate.
+        assert sorted(out.get(timeout=5) for _ in range(3)) == ["m1", "m2", "m3"]
+        with state.lock:
+            state.pending[2].append("m4")
+        flower_tuning.MESSAGES_PUSHED.set()
+        assert out.get(timeout=5) == "m4"
+    finally:
+        stop.set()
+        flower_tuning.MESSAGES_PUSHED.set()
+        worker.join(5)
+        flower_tuning.SIMULATION_DISPATCH_TICK = tick
+    assert not worker.is_alive()
+
+
+def test_simulation_reply_writer_stores_then_signals() -> None:
+    import queue
+    import threading
+
+    from federated import flower_tuning
+
+    stored: list[str] = []
+
+    class State:
+        def store_message_res(self, message: str) -> None:
+            assert not flower_tuning.REPLIES_STORED.is_set()  # signalled only once it is stored
+            stored.append(message)
+
+    replies: queue.Queue[str] = queue.Queue()
+    stop = threading.Event()
+    flower_tuning.REPLIES_STORED.clear()
+    writer = threading.Thread(target=flower_tuning._put_message_into_state,
+                              args=(State(), replies, stop))
+    writer.start()
+    try:
+        replies.put("r1")
+        assert flower_tuning.REPLIES_STORED.wait(5)
+        assert stored == ["r1"]
+    finally:
+        stop.set()
+        writer.join(5)
+    assert not writer.is_alive()
+
+
+def test_polling_grid_is_woken_by_a_stored_reply_not_its_poll() -> None:
+    """With simulation wake-ups a reply is picked up when stored, whatever the poll interval."""
+    import threading
+    from types import SimpleNamespace
+
+    from federated.flower_tuning import SimulationWakeups
+    from federated.server_app import PollingGrid
+
+    wakeups = SimulationWakeups(threading.Event(), threading.Event())
+    stored: list[SimpleNamespace] = []
+
+    class Inner:
+        def push_messages(self, messages: list[str]) -> list[str]:
+            return list(messages)
+
+        def pull_messages(self, ids: set[str]) -> list[SimpleNamespace]:
+            return [r for r in stored if r.metadata.reply_to_message_id in ids]
+
+    def reply_later() -> None:
+        assert wakeups.pushed.wait(5)  # the grid says it pushed
+        stored.append(SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id="m1")))
+        wakeups.replied.set()
+
+    grid = PollingGrid(Inner(), interval=60.0, wakeups=wakeups)  # type: ignore[arg-type]
+    replier = threading.Thread(target=reply_later, daemon=True)
+    replier.start()
+    got: list[object] = []
+    caller = threading.Thread(
+        target=lambda: got.extend(grid.send_and_receive(["m1"])), daemon=True  # type: ignore[list-item]
+    )
+    caller.start()
+    caller.join(10)  # a 60 s poll would still be asleep
+    replier.join(5)
+    assert not caller.is_alive() and len(got) == 1
 
 
 def _shares_from_pycryptodome(secret: bytes, threshold: int, num: int) -> list[bytes]:
