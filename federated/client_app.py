@@ -28,7 +28,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, FitRes, Status
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
@@ -36,7 +36,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_
 from federated.config import WEIGHT_KEY
 from federated.data import Partition, load_partition
 from federated.model import get_arrays, new_model, set_arrays, train_epochs
-from federated.shamir import use_fast_shamir
+from federated.secagg_primitives import use_secagg_primitives
 
 # Keys shared with the ServerApp.
 ARRAYS = "arrays"
@@ -124,9 +124,10 @@ def _fitins_adapter_mod(msg: Message, context: Context, call_next: ClientAppCall
     if _FITINS_PARAMS not in msg.content.array_records:
         return call_next(msg, context)
     fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+    # Both formats hold each array as the same .npy bytes: hand them over, do not re-encode.
     msg.content = RecordDict(
         {
-            ARRAYS: ArrayRecord(parameters_to_ndarrays(fitins.parameters)),
+            ARRAYS: compat.parameters_to_arrayrecord(fitins.parameters, keep_input=True),
             CONFIG: ConfigRecord(fitins.config),  # type: ignore[arg-type]
         }
     )
@@ -136,7 +137,7 @@ def _fitins_adapter_mod(msg: Message, context: Context, call_next: ClientAppCall
     metrics = reply.content[METRICS]
     fitres = FitRes(
         status=Status(Code.OK, ""),
-        parameters=ndarrays_to_parameters(reply.content[ARRAYS].to_numpy_ndarrays()),  # type: ignore[union-attr]
+        parameters=compat.arrayrecord_to_parameters(reply.content[ARRAYS], keep_input=True),  # type: ignore[arg-type]
         num_examples=int(metrics[WEIGHT_KEY]),  # type: ignore[index,call-overload]
         metrics={SUPPLIER_ID: str(reply.content[SUPPLIER][SUPPLIER_ID])},  # type: ignore[index]
     )
@@ -168,7 +169,7 @@ def build_client_app(
     directory; ``extra_mods`` run outermost (fault injection in tests, see
     :mod:`federated.faults`).
     """
-    use_fast_shamir()  # the same shares as Flower's, ~10x faster (federated/shamir.py)
+    use_secagg_primitives()  # full-strength masks, P-256, fast Shamir (secagg_primitives.py)
     client = ClientApp()
 
     @client.train(mods=[*extra_mods, _secagg_mod, _fitins_adapter_mod])

@@ -70,6 +70,7 @@ APP_MODULES = (
     "model.py",
     "client_app.py",
     "shamir.py",
+    "secagg_primitives.py",
     "server_app.py",
     "secagg.py",
     "flower_tuning.py",

@@ -48,7 +48,7 @@ from flwr.serverapp.strategy import Strategy
 
 from federated.client_app import ARRAYS, METRICS, SUPPLIER, SUPPLIER_ID
 from federated.config import WEIGHT_KEY, ServerSettings, secagg_plan
-from federated.shamir import use_fast_shamir
+from federated.secagg_primitives import use_secagg_primitives
 
 # Flower's SecAgg+ stages, in protocol order (the keys of SecAggOutcome.stage_seconds).
 SECAGG_STAGES = ("setup", "share_keys", "collect_masked_vectors", "unmask")
@@ -99,12 +99,17 @@ class SecAggBridge(LegacyStrategy):
         # DP wrapper, which insists on one reply per sampled client) finish the round.
         participants: dict[int, str] = {}
         replies: list[Message] = []
+        # The workflow hands every FitRes the same Parameters object: decode it once.
+        decoded: dict[int, ArrayRecord] = {}
         for proxy, fitres in results:
             node_id = int(proxy.node_id)  # type: ignore[attr-defined]
             participants[node_id] = str(fitres.metrics.get(SUPPLIER_ID, ""))
+            key = id(fitres.parameters)
+            if key not in decoded:
+                decoded[key] = ArrayRecord(parameters_to_ndarrays(fitres.parameters))
             content = RecordDict(
                 {
-                    ARRAYS: ArrayRecord(parameters_to_ndarrays(fitres.parameters)),
+                    ARRAYS: decoded[key],
                     METRICS: MetricRecord({WEIGHT_KEY: 1.0}),
                     SUPPLIER: ConfigRecord({SUPPLIER_ID: participants[node_id]}),
                 }
@@ -207,7 +212,7 @@ def secagg_round(
     settings: ServerSettings,
 ) -> SecAggOutcome:
     """Run one SecAgg+ round over the already-configured train ``messages``."""
-    use_fast_shamir()  # unmasking recombines every supplier's seed; Flower's takes ~10 ms each
+    use_secagg_primitives()  # the masks must match the ClientApp's (secagg_primitives.py)
     shares, threshold = secagg_plan(len(messages), settings)
     workflow = DropoutTolerantSecAggPlus(
         num_shares=shares,
