@@ -14,3 +14,20 @@ Entry points (imported lazily so that the ClientApp process, which loads
 """
 
 from __future__ import annotations
+
+import os
+import sys
+
+# Flower sends a usage event to telemetry.flower.ai whenever a simulation, SuperLink or SuperNode
+# starts (host platform, CPU count, a persistent machine id) unless FLWR_TELEMETRY_ENABLED=0, and
+# Ray (the simulation engine) collects usage statistics for usage-stats.ray.io unless
+# RAY_USAGE_STATS_ENABLED=0. An OEM's or supplier's machine should not report to third parties
+# unless its operator opts in. Flower reads its variable when its telemetry module is imported,
+# so both are set here, before any of our modules import Flower or start Ray, and Flower's is
+# copied into its module if that was imported already.
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+if "flwr.supercore.telemetry" in sys.modules:
+    sys.modules["flwr.supercore.telemetry"].FLWR_TELEMETRY_ENABLED = os.environ[
+        "FLWR_TELEMETRY_ENABLED"
+    ]

@@ -494,3 +494,28 @@ def test_use_fast_shamir_reaches_the_functions_flower_secagg_calls() -> None:
     assert unmask.__globals__["combine_shares"] is shamir.combine_shares
     assert "create_shares" in share_keys.__code__.co_names
     assert "combine_shares" in unmask.__code__.co_names
+
+
+@pytest.mark.parametrize(("operator_setting", "expected"), [(None, "0"), ("1", "1")])
+def test_flower_and_ray_telemetry_are_off_unless_the_operator_turns_them_on(
+    operator_setting: str | None, expected: str
+) -> None:
+    """Importing qledger's federated package switches Flower's telemetry and Ray's usage stats
+    off, even when Flower was imported first; an explicit setting is left as the operator set it."""
+    import os
+    import subprocess
+    import sys
+
+    names = ("FLWR_TELEMETRY_ENABLED", "RAY_USAGE_STATS_ENABLED")
+    env = {k: v for k, v in os.environ.items() if k not in names}
+    if operator_setting is not None:
+        env.update(dict.fromkeys(names, operator_setting))
+    code = (
+        "import flwr.supercore.telemetry as t, federated, os\n"
+        "from ray._common.usage import usage_lib\n"
+        "print(t.FLWR_TELEMETRY_ENABLED, os.environ['FLWR_TELEMETRY_ENABLED'],"
+        " int(usage_lib.usage_stats_enabled()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == [expected, expected, expected]
