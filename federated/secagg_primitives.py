@@ -27,12 +27,13 @@ Key agreement: NIST P-256 instead of P-384.
     (cryptography on OpenSSL, one core): key generation 0.112 ms on P-384 against 0.009 ms on
     P-256, one agreement 0.257 against 0.033 ms, one PEM load 0.137 against 0.013 ms; with
     eight suppliers ~5.5 ms of each supplier's round on P-384 and ~0.6 ms on P-256.
-    P-256 gives 128-bit security. P-384's 192 bits bought nothing: every agreed key is stretched
-    into a Fernet key, and Fernet encrypts with AES-128. P-256 is also the curve of the SecAgg
-    authors' own implementation (Bonawitz et al., "Practical Secure Aggregation for
-    Privacy-Preserving Machine Learning", CCS 2017, section 7). Only generation changes:
-    serialisation, the agreement and the server's rebuilding of a dropped supplier's key read
-    the curve from the key itself.
+    P-256 gives 128-bit security. P-384's 192 bits bought nothing: the secrets the masks hang on
+    (each supplier's mask seed and mask key) travel to its neighbours as Shamir shares under
+    Fernet, which encrypts with AES-128, so the protocol never had more than 128 bits whatever
+    the curve. P-256 is also the curve of the SecAgg authors' own implementation (Bonawitz et
+    al., "Practical Secure Aggregation for Privacy-Preserving Machine Learning", CCS 2017,
+    section 7). Only generation changes: serialisation, the agreement and the server's
+    rebuilding of a dropped supplier's key read the curve from the key itself.
 
 Both ends must use the same generator, or unmasking yields noise: the ClientApp module applies
 these when it is imported (simulation workers and deployment ClientApp processes alike) and
