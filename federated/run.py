@@ -207,8 +207,6 @@ def simulate(
 
     prep = _prepare(config)
     shorten_simulation_dispatch()
-    if prep.settings.reply_poll == ServerSettings.reply_poll:
-        prep.settings = dataclasses.replace(prep.settings, reply_poll=0.01)  # in-memory grid
     follower = RoundFollower(prep.run_dir, _run_id(prep.run_name), chain, on_round)
     # Ray keeps sockets under its temp dir and fails on long paths (AF_UNIX limit ~107 bytes).
     ray_tmp = Path(tempfile.mkdtemp(prefix="qlr-", dir="/tmp"))
