@@ -29,13 +29,18 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common import Code, FitRes, Status
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
 
 from federated.config import WEIGHT_KEY
 from federated.data import Partition, load_partition
 from federated.model import get_arrays, new_model, set_arrays, train_epochs
+from federated.secagg_ahead import (
+    advertise_next_keys,
+    forget_advertised_keys,
+    take_advertised_keys,
+)
 from federated.secagg_primitives import use_secagg_primitives
 
 # Keys shared with the ServerApp.
@@ -146,9 +151,16 @@ def _fitins_adapter_mod(msg: Message, context: Context, call_next: ClientAppCall
 
 def _secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
     """Run Flower's ``secaggplus_mod`` for SecAgg+ protocol messages, and only for them."""
-    if RECORD_KEY_CONFIGS not in msg.content.config_records:
+    configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+    if configs is None:
         return call_next(msg, context)
+    # Keys advertised one round ahead (secagg_ahead.py): used by a key-sharing message that
+    # comes without a setup stage, made after an unmask reply, dropped by a setup message.
+    if configs.get(Key.STAGE) == Stage.SETUP:
+        forget_advertised_keys(context)
+    take_advertised_keys(msg, context)
     reply = secaggplus_mod(msg, context, call_next)
+    advertise_next_keys(msg, reply, context)
     if not reply.has_error():
         # The masked vector already carries the (masked) weight; do not also send the example
         # count and the local loss in clear beside it.

@@ -73,6 +73,7 @@ APP_MODULES = (
     "secagg_primitives.py",
     "server_app.py",
     "secagg.py",
+    "secagg_ahead.py",
     "flower_tuning.py",
 )
 CONNECTION = "qledger-local"

@@ -222,13 +222,25 @@ def _secagg_round(
     server_round: int,
     arrays: ArrayRecord,
     s: ServerSettings,
+    advertised: dict[int, tuple[bytes, bytes]],
 ) -> RoundResult:
     sampled = [m.metadata.dst_node_id for m in messages]
     try:
         secagg_plan(len(messages), s)
     except ValueError as exc:  # e.g. only two nodes left: no update could be masked
         return RoundResult(None, sampled, note=str(exc))
-    sa = secagg_round(grid, context, strategy, messages, server_round, arrays, s)
+    sa = secagg_round(
+        grid,
+        context,
+        strategy,
+        messages,
+        server_round,
+        arrays,
+        s,
+        advertised=advertised,
+        # No keys ahead of the last round: they would only sit in the suppliers' state.
+        advertise_next=s.secagg_keys_ahead and server_round < s.rounds,
+    )
     stages = sa.stage_seconds
     if sa.arrays is None:
         return RoundResult(None, sampled, sa.participants, note="SecAgg+ halted: too few to unmask",
@@ -345,6 +357,7 @@ def run_server(
         },
     )
     round_config = train_config(s)
+    advertised: dict[int, tuple[bytes, bytes]] = {}  # SecAgg+ keys for the next round
     for rnd in range(1, s.rounds + 1):
         t0 = time.monotonic()
         try:
@@ -355,7 +368,9 @@ def run_server(
             result = RoundResult(None, [], note=str(exc))
         else:
             if s.secagg:
-                result = _secagg_round(grid, context, strategy, messages, rnd, arrays, s)
+                result = _secagg_round(
+                    grid, context, strategy, messages, rnd, arrays, s, advertised
+                )
             else:
                 result = _plain_round(grid, strategy, messages, rnd, s)
         fit_seconds = time.monotonic() - t0

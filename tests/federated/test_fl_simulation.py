@@ -21,7 +21,7 @@ from federated.cli import app as fl_cli
 from federated.client_app import local_update
 from federated.config import FLConfig, ServerSettings
 from federated.data import HOLDOUT_DIR, load_partition, partition_dirs
-from federated.faults import dropout_mod
+from federated.faults import dropout_mod, forget_keys_mod
 from federated.model import load_model, parse_model_bytes
 from federated.provenance import (
     load_anchored_model,
@@ -31,6 +31,7 @@ from federated.provenance import (
 )
 from federated.run import simulate
 from federated.secagg import SECAGG_STAGES
+from federated.secagg_ahead import ADVERTISE_RECORD
 from federated.server_app import projected_epsilon, train_config
 from ledger.chain import ChainClient
 
@@ -223,6 +224,44 @@ def test_secagg_recovers_from_a_supplier_gone_before_key_sharing(tmp_path: Path)
         strict=True,
     ):
         np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_secagg_keys_ahead_and_a_supplier_that_lost_them(tmp_path: Path) -> None:
+    # Keys are advertised a round ahead, so rounds after the first need no setup stage. In round
+    # 2, partition 2 (SUP-00003) has lost the keys it advertised (a restarted node): it cannot
+    # share them, drops out before key sharing, and round 2 sums the other two. In round 3 it
+    # gets a setup message again while the other two use advertised keys: a mixed round.
+    received: list[Message] = []
+    cfg = config(tmp_path, rounds=3, secagg=True, round_timeout=20.0)
+    result = simulate(cfg, observer=received.append, client_mods=[forget_keys_mod([2], [2])])
+    r1, r2, r3 = result.rounds[1:]
+    assert r1.participants == r3.participants == ["SUP-00001", "SUP-00002", "SUP-00003"]
+    assert r2.status == "aggregated" and r2.participants == ["SUP-00001", "SUP-00002"]
+    assert r2.dropped == 1 and r2.seconds < 10  # an error reply, not a timeout
+
+    def replies(stage_key: str, record: str = RECORD_KEY_CONFIGS) -> dict[int, int]:
+        per_round: dict[int, int] = {}
+        for m in received:
+            records = m.content.config_records if m.has_content() else {}
+            if record in records and stage_key in records[record]:
+                rnd = int(m.metadata.group_id)
+                per_round[rnd] = per_round.get(rnd, 0) + 1
+        return per_round
+
+    # Setup answers: everyone in round 1, nobody in round 2, only the supplier that lost its
+    # keys in round 3. Keys advertised: by every unmask answer except the last round's.
+    assert replies(Key.PUBLIC_KEY_1) == {1: 3, 3: 1}
+    assert replies(Key.PUBLIC_KEY_1, ADVERTISE_RECORD) == {1: 3, 2: 2}
+    # Each round's sum is exactly its participants' mean update: the masks of a mixed round
+    # cancel like any other.
+    run, s, data = result.run_dir, cfg.server, tmp_path / "data"
+    previous = arrays_of(run / "models" / "round-0000.qlm")
+    for rnd, r in enumerate((r1, r2, r3), start=1):
+        got = arrays_of(run / r.model_file)
+        want = expected_mean(data, r.participants, previous, s, rnd)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, atol=2e-4)
+        previous = got
 
 
 def test_dropped_client_does_not_hang_and_min_fit_is_enforced(tmp_path: Path) -> None:
