@@ -36,11 +36,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_
 from federated.config import WEIGHT_KEY
 from federated.data import Partition, load_partition
 from federated.model import get_arrays, new_model, set_arrays, train_epochs
-from federated.secagg_ahead import (
-    advertise_next_keys,
-    forget_advertised_keys,
-    take_advertised_keys,
-)
+from federated.secagg_ahead import NextRoundRequest, forget_advertised_keys
 from federated.secagg_primitives import use_secagg_primitives
 
 # Keys shared with the ServerApp.
@@ -154,13 +150,13 @@ def _secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
     configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
     if configs is None:
         return call_next(msg, context)
-    # Keys advertised one round ahead (secagg_ahead.py): used by a key-sharing message that
-    # comes without a setup stage, made after an unmask reply, dropped by a setup message.
+    # Next round's keys (secagg_ahead.py): made with the masked vector, shared with the unmask
+    # shares, each only if the server asked; a setup message drops any not yet used.
     if configs.get(Key.STAGE) == Stage.SETUP:
         forget_advertised_keys(context)
-    take_advertised_keys(msg, context)
+    next_round = NextRoundRequest.of(msg)  # before the mods below replace the content
     reply = secaggplus_mod(msg, context, call_next)
-    advertise_next_keys(msg, reply, context)
+    next_round.answer(reply, context)
     if not reply.has_error():
         # The masked vector already carries the (masked) weight; do not also send the example
         # count and the local loss in clear beside it.

@@ -54,8 +54,9 @@ class ServerSettings:
     secagg_threshold: int = 0  # 0: a strict majority of the shares
     secagg_clipping_range: float = 8.0
     secagg_max_weight: float = 10_000.0
-    # Suppliers make and advertise each next round's SecAgg+ keys while answering this round's
-    # unmasking, so a round needs no setup message round (federated/secagg_ahead.py).
+    # Set up each SecAgg+ round's keys during the previous round (advertised with the masked
+    # vectors, shared with the unmask shares): two message rounds per round instead of Flower's
+    # four (federated/secagg_ahead.py). False runs Flower's four stages every round.
     secagg_keys_ahead: bool = True
     # Central DP with client-side fixed clipping; dp_noise == 0 disables it.
     dp_noise: float = 0.0

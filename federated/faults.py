@@ -16,7 +16,7 @@ from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
-from federated.secagg_ahead import SETUP_RECORD, forget_advertised_keys
+from federated.secagg_ahead import NEXT_SETUP_RECORD, forget_advertised_keys
 
 
 def _round_of(msg: Message) -> int | None:
@@ -26,12 +26,9 @@ def _round_of(msg: Message) -> int | None:
     return None
 
 
-def _starts_secagg_round(msg: Message) -> bool:
-    """Setup, or key sharing that stands in for it (keys advertised a round ahead)."""
+def _is_secagg_setup(msg: Message) -> bool:
     configs = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-    if configs is None:
-        return False
-    return configs.get(Key.STAGE) == Stage.SETUP or SETUP_RECORD in msg.content.config_records
+    return configs is not None and configs.get(Key.STAGE) == Stage.SETUP
 
 
 def dropout_mod(
@@ -45,11 +42,11 @@ def dropout_mod(
 
     The node does not answer the training message (plain FedAvg) or, under SecAgg+, the stage
     that carries the model (after it has already shared its keys, the case the protocol's
-    unmasking has to recover from). With ``before_keys`` it goes silent at the round's first
-    SecAgg+ message instead (setup, or key sharing when its keys were advertised the round
-    before), as a supplier whose node died between rounds would. Give ``hang_s`` above
-    the server's round timeout: the server must stop waiting, aggregate without the node, and
-    go on.
+    unmasking has to recover from). With ``before_keys`` it goes silent at SecAgg+'s setup
+    stage instead, as a supplier whose node died between rounds would (a round whose keys were
+    set up during the previous one has no setup stage: run with ``secagg_keys_ahead=False``).
+    Give ``hang_s`` above the server's round timeout: the server must stop waiting, aggregate
+    without the node, and go on.
     """
     targets = {int(p) for p in partition_ids}
     bad_rounds = {int(r) for r in rounds}
@@ -59,7 +56,7 @@ def dropout_mod(
         if partition is not None and int(partition) in targets:
             if before_keys:
                 # Protocol messages carry no round config; the workflow puts it in group_id.
-                hit = _starts_secagg_round(msg) and int(msg.metadata.group_id or 0) in bad_rounds
+                hit = _is_secagg_setup(msg) and int(msg.metadata.group_id or 0) in bad_rounds
             else:
                 is_secagg = RECORD_KEY_CONFIGS in msg.content.config_records
                 carries_model = not is_secagg or "fitins.parameters" in msg.content.array_records
@@ -72,10 +69,11 @@ def dropout_mod(
 
 
 def forget_keys_mod(partition_ids: Collection[int], rounds: Collection[int]) -> Mod:
-    """Make the given partitions lose the SecAgg+ keys they advertised for ``rounds``.
+    """Make the given partitions lose the SecAgg+ keys they advertised in ``rounds``.
 
-    As a SuperNode restarted between rounds would: the server expects it to share the keys it
-    advertised in the previous round's unmasking, and it no longer holds them.
+    As a SuperNode restarted between two messages would: asked, with round r's unmask message,
+    to set up round r+1 on the keys it advertised with its masked vector, it no longer holds
+    them.
     """
     targets = {int(p) for p in partition_ids}
     bad_rounds = {int(r) for r in rounds}
@@ -85,7 +83,7 @@ def forget_keys_mod(partition_ids: Collection[int], rounds: Collection[int]) -> 
         if (
             partition is not None
             and int(partition) in targets
-            and SETUP_RECORD in msg.content.config_records
+            and NEXT_SETUP_RECORD in msg.content.config_records
             and int(msg.metadata.group_id or 0) in bad_rounds
         ):
             forget_advertised_keys(context)

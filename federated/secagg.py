@@ -8,8 +8,8 @@ ones ``strategy.configure_train`` built (so the DP wrapper's clipping norm and p
 in place), and the unmasked sum comes back through ``strategy.aggregate_train`` (so DP noise and
 the accountant apply to it exactly as on the plain path).
 
-:class:`SupplierSecAggPlus` is Flower's workflow with two changes: suppliers' keys are advertised
-a round ahead, so a round after the first needs no setup message round
+:class:`SupplierSecAggPlus` is Flower's workflow with two changes: each round's keys are set up
+during the previous round, so a round after the first is two message rounds instead of four
 (:mod:`federated.secagg_ahead`), and suppliers gone before key sharing no longer halt a round.
 
 What the server holds of an individual supplier in this mode: its public keys, encrypted key
@@ -21,6 +21,7 @@ it dropped) - never both, which is what recovering one update would take.
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from flwr.common import (
     ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
+from flwr.common.secure_aggregation.secaggplus_constants import Key
 from flwr.compat.common import recorddict_compat as compat
 from flwr.server import LegacyContext
 from flwr.server.client_manager import ClientManager
@@ -54,9 +56,12 @@ from federated.client_app import ARRAYS, METRICS, SUPPLIER, SUPPLIER_ID
 from federated.config import WEIGHT_KEY, ServerSettings, secagg_plan
 from federated.secagg_ahead import (
     ADVERTISE_RECORD,
-    SETUP_RECORD,
+    NEXT_KEYS_RECORD,
+    NEXT_SETUP_RECORD,
+    KeysAhead,
+    PreparedRound,
     advertised_keys,
-    setup_settings,
+    next_shares,
 )
 from federated.secagg_primitives import use_secagg_primitives
 
@@ -71,6 +76,8 @@ class SecAggOutcome:
     # Wall seconds of each protocol stage the round reached (setup, share_keys,
     # collect_masked_vectors, unmask): where a SecAgg+ round's time goes.
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    # Whether setup and key sharing were done during the previous round (secagg_ahead.py).
+    set_up_ahead: bool = False
 
 
 class SecAggBridge(LegacyStrategy):
@@ -152,42 +159,41 @@ class SecAggBridge(LegacyStrategy):
 
 
 class _StageGrid:
-    """The grid as one workflow stage sees it: its messages adjusted before they are sent.
+    """The grid as one workflow stage sees it: a record added to each message, replies observed.
 
-    ``hold_back`` may keep messages from being sent (their nodes count as not answering
-    unless the stage adds them back) and attach records; ``received`` sees the replies.
     Flower's workflow stages only ever call ``send_and_receive``.
     """
 
     def __init__(
         self,
         grid: Grid,
-        adjust: Callable[[list[Message]], list[Message]],
-        received: Callable[[list[Message]], None] | None = None,
+        attach: Callable[[Message], None],
+        received: Callable[[list[Message]], None],
     ) -> None:
         self.grid = grid
-        self.adjust = adjust
+        self.attach = attach
         self.received = received
 
     def send_and_receive(
         self, messages: Iterable[Message], *, timeout: float | None = None
     ) -> list[Message]:
-        outgoing = self.adjust(list(messages))
-        replies = list(self.grid.send_and_receive(outgoing, timeout=timeout)) if outgoing else []
-        if self.received is not None:
-            self.received(replies)
+        outgoing = list(messages)
+        for message in outgoing:
+            self.attach(message)
+        replies = list(self.grid.send_and_receive(outgoing, timeout=timeout))
+        self.received(replies)
         return replies
 
 
 class SupplierSecAggPlus(SecAggPlusWorkflow):
-    """Flower's SecAgg+ workflow, with keys advertised a round ahead and more dropouts survived.
+    """Flower's SecAgg+ workflow, with keys set up a round ahead and more dropouts survived.
 
-    Keys ahead (:mod:`federated.secagg_ahead`): ``advertised`` holds the public keys suppliers
-    sent with their last unmask replies. In setup, a sampled supplier found there gets no setup
-    message; its keys are taken as its setup answer, and the setup stage's settings go with its
-    key-sharing message instead. With ``advertise_next`` the unmask messages ask for the next
-    round's keys and ``advertised`` is refilled from the replies. A round whose suppliers all
-    advertised keys has no setup message round at all.
+    Keys ahead (:mod:`federated.secagg_ahead`): with ``next_round`` (round t+1's sorted sample,
+    share count and threshold) the collect messages ask for round t+1's keys and the unmask
+    messages carry round t+1's setup and key sharing; what comes back is left in
+    ``ahead.prepared``. A round that finds a complete prepared round for exactly its sample
+    skips the setup and key-sharing message rounds and starts at collecting masked vectors;
+    any other round runs Flower's stages from a fresh setup.
 
     Dropouts: Flower 1.41 handles a supplier that drops *after* it has shared its keys: its
     key is rebuilt from its neighbours' shares and its pairwise masks removed. A supplier that
@@ -204,17 +210,16 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
     def __init__(
         self,
         *args: Any,
-        advertised: dict[int, tuple[bytes, bytes]] | None = None,
-        advertise_next: bool = False,
+        ahead: KeysAhead | None = None,
+        next_round: tuple[list[int], int, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.stage_seconds: dict[str, float] = {}
-        self.advertised = advertised if advertised is not None else {}
-        self.advertise_next = advertise_next
-        self._setup_settings: ConfigRecord | None = None
-        self._keys_to_take: dict[int, tuple[bytes, bytes]] = {}  # held back in setup
-        self._keys_taken: set[int] = set()  # nodes set up with advertised keys this round
+        self.ahead = ahead if ahead is not None else KeysAhead()
+        self.next_round = next_round
+        self.set_up_ahead = False  # this round started from a prepared round
+        self._advertised: dict[int, tuple[bytes, bytes]] = {}  # next round's, from collect
 
     @contextlib.contextmanager
     def _timing(self, stage: str) -> Iterator[None]:
@@ -226,64 +231,124 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
 
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         with self._timing("setup"):
-            return self._setup_with_advertised_keys(grid, context, state)
+            prepared, self.ahead.prepared = self.ahead.prepared, None  # one round's use only
+            if prepared is not None:
+                cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+                pairs = _configure_fit(context)
+                if (
+                    prepared.complete
+                    and prepared.server_round == cfg[WorkflowKey.CURRENT_ROUND]
+                    and prepared.sampled == sorted(proxy.node_id for proxy, _ in pairs)  # type: ignore[attr-defined]
+                ):
+                    self.set_up_ahead = True
+                    return self._adopt(prepared, pairs, state)
+            return super().setup_stage(grid, context, state)
 
     def share_keys_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         with self._timing("share_keys"):
-            return self._share_keys_and_forget_the_absent(grid, context, state)
+            if not self.set_up_ahead:  # else the keys were shared with last round's unmasking
+                super().share_keys_stage(grid, context, state)
+            return self._forget_the_absent(state)
 
     def collect_masked_vectors_stage(
         self, grid: Grid, context: LegacyContext, state: WorkflowState
     ) -> bool:
         with self._timing("collect_masked_vectors"):
-            return super().collect_masked_vectors_stage(grid, context, state)
+            if self.next_round is None:
+                return super().collect_masked_vectors_stage(grid, context, state)
+
+            def ask_for_next_keys(message: Message) -> None:
+                message.content.config_records[ADVERTISE_RECORD] = ConfigRecord()
+
+            def keep_next_keys(replies: list[Message]) -> None:
+                for r in replies:
+                    keys = advertised_keys(r)
+                    if keys is not None:
+                        self._advertised[r.metadata.src_node_id] = keys
+
+            stage_grid = _StageGrid(grid, ask_for_next_keys, keep_next_keys)
+            return super().collect_masked_vectors_stage(_as_grid(stage_grid), context, state)
 
     def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         with self._timing("unmask"):
-            return self._unmask_and_collect_next_keys(grid, context, state)
+            cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+            prepared = self._plan_next_round(int(cfg[WorkflowKey.CURRENT_ROUND]) + 1)  # type: ignore[call-overload]
+            if prepared is None:
+                return super().unmask_stage(grid, context, state)
+            settings = self._setup_settings(prepared)
 
-    def _setup_with_advertised_keys(
-        self, grid: Grid, context: LegacyContext, state: WorkflowState
+            def with_next_round(message: Message) -> None:
+                neighbours = prepared.neighbours.get(message.metadata.dst_node_id)
+                if neighbours is None:  # not sampled next round
+                    return
+                records = message.content.config_records
+                records[NEXT_SETUP_RECORD] = ConfigRecord(dict(settings))
+                records[NEXT_KEYS_RECORD] = ConfigRecord(
+                    {str(n): prepared.public_keys[n] for n in neighbours}  # type: ignore[misc]
+                )
+
+            def keep_next_shares(replies: list[Message]) -> None:
+                _forward_shares(prepared, replies)
+                self.ahead.prepared = prepared
+
+            stage_grid = _StageGrid(grid, with_next_round, keep_next_shares)
+            return super().unmask_stage(_as_grid(stage_grid), context, state)
+
+    def _plan_next_round(self, server_round: int) -> PreparedRound | None:
+        """Round ``server_round``'s neighbourhoods, if every supplier it samples sent keys."""
+        if self.next_round is None:
+            return None
+        sampled, num_shares, threshold = self.next_round
+        if not sampled or any(nid not in self._advertised for nid in sampled):
+            return None
+        # Flower's neighbourhoods: a random ring, num_shares // 2 on each side (setup_stage).
+        ring = list(sampled)
+        random.SystemRandom().shuffle(ring)
+        half = num_shares >> 1
+        neighbours = {
+            nid: {ring[(i + offset) % len(ring)] for offset in range(-half, half + 1)}
+            for i, nid in enumerate(ring)
+        }
+        public_keys = {nid: list(self._advertised[nid]) for nid in sampled}
+        return PreparedRound(
+            server_round, sorted(sampled), num_shares, threshold, neighbours, public_keys
+        )
+
+    def _setup_settings(self, prepared: PreparedRound) -> dict[str, Any]:
+        # Flower's setup message, less its stage (setup_stage's sa_params_dict).
+        return {
+            Key.SAMPLE_NUMBER: len(prepared.sampled),
+            Key.SHARE_NUMBER: prepared.num_shares,
+            Key.THRESHOLD: prepared.threshold,
+            Key.CLIPPING_RANGE: self.clipping_range,
+            Key.TARGET_RANGE: self.quantization_range,
+            Key.MOD_RANGE: self.modulus_range,
+            Key.MAX_WEIGHT: self.max_weight,
+        }
+
+    def _adopt(
+        self,
+        prepared: PreparedRound,
+        pairs: list[tuple[ClientProxy, FitIns]],
+        state: WorkflowState,
     ) -> bool:
-        # Advertised keys serve the round right after the one they came with, or none.
-        advertised = dict(self.advertised)
-        self.advertised.clear()
+        """The state Flower's setup and key-sharing stages would have left, from ``prepared``."""
+        state.nid_to_fitins = {p.node_id: compat.fitins_to_recorddict(f, True) for p, f in pairs}  # type: ignore[attr-defined]
+        state.nid_to_proxies = {p.node_id: p for p, _ in pairs}  # type: ignore[attr-defined]
+        state.sampled_node_ids = set(prepared.sampled)
+        state.active_node_ids = set(prepared.shared)
+        state.num_shares, state.threshold = prepared.num_shares, prepared.threshold
+        state.clipping_range = self.clipping_range
+        state.quantization_range = self.quantization_range
+        state.mod_range = self.modulus_range
+        state.max_weight = self.max_weight
+        state.nid_to_neighbours = {n: set(nb) for n, nb in prepared.neighbours.items()}
+        state.nid_to_publickeys = prepared.public_keys
+        state.forward_srcs = prepared.forward_srcs
+        state.forward_ciphertexts = prepared.forward_ciphertexts
+        return self._check_threshold(state)
 
-        def hold_back(messages: list[Message]) -> list[Message]:
-            outgoing = []
-            for m in messages:
-                keys = advertised.get(m.metadata.dst_node_id)
-                if keys is None:
-                    outgoing.append(m)
-                else:
-                    self._keys_to_take[m.metadata.dst_node_id] = keys
-                    self._setup_settings = setup_settings(m)
-            return outgoing
-
-        return super().setup_stage(_as_grid(_StageGrid(grid, hold_back)), context, state)
-
-    def _check_threshold(self, state: WorkflowState) -> bool:
-        # Flower's setup stage ends with this check, after recording the public keys that came
-        # back: the keys advertised last round join them here, as the answers they stand for.
-        if self._keys_to_take:
-            taken, self._keys_to_take = self._keys_to_take, {}
-            self._keys_taken = set(taken)
-            state.active_node_ids |= self._keys_taken
-            state.nid_to_publickeys.update({n: [pk1, pk2] for n, (pk1, pk2) in taken.items()})
-        return super()._check_threshold(state)
-
-    def _share_keys_and_forget_the_absent(
-        self, grid: Grid, context: LegacyContext, state: WorkflowState
-    ) -> bool:
-        def with_setup_settings(messages: list[Message]) -> list[Message]:
-            for m in messages:
-                if m.metadata.dst_node_id in self._keys_taken:
-                    m.content.config_records[SETUP_RECORD] = ConfigRecord(
-                        dict(self._setup_settings or {})  # type: ignore[arg-type]
-                    )
-            return messages
-
-        super().share_keys_stage(_as_grid(_StageGrid(grid, with_setup_settings)), context, state)
+    def _forget_the_absent(self, state: WorkflowState) -> bool:
         shared = set(state.active_node_ids)
         state.sampled_node_ids = shared
         state.nid_to_neighbours = {
@@ -295,25 +360,36 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
         # way to fail); the check that counts is on the corrected one.
         return self._check_threshold(state)
 
-    def _unmask_and_collect_next_keys(
-        self, grid: Grid, context: LegacyContext, state: WorkflowState
-    ) -> bool:
-        if not self.advertise_next:
-            return super().unmask_stage(grid, context, state)
 
-        def ask_for_next_keys(messages: list[Message]) -> list[Message]:
-            for m in messages:
-                m.content.config_records[ADVERTISE_RECORD] = ConfigRecord()
-            return messages
+def _configure_fit(context: LegacyContext) -> list[tuple[ClientProxy, FitIns]]:
+    """The sample and FitIns of this round, as Flower's setup stage asks the strategy for them."""
+    cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+    parameters = compat.arrayrecord_to_parameters(
+        context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+    )
+    return context.strategy.configure_fit(
+        int(cfg[WorkflowKey.CURRENT_ROUND]),  # type: ignore[call-overload]
+        parameters,
+        context.client_manager,
+    )
 
-        def keep_next_keys(replies: list[Message]) -> None:
-            for r in replies:
-                keys = advertised_keys(r)
-                if keys is not None:
-                    self.advertised[r.metadata.src_node_id] = keys
 
-        stage_grid = _StageGrid(grid, ask_for_next_keys, keep_next_keys)
-        return super().unmask_stage(_as_grid(stage_grid), context, state)
+def _forward_shares(prepared: PreparedRound, replies: list[Message]) -> None:
+    """Next round's encrypted shares, routed as Flower's key-sharing stage routes them."""
+    sent: list[tuple[int, list[int], list[bytes]]] = []
+    for r in replies:
+        shares = next_shares(r)
+        src = r.metadata.src_node_id
+        if shares is not None and src in prepared.neighbours:
+            prepared.shared.add(src)
+            sent.append((src, *shares))
+    prepared.forward_srcs = {nid: [] for nid in prepared.shared}
+    prepared.forward_ciphertexts = {nid: [] for nid in prepared.shared}
+    for src, dsts, ciphertexts in sent:
+        for dst, ciphertext in zip(dsts, ciphertexts, strict=True):
+            if dst in prepared.forward_ciphertexts:
+                prepared.forward_ciphertexts[dst].append(ciphertext)
+                prepared.forward_srcs[dst].append(src)
 
 
 def _as_grid(stage_grid: _StageGrid) -> Grid:
@@ -328,14 +404,14 @@ def secagg_round(
     server_round: int,
     arrays: ArrayRecord,
     settings: ServerSettings,
-    advertised: dict[int, tuple[bytes, bytes]] | None = None,
-    advertise_next: bool = False,
+    ahead: KeysAhead | None = None,
+    next_sample: Sequence[int] | None = None,
 ) -> SecAggOutcome:
     """Run one SecAgg+ round over the already-configured train ``messages``.
 
-    ``advertised`` (node id -> public keys) carries keys advertised in the previous round into
-    this one and, with ``advertise_next``, this round's into the next (see
-    :mod:`federated.secagg_ahead`); pass the same dict every round.
+    ``ahead`` carries keys set up during the previous round into this one and, given
+    ``next_sample`` (the nodes the next round will sample), this round's set-up of the next
+    (see :mod:`federated.secagg_ahead`); pass the same object every round.
     """
     use_secagg_primitives()  # the masks must match the ClientApp's (secagg_primitives.py)
     shares, threshold = secagg_plan(len(messages), settings)
@@ -347,8 +423,8 @@ def secagg_round(
         max_weight=1.0 if settings.dp else settings.secagg_max_weight,
         clipping_range=settings.secagg_clipping_range,
         timeout=settings.round_timeout,
-        advertised=advertised,
-        advertise_next=advertise_next,
+        ahead=ahead,
+        next_round=_next_round(next_sample, settings),
     )
     bridge = SecAggBridge(strategy, messages, grid, context.run_id)
     legacy = LegacyContext(context, strategy=bridge)
@@ -362,4 +438,17 @@ def secagg_round(
     # No outcome: the workflow halted (too few live neighbours to unmask); the round is skipped.
     outcome = bridge.outcome or SecAggOutcome(None, {})
     outcome.stage_seconds = dict(workflow.stage_seconds)
+    outcome.set_up_ahead = workflow.set_up_ahead
     return outcome
+
+
+def _next_round(
+    sample: Sequence[int] | None, settings: ServerSettings
+) -> tuple[list[int], int, int] | None:
+    if not sample:
+        return None
+    try:
+        shares, threshold = secagg_plan(len(sample), settings)
+    except ValueError:  # the next round cannot run SecAgg+ at all; it will say why itself
+        return None
+    return sorted(sample), shares, threshold

@@ -1,102 +1,144 @@
-"""SecAgg+ keys advertised one round ahead: three message rounds per round instead of four.
+"""SecAgg+ keys set up one round ahead: two message rounds per round instead of four.
 
 Flower's SecAgg+ round is four message rounds: *setup* (each supplier makes two fresh key pairs
-and sends the public halves), *share keys*, *collect masked vectors* and *unmask*. Setup carries
-no data and depends on nothing from the round, so here a supplier makes the next round's key
-pairs while it answers this round's unmask message and sends their public halves with its
-shares (the "AdvertiseKeys" step of Bonawitz et al., CCS 2017, moved one message earlier).
-The next round then starts at key sharing: the server puts the setup stage's protocol settings
-into each key-sharing message, and the supplier runs the setup stage with the keys it already
-advertised before it shares them. Nothing else changes: the same keys, made the same way, are
-fresh for every round and used in exactly one; the server holds the same public keys it would
-have had after a setup stage.
+and sends the public halves), *share keys* (each supplier splits its mask seed and mask key into
+Shamir shares, encrypted to its neighbours), *collect masked vectors* (the server forwards the
+shares; each supplier trains, masks its update and sends it) and *unmask* (each supplier sends
+the shares the server needs to remove the masks). Only the last two concern the round's model;
+the first two depend on nothing but the set of suppliers. So they ride one round earlier:
 
-Rules that keep it equivalent to a fresh setup:
+- with its masked vector (round t), a supplier sends the public halves of two fresh key pairs
+  for round t+1 (the "AdvertiseKeys" step of Bonawitz et al., CCS 2017);
+- with its unmask shares (round t), it runs round t+1's setup on those keys and shares them:
+  the unmask message carries round t+1's protocol settings and its neighbours' advertised
+  public keys, the reply carries its encrypted shares for round t+1.
 
-- A supplier uses advertised keys once: taking them removes them from its state; a setup
-  message drops any it still holds. Keys travel at most one round ahead, and only in a round
-  the server plans to follow (never after its last one).
-- The server uses advertised keys only in the round that follows, and only for suppliers it
-  samples again; every other supplier gets Flower's setup message as before, in the same
-  stage, so a round may mix both.
-- A supplier asked to share keys it no longer holds (e.g. its SuperNode restarted and lost
-  its state) answers with an error: to the server it is one that dropped before key sharing,
-  which :class:`federated.secagg.SupplierSecAggPlus` already handles, and it gets a setup
-  message again next round.
+Round t+1 then starts at collecting masked vectors. The keys, shares and seeds are made exactly
+as Flower makes them, each for one round; only the messages they travel in change. What the
+server sees is the same: public keys, ciphertexts it only forwards, masked vectors, and at
+unmasking the shares of one secret per supplier; round t+1's shares are encrypted to the
+neighbours, so sending them beside round t's clear unmask shares gives the server nothing.
 
-The ClientApp side is :func:`take_advertised_keys` and :func:`advertise_next_keys`, called by
-``federated.client_app._secagg_mod`` around Flower's ``secaggplus_mod``; the server side is in
-:mod:`federated.secagg`.
+Rules that keep it equivalent to Flower's four stages:
+
+- A supplier uses advertised keys once: setting up round t+1 takes them out of its state, and a
+  setup message drops any it still holds. Keys are made only when the server plans a next round.
+- Setting up round t+1 never puts round t at risk: a supplier that cannot (it lost its keys,
+  say, because its node restarted) still answers round t's unmask, just without shares for t+1.
+- The server uses a round set up ahead only if it samples exactly those suppliers again and
+  every one of them shared its keys; otherwise that round runs Flower's four stages from a
+  fresh setup (which resets every supplier), as after any irregularity.
+
+The supplier side is :class:`NextRoundRequest`, read and answered by
+``federated.client_app._secagg_mod`` around Flower's ``secaggplus_mod``; the server side is
+:class:`federated.secagg.SupplierSecAggPlus`.
 """
 
 from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Context, Message
 from flwr.client.mod.secure_aggregation.secaggplus_mod import (
     SecAggPlusState,
     _setup,
+    _share_keys,
     check_configs,
 )
-from flwr.common.secure_aggregation.secaggplus_constants import (
-    RECORD_KEY_CONFIGS,
-    RECORD_KEY_STATE,
-    Key,
-    Stage,
-)
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE, Key, Stage
 from flwr.supercore.primitives.asymmetric import private_key_to_bytes, public_key_to_bytes
 
 from federated.secagg_primitives import generate_key_pairs
 
-# Server -> supplier, beside an unmask message: "make and advertise next round's keys".
-# Supplier -> server, beside its unmask reply: the two public keys (Flower's key names).
+log = logging.getLogger(__name__)
+
+# Server -> supplier, beside a collect message: "make and advertise next round's keys".
+# Supplier -> server, beside its masked vector: the two public keys (Flower's key names).
 ADVERTISE_RECORD = "qledger.secaggplus.advertise"
-# Server -> supplier, beside a key-sharing message: the setup stage's protocol settings.
-SETUP_RECORD = "qledger.secaggplus.setup"
-# The supplier's own state (never sent): the advertised key pairs, until the next round.
-_NEXT_KEYS = "qledger.secaggplus.next-keys"
+# Server -> supplier, beside an unmask message: next round's setup settings (Flower's setup
+# message without its stage) and its neighbours' public keys (Flower's key-sharing message
+# without its stage).
+NEXT_SETUP_RECORD = "qledger.secaggplus.next-setup"
+NEXT_KEYS_RECORD = "qledger.secaggplus.next-keys"
+# Supplier -> server, beside its unmask shares: its answer to next round's key sharing.
+NEXT_SHARES_RECORD = "qledger.secaggplus.next-shares"
+# The supplier's own state (never sent): the advertised key pairs, until they are used.
+_ADVERTISED = "qledger.secaggplus.advertised-keys"
 _KEY_NAMES = ("sk1", "pk1", "sk2", "pk2")
 
 
 class KeysNotAdvertised(RuntimeError):
-    """A key-sharing message relied on keys this supplier does not hold."""
+    """The server asked to share keys this supplier does not hold."""
+
+
+@dataclass
+class PreparedRound:
+    """A round whose setup and key sharing were done during the previous round (server side)."""
+
+    server_round: int
+    sampled: list[int]  # sorted node ids
+    num_shares: int
+    threshold: int
+    neighbours: dict[int, set[int]]
+    public_keys: dict[int, list[bytes]]
+    shared: set[int] = field(default_factory=set)  # nodes whose key shares came back
+    forward_srcs: dict[int, list[int]] = field(default_factory=dict)
+    forward_ciphertexts: dict[int, list[bytes]] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.shared == set(self.sampled)
+
+
+@dataclass
+class KeysAhead:
+    """What one SecAgg+ round hands the next (server side); one per run."""
+
+    prepared: PreparedRound | None = None
 
 
 def forget_advertised_keys(context: Context) -> None:
     """A setup message starts the round afresh: keys advertised earlier are never used."""
-    context.state.config_records.pop(_NEXT_KEYS, None)
+    context.state.config_records.pop(_ADVERTISED, None)
 
 
-def take_advertised_keys(msg: Message, context: Context) -> None:
-    """Run the setup stage with the advertised keys, if ``msg`` shares keys without a setup.
+@dataclass(frozen=True)
+class NextRoundRequest:
+    """What a protocol message asks of the supplier for the next round (supplier side).
 
-    ``msg`` is a key-sharing message with :data:`SETUP_RECORD`; the record is removed from it,
-    so Flower's ``secaggplus_mod`` then sees the state and message of an ordinary round.
+    Read before Flower's ``secaggplus_mod`` runs, since the mods under it replace the message's
+    content; answered into the reply after it.
     """
-    settings = msg.content.config_records.pop(SETUP_RECORD, None)
-    if settings is None:
-        return
-    keys = context.state.config_records.pop(_NEXT_KEYS, None)
-    if keys is None:
-        raise KeysNotAdvertised(
-            "the server sent key sharing without a setup stage, but this supplier holds no "
-            "keys advertised for it (expected keys from the previous round's unmasking)"
+
+    node_id: int
+    advertise: bool  # collect message: make next round's keys, send their public halves
+    setup: ConfigRecord | None  # unmask message: next round's settings ...
+    neighbour_keys: ConfigRecord | None  # ... and its neighbours' public keys
+
+    @classmethod
+    def of(cls, msg: Message) -> NextRoundRequest:
+        records = msg.content.config_records
+        return cls(
+            node_id=msg.metadata.dst_node_id,
+            advertise=ADVERTISE_RECORD in records,
+            setup=records.get(NEXT_SETUP_RECORD),
+            neighbour_keys=records.get(NEXT_KEYS_RECORD),
         )
-    check_configs(Stage.SETUP, settings)
-    records = context.state.config_records
-    state = SecAggPlusState(**records.get(RECORD_KEY_STATE, ConfigRecord({})))
-    state.current_stage = Stage.SETUP
-    state.nid = msg.metadata.dst_node_id
-    # Flower's setup stage reads the settings and clears the last round's shares; the key pairs
-    # it also makes are replaced at once by the ones the server already holds.
-    _setup(state, settings)
-    state.sk1, state.pk1, state.sk2, state.pk2 = (bytes(keys[k]) for k in _KEY_NAMES)  # type: ignore[arg-type]
-    records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())  # type: ignore[arg-type]
+
+    def answer(self, reply: Message, context: Context) -> None:
+        if reply.has_error():
+            return
+        if self.advertise:
+            reply.content.config_records[ADVERTISE_RECORD] = advertise_next_keys(context)
+        if self.setup is not None and self.neighbour_keys is not None:
+            shares = share_next_keys(self.node_id, self.setup, self.neighbour_keys, context)
+            if shares is not None:
+                reply.content.config_records[NEXT_SHARES_RECORD] = shares
 
 
-def advertise_next_keys(msg: Message, reply: Message, context: Context) -> None:
-    """After an unmask reply the server asked it of: make next round's keys, send their halves."""
-    if ADVERTISE_RECORD not in msg.content.config_records or reply.has_error():
-        return
+def advertise_next_keys(context: Context) -> ConfigRecord:
+    """Make next round's two key pairs, keep them, and return their public halves."""
     sk1, pk1 = generate_key_pairs()
     sk2, pk2 = generate_key_pairs()
     keys = {
@@ -105,21 +147,54 @@ def advertise_next_keys(msg: Message, reply: Message, context: Context) -> None:
         "sk2": private_key_to_bytes(sk2),
         "pk2": public_key_to_bytes(pk2),
     }
-    context.state.config_records[_NEXT_KEYS] = ConfigRecord(keys)  # type: ignore[arg-type]
-    reply.content.config_records[ADVERTISE_RECORD] = ConfigRecord(
-        {Key.PUBLIC_KEY_1: keys["pk1"], Key.PUBLIC_KEY_2: keys["pk2"]}
-    )
+    context.state.config_records[_ADVERTISED] = ConfigRecord(keys)  # type: ignore[arg-type]
+    return ConfigRecord({Key.PUBLIC_KEY_1: keys["pk1"], Key.PUBLIC_KEY_2: keys["pk2"]})
 
 
-def setup_settings(setup_message: Message) -> ConfigRecord:
-    """The protocol settings of a Flower setup message, as :data:`SETUP_RECORD` carries them."""
-    settings = dict(setup_message.content.config_records[RECORD_KEY_CONFIGS])
-    settings.pop(Key.STAGE, None)
-    return ConfigRecord(settings)  # type: ignore[arg-type]
+def share_next_keys(
+    node_id: int, setup: ConfigRecord, neighbour_keys: ConfigRecord, context: Context
+) -> ConfigRecord | None:
+    """Set up next round on the advertised keys and share them; None if that cannot be done.
+
+    Runs Flower's setup stage (with the advertised keys in place of fresh ones) and Flower's
+    key-sharing stage, and leaves the supplier's state exactly where Flower's own key-sharing
+    message would have. If that fails, this round's unmask reply goes out all the same, without
+    shares for the next round (the server then sets that round up afresh).
+    """
+    try:
+        shares = _setup_and_share(node_id, setup, neighbour_keys, context)
+    except (KeysNotAdvertised, KeyError, TypeError, ValueError) as exc:
+        log.warning("not sharing keys for the next SecAgg+ round: %s", exc)
+        return None
+    return ConfigRecord(shares)  # type: ignore[arg-type]
+
+
+def _setup_and_share(
+    node_id: int, settings: ConfigRecord, neighbour_keys: ConfigRecord, context: Context
+) -> dict[str, list[int] | list[bytes]]:
+    keys = context.state.config_records.pop(_ADVERTISED, None)
+    if keys is None:
+        raise KeysNotAdvertised(
+            "the server asked for next round's key shares, but this supplier holds no keys "
+            "advertised for it (expected keys made with its last masked vector)"
+        )
+    check_configs(Stage.SETUP, settings)
+    check_configs(Stage.SHARE_KEYS, neighbour_keys)
+    records = context.state.config_records
+    state = SecAggPlusState(**records[RECORD_KEY_STATE])
+    state.nid = node_id
+    # Flower's setup stage reads the settings and clears the last round's shares; the key pairs
+    # it also makes are replaced at once by the ones the server already holds.
+    _setup(state, settings)
+    state.sk1, state.pk1, state.sk2, state.pk2 = (bytes(keys[k]) for k in _KEY_NAMES)  # type: ignore[arg-type]
+    shares = _share_keys(state, neighbour_keys)
+    state.current_stage = Stage.SHARE_KEYS
+    records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())  # type: ignore[arg-type]
+    return shares  # type: ignore[return-value]
 
 
 def advertised_keys(reply: Message) -> tuple[bytes, bytes] | None:
-    """The public keys an unmask reply advertises for the next round, if any."""
+    """The public keys a masked-vector reply advertises for the next round, if any."""
     if reply.has_error() or ADVERTISE_RECORD not in reply.content.config_records:
         return None
     record = reply.content.config_records[ADVERTISE_RECORD]
@@ -127,3 +202,16 @@ def advertised_keys(reply: Message) -> tuple[bytes, bytes] | None:
     if not isinstance(pk1, bytes) or not isinstance(pk2, bytes):
         return None
     return pk1, pk2
+
+
+def next_shares(reply: Message) -> tuple[list[int], list[bytes]] | None:
+    """(destinations, ciphertexts) of next round's key shares in an unmask reply, if any."""
+    if reply.has_error() or NEXT_SHARES_RECORD not in reply.content.config_records:
+        return None
+    record = reply.content.config_records[NEXT_SHARES_RECORD]
+    dsts, ciphertexts = record.get(Key.DESTINATION_LIST), record.get(Key.CIPHERTEXT_LIST)
+    if not isinstance(dsts, list) or not isinstance(ciphertexts, list):
+        return None
+    if len(dsts) != len(ciphertexts):
+        return None
+    return dsts, ciphertexts  # type: ignore[return-value]

@@ -53,6 +53,7 @@ from federated.data import load_partition
 from federated.flower_tuning import SimulationWakeups, shorten_pull_backoff, simulation_wakeups
 from federated.model import evaluate, get_arrays, new_model, save_model, set_arrays
 from federated.secagg import secagg_round
+from federated.secagg_ahead import KeysAhead
 
 ROUNDS_FILE = "rounds.jsonl"
 RESULT_FILE = "result.json"
@@ -174,13 +175,20 @@ class SupplierFedAvg(FedAvg):
         self.connect_timeout = connect_timeout
         self.seed = seed
 
+    def sample(self, server_round: int, grid: Grid, timeout: float | None = None) -> list[int]:
+        """The nodes round ``server_round`` trains on, given those connected (sorted).
+
+        Waits up to ``timeout`` (default: the connect timeout) for enough nodes.
+        """
+        need = max(self.min_available_nodes, self.min_train_nodes)
+        nodes = wait_for_nodes(grid, need, self.connect_timeout if timeout is None else timeout)
+        size = max(int(len(nodes) * self.fraction_train), self.min_train_nodes)
+        return sorted(random.Random(self.seed * 7919 + server_round).sample(nodes, size))
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        need = max(self.min_available_nodes, self.min_train_nodes)
-        nodes = wait_for_nodes(grid, need, self.connect_timeout)
-        size = max(int(len(nodes) * self.fraction_train), self.min_train_nodes)
-        sampled = sorted(random.Random(self.seed * 7919 + server_round).sample(nodes, size))
+        sampled = self.sample(server_round, grid)
         config["server-round"] = server_round
         content = RecordDict({ARRAYS: arrays, CONFIG: config})
         return [
@@ -197,6 +205,7 @@ class RoundResult:
     train_loss: float | None = None
     note: str = ""
     stage_seconds: dict[str, float] = field(default_factory=dict)  # SecAgg+ rounds only
+    set_up_ahead: bool = False  # SecAgg+: keys set up during the previous round
 
 
 def _plain_round(
@@ -222,7 +231,8 @@ def _secagg_round(
     server_round: int,
     arrays: ArrayRecord,
     s: ServerSettings,
-    advertised: dict[int, tuple[bytes, bytes]],
+    ahead: KeysAhead,
+    next_sample: list[int] | None,
 ) -> RoundResult:
     sampled = [m.metadata.dst_node_id for m in messages]
     try:
@@ -237,9 +247,8 @@ def _secagg_round(
         server_round,
         arrays,
         s,
-        advertised=advertised,
-        # No keys ahead of the last round: they would only sit in the suppliers' state.
-        advertise_next=s.secagg_keys_ahead and server_round < s.rounds,
+        ahead=ahead,
+        next_sample=next_sample,
     )
     stages = sa.stage_seconds
     if sa.arrays is None:
@@ -248,10 +257,14 @@ def _secagg_round(
     if len(sa.participants) < s.min_fit_clients:
         note = f"{len(sa.participants)} of {len(sampled)} in the sum"
         return RoundResult(None, sampled, sa.participants, note=note, stage_seconds=stages)
-    return RoundResult(sa.arrays, sampled, sa.participants, stage_seconds=stages)
+    return RoundResult(
+        sa.arrays, sampled, sa.participants, stage_seconds=stages, set_up_ahead=sa.set_up_ahead
+    )
 
 
-def _make_strategy(s: ServerSettings, population: int) -> tuple[Strategy, PrivacyAccountant | None]:
+def _make_strategy(
+    s: ServerSettings, population: int
+) -> tuple[Strategy, PrivacyAccountant | None, SupplierFedAvg]:
     base = SupplierFedAvg(
         connect_timeout=s.connect_timeout,
         seed=s.seed,
@@ -264,12 +277,20 @@ def _make_strategy(s: ServerSettings, population: int) -> tuple[Strategy, Privac
         configrecord_key=CONFIG,
     )
     if not s.dp:
-        return base, None
+        return base, None, base
     accountant = _accountant(s, population)
     strategy = DifferentialPrivacyClientSideFixedClipping(
         base, s.dp_noise, s.dp_clip, population, accountant=accountant
     )
-    return strategy, accountant
+    return strategy, accountant, base
+
+
+def _next_sample(sampler: SupplierFedAvg, server_round: int, grid: Grid) -> list[int] | None:
+    """The nodes ``server_round`` will sample if the nodes connected now stay connected."""
+    try:
+        return sampler.sample(server_round, grid, timeout=0.0)
+    except NotEnoughClients:
+        return None
 
 
 def train_config(s: ServerSettings) -> ConfigRecord:
@@ -339,7 +360,7 @@ def run_server(
     nodes = wait_for_nodes(grid, s.min_available_clients, s.connect_timeout)
     population = len(nodes)
     roster = roll_call(grid, nodes, s.connect_timeout) if s.roll_call else {}
-    strategy, accountant = _make_strategy(s, population)
+    strategy, accountant, sampler = _make_strategy(s, population)
 
     model = new_model(s.hidden, s.seed)
     arrays = ArrayRecord(get_arrays(model))
@@ -357,7 +378,7 @@ def run_server(
         },
     )
     round_config = train_config(s)
-    advertised: dict[int, tuple[bytes, bytes]] = {}  # SecAgg+ keys for the next round
+    ahead = KeysAhead()  # SecAgg+: what each round sets up for the next
     for rnd in range(1, s.rounds + 1):
         t0 = time.monotonic()
         try:
@@ -368,8 +389,11 @@ def run_server(
             result = RoundResult(None, [], note=str(exc))
         else:
             if s.secagg:
+                # No keys ahead of the last round: they would only sit in the suppliers' state.
+                keys_ahead = s.secagg_keys_ahead and rnd < s.rounds
+                next_sample = _next_sample(sampler, rnd + 1, grid) if keys_ahead else None
                 result = _secagg_round(
-                    grid, context, strategy, messages, rnd, arrays, s, advertised
+                    grid, context, strategy, messages, rnd, arrays, s, ahead, next_sample
                 )
             else:
                 result = _plain_round(grid, strategy, messages, rnd, s)
@@ -402,6 +426,7 @@ def run_server(
         }
         if result.stage_seconds:
             record["stage_seconds"] = result.stage_seconds
+            record["keys_set_up_ahead"] = result.set_up_ahead
         if accountant is not None:
             record.update(epsilon=_epsilon(accountant), delta=s.dp_delta)
         _append(rounds_file, record)

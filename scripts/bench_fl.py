@@ -17,11 +17,15 @@ Rows (accuracy / ROC AUC on the OEM's pooled held-out set):
   (TLS, node auth), on the first ``--deploy-suppliers`` suppliers for ``--deploy-rounds``
   rounds (their accuracy is not comparable to the other rows: fewer suppliers, fewer rounds).
 
+A SecAgg+ run's first round runs Flower's four protocol stages; every later round's keys were
+set up during the round before (federated/secagg_ahead.py), and a further simulation row runs
+Flower's four stages every round for comparison.
+
 It ends with the issue's three goals, each computed from the rows above. Round times on a small
 shared machine move by +-20 % between runs, so the SecAgg+ / FedAvg ratio is also measured on
-``--pairs`` further pairs of short simulation runs (plain, then SecAgg+, back to back) and on
-``--deploy-pairs`` pairs of deployment runs (the table shows the first), and reported as the
-median ratio with its range.
+``--pairs`` further short simulation runs of SecAgg+, each between two plain runs and compared
+with their mean, and on ``--deploy-pairs`` pairs of deployment runs (the table shows the
+first), and reported as the median ratio with its range.
 """
 
 from __future__ import annotations
@@ -122,7 +126,7 @@ def main() -> None:
     ap.add_argument("--dp-noise", default="0.3,1.0", help="two noise multipliers")
     ap.add_argument("--dp-clip", type=float, default=0.5)
     ap.add_argument("--deploy-suppliers", type=int, default=3)
-    ap.add_argument("--deploy-rounds", type=int, default=3)
+    ap.add_argument("--deploy-rounds", type=int, default=4)
     ap.add_argument("--skip-deploy", action="store_true")
     ap.add_argument("--pairs", type=int, default=3,
                     help="extra back-to-back FedAvg / SecAgg+ simulation runs for the ratio")
@@ -190,18 +194,31 @@ def main() -> None:
         "simulation": [rows[-1]["s_per_round"] / rows[-2]["s_per_round"]],
         "deployment": [],
     }
+    # What setting each round's keys up during the previous one saves (federated/secagg_ahead.py).
+    run("FedAvg + SecAgg+, Flower's four stages every round", secagg=True, secagg_keys_ahead=False)
     for z in (float(v) for v in args.dp_noise.split(",")):
         run(f"FedAvg + DP (z={z}, C={args.dp_clip})", dp_noise=z, dp_clip=args.dp_clip)
 
+    # Plain and SecAgg+ runs alternate, starting and ending with plain; each SecAgg+ run is
+    # compared with the mean of the plain runs either side of it, so that a drift in the
+    # machine's speed during the run (it is shared) does not count as either's cost.
+    def pair_run(i: int, secagg: bool) -> float:
+        cfg = FLConfig(
+            suppliers=args.suppliers, data_dir=data, out_dir=work / f"pair-{i}-{int(secagg)}"
+        ).with_server(**{**s.__dict__, "rounds": args.pair_rounds, "secagg": secagg})
+        return float(fl_row("pair", simulate(cfg))["s_per_round"])
+
+    plain_before = pair_run(0, False) if args.pairs else 0.0
     for i in range(args.pairs):
-        secs = []
-        for secagg in (False, True):
-            cfg = FLConfig(
-                suppliers=args.suppliers, data_dir=data, out_dir=work / f"pair-{i}-{int(secagg)}"
-            ).with_server(**{**s.__dict__, "rounds": args.pair_rounds, "secagg": secagg})
-            secs.append(fl_row("pair", simulate(cfg))["s_per_round"])
-        ratios["simulation"].append(secs[1] / secs[0])
-        print(f"simulation pair {i + 1}: {secs[0]:.4f} / {secs[1]:.4f} s", flush=True)
+        secure = pair_run(i, True)
+        plain_after = pair_run(i + 1, False)
+        ratios["simulation"].append(secure / ((plain_before + plain_after) / 2))
+        print(
+            f"simulation pair {i + 1}: FedAvg {plain_before:.4f} / SecAgg+ {secure:.4f}"
+            f" / FedAvg {plain_after:.4f} s",
+            flush=True,
+        )
+        plain_before = plain_after
 
     n = args.deploy_suppliers
     for pair in range(0 if args.skip_deploy else args.deploy_pairs):
@@ -268,10 +285,14 @@ def main() -> None:
             if len(ratios[engine]) > 1:
                 pairs = ratios[engine]
                 line += (
-                    f"; median of {len(pairs)} back-to-back pairs {statistics.median(pairs):.2f}x"
+                    f"; median of {len(pairs)} measurements {statistics.median(pairs):.2f}x"
                     f" (range {min(pairs):.2f}-{max(pairs):.2f}x)"
                 )
             print(line + " (goal: <= 2)")
+    four = "FedAvg + SecAgg+, Flower's four stages every round"
+    if four in by_name:
+        ratio = by_name[four]["s_per_round"] / by_name["FedAvg"]["s_per_round"]
+        print(f"  (for comparison, Flower's four stages every round: {ratio:.2f}x in the table)")
     if "FedAvg, deployment engine" in by_name:
         print(
             f"- deployment round, {args.deploy_suppliers} SuperNodes: "

@@ -7,6 +7,7 @@ plain dropout / minimum-replies, DP accounting, and the CLI.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from federated.provenance import (
 )
 from federated.run import simulate
 from federated.secagg import SECAGG_STAGES
-from federated.secagg_ahead import ADVERTISE_RECORD
+from federated.secagg_ahead import ADVERTISE_RECORD, NEXT_SHARES_RECORD
 from federated.server_app import projected_epsilon, train_config
 from ledger.chain import ChainClient
 
@@ -141,10 +142,13 @@ def test_secagg_server_sees_only_masked_vectors_and_survives_a_dropout(tmp_path:
         and r2.dropped == 1
     )
     # Each round says where its time went, stage by stage (round 2 rebuilt the dropped
-    # supplier's key from its neighbours' shares in the unmask stage).
+    # supplier's key from its neighbours' shares in the unmask stage). Round 2's keys were set
+    # up during round 1 (secagg_ahead.py): its setup and key-sharing stages sent nothing.
     for r in (r1, r2):
         assert set(r.stage_seconds) == set(SECAGG_STAGES)
-        assert all(0 < v < r.seconds for v in r.stage_seconds.values()), r.stage_seconds
+        assert all(v < r.seconds for v in r.stage_seconds.values()), r.stage_seconds
+    assert all(v > 0 for v in r1.stage_seconds.values()), r1.stage_seconds
+    assert r2.stage_seconds["setup"] + r2.stage_seconds["share_keys"] < 0.05, r2.stage_seconds
 
     # What the unmasked sum gives is the weighted mean of exactly the participants' updates
     # (up to SecAgg+'s quantisation): round 2 was recovered without the dropped supplier.
@@ -211,7 +215,8 @@ def test_secagg_recovers_from_a_supplier_gone_before_key_sharing(tmp_path: Path)
     # Partition 2 (SUP-00003) does not answer SecAgg+'s setup in round 2: it never shares keys,
     # so nobody holds a share of its key. Flower's own workflow halts such a round at
     # unmasking; ours drops the supplier from the protocol and aggregates the other two.
-    cfg = config(tmp_path, rounds=2, secagg=True, round_timeout=6.0)
+    # Rounds set up ahead have no setup stage; this is the path of every other round.
+    cfg = config(tmp_path, rounds=2, secagg=True, round_timeout=6.0, secagg_keys_ahead=False)
     result = simulate(cfg, client_mods=[dropout_mod([2], [2], hang_s=9.0, before_keys=True)])
     r1, r2 = result.rounds[1], result.rounds[2]
     assert r1.participants == ["SUP-00001", "SUP-00002", "SUP-00003"]
@@ -227,36 +232,42 @@ def test_secagg_recovers_from_a_supplier_gone_before_key_sharing(tmp_path: Path)
 
 
 def test_secagg_keys_ahead_and_a_supplier_that_lost_them(tmp_path: Path) -> None:
-    # Keys are advertised a round ahead, so rounds after the first need no setup stage. In round
-    # 2, partition 2 (SUP-00003) has lost the keys it advertised (a restarted node): it cannot
-    # share them, drops out before key sharing, and round 2 sums the other two. In round 3 it
-    # gets a setup message again while the other two use advertised keys: a mixed round.
+    # Each round's keys are set up during the previous one (advertised with the masked vectors,
+    # shared with the unmask shares), so a round after the first needs no setup or key-sharing
+    # messages. In round 2, partition 2 (SUP-00003) has lost the keys it advertised (a restarted
+    # node) when asked to share them for round 3: round 2 is unaffected, and round 3 runs
+    # Flower's four stages from a fresh setup. Round 4 is set up ahead again.
     received: list[Message] = []
-    cfg = config(tmp_path, rounds=3, secagg=True, round_timeout=20.0)
+    cfg = config(tmp_path, rounds=4, secagg=True, round_timeout=20.0)
     result = simulate(cfg, observer=received.append, client_mods=[forget_keys_mod([2], [2])])
-    r1, r2, r3 = result.rounds[1:]
-    assert r1.participants == r3.participants == ["SUP-00001", "SUP-00002", "SUP-00003"]
-    assert r2.status == "aggregated" and r2.participants == ["SUP-00001", "SUP-00002"]
-    assert r2.dropped == 1 and r2.seconds < 10  # an error reply, not a timeout
+    everyone = ["SUP-00001", "SUP-00002", "SUP-00003"]
+    assert all(
+        r.status == "aggregated" and r.participants == everyone for r in result.rounds[1:]
+    )
+    records = [json.loads(line) for line in (result.run_dir / "rounds.jsonl").open()][1:]
+    assert [r["keys_set_up_ahead"] for r in records] == [False, True, False, True]
 
-    def replies(stage_key: str, record: str = RECORD_KEY_CONFIGS) -> dict[int, int]:
+    def replies(record: str, key: str) -> dict[int, int]:
         per_round: dict[int, int] = {}
         for m in received:
             records = m.content.config_records if m.has_content() else {}
-            if record in records and stage_key in records[record]:
+            if record in records and key in records[record]:
                 rnd = int(m.metadata.group_id)
                 per_round[rnd] = per_round.get(rnd, 0) + 1
         return per_round
 
-    # Setup answers: everyone in round 1, nobody in round 2, only the supplier that lost its
-    # keys in round 3. Keys advertised: by every unmask answer except the last round's.
-    assert replies(Key.PUBLIC_KEY_1) == {1: 3, 3: 1}
-    assert replies(Key.PUBLIC_KEY_1, ADVERTISE_RECORD) == {1: 3, 2: 2}
-    # Each round's sum is exactly its participants' mean update: the masks of a mixed round
-    # cancel like any other.
+    # Flower's setup and key-sharing answers only in the rounds not set up ahead ...
+    assert replies(RECORD_KEY_CONFIGS, Key.PUBLIC_KEY_1) == {1: 3, 3: 3}
+    assert replies(RECORD_KEY_CONFIGS, Key.DESTINATION_LIST) == {1: 3, 3: 3}
+    # ... next round's keys with every masked vector but the last round's, and next round's
+    # shares with every unmask answer but the last round's and the supplier's that lost them.
+    assert replies(ADVERTISE_RECORD, Key.PUBLIC_KEY_1) == {1: 3, 2: 3, 3: 3}
+    assert replies(NEXT_SHARES_RECORD, Key.DESTINATION_LIST) == {1: 3, 2: 2, 3: 3}
+    # Every round's sum is exactly its participants' mean update: masks set up ahead cancel
+    # like any others.
     run, s, data = result.run_dir, cfg.server, tmp_path / "data"
     previous = arrays_of(run / "models" / "round-0000.qlm")
-    for rnd, r in enumerate((r1, r2, r3), start=1):
+    for rnd, r in enumerate(result.rounds[1:], start=1):
         got = arrays_of(run / r.model_file)
         want = expected_mean(data, r.participants, previous, s, rnd)
         for a, b in zip(got, want, strict=True):

@@ -1,4 +1,4 @@
-"""SecAgg+ keys advertised one round ahead, supplier side (federated/secagg_ahead.py).
+"""SecAgg+ keys set up one round ahead, supplier side (federated/secagg_ahead.py).
 
 A supplier's node is driven through its ClientApp's SecAgg+ mod with real Flower messages and
 a real Context; the whole protocol over the simulation engine is in test_fl_simulation.py.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
-from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState
+from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState, check_stage
 from flwr.common.secure_aggregation.secaggplus_constants import (
     RECORD_KEY_CONFIGS,
     RECORD_KEY_STATE,
@@ -21,10 +21,12 @@ from flwr.supercore.task_identity import TaskIdentity
 from federated.client_app import _secagg_mod
 from federated.secagg_ahead import (
     ADVERTISE_RECORD,
-    SETUP_RECORD,
-    KeysNotAdvertised,
+    NEXT_KEYS_RECORD,
+    NEXT_SETUP_RECORD,
+    NEXT_SHARES_RECORD,
+    NextRoundRequest,
     advertised_keys,
-    setup_settings,
+    next_shares,
 )
 from federated.secagg_primitives import CURVE, generate_key_pairs
 
@@ -84,98 +86,114 @@ def _setup(context: Context) -> tuple[bytes, bytes]:
     return configs[Key.PUBLIC_KEY_1], configs[Key.PUBLIC_KEY_2]  # type: ignore[return-value]
 
 
-def _share_keys(context: Context, own: tuple[bytes, bytes], *, ahead: bool) -> Message:
+def _share_keys(context: Context, own: tuple[bytes, bytes]) -> Message:
     configs = {Key.STAGE: Stage.SHARE_KEYS, str(NODE): list(own), **_neighbour_keys()}
-    extra = {SETUP_RECORD: ConfigRecord(SETTINGS)} if ahead else {}
-    return _send(_message(configs, **extra), context)
+    return _send(_message(configs), context)
 
 
-def _finish_round(context: Context, advertise: bool) -> Message:
-    """Move the node's state on to the end of a round, then answer an unmask message."""
+def _masked_vector_sent(context: Context, *, advertise: bool) -> ConfigRecord | None:
+    """Move the node on as its collect stage would, answering the server's request if any."""
     state = _state(context)
     # As after the collect stage: the neighbours' shares received, a masked vector sent.
     state.current_stage = Stage.COLLECT_MASKED_VECTORS
     state.rd_seed_share_dict.update({nid: b"share of %d" % nid for nid in NEIGHBOURS})
     context.state.config_records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())
-    extra = {ADVERTISE_RECORD: ConfigRecord()} if advertise else {}
+    reply = Message(RecordDict(), reply_to=_message({}))
+    NextRoundRequest(NODE, advertise, None, None).answer(reply, context)
+    return reply.content.config_records.get(ADVERTISE_RECORD)
+
+
+def _unmask(context: Context, next_keys: tuple[bytes, bytes] | None = None) -> Message:
+    """An unmask message; with ``next_keys``, also asking to set up next round on them."""
     unmask = {
         Key.STAGE: Stage.UNMASK,
         Key.ACTIVE_NODE_ID_LIST: [NODE, *NEIGHBOURS],
         Key.DEAD_NODE_ID_LIST: [],
     }
-    return _send(_message(unmask, **extra), context)
-
-
-def test_unmask_reply_advertises_fresh_keys_that_the_next_round_uses_once() -> None:
-    context = _context()
-    first = _setup(context)
-    assert not _share_keys(context, first, ahead=False).has_error()
-    reply = _finish_round(context, advertise=True)
+    extra = {}
+    if next_keys is not None:
+        extra = {
+            NEXT_SETUP_RECORD: ConfigRecord(SETTINGS),
+            NEXT_KEYS_RECORD: ConfigRecord({str(NODE): list(next_keys), **_neighbour_keys()}),
+        }
+    reply = _send(_message(unmask, **extra), context)
     assert not reply.has_error()
-    # The unmask answer itself is Flower's; the next round's public keys ride beside it.
+    # This round's unmask answer is Flower's, whatever happens to the next round's set-up.
     assert reply.content.config_records[RECORD_KEY_CONFIGS][Key.NODE_ID_LIST] == [NODE, *NEIGHBOURS]
-    advertised = advertised_keys(reply)
-    assert advertised is not None and set(advertised).isdisjoint(first)
-    assert all(isinstance(bytes_to_public_key(k).curve, CURVE) for k in advertised)
+    return reply
 
-    # Next round: key sharing without a setup message, on exactly the advertised keys.
-    shared = _share_keys(context, advertised, ahead=True)
-    assert not shared.has_error()
-    out = shared.content.config_records[RECORD_KEY_CONFIGS]
-    assert sorted(out[Key.DESTINATION_LIST]) == list(NEIGHBOURS)  # a share for each neighbour
+
+def _one_round(context: Context) -> tuple[bytes, bytes]:
+    first = _setup(context)
+    assert not _share_keys(context, first).has_error()
+    return first
+
+
+def test_next_round_is_set_up_on_keys_advertised_with_the_masked_vector() -> None:
+    context = _context()
+    first = _one_round(context)
+    record = _masked_vector_sent(context, advertise=True)
+    assert record is not None
+    advertised = (record[Key.PUBLIC_KEY_1], record[Key.PUBLIC_KEY_2])
+    assert set(advertised).isdisjoint(first)
+    assert all(isinstance(bytes_to_public_key(k).curve, CURVE) for k in advertised)  # type: ignore[arg-type]
+
+    reply = _unmask(context, next_keys=advertised)  # type: ignore[arg-type]
+    shares = next_shares(reply)
+    assert shares is not None
+    assert sorted(shares[0]) == list(NEIGHBOURS)  # one encrypted share for each neighbour
+    # The node is where Flower's own key-sharing message would have left it: next round's
+    # settings, the advertised keys, a fresh mask seed, ready for the collect stage.
     state = _state(context)
     assert (state.pk1, state.pk2) == advertised
-    assert state.current_stage == Stage.SHARE_KEYS
     assert (state.threshold, state.share_num) == (2, 3)
+    assert state.current_stage == Stage.SHARE_KEYS
+    check_stage(state.current_stage, ConfigRecord({Key.STAGE: Stage.COLLECT_MASKED_VECTORS}))
 
-    # Used once: a second key-sharing message without setup finds no keys.
-    _finish_round(context, advertise=False)
-    with pytest.raises(KeysNotAdvertised):
-        _share_keys(context, advertised, ahead=True)
+    # The advertised keys are used once: asked again, the node shares nothing.
+    _masked_vector_sent(context, advertise=False)
+    assert next_shares(_unmask(context, next_keys=advertised)) is None  # type: ignore[arg-type]
 
 
-def test_without_the_servers_request_no_keys_are_made_ahead() -> None:
+def test_without_the_servers_request_no_keys_are_made_or_shared() -> None:
     context = _context()
-    first = _setup(context)
-    _share_keys(context, first, ahead=False)
-    reply = _finish_round(context, advertise=False)
-    assert advertised_keys(reply) is None
-    with pytest.raises(KeysNotAdvertised):
-        _share_keys(context, first, ahead=True)
+    first = _one_round(context)
+    assert _masked_vector_sent(context, advertise=False) is None
+    # A node that holds no advertised keys (never asked, or restarted) still unmasks.
+    assert next_shares(_unmask(context, next_keys=first)) is None
+    assert _state(context).current_stage == Stage.UNMASK
 
 
 def test_a_setup_message_discards_keys_advertised_before_it() -> None:
     context = _context()
-    first = _setup(context)
-    _share_keys(context, first, ahead=False)
-    advertised = advertised_keys(_finish_round(context, advertise=True))
-    assert advertised is not None
-    # The server did not use them (e.g. the supplier was not sampled next round): a fresh setup.
-    fresh = _setup(context)
-    assert set(fresh).isdisjoint(advertised)
-    with pytest.raises(KeysNotAdvertised):
-        _share_keys(context, advertised, ahead=True)
+    _one_round(context)
+    record = _masked_vector_sent(context, advertise=True)
+    assert record is not None
+    _unmask(context)  # the server did not set the next round up ahead ...
+    fresh = _setup(context)  # ... and starts it with a setup message instead
+    assert not set(fresh) & {record[Key.PUBLIC_KEY_1], record[Key.PUBLIC_KEY_2]}
+    _share_keys(context, fresh)
+    _masked_vector_sent(context, advertise=False)
+    advertised = (record[Key.PUBLIC_KEY_1], record[Key.PUBLIC_KEY_2])
+    assert next_shares(_unmask(context, next_keys=advertised)) is None  # type: ignore[arg-type]
 
 
-def test_keys_advertised_for_the_wrong_node_are_refused_by_flowers_own_check() -> None:
+def test_keys_the_node_did_not_advertise_are_refused_by_flowers_own_check() -> None:
     context = _context()
-    first = _setup(context)
-    _share_keys(context, first, ahead=False)
-    _finish_round(context, advertise=True)
-    # The server claims this node advertised other keys: Flower's share-keys stage refuses.
-    with pytest.raises(ValueError, match="Own public keys"):
-        _share_keys(context, first, ahead=True)
+    first = _one_round(context)
+    _masked_vector_sent(context, advertise=True)
+    # The server claims this node advertised other keys: Flower's key sharing refuses, the
+    # unmask answer goes out, and the node stays where this round left it.
+    assert next_shares(_unmask(context, next_keys=first)) is None
+    assert _state(context).current_stage == Stage.UNMASK
 
 
-def test_setup_settings_are_the_setup_message_minus_its_stage() -> None:
-    msg = _message({Key.STAGE: Stage.SETUP, **SETTINGS})
-    assert dict(setup_settings(msg)) == SETTINGS
+def test_incomplete_answers_are_ignored() -> None:
+    def reply(record: str, values: dict) -> Message:
+        return Message(RecordDict({record: ConfigRecord(values)}), reply_to=_message({}))
 
-
-def test_an_incomplete_advertisement_is_ignored() -> None:
-    reply = Message(
-        RecordDict({ADVERTISE_RECORD: ConfigRecord({Key.PUBLIC_KEY_1: b"a"})}),
-        dst_node_id=NODE,
-        message_type=MessageType.TRAIN,
-    )
-    assert advertised_keys(reply) is None  # no second key: the supplier gets a setup instead
+    # One key instead of two; destinations without ciphertexts: the server sets up afresh.
+    assert advertised_keys(reply(ADVERTISE_RECORD, {Key.PUBLIC_KEY_1: b"a"})) is None
+    assert next_shares(reply(NEXT_SHARES_RECORD, {Key.DESTINATION_LIST: [12]})) is None
+    both = {Key.DESTINATION_LIST: [12, 13], Key.CIPHERTEXT_LIST: [b"x"]}
+    assert next_shares(reply(NEXT_SHARES_RECORD, both)) is None
