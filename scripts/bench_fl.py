@@ -23,9 +23,9 @@ Flower's four stages every round for comparison.
 
 It ends with the issue's three goals, each computed from the rows above. Round times on a small
 shared machine move by +-20 % between runs, so the SecAgg+ / FedAvg ratio is also measured on
-``--pairs`` further short simulation runs of SecAgg+, each between two plain runs and compared
-with their mean, and on ``--deploy-pairs`` pairs of deployment runs (the table shows the
-first), and reported as the median ratio with its range.
+``--pairs`` further short simulation runs of SecAgg+ each way (keys ahead, four stages), each
+between two plain runs and compared with their mean, and on ``--deploy-pairs`` pairs of
+deployment runs (the table shows the first), and reported as the median ratio with its range.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ from federated.data import (
 from federated.model import evaluate, get_arrays, new_model, set_arrays, train_epochs
 from federated.run import FLRunResult, deploy_local, simulate
 from federated.secagg import SECAGG_STAGES
+
+# The SecAgg+ variant that runs Flower's four message rounds every round (ratios key).
+FOUR_STAGES = "simulation, four stages"
 
 
 def early_stopped(
@@ -192,6 +195,7 @@ def main() -> None:
     # SecAgg+ / FedAvg round-time ratio of each back-to-back pair, the table's pair first.
     ratios: dict[str, list[float]] = {
         "simulation": [rows[-1]["s_per_round"] / rows[-2]["s_per_round"]],
+        FOUR_STAGES: [],
         "deployment": [],
     }
     # What setting each round's keys up during the previous one saves (federated/secagg_ahead.py).
@@ -201,24 +205,30 @@ def main() -> None:
 
     # Plain and SecAgg+ runs alternate, starting and ending with plain; each SecAgg+ run is
     # compared with the mean of the plain runs either side of it, so that a drift in the
-    # machine's speed during the run (it is shared) does not count as either's cost.
-    def pair_run(i: int, secagg: bool) -> float:
+    # machine's speed during the run (it is shared) does not count as either's cost. Each
+    # measurement times SecAgg+ both ways: keys set up ahead (the default) and Flower's four
+    # stages every round.
+    def pair_run(name: str, **changes: Any) -> float:
         cfg = FLConfig(
-            suppliers=args.suppliers, data_dir=data, out_dir=work / f"pair-{i}-{int(secagg)}"
-        ).with_server(**{**s.__dict__, "rounds": args.pair_rounds, "secagg": secagg})
-        return float(fl_row("pair", simulate(cfg))["s_per_round"])
+            suppliers=args.suppliers, data_dir=data, out_dir=work / name
+        ).with_server(**{**s.__dict__, "rounds": args.pair_rounds, **changes})
+        return float(fl_row(name, simulate(cfg))["s_per_round"])
 
-    plain_before = pair_run(0, False) if args.pairs else 0.0
+    plain_before = pair_run("plain-0") if args.pairs else 0.0
     for i in range(args.pairs):
-        secure = pair_run(i, True)
-        plain_after = pair_run(i + 1, False)
-        ratios["simulation"].append(secure / ((plain_before + plain_after) / 2))
-        print(
-            f"simulation pair {i + 1}: FedAvg {plain_before:.4f} / SecAgg+ {secure:.4f}"
-            f" / FedAvg {plain_after:.4f} s",
-            flush=True,
-        )
-        plain_before = plain_after
+        for variant, changes in (
+            ("simulation", {"secagg": True}),
+            (FOUR_STAGES, {"secagg": True, "secagg_keys_ahead": False}),
+        ):
+            secure = pair_run(f"{variant}-{i}", **changes)
+            plain_after = pair_run(f"plain-{variant}-{i}")
+            ratios[variant].append(secure / ((plain_before + plain_after) / 2))
+            print(
+                f"{variant} {i + 1}: FedAvg {plain_before:.4f} / SecAgg+ {secure:.4f}"
+                f" / FedAvg {plain_after:.4f} s",
+                flush=True,
+            )
+            plain_before = plain_after
 
     n = args.deploy_suppliers
     for pair in range(0 if args.skip_deploy else args.deploy_pairs):
@@ -292,7 +302,14 @@ def main() -> None:
     four = "FedAvg + SecAgg+, Flower's four stages every round"
     if four in by_name:
         ratio = by_name[four]["s_per_round"] / by_name["FedAvg"]["s_per_round"]
-        print(f"  (for comparison, Flower's four stages every round: {ratio:.2f}x in the table)")
+        line = f"  (for comparison, Flower's four stages every round: {ratio:.2f}x in the table"
+        if ratios[FOUR_STAGES]:
+            pairs = ratios[FOUR_STAGES]
+            line += (
+                f"; median of {len(pairs)} measurements {statistics.median(pairs):.2f}x"
+                f" (range {min(pairs):.2f}-{max(pairs):.2f}x)"
+            )
+        print(line + ")")
     if "FedAvg, deployment engine" in by_name:
         print(
             f"- deployment round, {args.deploy_suppliers} SuperNodes: "
