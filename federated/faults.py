@@ -55,7 +55,7 @@ def dropout_mod(
         partition = context.node_config.get("partition-id")
         if partition is not None and int(partition) in targets:
             if before_keys:
-                # Protocol messages carry no round config; the workflow puts it in group_id.
+                # Setup messages carry no round config; the workflow puts the round in group_id.
                 hit = _is_secagg_setup(msg) and int(msg.metadata.group_id or 0) in bad_rounds
             else:
                 is_secagg = RECORD_KEY_CONFIGS in msg.content.config_records
