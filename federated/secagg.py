@@ -232,14 +232,14 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
     def setup_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         with self._timing("setup"):
             prepared, self.ahead.prepared = self.ahead.prepared, None  # one round's use only
-            if prepared is not None:
-                cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+            cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+            if (
+                prepared is not None
+                and prepared.complete
+                and prepared.server_round == cfg[WorkflowKey.CURRENT_ROUND]
+            ):
                 pairs = _configure_fit(context)
-                if (
-                    prepared.complete
-                    and prepared.server_round == cfg[WorkflowKey.CURRENT_ROUND]
-                    and prepared.sampled == sorted(proxy.node_id for proxy, _ in pairs)  # type: ignore[attr-defined]
-                ):
+                if prepared.sampled == sorted(proxy.node_id for proxy, _ in pairs):  # type: ignore[attr-defined]
                     self.set_up_ahead = True
                     return self._adopt(prepared, pairs, state)
             return super().setup_stage(grid, context, state)

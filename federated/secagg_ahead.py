@@ -193,11 +193,17 @@ def _setup_and_share(
     return shares  # type: ignore[return-value]
 
 
+def _answer(reply: Message, record: str) -> ConfigRecord | None:
+    if reply.has_error():
+        return None
+    return reply.content.config_records.get(record)
+
+
 def advertised_keys(reply: Message) -> tuple[bytes, bytes] | None:
     """The public keys a masked-vector reply advertises for the next round, if any."""
-    if reply.has_error() or ADVERTISE_RECORD not in reply.content.config_records:
+    record = _answer(reply, ADVERTISE_RECORD)
+    if record is None:
         return None
-    record = reply.content.config_records[ADVERTISE_RECORD]
     pk1, pk2 = record.get(Key.PUBLIC_KEY_1), record.get(Key.PUBLIC_KEY_2)
     if not isinstance(pk1, bytes) or not isinstance(pk2, bytes):
         return None
@@ -206,9 +212,9 @@ def advertised_keys(reply: Message) -> tuple[bytes, bytes] | None:
 
 def next_shares(reply: Message) -> tuple[list[int], list[bytes]] | None:
     """(destinations, ciphertexts) of next round's key shares in an unmask reply, if any."""
-    if reply.has_error() or NEXT_SHARES_RECORD not in reply.content.config_records:
+    record = _answer(reply, NEXT_SHARES_RECORD)
+    if record is None:
         return None
-    record = reply.content.config_records[NEXT_SHARES_RECORD]
     dsts, ciphertexts = record.get(Key.DESTINATION_LIST), record.get(Key.CIPHERTEXT_LIST)
     if not isinstance(dsts, list) or not isinstance(ciphertexts, list):
         return None
