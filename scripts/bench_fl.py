@@ -102,6 +102,23 @@ def stage_summary(result: FLRunResult, skip_first: bool) -> str:
     )
 
 
+def deploy_config(
+    data: Path, out_dir: Path, n: int, rounds: int, base: ServerSettings, **changes: Any
+) -> FLConfig:
+    """A deployment-engine run of ``n`` SuperNodes, all sampled, with generous timeouts."""
+    return FLConfig(suppliers=n, data_dir=data, out_dir=out_dir).with_server(
+        **{
+            **base.__dict__,
+            "rounds": rounds,
+            "min_available_clients": n,
+            "min_fit_clients": n,
+            "round_timeout": 120.0,
+            "connect_timeout": 120.0,
+            **changes,
+        }
+    )
+
+
 def fl_row(name: str, result: FLRunResult, skip_first: bool = True) -> dict[str, Any]:
     secs = result.round_seconds()
     timed = secs[1:] if skip_first and len(secs) > 1 else secs
@@ -234,18 +251,9 @@ def main() -> None:
     for pair in range(0 if args.skip_deploy else args.deploy_pairs):
         secs = []
         for label, secagg in (("FedAvg", False), ("FedAvg + SecAgg+", True)):
-            cfg = FLConfig(
-                suppliers=n, data_dir=data, out_dir=work / f"deploy-{pair}-{int(secagg)}"
-            ).with_server(
-                **{
-                    **s.__dict__,
-                    "rounds": args.deploy_rounds,
-                    "min_available_clients": n,
-                    "min_fit_clients": n,
-                    "round_timeout": 120.0,
-                    "connect_timeout": 120.0,
-                    "secagg": secagg,
-                }
+            cfg = deploy_config(
+                data, work / f"deploy-{pair}-{int(secagg)}", n, args.deploy_rounds, s,
+                secagg=secagg,
             )
             result = deploy_local(cfg)
             # Every deployment round starts the same way (SuperExecs are warm before round 1),
