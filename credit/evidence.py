@@ -1,73 +1,19 @@
-"""Evidence as the credit code sees it: one flat, immutable item per signed record.
+"""Which evidence counts for a score, and the digest committing to the evidence a score used.
 
-The store builds these from its rows (record + payload + anchoring state); the simulator builds
-them from the records it signs. Everything downstream (features, repair, responsibility) reads
-only ``EvidenceItem`` so that the demo, the tests and production score the same objects.
+``EvidenceItem`` itself lives in :mod:`ledger.evidence` (the simulator builds items too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from eth_hash.auto import keccak
 
-from ledger.eip712 import record_struct_hash
-from ledger.records import KIND_SIGNER_ROLE, RecordKind, SignedRecord
+from ledger.evidence import DAY, EvidenceItem, item_from_signed
+from ledger.records import KIND_SIGNER_ROLE, RecordKind
 
-DAY = 86_400  # seconds; record times are Unix seconds
-
-
-@dataclass(frozen=True, slots=True)
-class EvidenceItem:
-    """One signed record plus its anchoring state.
-
-    ``anchored`` means the record's batch root is on chain *and* confirmed; ``anchored_at`` is
-    the block timestamp of that batch (None when the store does not know it, e.g. training data).
-    """
-
-    struct_hash: str
-    kind: str
-    subject: str
-    signer: str
-    signer_role: str
-    part_number: str
-    lot_id: str
-    event_time: int
-    signed_at: int
-    quantity: int
-    defects: int
-    payload: dict[str, Any] = field(hash=False, compare=False)
-    anchored: bool = False
-    anchored_at: int | None = None
-
-
-def item_from_signed(
-    signed: SignedRecord,
-    signer_role: str,
-    *,
-    anchored: bool = False,
-    anchored_at: int | None = None,
-) -> EvidenceItem:
-    """Flatten a signed envelope; the struct hash is recomputed, never taken on trust."""
-    rec = signed.record
-    return EvidenceItem(
-        struct_hash="0x" + record_struct_hash(rec).hex(),
-        kind=rec.kind.value,
-        subject=rec.subject,
-        signer=rec.signer,
-        signer_role=signer_role,
-        part_number=rec.partNumber,
-        lot_id=rec.lotId,
-        event_time=rec.eventTime,
-        signed_at=rec.signedAt,
-        quantity=rec.quantity,
-        defects=rec.defects,
-        payload=signed.payload,
-        anchored=anchored,
-        anchored_at=anchored_at,
-    )
+__all__ = ["DAY", "EvidenceItem", "counts_as_of", "evidence_root", "item_from_signed",
+           "usable_evidence"]
 
 
 def counts_as_of(item: EvidenceItem, as_of: int) -> bool:

@@ -32,7 +32,7 @@ from credit.features import (
     feature_matrix,
 )
 from credit.model import BANDS, MODEL_DIR, CreditModel, band_of, risk_constraints
-from credit.simulate import MONTH, simulate_history
+from simulator.population import MONTH, simulate_history
 
 HORIZON_DAYS = 90  # "the next period": one quarter, the usual supplier-review cadence
 WINDOW_MONTHS = (6, 9, 12, 15, 18)  # quarterly snapshots once a full window of history exists

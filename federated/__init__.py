@@ -10,7 +10,7 @@ Entry points (imported lazily so that the ClientApp process, which loads
 - :func:`federated.run.simulate`, :func:`federated.run.deploy_local` -> ``FLRunResult``
 - :func:`federated.model.load_model`, :func:`federated.model.predict_defect_risk`
 - :func:`federated.data.generate_partitions`
-- ``federated.cli.app`` (mounted as ``qledger fl``)
+- ``cli.fl.app`` (mounted as ``qledger fl``)
 """
 
 from __future__ import annotations

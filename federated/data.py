@@ -122,7 +122,7 @@ def _defect_logit(cols: Mapping[str, np.ndarray]) -> np.ndarray:
 
 
 def make_profiles(n_suppliers: int, seed: int) -> list[SupplierProfile]:
-    """Process profiles of the same suppliers that :mod:`credit.simulate` draws for ``seed``.
+    """Process profiles of the same suppliers that :mod:`simulator.population` draws for ``seed``.
 
     Supplier ids and latent traits come from the credit simulator's population (same seed, same
     per-supplier random streams), so the participation evidence of a federated run names the
@@ -132,7 +132,7 @@ def make_profiles(n_suppliers: int, seed: int) -> list[SupplierProfile]:
     operating window's position, the machine and the data volume are drawn per supplier on top.
     """
     # Imported here: the ClientApp (which imports this module from the FAB) never needs it.
-    from credit.simulate import draw_truth
+    from simulator.population import draw_truth
 
     if n_suppliers < 1:
         raise ValueError("need at least one supplier")

@@ -32,8 +32,8 @@ from credit.features import FEATURE_NAMES, compute_features, feature_matrix
 from credit.model import default_model
 from credit.responsibility import Incident, IncidentLot, responsibility_matrix
 from credit.score import score_vectors
-from credit.simulate import simulate_history, simulate_incident, simulate_population
 from credit.train import build_dataset, evaluate
+from simulator.population import simulate_history, simulate_incident, simulate_population
 
 HELD_OUT_SEED = 424_242  # never used for training (credit.train uses 20250101)
 

@@ -29,8 +29,8 @@ from coincurve import PublicKey
 from sqlalchemy import MetaData, create_engine, text
 
 from ledger.chain import ChainClient
+from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
 from ledger.keys import Signer
-from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
 from ledger.records import Domain, Role
 from ledger.signing import sign_record
 
@@ -178,7 +178,7 @@ def main() -> None:
     anchorer = None
     if args.anchorer_inside:
         env["QLEDGER_SERVE_ANCHORER"] = "inside"
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port),
                              "--workers", str(args.workers)], env=env, cwd=ROOT,
                             start_new_session=True, stdout=subprocess.DEVNULL)
     try:

@@ -7,7 +7,7 @@
   is admin and anchorer. Tests using it must be marked ``@pytest.mark.anvil``; it skips with the
   reason when the anvil binary is missing.
 * ``any_chain`` — parametrized over both (the anvil case carries the ``anvil`` mark).
-* ``anvil_node`` — the session's running anvil (:class:`ledger.localchain.LocalChain`).
+* ``anvil_node`` — the session's running anvil (:class:`ledger.chain.local.LocalChain`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from ledger.chain import ChainClient
+from ledger.chain.local import LocalChain, anvil_binary, dev_private_keys, start_anvil
 from ledger.errors import ChainError
-from ledger.localchain import LocalChain, anvil_binary, dev_private_keys, start_anvil
 
 
 def _anvil_missing_reason() -> str | None:

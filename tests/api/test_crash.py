@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 
 from api.client import QledgerClient, ServiceError
 from ledger.chain import ChainClient, Deployment
+from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
 from ledger.keys import Signer
-from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
 from ledger.merkle import verify_proof
 from ledger.records import Domain, Role
 from ledger.signing import sign_record
@@ -26,7 +26,7 @@ from tests.helpers import ROOT, inspection_payload
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
-QLEDGER = [sys.executable, "-m", "api.cli"]
+QLEDGER = [sys.executable, "-m", "cli"]
 
 
 @pytest.fixture

@@ -9,10 +9,10 @@ import pytest
 
 from api.anchorer import Anchorer
 from credit.responsibility import ResponsibilityMatrix, sign_decision
-from credit.simulate import MONTH, simulate_population
 from federated.provenance import participants_root
 from ledger.chain import run_id
 from ledger.signing import resign, sign_record
+from simulator.population import MONTH, simulate_population
 from tests.api.conftest import Party, make_service
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import inspect
 
-from api.cli.service import prepare_chain
 from api.settings import Settings
 from api.store.db import make_engine, migrate
+from cli.service import prepare_chain
 from tests.api.conftest import _fresh_postgres
 
 

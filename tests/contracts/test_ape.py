@@ -11,7 +11,8 @@ import subprocess
 
 import pytest
 
-from ledger import artifacts, localchain
+from ledger import artifacts
+from ledger.chain import local as localchain
 
 APE = artifacts.REPO_ROOT / ".ape-venv" / "bin" / "ape"
 

@@ -20,8 +20,8 @@ from ledger.chain import (
     topic_id,
     with_retries,
 )
+from ledger.chain.local import LocalChain
 from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
-from ledger.localchain import LocalChain
 from ledger.records import Role
 
 

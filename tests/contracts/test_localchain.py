@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
-from ledger import localchain
 from ledger.chain import ChainClient
+from ledger.chain import local as localchain
+from ledger.chain.local import LocalChain, dev_private_keys, running_chain, start_anvil, stop_anvil
 from ledger.errors import ChainError, ChainUnavailable
-from ledger.localchain import LocalChain, dev_private_keys, running_chain, start_anvil, stop_anvil
 from ledger.records import Role
 
 pytestmark = pytest.mark.anvil
@@ -60,7 +60,7 @@ def test_restart_keeps_the_chain(own_anvil: LocalChain) -> None:
 
     # stop from another process, the way `make chain-stop` does
     subprocess.run(
-        [sys.executable, "-m", "ledger.localchain", "stop", str(own_anvil.data_dir)],
+        [sys.executable, "-m", "ledger.chain.local", "stop", str(own_anvil.data_dir)],
         check=True,
         capture_output=True,
         cwd=localchain.REPO_ROOT,

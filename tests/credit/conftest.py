@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from credit.model import CreditModel, default_model
-from credit.simulate import Population, simulate_population
+from simulator.population import Population, simulate_population
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from credit.explain import MAX_REASONS, REASON_TABLE, plot_waterfall, reason_cod
 from credit.features import FEATURE_INDEX, FEATURE_NAMES, compute_features
 from credit.model import CreditModel
 from credit.score import CreditResponse, score_supplier
-from credit.simulate import Population
+from simulator.population import Population
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from credit.features import (
     schema_document,
 )
 from credit.score import score_supplier
-from credit.simulate import DAY, Population
+from simulator.population import DAY, Population
 from tests.credit.credit_helpers import unanchored
 
 T0 = 1_750_000_000

@@ -12,7 +12,7 @@ from credit.evidence import EvidenceItem
 from credit.gates import POLICY_DIR, PolicyError, default_policy, parse_policy
 from credit.repair import triggers_recompute
 from credit.score import score_supplier
-from credit.simulate import AUDITOR_ID, DAY, OEM_ID, Population
+from simulator.population import AUDITOR_ID, DAY, OEM_ID, Population
 from tests.credit.credit_helpers import unanchored
 
 

@@ -11,8 +11,8 @@ from pydantic import ValidationError
 from credit.features import FEATURE_NAMES, FEATURES, compute_features, feature_matrix
 from credit.model import BANDS, CreditModel, band_of, corner, model_version
 from credit.score import AdditivityError, assert_additive, score_vectors
-from credit.simulate import Population
 from credit.train import train
+from simulator.population import Population
 
 
 @pytest.fixture(scope="module")

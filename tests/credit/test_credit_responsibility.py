@@ -19,7 +19,7 @@ from credit.responsibility import (
     sign_decision,
     verify_decision,
 )
-from credit.simulate import IncidentScenario, simulate_incident
+from simulator.population import IncidentScenario, simulate_incident
 from tests.credit.credit_helpers import unanchored
 
 

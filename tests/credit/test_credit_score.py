@@ -18,8 +18,8 @@ from credit.score import (
     score_supplier,
     score_vectors,
 )
-from credit.simulate import Population
 from ledger.chain import ChainClient
+from simulator.population import Population
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import numpy as np
 
 from credit.evidence import item_from_signed
 from credit.features import compute_features
-from credit.simulate import Population, simulate_history, simulate_population
 from ledger.records import KIND_SIGNER_ROLE, RecordKind, parse_payload
 from ledger.signing import check_signature
+from simulator.population import Population, simulate_history, simulate_population
 
 
 def test_seeded_runs_are_identical() -> None:

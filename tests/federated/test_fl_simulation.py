@@ -18,7 +18,7 @@ from flwr.common import bytes_to_ndarray
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from typer.testing import CliRunner
 
-from federated.cli import app as fl_cli
+from cli.fl import app as fl_cli
 from federated.client_app import local_update
 from federated.config import FLConfig, ServerSettings
 from federated.data import HOLDOUT_DIR, load_partition, partition_dirs

@@ -202,7 +202,7 @@ def test_participants_root_and_membership_proofs() -> None:
 def test_cli_refuses_secagg_with_two_suppliers() -> None:
     from typer.testing import CliRunner
 
-    from federated.cli import app
+    from cli.fl import app
 
     out = CliRunner().invoke(app, ["simulate", "--suppliers", "2", "--secagg", "--chain", "none"])
     assert out.exit_code == 2

@@ -31,11 +31,11 @@ from api.credit_service import publish_matrix, publish_scores
 from api.intake import submit_many
 from api.settings import Settings
 from api.store.models import Incident, ModelRound, Participant
-from credit.simulate import AUDITOR_ID, MONTH, OEM_ID, simulate_population
 from federated.provenance import participants_root
 from ledger.chain import ChainClient, run_id
 from ledger.keys import Signer, save_key
 from ledger.signing import resign
+from simulator.population import AUDITOR_ID, MONTH, OEM_ID, simulate_population
 
 N_SUPPLIERS = 8
 MONTHS = 12

@@ -17,10 +17,10 @@ from api.intake import submit_many
 from api.main import create_app
 from api.ui import charts, fmt
 from api.ui.routes import COOKIE, STATIC
-from credit.simulate import AUDITOR_ID, OEM_ID
 from ledger.keys import Signer
 from ledger.records import Role
 from ledger.signing import sign_record
+from simulator.population import AUDITOR_ID, OEM_ID
 from tests.api.conftest import make_service
 from tests.helpers import inspection_payload
 from tests.ui.demo_service import Demo, build_demo

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
 def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "api.cli", "demo", "--quick", "--data-dir",
+    proc = subprocess.run([sys.executable, "-m", "cli", "demo", "--quick", "--data-dir",
                            str(data)], cwd=ROOT, capture_output=True, text=True, timeout=540,
                           env={**os.environ, "COLUMNS": "120"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

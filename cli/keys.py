@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from api.cli._common import DataDir, console, fail, settings
+from cli._common import DataDir, console, fail, settings
 from ledger.keys import Signer, save_key
 
 app = typer.Typer(no_args_is_help=True)

@@ -1,12 +1,15 @@
 """The ``qledger`` command line (typer + rich): one front for chain, keys, records, service,
-credit and federated learning."""
+credit and federated learning.
+
+Every command is a plain module-level function (importable and testable on its own); this
+module only mounts them.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from api.cli import chain, credit, keys, records, service
-from federated.cli import app as fl_app
+from cli import chain, credit, fl, keys, records, service
 
 app = typer.Typer(name="qledger", no_args_is_help=True, add_completion=False,
                   help="Permissioned ledger for supply-chain quality credit.")
@@ -15,12 +18,15 @@ app.add_typer(keys.app, name="keys", help="Participant keys.")
 app.add_typer(service.participants, name="participants",
               help="Register, revoke and list participants (admin, through the service).")
 app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
-app.add_typer(fl_app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
-chain.register(app)
-credit.register(app)
-records.register(app)
-service.register(app)
-service.register_demo(app)
+app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
+app.command("deploy")(chain.deploy)
+app.command("simulate")(credit.simulate)
+app.command("sign")(records.sign)
+app.command("verify")(records.verify)
+app.command("submit")(records.submit)
+app.command("serve")(service.serve)
+app.command("anchorer")(service.anchorer)
+app.command("demo")(service.demo)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ starting again keeps the chain. It writes ``anvil.pid`` / ``anvil.port`` under `
 ``stop_anvil(data_dir)`` works from another process (``make chain-stop``), and logs to
 ``anvil.log``.
 
-``python -m ledger.localchain start|stop|status DATA_DIR [--port N] [--block-time S]`` does the
+``python -m ledger.chain.local start|stop|status DATA_DIR [--port N] [--block-time S]`` does the
 same from the shell.
 """
 
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ledger.errors import ChainError, ChainUnavailable
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 ANVIL_ENV = "QLEDGER_ANVIL"
 CHAIN_ID = 31337
@@ -314,7 +314,7 @@ def stop_anvil(data_dir: Path, timeout: float = 10.0) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ledger.localchain", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ledger.chain.local", description=__doc__)
     parser.add_argument("action", choices=["start", "stop", "status"])
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--port", type=int, default=None)

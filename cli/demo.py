@@ -39,12 +39,12 @@ from rich.table import Table
 from api.client import QledgerClient
 from credit.responsibility import Incident, IncidentLot
 from credit.score import CreditResponse
-from credit.simulate import MONTH, Population, draw_truth, simulate_population
 from ledger.chain import ChainClient
+from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
 from ledger.keys import Signer
-from ledger.localchain import dev_private_keys, start_anvil, stop_anvil
 from ledger.records import Domain, RecordKind
 from ledger.signing import resign, sign_record
+from simulator.population import MONTH, Population, draw_truth, simulate_population
 
 ROOT = Path(__file__).resolve().parent.parent
 SUBMIT_CHUNK = 1000  # records per POST /v1/records:batch (the API's limit)
@@ -110,7 +110,7 @@ def _service(data_dir: Path, rpc_url: str, port: int) -> Iterator[tuple[str, sub
            "QLEDGER_ANCHORER_KEY": dev_private_keys()[0], "QLEDGER_BATCH_MAX_SECONDS": "1.0",
            "QLEDGER_PORT": str(port)}
     log = (data_dir / "service.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
                             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -451,7 +451,7 @@ def _verify_samples(samples: list[tuple[Path, Path]], rpc_url: str, result: Demo
                     console: Console) -> None:
     table = Table("record", "verdict", "failed check", title="qledger verify (service stopped)")
     for record, receipt in samples:
-        proc = subprocess.run([sys.executable, "-m", "api.cli", "verify", str(record),
+        proc = subprocess.run([sys.executable, "-m", "cli", "verify", str(record),
                                str(receipt), "--rpc", rpc_url, "--json"], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         report = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from api.cli._common import console, fail, logged_in
 from api.client import ServiceError
+from cli._common import console, fail, logged_in
 
 app = typer.Typer(no_args_is_help=True)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
@@ -70,42 +70,40 @@ def rank(key: Path = KEY, url: str = URL) -> None:
     console.print(table)
 
 
-def register(root: typer.Typer) -> None:
-    @root.command("simulate")
-    def simulate(
-        suppliers: int = typer.Option(8, min=1, max=10_000),
-        months: int = typer.Option(6, min=1, max=60),
-        seed: int = typer.Option(0),
-        out: Path = typer.Option(Path("evidence.jsonl"), help="signed records, one per line"),
-        chain_id: int = typer.Option(31337),
-        contract: str = typer.Option("0x5FbDB2315678afecb367f032d93F642f64180aa3",
-                                     help="domain verifyingContract (the ledger)"),
-        keys_dir: Path | None = typer.Option(None, help="also write each org's key file"),
-    ) -> None:
-        """Simulate a supplier population (latent capability and drift -> measurements,
-        deliveries, complaints, 8Ds, audits) and write its evidence signed with each org's
-        key, ending now."""
-        from credit.simulate import MONTH, simulate_population
-        from ledger.records import Domain
+def simulate(
+    suppliers: int = typer.Option(8, min=1, max=10_000),
+    months: int = typer.Option(6, min=1, max=60),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("evidence.jsonl"), help="signed records, one per line"),
+    chain_id: int = typer.Option(31337),
+    contract: str = typer.Option("0x5FbDB2315678afecb367f032d93F642f64180aa3",
+                                 help="domain verifyingContract (the ledger)"),
+    keys_dir: Path | None = typer.Option(None, help="also write each org's key file"),
+) -> None:
+    """Simulate a supplier population (latent capability and drift -> measurements,
+    deliveries, complaints, 8Ds, audits) and write its evidence signed with each org's
+    key, ending now."""
+    from ledger.records import Domain
+    from simulator.population import MONTH, simulate_population
 
-        started = time.monotonic()
-        pop = simulate_population(suppliers, months=months, seed=seed,
-                                  start=int(time.time()) - months * MONTH,
-                                  domain=Domain(chainId=chain_id, verifyingContract=contract))
-        now = int(time.time())
-        # Events the simulation ran past its horizon (now) would be evidence from the future.
-        records = [r for r in pop.records if r.record.eventTime <= now]
-        with out.open("w") as handle:
-            for record in records:
-                handle.write(json.dumps(record.model_dump(mode="json")) + "\n")
-        if keys_dir is not None:
-            keys_dir.mkdir(parents=True, exist_ok=True)
-            for org, signer in pop.signers.items():
-                path = keys_dir / f"{org}.json"
-                path.write_text(json.dumps({"address": signer.address, "role":
-                                            pop.roles[org].value, "org": org,
-                                            "private_key": "0x" + signer.private_key.hex()}))
-                path.chmod(0o600)
-        console.print(f"{len(records)} signed records from {suppliers} suppliers over "
-                      f"{months} months -> {out} ({time.monotonic() - started:.1f} s); "
-                      f"{len(pop.field_incidents)} field incidents in the latent truth")
+    started = time.monotonic()
+    pop = simulate_population(suppliers, months=months, seed=seed,
+                              start=int(time.time()) - months * MONTH,
+                              domain=Domain(chainId=chain_id, verifyingContract=contract))
+    now = int(time.time())
+    # Events the simulation ran past its horizon (now) would be evidence from the future.
+    records = [r for r in pop.records if r.record.eventTime <= now]
+    with out.open("w") as handle:
+        for record in records:
+            handle.write(json.dumps(record.model_dump(mode="json")) + "\n")
+    if keys_dir is not None:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        for org, signer in pop.signers.items():
+            path = keys_dir / f"{org}.json"
+            path.write_text(json.dumps({"address": signer.address, "role":
+                                        pop.roles[org].value, "org": org,
+                                        "private_key": "0x" + signer.private_key.hex()}))
+            path.chmod(0o600)
+    console.print(f"{len(records)} signed records from {suppliers} suppliers over "
+                  f"{months} months -> {out} ({time.monotonic() - started:.1f} s); "
+                  f"{len(pop.field_incidents)} field incidents in the latent truth")

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.cli import app
 from api.client import QledgerClient
+from cli import app
+from ledger.chain.local import dev_private_keys
 from ledger.keys import load_key
-from ledger.localchain import dev_private_keys
 from tests.helpers import ROOT, inspection_payload
 
 runner = CliRunner()
@@ -84,7 +84,7 @@ def test_sign_prints_typed_data_signature_and_hash(tmp_path: Path) -> None:
 def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
     """chain up -> deploy -> serve -> participants add -> submit -> receipt -> verify -> down."""
     env = {**os.environ, "QLEDGER_DATA_DIR": str(tmp_path), "QLEDGER_TOKEN_SECRET": "x" * 40}
-    cli = [sys.executable, "-m", "api.cli"]
+    cli = [sys.executable, "-m", "cli"]
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*cli, *args], env=env, cwd=ROOT, capture_output=True,

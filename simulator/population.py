@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from eth_hash.auto import keccak
 
-from credit.evidence import DAY, EvidenceItem, item_from_signed
+from ledger.evidence import DAY, EvidenceItem, item_from_signed
 from ledger.keys import Signer
 from ledger.records import KIND_SIGNER_ROLE, Domain, RecordKind, Role, SignedRecord
 from ledger.signing import sign_record

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import typer
 
-from api.cli._common import DataDir, console, fail, print_json, settings
+from cli._common import DataDir, console, fail, print_json, settings
 from ledger.chain import ChainClient, Deployment
+from ledger.chain.local import dev_private_keys, running_chain, start_anvil, stop_anvil
 from ledger.errors import ChainError
-from ledger.localchain import dev_private_keys, running_chain, start_anvil, stop_anvil
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -52,29 +52,27 @@ def local_rpc(data_dir: Path) -> str | None:
     return local.rpc_url if local else None
 
 
-def register(root: typer.Typer) -> None:
-    @root.command("deploy")
-    def deploy(
-        data_dir: Path | None = DataDir,
-        rpc: str | None = typer.Option(None, envvar="QLEDGER_RPC_URL",
-                                       help="JSON-RPC URL (default: the local chain)"),
-        key: str | None = typer.Option(None, envvar="QLEDGER_ANCHORER_KEY",
-                                       help="hex private key of the deployer (becomes ADMIN "
-                                       "and ANCHORER); default: local dev account 0"),
-    ) -> None:
-        """Deploy QualityLedger, ModelRegistry and CommitmentLog; write deployment.json."""
-        cfg = settings(data_dir)
-        rpc = rpc or local_rpc(cfg.data_dir)
-        if rpc is None:
-            fail("no RPC URL: pass --rpc or start the local chain with `qledger chain up`")
-        try:
-            client = ChainClient.connect(rpc, private_key=key or dev_private_keys()[0])
-            deployment = client.deploy()
-        except ChainError as exc:
-            fail(str(exc))
-        deployment.save(cfg.deployment_path)
-        print_json(deployment.to_dict())
-        console.print(f"deployment written to {cfg.deployment_path}", style="dim")
+def deploy(
+    data_dir: Path | None = DataDir,
+    rpc: str | None = typer.Option(None, envvar="QLEDGER_RPC_URL",
+                                   help="JSON-RPC URL (default: the local chain)"),
+    key: str | None = typer.Option(None, envvar="QLEDGER_ANCHORER_KEY",
+                                   help="hex private key of the deployer (becomes ADMIN "
+                                   "and ANCHORER); default: local dev account 0"),
+) -> None:
+    """Deploy QualityLedger, ModelRegistry and CommitmentLog; write deployment.json."""
+    cfg = settings(data_dir)
+    rpc = rpc or local_rpc(cfg.data_dir)
+    if rpc is None:
+        fail("no RPC URL: pass --rpc or start the local chain with `qledger chain up`")
+    try:
+        client = ChainClient.connect(rpc, private_key=key or dev_private_keys()[0])
+        deployment = client.deploy()
+    except ChainError as exc:
+        fail(str(exc))
+    deployment.save(cfg.deployment_path)
+    print_json(deployment.to_dict())
+    console.print(f"deployment written to {cfg.deployment_path}", style="dim")
 
 
 def deployment_or_fail(data_dir: Path) -> Deployment:

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from api.client import ServiceError
+from api.settings import Settings
+from cli._common import DataDir, console, fail, logged_in, settings
+from cli.chain import chain_dir
+from ledger.chain import ChainClient, Deployment
+from ledger.chain.local import dev_private_keys, start_anvil
+from ledger.errors import ChainError
+
+participants = typer.Typer(no_args_is_help=True)
+URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
+ADMIN_KEY = typer.Option(..., "--key", help="key file of an ADMIN account")
+
+
+def prepare_chain(cfg: Settings) -> Settings:
+    """Without QLEDGER_RPC_URL: start (or reuse) the data dir's anvil and use dev account 0 as
+    admin/anchorer. Deploy the contracts if the data dir has no deployment yet. The resolved
+    settings are exported as QLEDGER_* so that every uvicorn worker sees the same."""
+    updates: dict[str, object] = {}
+    local_chain = not cfg.rpc_url
+    if local_chain:
+        local = start_anvil(chain_dir(cfg.data_dir))
+        updates["rpc_url"] = local.rpc_url
+        if not cfg.anchorer_key:
+            updates["anchorer_key"] = dev_private_keys()[0]
+    cfg = cfg.model_copy(update=updates)
+    assert cfg.rpc_url is not None
+    if not cfg.deployment_path.exists():
+        if not local_chain:
+            # Never deploy fresh contracts onto a configured network by accident: a lost
+            # deployment.json would otherwise silently fork the ledger.
+            raise RuntimeError(f"no deployment at {cfg.deployment_path} for {cfg.rpc_url}: "
+                               "run `qledger deploy --rpc ... --key ...` or restore the file")
+        client = ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key)
+        client.deploy().save(cfg.deployment_path)
+        console.print(f"deployed contracts -> {cfg.deployment_path}", style="dim")
+    else:
+        ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key,
+                            deployment=Deployment.load(cfg.deployment_path))
+    os.environ.update({
+        "QLEDGER_DATA_DIR": str(cfg.data_dir.resolve()), "QLEDGER_RPC_URL": cfg.rpc_url,
+        **({"QLEDGER_ANCHORER_KEY": cfg.anchorer_key} if cfg.anchorer_key else {}),
+    })
+    return cfg
+
+
+def _die_with_parent() -> None:
+    """In the anchorer child: get SIGTERM when serve exits, however it exits.
+
+    uvicorn re-raises the signal that stopped it, so serve's own clean-up may never run;
+    Linux's parent-death signal covers that and a SIGKILL of serve alike.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1  # from <linux/prctl.h>
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+def serve(
+    data_dir: Path | None = DataDir,
+    host: str = typer.Option("127.0.0.1", envvar="QLEDGER_HOST"),
+    port: int = typer.Option(8700, envvar="QLEDGER_PORT"),
+    workers: int = typer.Option(1, envvar="QLEDGER_WORKERS",
+                                help="uvicorn worker processes (one of them anchors)"),
+) -> None:
+    """Run the API and the anchorer. Starts the local chain and deploys if none is
+    configured (QLEDGER_RPC_URL)."""
+    import uvicorn
+
+    try:
+        cfg = prepare_chain(settings(data_dir, host=host, port=port, workers=workers))
+    except (ChainError, RuntimeError) as exc:
+        fail(str(exc))
+    os.environ.update({"QLEDGER_HOST": host, "QLEDGER_PORT": str(port)})
+    if workers > 1 and cfg.db_url.startswith("sqlite"):
+        # Measured (docs/benchmarks.md): two processes contending for SQLite's one write
+        # lock push single-record p99 from ~18 ms to ~80 ms; its busy handler sleeps in
+        # coarse steps. More workers pay off on PostgreSQL.
+        console.print("[yellow]warning:[/] SQLite has one writer; extra workers contend "
+                      "for its lock. Use QLEDGER_DATABASE_URL=postgresql+psycopg://... "
+                      "for multi-worker intake.")
+    console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
+    # The anchorer runs in its own process (measured: inside an API process its batch work
+    # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
+    # whatever stops serve stops it; the API workers stand in if it dies.
+    inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"  # for comparisons only
+    anchorer = None if inside else subprocess.Popen(
+        [sys.executable, "-m", "cli", "anchorer"], preexec_fn=_die_with_parent)
+    try:
+        uvicorn.run("api.main:serve_app", factory=True, host=host, port=port,
+                    workers=workers, log_level="warning", access_log=False)
+    finally:
+        if anchorer is not None:
+            anchorer.terminate()
+            anchorer.wait(20)
+
+def anchorer(data_dir: Path | None = DataDir) -> None:
+    """Run only the anchorer (when the API runs elsewhere against the same database)."""
+    from api.anchorer import anchor_when_leader
+    from api.context import ServiceContext
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    cfg = prepare_chain(settings(data_dir))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        # Waits for the data dir's anchorer lock if another process holds it.
+        anchor_when_leader(ServiceContext.create(cfg), stop)
+    except KeyboardInterrupt:
+        stop.set()
+    logging.getLogger("qledger.anchorer").info("anchorer stopped (pid %s)", os.getpid())
+
+
+@participants.command("add")
+def add(address: str, role: str = typer.Option(..., help="SUPPLIER | OEM | AUDITOR"),
+        org: str = typer.Option(..., help="organisation id"), name: str = "",
+        key: Path = ADMIN_KEY, url: str = URL) -> None:
+    """Register a key on chain with a role and organisation."""
+    try:
+        row = logged_in(url, key).register(address, role.upper(), org, name)
+    except ServiceError as exc:
+        fail(str(exc))
+    console.print(f"registered {row['address']} as {row['role']} of {row['orgId']} "
+                  f"(tx {row['txHash']})")
+
+
+@participants.command("revoke")
+def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
+    """Revoke a key's role on chain (what it signed before stays valid)."""
+    try:
+        row = logged_in(url, key).revoke(address)
+    except ServiceError as exc:
+        fail(str(exc))
+    console.print(f"revoked {row['address']} (tx {row['txHash']})")
+
+
+@participants.command("list")
+def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
+    try:
+        rows = logged_in(url, key).participants()
+    except ServiceError as exc:
+        fail(str(exc))
+    table = Table("org", "role", "address", "active", "name")
+    for p in rows:
+        table.add_row(p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no",
+                      p["name"])
+    console.print(table)
+
+
+def demo(
+    data_dir: Path = typer.Option(Path(".qledger/demo"), "--data-dir",
+                                  help="the demo's own directory (wiped at start)"),
+    quick: bool = typer.Option(False, help="4 suppliers, 3 months, 2 rounds (tests)"),
+    suppliers: int | None = typer.Option(None, min=3, max=50),
+) -> None:
+    """The whole story end to end: chain, service, signed evidence through the API,
+    anchoring, federated training, explained credit, gate, repair, incident, and an
+    auditor's offline verification. Everything it starts, it stops."""
+    from cli.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig.quick(data_dir) if quick else DemoConfig(data_dir=data_dir)
+    if suppliers is not None:
+        cfg.suppliers = suppliers
+    try:
+        run_demo(cfg, console)
+    except (ServiceError, ChainError, RuntimeError) as exc:
+        fail(f"demo failed: {exc}")

@@ -1,0 +1,20 @@
+"""Controls only development chains have (eth-tester in process, anvil, hardhat): moving time."""
+
+from __future__ import annotations
+
+from ledger.chain.transport import Transport, _translated
+
+
+class DevChainControls(Transport):
+    def advance_time(self, seconds: int) -> int:
+        """Dev chains only: mine a block ``seconds`` after the latest one; returns its timestamp."""
+        with _translated("advance time"):
+            target = self.block_timestamp() + int(seconds)
+            if self._tester is not None:
+                self._tester.time_travel(target)
+            else:
+                self.w3.provider.make_request(  # type: ignore[arg-type]
+                    "evm_setNextBlockTimestamp", [target]
+                )
+                self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+            return self.block_timestamp()
