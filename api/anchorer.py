@@ -61,6 +61,7 @@ def tree_of(hex_hashes: list[str]) -> StandardMerkleTree:
 def hex_proof(tree: StandardMerkleTree, hex_hash: str) -> list[str]:
     return ["0x" + p.hex() for p in tree.proof(bytes.fromhex(hex_hash[2:]))]
 
+
 # Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): QLEDGER_FAILPOINTS names the
 # steps at which this process SIGKILLs itself, so tests can die at exactly the dangerous
 # moments. Unset in production, where each check is one dict lookup.
@@ -97,8 +98,10 @@ class Anchorer:
 
     def pending_count(self) -> int:
         with self.ctx.sessions() as s:
-            return s.scalar(select(func.count()).select_from(Outbox)
-                            .where(Outbox.batch_id.is_(None))) or 0
+            return (
+                s.scalar(select(func.count()).select_from(Outbox).where(Outbox.batch_id.is_(None)))
+                or 0
+            )
 
     def run_once(self, *, force: bool = False) -> list[BatchOutcome]:
         """Resume unfinished batches, then anchor as many full (or due) batches as there are;
@@ -130,22 +133,33 @@ class Anchorer:
 
     def _open_commitments(self) -> list[int]:
         with self.ctx.sessions() as s:
-            return list(s.scalars(select(Commitment.id).where(Commitment.status == "built")
-                                  .order_by(Commitment.id)))
+            return list(
+                s.scalars(
+                    select(Commitment.id)
+                    .where(Commitment.status == "built")
+                    .order_by(Commitment.id)
+                )
+            )
 
     def _claim_commitment(self, topic: str, table: type, column) -> int | None:  # type: ignore[no-untyped-def]
         with self.ctx.sessions() as s, s.begin():
-            hashes = list(s.scalars(select(column).where(table.commitment_id.is_(None))
-                                    .order_by(table.id).limit(self.settings.batch_max_leaves)))
+            hashes = list(
+                s.scalars(
+                    select(column)
+                    .where(table.commitment_id.is_(None))
+                    .order_by(table.id)
+                    .limit(self.settings.batch_max_leaves)
+                )
+            )
             if not hashes:
                 return None
             tree = tree_of(hashes)
-            commitment = Commitment(topic=topic, root="0x" + tree.root.hex(),
-                                    count=len(hashes), status="built")
+            commitment = Commitment(
+                topic=topic, root="0x" + tree.root.hex(), count=len(hashes), status="built"
+            )
             s.add(commitment)
             s.flush()
-            s.execute(update(table).where(column.in_(hashes))
-                      .values(commitment_id=commitment.id))
+            s.execute(update(table).where(column.in_(hashes)).values(commitment_id=commitment.id))
             return commitment.id
 
     def _finish_commitment(self, commitment_id: int) -> None:
@@ -168,13 +182,26 @@ class Anchorer:
         with self.ctx.sessions() as s, s.begin():
             hashes = list(s.scalars(select(column).where(table.commitment_id == commitment_id)))
             tree = tree_of(hashes)
-            s.execute(update(table), [
-                {"id": row_id, "proof": hex_proof(tree, h)}
-                for row_id, h in s.execute(select(table.id, column)
-                                           .where(table.commitment_id == commitment_id))])
-            s.execute(update(Commitment).where(Commitment.id == commitment_id).values(
-                status="committed", seq=info["seq"], block_number=info["block_number"],
-                block_timestamp=info["timestamp"], tx_hash=tx_hash))
+            s.execute(
+                update(table),
+                [
+                    {"id": row_id, "proof": hex_proof(tree, h)}
+                    for row_id, h in s.execute(
+                        select(table.id, column).where(table.commitment_id == commitment_id)
+                    )
+                ],
+            )
+            s.execute(
+                update(Commitment)
+                .where(Commitment.id == commitment_id)
+                .values(
+                    status="committed",
+                    seq=info["seq"],
+                    block_number=info["block_number"],
+                    block_timestamp=info["timestamp"],
+                    tx_hash=tx_hash,
+                )
+            )
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
         """Loop until ``stop`` is set; chain outages back off exponentially up to the cap."""
@@ -199,22 +226,32 @@ class Anchorer:
 
     def _open_batches(self) -> list[int]:
         with self.ctx.sessions() as s:
-            return list(s.scalars(select(Batch.id).where(Batch.status.in_(OPEN_STATUSES))
-                                  .order_by(Batch.id)))
+            return list(
+                s.scalars(
+                    select(Batch.id).where(Batch.status.in_(OPEN_STATUSES)).order_by(Batch.id)
+                )
+            )
 
     def _claim(self, *, force: bool) -> int | None:
         limit = self.settings.batch_max_leaves
         with self.ctx.sessions() as s, s.begin():
-            query = (select(Outbox.struct_hash, Outbox.created_at)
-                     .where(Outbox.batch_id.is_(None)).order_by(Outbox.seq).limit(limit))
+            query = (
+                select(Outbox.struct_hash, Outbox.created_at)
+                .where(Outbox.batch_id.is_(None))
+                .order_by(Outbox.seq)
+                .limit(limit)
+            )
             if s.bind is not None and s.bind.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True)
             rows = s.execute(query).all()
             if not rows:
                 return None
             oldest = rows[0].created_at
-            age = time.time() - (oldest.timestamp() if oldest.tzinfo else
-                                 oldest.replace(tzinfo=utcnow().tzinfo).timestamp())
+            age = time.time() - (
+                oldest.timestamp()
+                if oldest.tzinfo
+                else oldest.replace(tzinfo=utcnow().tzinfo).timestamp()
+            )
             if len(rows) < limit and age < self.settings.batch_max_seconds and not force:
                 return None
             hashes = [r.struct_hash for r in rows]
@@ -222,8 +259,9 @@ class Anchorer:
             batch = Batch(root="0x" + tree.root.hex(), leaf_count=len(hashes), status="built")
             s.add(batch)
             s.flush()
-            s.execute(update(Outbox).where(Outbox.struct_hash.in_(hashes))
-                      .values(batch_id=batch.id))
+            s.execute(
+                update(Outbox).where(Outbox.struct_hash.in_(hashes)).values(batch_id=batch.id)
+            )
             failpoint("anchorer.during_claim")
             log.info("claimed batch %s: %d leaves, root %s", batch.id, len(hashes), batch.root)
             return batch.id
@@ -247,8 +285,12 @@ class Anchorer:
                 result = chain.anchor_batch(root, leaf_count)
                 failpoint("anchorer.after_send")
                 gas_used = result.gas_used
-                info = AnchorInfo(batch_id=result.batch_id, timestamp=result.timestamp,
-                                  block_number=result.block_number, leaf_count=leaf_count)
+                info = AnchorInfo(
+                    batch_id=result.batch_id,
+                    timestamp=result.timestamp,
+                    block_number=result.block_number,
+                    leaf_count=leaf_count,
+                )
                 tx_hash = result.tx_hash
             except TransactionReverted:
                 info = chain.anchored_at(root)
@@ -259,15 +301,30 @@ class Anchorer:
             tx_hash = self._anchor_tx(root, info)
             log.info("batch %s (%s) was already anchored; resuming", batch_id, status)
         with self.ctx.sessions() as s, s.begin():
-            s.execute(update(Batch).where(Batch.id == batch_id).values(
-                status="anchored", chain_batch_id=info.batch_id, tx_hash=tx_hash,
-                block_number=info.block_number, block_timestamp=info.timestamp,
-                **({"gas_used": gas_used} if gas_used is not None else {})))
+            s.execute(
+                update(Batch)
+                .where(Batch.id == batch_id)
+                .values(
+                    status="anchored",
+                    chain_batch_id=info.batch_id,
+                    tx_hash=tx_hash,
+                    block_number=info.block_number,
+                    block_timestamp=info.timestamp,
+                    **({"gas_used": gas_used} if gas_used is not None else {}),
+                )
+            )
         failpoint("anchorer.after_anchored")
         chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
         self._write_receipts(batch_id)
-        return BatchOutcome(batch_id, "0x" + root.hex(), leaf_count, info.batch_id, tx_hash,
-                            info.block_number, gas_used)
+        return BatchOutcome(
+            batch_id,
+            "0x" + root.hex(),
+            leaf_count,
+            info.batch_id,
+            tx_hash,
+            info.block_number,
+            gas_used,
+        )
 
     def _anchor_tx(self, root: bytes, info: AnchorInfo) -> str:
         """The transaction that anchored ``root`` (after a crash we may not have its hash)."""
@@ -279,21 +336,32 @@ class Anchorer:
     def _write_receipts(self, batch_id: int) -> None:
         hashes = self._leaves(batch_id)
         tree = tree_of(hashes)
-        rows = [{"struct_hash": h, "batch_id": batch_id, "proof": hex_proof(tree, h)}
-                for h in hashes]
+        rows = [
+            {"struct_hash": h, "batch_id": batch_id, "proof": hex_proof(tree, h)} for h in hashes
+        ]
         # Proofs go in short transactions (ORM bulk UPDATE by primary key, one executemany
         # each): the database has one writer, and intake's commits should not queue behind a
         # thousand-row update. Writing a proof twice after a crash is harmless; only the last
         # transaction, which deletes the outbox rows and confirms the batch, makes it final.
         for start in range(0, len(rows), RECEIPT_CHUNK):
             with self.ctx.sessions() as s, s.begin():
-                s.execute(update(Record), rows[start:start + RECEIPT_CHUNK])
+                s.execute(update(Record), rows[start : start + RECEIPT_CHUNK])
         with self.ctx.sessions() as s, s.begin():
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
-            s.execute(update(Batch).where(Batch.id == batch_id).values(
-                status="confirmed", confirmed_at=utcnow()))
-            repaired = sorted(set(s.scalars(select(Record.subject).where(
-                Record.batch_id == batch_id, Record.kind == "improvement"))))
+            s.execute(
+                update(Batch)
+                .where(Batch.id == batch_id)
+                .values(status="confirmed", confirmed_at=utcnow())
+            )
+            repaired = sorted(
+                set(
+                    s.scalars(
+                        select(Record.subject).where(
+                            Record.batch_id == batch_id, Record.kind == "improvement"
+                        )
+                    )
+                )
+            )
         log.info("batch %s confirmed: %d receipts", batch_id, len(hashes))
         if repaired:
             # Credit repair: an auditor's improvement counts from the moment it is anchored,
@@ -302,8 +370,9 @@ class Anchorer:
             log.info("recomputed credit after repair evidence: %s", ", ".join(repaired))
 
 
-def anchor_when_leader(ctx: ServiceContext, stop: threading.Event,
-                       retry_seconds: float = 2.0, first_wait: float = 0.0) -> None:
+def anchor_when_leader(
+    ctx: ServiceContext, stop: threading.Event, retry_seconds: float = 2.0, first_wait: float = 0.0
+) -> None:
     """Anchor while holding the data dir's anchorer lock; until then, keep asking for it.
 
     ``qledger serve`` starts the anchorer as its own process, which takes the lock first; the

@@ -37,8 +37,13 @@ class Principal:
 
     def require(self, *roles: Role) -> Principal:
         if self.role not in roles:
-            raise ApiError(403, "forbidden_role", "this endpoint is not for your role",
-                           expected=[r.value for r in roles], got=self.role.value)
+            raise ApiError(
+                403,
+                "forbidden_role",
+                "this endpoint is not for your role",
+                expected=[r.value for r in roles],
+                got=self.role.value,
+            )
         return self
 
 
@@ -76,25 +81,38 @@ def recover_personal(message: str, signature: str) -> str:
 
 def issue_token(secret: str, principal: Principal, ttl: int) -> tuple[str, int]:
     expires = int(time.time()) + ttl
-    token = jwt.encode({"sub": principal.address, "role": principal.role.value,
-                        "org": principal.org_id, "exp": expires, "iat": int(time.time()),
-                        "jti": secrets.token_hex(16)},
-                       secret, algorithm="HS256")
+    token = jwt.encode(
+        {
+            "sub": principal.address,
+            "role": principal.role.value,
+            "org": principal.org_id,
+            "exp": expires,
+            "iat": int(time.time()),
+            "jti": secrets.token_hex(16),
+        },
+        secret,
+        algorithm="HS256",
+    )
     return token, expires
 
 
 def decode_token(secret: str, token: str) -> Principal:
     try:
-        claims = jwt.decode(token, secret, algorithms=["HS256"],
-                            options={"require": ["exp", "jti"]})
+        claims = jwt.decode(
+            token, secret, algorithms=["HS256"], options={"require": ["exp", "jti"]}
+        )
     except jwt.ExpiredSignatureError as exc:
         raise ApiError(401, "token_expired", "access token expired; sign in again") from exc
     except jwt.InvalidTokenError as exc:
         raise ApiError(401, "invalid_token", f"access token rejected: {exc}") from exc
     try:
-        return Principal(address=claims["sub"], role=Role(claims["role"]),
-                         org_id=claims.get("org"), token_id=str(claims["jti"]),
-                         token_expires=int(claims["exp"]))
+        return Principal(
+            address=claims["sub"],
+            role=Role(claims["role"]),
+            org_id=claims.get("org"),
+            token_id=str(claims["jti"]),
+            token_expires=int(claims["exp"]),
+        )
     except (KeyError, ValueError) as exc:
         raise ApiError(401, "invalid_token", "access token lacks address or role") from exc
 

@@ -45,8 +45,11 @@ class QledgerClient:
     def login(self, signer: Signer) -> dict[str, Any]:
         challenge = self._call("POST", "/v1/auth/challenge", json={"address": signer.address})
         signature = signer.sign_digest(personal_sign_digest(challenge["message"]))
-        token = self._call("POST", "/v1/auth/token", json={
-            "address": signer.address, "nonce": challenge["nonce"], "signature": signature})
+        token = self._call(
+            "POST",
+            "/v1/auth/token",
+            json={"address": signer.address, "nonce": challenge["nonce"], "signature": signature},
+        )
         self.token = token["accessToken"]
         return token
 
@@ -64,8 +67,12 @@ class QledgerClient:
         return None if body.get("status") == "pending" else body
 
     def register(self, address: str, role: str, org_id: str, name: str = "") -> dict[str, Any]:
-        return self._call("POST", "/v1/participants", ok=(201,), json={
-            "address": address, "role": role, "orgId": org_id, "name": name})
+        return self._call(
+            "POST",
+            "/v1/participants",
+            ok=(201,),
+            json={"address": address, "role": role, "orgId": org_id, "name": name},
+        )
 
     def revoke(self, address: str) -> dict[str, Any]:
         return self._call("DELETE", f"/v1/participants/{address}")
@@ -80,5 +87,10 @@ class QledgerClient:
         return self._call("POST", path, ok=ok, json=body)
 
     def put_bytes(self, path: str, body: bytes) -> Any:
-        return self._call("PUT", path, ok=(200, 201), content=body,
-                          headers={"content-type": "application/octet-stream"})
+        return self._call(
+            "PUT",
+            path,
+            ok=(200, 201),
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+        )

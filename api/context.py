@@ -75,8 +75,7 @@ class ServiceContext:
     @cached_property
     def domain(self) -> Domain:
         """The EIP-712 domain records must be signed for (fixed by the deployment)."""
-        return Domain(chainId=self.deployment.chain_id,
-                      verifyingContract=self.deployment.ledger)
+        return Domain(chainId=self.deployment.chain_id, verifyingContract=self.deployment.ledger)
 
     @classmethod
     def create(cls, settings: Settings, chain: ChainClient | None = None) -> ServiceContext:
@@ -84,13 +83,21 @@ class ServiceContext:
         migrate(engine)
         if chain is None:
             if not settings.rpc_url:
-                raise RuntimeError("QLEDGER_RPC_URL is not set (qledger serve starts a local "
-                                   "chain and sets it for you)")
+                raise RuntimeError(
+                    "QLEDGER_RPC_URL is not set (qledger serve starts a local "
+                    "chain and sets it for you)"
+                )
             deployment = Deployment.load(settings.deployment_path)
-            chain = ChainClient.connect(settings.rpc_url, private_key=settings.anchorer_key,
-                                        deployment=deployment)
+            chain = ChainClient.connect(
+                settings.rpc_url, private_key=settings.anchorer_key, deployment=deployment
+            )
         if chain.deployment is None:
             raise RuntimeError("chain client is not attached to a deployment")
-        return cls(settings=settings, engine=engine, sessions=session_factory(engine),
-                   chain=chain, deployment=chain.deployment,
-                   roles=RoleCache(chain, settings.role_cache_seconds))
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            chain=chain,
+            deployment=chain.deployment,
+            roles=RoleCache(chain, settings.role_cache_seconds),
+        )

@@ -37,50 +37,75 @@ from federated.model import predict_defect_risk
 RESPONSIBILITY_TOPIC = "responsibility-matrix"  # CommitmentLog topic of published matrices
 
 
-def evidence_items(session: Session, subjects: Collection[str] | None = None
-                   ) -> list[EvidenceItem]:
+def evidence_items(session: Session, subjects: Collection[str] | None = None) -> list[EvidenceItem]:
     """Every stored record as credit evidence; ``anchored`` only once its batch is confirmed."""
-    query = (select(Record, Batch.status, Batch.block_timestamp)
-             .outerjoin(Batch, Record.batch_id == Batch.id))
+    query = select(Record, Batch.status, Batch.block_timestamp).outerjoin(
+        Batch, Record.batch_id == Batch.id
+    )
     if subjects is not None:
         query = query.where(Record.subject.in_(list(subjects)))
     items = []
     for r, status, ts in session.execute(query):
         confirmed = status == "confirmed" and r.proof is not None
-        items.append(EvidenceItem(
-            struct_hash=r.struct_hash, kind=r.kind, subject=r.subject, signer=r.signer,
-            signer_role=r.signer_role, part_number=r.part_number, lot_id=r.lot_id,
-            event_time=r.event_time, signed_at=r.signed_at, quantity=r.quantity,
-            defects=r.defects, payload=r.payload, anchored=confirmed,
-            anchored_at=ts if confirmed else None))
+        items.append(
+            EvidenceItem(
+                struct_hash=r.struct_hash,
+                kind=r.kind,
+                subject=r.subject,
+                signer=r.signer,
+                signer_role=r.signer_role,
+                part_number=r.part_number,
+                lot_id=r.lot_id,
+                event_time=r.event_time,
+                signed_at=r.signed_at,
+                quantity=r.quantity,
+                defects=r.defects,
+                payload=r.payload,
+                anchored=confirmed,
+                anchored_at=ts if confirmed else None,
+            )
+        )
     return items
 
 
 def latest_anchor_time(session: Session) -> int | None:
-    return session.scalar(select(func.max(Batch.block_timestamp))
-                          .where(Batch.status == "confirmed"))
+    return session.scalar(
+        select(func.max(Batch.block_timestamp)).where(Batch.status == "confirmed")
+    )
 
 
 def default_as_of(session: Session) -> int:
     """Scores are computed as of the newest anchor (an evidence batch or a federated round):
     the score moves only when something new is anchored, and asking twice returns the same
     (already committed) response."""
-    latest = [t for t in (latest_anchor_time(session),
-                          session.scalar(select(func.max(ModelRound.timestamp)))) if t]
+    latest = [
+        t
+        for t in (
+            latest_anchor_time(session),
+            session.scalar(select(func.max(ModelRound.timestamp))),
+        )
+        if t
+    ]
     return max(latest) if latest else int(time.time())
 
 
 def supplier_ids(session: Session) -> list[str]:
-    registered = set(session.scalars(select(Participant.org_id)
-                                     .where(Participant.role == "SUPPLIER")))
+    registered = set(
+        session.scalars(select(Participant.org_id).where(Participant.role == "SUPPLIER"))
+    )
     filed = set(session.scalars(select(Record.subject).distinct()))
     return sorted(registered | filed)
 
 
 def fl_rounds_in_window(session: Session, as_of: int, window_days: int) -> list[list[str]]:
     """Participant lists of the federated rounds anchored in the scoring window."""
-    return list(session.scalars(select(ModelRound.participants).where(
-        ModelRound.timestamp <= as_of, ModelRound.timestamp > as_of - window_days * 86_400)))
+    return list(
+        session.scalars(
+            select(ModelRound.participants).where(
+                ModelRound.timestamp <= as_of, ModelRound.timestamp > as_of - window_days * 86_400
+            )
+        )
+    )
 
 
 def fl_participation(rounds: Sequence[list[str]], supplier_id: str) -> float | None:
@@ -91,9 +116,15 @@ def fl_participation(rounds: Sequence[list[str]], supplier_id: str) -> float | N
     return sum(supplier_id in participants for participants in rounds) / len(rounds)
 
 
-def publish_scores(ctx: ServiceContext, suppliers: Sequence[str], *, as_of: int | None = None,
-                   window_days: int = DEFAULT_WINDOW_DAYS, with_what_if: bool = False,
-                   trigger: str = "request") -> list[Score]:
+def publish_scores(
+    ctx: ServiceContext,
+    suppliers: Sequence[str],
+    *,
+    as_of: int | None = None,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    with_what_if: bool = False,
+    trigger: str = "request",
+) -> list[Score]:
     """Score ``suppliers``, store each response not stored before (score history) and return
     the rows. An identical response (same evidence, model, policy and instant) is one row."""
     with ctx.sessions() as s:
@@ -102,9 +133,16 @@ def publish_scores(ctx: ServiceContext, suppliers: Sequence[str], *, as_of: int 
         for item in evidence_items(s, suppliers):
             by_subject[item.subject].append(item)
         rounds = fl_rounds_in_window(s, as_of, window_days)
-        vectors = [compute_features(by_subject[sid], sid, as_of, window_days,
-                                    fl_participation=fl_participation(rounds, sid))
-                   for sid in suppliers]
+        vectors = [
+            compute_features(
+                by_subject[sid],
+                sid,
+                as_of,
+                window_days,
+                fl_participation=fl_participation(rounds, sid),
+            )
+            for sid in suppliers
+        ]
     responses = score_vectors(vectors, with_what_if=with_what_if) if vectors else []
     return [_store_score(ctx, r, trigger) for r in responses]
 
@@ -114,33 +152,51 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
     with ctx.sessions() as s, s.begin():
         row = s.scalar(select(Score).where(Score.response_hash == digest))
         if row is None:
-            row = Score(supplier_id=resp.supplier_id, as_of=resp.as_of, score=resp.score,
-                        band=resp.band, gate_outcome=resp.gate.outcome if resp.gate else None,
-                        model_version=resp.model_version, evidence_root=resp.evidence_root,
-                        trigger=trigger, response=resp.model_dump(mode="json"),
-                        response_hash=digest)
+            row = Score(
+                supplier_id=resp.supplier_id,
+                as_of=resp.as_of,
+                score=resp.score,
+                band=resp.band,
+                gate_outcome=resp.gate.outcome if resp.gate else None,
+                model_version=resp.model_version,
+                evidence_root=resp.evidence_root,
+                trigger=trigger,
+                response=resp.model_dump(mode="json"),
+                response_hash=digest,
+            )
             s.add(row)
             s.flush()
         return row
 
 
-def commitment_json(session: Session, commitment_id: int | None, proof: list | None,
-                    value_hash: str) -> dict[str, Any]:
+def commitment_json(
+    session: Session, commitment_id: int | None, proof: list | None, value_hash: str
+) -> dict[str, Any]:
     commitment = session.get(Commitment, commitment_id) if commitment_id else None
     if commitment is None or commitment.status != "committed":
         return {"status": "pending", "valueHash": value_hash}
-    return {"status": "committed", "valueHash": value_hash, "topic": commitment.topic,
-            "root": commitment.root, "proof": proof, "count": commitment.count,
-            "seq": commitment.seq, "transactionHash": commitment.tx_hash,
-            "blockNumber": commitment.block_number,
-            "blockTimestamp": commitment.block_timestamp}
+    return {
+        "status": "committed",
+        "valueHash": value_hash,
+        "topic": commitment.topic,
+        "root": commitment.root,
+        "proof": proof,
+        "count": commitment.count,
+        "seq": commitment.seq,
+        "transactionHash": commitment.tx_hash,
+        "blockNumber": commitment.block_number,
+        "blockTimestamp": commitment.block_timestamp,
+    }
 
 
 def score_json(session: Session, row: Score) -> dict[str, Any]:
-    return {**row.response, "responseHash": row.response_hash, "trigger": row.trigger,
-            "publishedAt": row.created_at.isoformat(),
-            "commitment": commitment_json(session, row.commitment_id, row.proof,
-                                          row.response_hash)}
+    return {
+        **row.response,
+        "responseHash": row.response_hash,
+        "trigger": row.trigger,
+        "publishedAt": row.created_at.isoformat(),
+        "commitment": commitment_json(session, row.commitment_id, row.proof, row.response_hash),
+    }
 
 
 # -- incidents and responsibility ------------------------------------------------------------
@@ -160,8 +216,12 @@ def publish_matrix(ctx: ServiceContext, incident_id: str) -> Responsibility | No
     with ctx.sessions() as s, s.begin():
         row = s.scalar(select(Responsibility).where(Responsibility.matrix_hash == digest))
         if row is None:
-            row = Responsibility(incident_id=incident_id, version=matrix.version,
-                                 matrix=matrix.model_dump(mode="json"), matrix_hash=digest)
+            row = Responsibility(
+                incident_id=incident_id,
+                version=matrix.version,
+                matrix=matrix.model_dump(mode="json"),
+                matrix_hash=digest,
+            )
             s.add(row)
             s.flush()
         return row

@@ -26,9 +26,11 @@ def get_principal(
     ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None:
-        raise ApiError(401, "not_authenticated",
-                       "send 'Authorization: Bearer <token>' (POST /v1/auth/challenge, "
-                       "then /v1/auth/token)")
+        raise ApiError(
+            401,
+            "not_authenticated",
+            "send 'Authorization: Bearer <token>' (POST /v1/auth/challenge, then /v1/auth/token)",
+        )
     principal = decode_token(ctx.settings.resolved_token_secret(), credentials.credentials)
     if token_revoked(ctx.sessions, principal):
         raise ApiError(401, "token_revoked", "this access token was signed out; sign in again")

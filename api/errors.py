@@ -27,8 +27,9 @@ LEDGER_STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, expected: Any = None,
-                 got: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, expected: Any = None, got: Any = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.expected, self.got = expected, got
@@ -43,8 +44,13 @@ class ApiError(Exception):
 
 
 def from_ledger(exc: LedgerError) -> ApiError:
-    return ApiError(LEDGER_STATUS.get(exc.code, 400), exc.code, str(exc),
-                    expected=_jsonable(exc.expected), got=_jsonable(exc.got))
+    return ApiError(
+        LEDGER_STATUS.get(exc.code, 400),
+        exc.code,
+        str(exc),
+        expected=_jsonable(exc.expected),
+        got=_jsonable(exc.got),
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -76,13 +82,23 @@ def install_handlers(app: FastAPI) -> None:
         code = "malformed_json" if first.get("type") == "json_invalid" else "invalid_request"
         where = ".".join(str(p) for p in first.get("loc", ()))
         return JSONResponse(
-            {"error": {"code": code, "message": f"{where}: {first.get('msg')}",
-                       "details": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")}
-                                   for e in errors[:20]]}},
-            status_code=400 if code == "malformed_json" else 422)
+            {
+                "error": {
+                    "code": code,
+                    "message": f"{where}: {first.get('msg')}",
+                    "details": [
+                        {"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors[:20]
+                    ],
+                }
+            },
+            status_code=400 if code == "malformed_json" else 422,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse({"error": {"code": code, "message": str(exc.detail)}},
-                            status_code=exc.status_code, headers=exc.headers)
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )

@@ -31,9 +31,13 @@ def store_model_file(ctx: ServiceContext, run_id: str, body: bytes) -> dict[str,
         raise ApiError(404, "round_not_anchored", "this run has no anchored round", got=run_id)
     digest = keccak(body)
     if digest != entry["model_hash"]:
-        raise ApiError(422, "model_hash_mismatch", "file is not the model anchored for the "
-                       "run's latest round", expected="0x" + entry["model_hash"].hex(),
-                       got="0x" + digest.hex())
+        raise ApiError(
+            422,
+            "model_hash_mismatch",
+            "file is not the model anchored for the run's latest round",
+            expected="0x" + entry["model_hash"].hex(),
+            got="0x" + digest.hex(),
+        )
     path = model_path(ctx, "0x" + digest.hex())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -50,8 +54,11 @@ def store_model_file(ctx: ServiceContext, run_id: str, body: bytes) -> dict[str,
 def current_model(ctx: ServiceContext) -> tuple[FLModel, ModelRound] | None:
     """The newest reported round whose model file the service holds (hash re-checked)."""
     with ctx.sessions() as s:
-        rounds = list(s.scalars(select(ModelRound).order_by(ModelRound.timestamp.desc(),
-                                                             ModelRound.round.desc())))
+        rounds = list(
+            s.scalars(
+                select(ModelRound).order_by(ModelRound.timestamp.desc(), ModelRound.round.desc())
+            )
+        )
     for row in rounds:
         path = model_path(ctx, row.model_hash)
         if not path.exists():

@@ -24,8 +24,12 @@ log = logging.getLogger("qledger.api")
 STANDIN_DELAY_SECONDS = 10.0
 
 
-def create_app(settings: Settings | None = None, ctx: ServiceContext | None = None,
-               *, run_anchorer: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    ctx: ServiceContext | None = None,
+    *,
+    run_anchorer: bool = False,
+) -> FastAPI:
     """Build the app. ``run_anchorer`` makes this process a stand-in anchorer: it anchors
     whenever it holds the data dir's anchorer lock (exactly one process does)."""
     settings = settings or (ctx.settings if ctx else Settings())
@@ -39,18 +43,25 @@ def create_app(settings: Settings | None = None, ctx: ServiceContext | None = No
                 # QLEDGER_SERVE_ANCHORER=inside (benchmark comparisons): no dedicated process.
                 inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"
                 worker = threading.Thread(
-                    target=anchor_when_leader, args=(app.state.ctx, stop),
+                    target=anchor_when_leader,
+                    args=(app.state.ctx, stop),
                     kwargs={"first_wait": 0.0 if inside else STANDIN_DELAY_SECONDS},
-                    name="anchorer", daemon=True)
+                    name="anchorer",
+                    daemon=True,
+                )
                 worker.start()
                 stack.callback(worker.join, 10)
                 stack.callback(stop.set)
             yield
 
-    app = FastAPI(title="qledger", version="0.1.0", lifespan=lifespan,
-                  description="Permissioned ledger for supply-chain quality credit. Suppliers, "
-                  "OEMs and auditors submit EIP-712-signed evidence; the service anchors "
-                  "Merkle roots on chain and serves receipts, checkpoints and credit scores.")
+    app = FastAPI(
+        title="qledger",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Permissioned ledger for supply-chain quality credit. Suppliers, "
+        "OEMs and auditors submit EIP-712-signed evidence; the service anchors "
+        "Merkle roots on chain and serves receipts, checkpoints and credit scores.",
+    )
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)

@@ -17,8 +17,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
     rpc_url: str | None = Field(None, description="EVM JSON-RPC; default: local anvil in data_dir")
     deployment_file: Path | None = Field(None, description="default data_dir/deployment.json")
-    anchorer_key: str | None = Field(None, description="hex key of the ANCHORER/ADMIN account; "
-                                     "default: the dev chain's first unlocked account")
+    anchorer_key: str | None = Field(
+        None,
+        description="hex key of the ANCHORER/ADMIN account; "
+        "default: the dev chain's first unlocked account",
+    )
     # Batching: a batch closes at whichever comes first. 1,024 leaves keeps gas per record under
     # 64 (docs/benchmarks.md); 2 s bounds how stale a receipt can be at low traffic.
     batch_max_leaves: int = Field(1024, ge=1, le=65536)
@@ -32,11 +35,15 @@ class Settings(BaseSettings):
     # A signer's clock may differ from ours by this much (signedAt is checked against it).
     clock_skew_seconds: int = 300
     role_cache_seconds: float = Field(15.0, ge=0, description="how stale a cached role may be")
-    token_secret: str | None = Field(None, description="HMAC key for access tokens; "
-                                     "default: generated once into data_dir")
+    token_secret: str | None = Field(
+        None, description="HMAC key for access tokens; default: generated once into data_dir"
+    )
     token_ttl_seconds: int = 3600
-    public_url: str | None = Field(None, description="URL users reach the service at (behind "
-                                   "a proxy); named in sign-in messages. Default http://host:port")
+    public_url: str | None = Field(
+        None,
+        description="URL users reach the service at (behind "
+        "a proxy); named in sign-in messages. Default http://host:port",
+    )
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1

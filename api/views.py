@@ -10,13 +10,25 @@ from api.store.models import Batch, Record
 def envelope(row: Record) -> dict[str, Any]:
     """The signed record exactly as submitted (it re-validates and re-verifies)."""
     return {
-        "domain": {"name": "QualityLedger", "version": "1", "chainId": row.chain_id,
-                   "verifyingContract": row.contract},
+        "domain": {
+            "name": "QualityLedger",
+            "version": "1",
+            "chainId": row.chain_id,
+            "verifyingContract": row.contract,
+        },
         "record": {
-            "signer": row.signer, "subject": row.subject, "kind": row.kind,
-            "partNumber": row.part_number, "lotId": row.lot_id, "eventTime": row.event_time,
-            "signedAt": row.signed_at, "quantity": row.quantity, "defects": row.defects,
-            "nonce": row.nonce, "salt": row.salt, "payloadHash": row.payload_hash,
+            "signer": row.signer,
+            "subject": row.subject,
+            "kind": row.kind,
+            "partNumber": row.part_number,
+            "lotId": row.lot_id,
+            "eventTime": row.event_time,
+            "signedAt": row.signed_at,
+            "quantity": row.quantity,
+            "defects": row.defects,
+            "nonce": row.nonce,
+            "salt": row.salt,
+            "payloadHash": row.payload_hash,
         },
         "payload": row.payload,
         "signature": row.signature,
@@ -46,10 +58,18 @@ def record_summary(row: Record, batch: Batch | None) -> dict[str, Any]:
     if batch is not None and batch.status == "confirmed" and row.proof is not None:
         status = "anchored"
     return {
-        "structHash": row.struct_hash, "kind": row.kind, "subject": row.subject,
-        "signer": row.signer, "signerRole": row.signer_role, "partNumber": row.part_number,
-        "lotId": row.lot_id, "eventTime": row.event_time, "signedAt": row.signed_at,
-        "quantity": row.quantity, "defects": row.defects, "status": status,
+        "structHash": row.struct_hash,
+        "kind": row.kind,
+        "subject": row.subject,
+        "signer": row.signer,
+        "signerRole": row.signer_role,
+        "partNumber": row.part_number,
+        "lotId": row.lot_id,
+        "eventTime": row.event_time,
+        "signedAt": row.signed_at,
+        "quantity": row.quantity,
+        "defects": row.defects,
+        "status": status,
         "batchId": batch.chain_batch_id if batch is not None else None,
         "receivedAt": row.received_at.isoformat() if row.received_at else None,
     }

@@ -11,12 +11,19 @@ import typer
 
 from cli import chain, credit, fl, keys, records, service
 
-app = typer.Typer(name="qledger", no_args_is_help=True, add_completion=False,
-                  help="Permissioned ledger for supply-chain quality credit.")
+app = typer.Typer(
+    name="qledger",
+    no_args_is_help=True,
+    add_completion=False,
+    help="Permissioned ledger for supply-chain quality credit.",
+)
 app.add_typer(chain.app, name="chain", help="Local anvil chain: up / down / status.")
 app.add_typer(keys.app, name="keys", help="Participant keys.")
-app.add_typer(service.participants, name="participants",
-              help="Register, revoke and list participants (admin, through the service).")
+app.add_typer(
+    service.participants,
+    name="participants",
+    help="Register, revoke and list participants (admin, through the service).",
+)
 app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
 app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
 app.command("deploy")(chain.deploy)

@@ -19,8 +19,12 @@ from ledger.keys import Signer, load_key
 console = Console()
 err_console = Console(stderr=True)
 
-DataDir = typer.Option(None, "--data-dir", envvar="QLEDGER_DATA_DIR",
-                       help="Where chain state, database and keys live (default ./.qledger).")
+DataDir = typer.Option(
+    None,
+    "--data-dir",
+    envvar="QLEDGER_DATA_DIR",
+    help="Where chain state, database and keys live (default ./.qledger).",
+)
 
 
 def settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
@@ -57,8 +61,11 @@ def load_signer(path: Path) -> Signer:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
             fail(f"cannot read key file {path}: {exc}")
-        passphrase = "" if "private_key" in data or not sys.stdin.isatty() else typer.prompt(
-            f"passphrase for {path}", hide_input=True)
+        passphrase = (
+            ""
+            if "private_key" in data or not sys.stdin.isatty()
+            else typer.prompt(f"passphrase for {path}", hide_input=True)
+        )
     try:
         return load_key(path, passphrase)
     except LedgerError as exc:

@@ -54,11 +54,15 @@ def local_rpc(data_dir: Path) -> str | None:
 
 def deploy(
     data_dir: Path | None = DataDir,
-    rpc: str | None = typer.Option(None, envvar="QLEDGER_RPC_URL",
-                                   help="JSON-RPC URL (default: the local chain)"),
-    key: str | None = typer.Option(None, envvar="QLEDGER_ANCHORER_KEY",
-                                   help="hex private key of the deployer (becomes ADMIN "
-                                   "and ANCHORER); default: local dev account 0"),
+    rpc: str | None = typer.Option(
+        None, envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (default: the local chain)"
+    ),
+    key: str | None = typer.Option(
+        None,
+        envvar="QLEDGER_ANCHORER_KEY",
+        help="hex private key of the deployer (becomes ADMIN "
+        "and ANCHORER); default: local dev account 0",
+    ),
 ) -> None:
     """Deploy QualityLedger, ModelRegistry and CommitmentLog; write deployment.json."""
     cfg = settings(data_dir)

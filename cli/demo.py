@@ -66,8 +66,9 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, data_dir: Path) -> DemoConfig:
-        return cls(data_dir=data_dir, suppliers=4, months=3, fl_rounds=2, verify_sample=3,
-                   lot_factor=1)
+        return cls(
+            data_dir=data_dir, suppliers=4, months=3, fl_rounds=2, verify_sample=3, lot_factor=1
+        )
 
 
 @dataclass
@@ -100,19 +101,35 @@ def _free_port() -> int:
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 @contextmanager
 def _service(data_dir: Path, rpc_url: str, port: int) -> Iterator[tuple[str, subprocess.Popen]]:
-    env = {**os.environ, "QLEDGER_DATA_DIR": str(data_dir), "QLEDGER_RPC_URL": rpc_url,
-           "QLEDGER_ANCHORER_KEY": dev_private_keys()[0], "QLEDGER_BATCH_MAX_SECONDS": "1.0",
-           "QLEDGER_PORT": str(port)}
+    env = {
+        **os.environ,
+        "QLEDGER_DATA_DIR": str(data_dir),
+        "QLEDGER_RPC_URL": rpc_url,
+        "QLEDGER_ANCHORER_KEY": dev_private_keys()[0],
+        "QLEDGER_BATCH_MAX_SECONDS": "1.0",
+        "QLEDGER_PORT": str(port),
+    }
     log = (data_dir / "service.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)],
-                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -141,13 +158,15 @@ def _service(data_dir: Path, rpc_url: str, port: int) -> Iterator[tuple[str, sub
 
 def _save_key(path: Path, signer: Signer) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"address": signer.address,
-                                "private_key": "0x" + signer.private_key.hex()}))
+    path.write_text(
+        json.dumps({"address": signer.address, "private_key": "0x" + signer.private_key.hex()})
+    )
     path.chmod(0o600)
 
 
-def _wait_anchored(client: QledgerClient, target: int, progress: Progress, label: str,
-                   timeout: float = 300) -> dict[str, Any]:
+def _wait_anchored(
+    client: QledgerClient, target: int, progress: Progress, label: str, timeout: float = 300
+) -> dict[str, Any]:
     task = progress.add_task(label, total=target)
     deadline = time.monotonic() + timeout
     while True:
@@ -178,8 +197,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         # As `qledger deploy` would: the dev chain's account 0 becomes ADMIN and ANCHORER.
         deployment = ChainClient.connect(chain.rpc_url, private_key=dev_private_keys()[0]).deploy()
         deployment.save(data_dir / "deployment.json")
-        url, proc = stack.enter_context(_service(data_dir, chain.rpc_url,
-                                                 cfg.port or _free_port()))
+        url, proc = stack.enter_context(_service(data_dir, chain.rpc_url, cfg.port or _free_port()))
         console.print(f"qledger serve {url} (SQLite in {data_dir}, contracts deployed)")
         admin = QledgerClient(url)
         stack.callback(admin.close)
@@ -190,12 +208,20 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         console.rule("[bold]2. Participants and six months of evidence")
         now = int(time.time())
         streams = np.random.SeedSequence(cfg.seed).spawn(cfg.suppliers)
-        truths = [draw_truth(np.random.default_rng(s), f"SUP-{k + 1:05d}") for k, s in
-                  enumerate(streams)]
-        truths = [dataclasses.replace(t, lots_per_month=t.lots_per_month * cfg.lot_factor)
-                  for t in truths]
-        pop = simulate_population(cfg.suppliers, months=cfg.months, seed=cfg.seed,
-                                  start=now - cfg.months * MONTH, domain=domain, truths=truths)
+        truths = [
+            draw_truth(np.random.default_rng(s), f"SUP-{k + 1:05d}") for k, s in enumerate(streams)
+        ]
+        truths = [
+            dataclasses.replace(t, lots_per_month=t.lots_per_month * cfg.lot_factor) for t in truths
+        ]
+        pop = simulate_population(
+            cfg.suppliers,
+            months=cfg.months,
+            seed=cfg.seed,
+            start=now - cfg.months * MONTH,
+            domain=domain,
+            truths=truths,
+        )
         with _progress(console) as progress:
             task = progress.add_task("register keys on chain", total=len(pop.signers))
             for org, signer in pop.signers.items():
@@ -208,21 +234,26 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         # which intake refuses (event_in_future).
         pop.records = [r for r in pop.records if r.record.eventTime <= now]
         # The simulator produced the evidence offline; each party signs it at submission time.
-        signed_now = [resign(r, by_address[r.record.signer], signed_at=int(time.time()))
-                      .model_dump(mode="json")
-                      for r in sorted(pop.records, key=lambda r: r.record.eventTime)]
+        signed_now = [
+            resign(r, by_address[r.record.signer], signed_at=int(time.time())).model_dump(
+                mode="json"
+            )
+            for r in sorted(pop.records, key=lambda r: r.record.eventTime)
+        ]
         with _progress(console) as progress:
             task = progress.add_task("submit signed records (HTTP)", total=len(signed_now))
             for i in range(0, len(signed_now), SUBMIT_CHUNK):
-                chunk = signed_now[i:i + SUBMIT_CHUNK]
+                chunk = signed_now[i : i + SUBMIT_CHUNK]
                 answer = admin.submit_batch(chunk)
                 result.accepted += answer["accepted"]
                 result.rejected += answer["rejected"]
                 progress.advance(task, len(chunk))
             cp = _wait_anchored(admin, result.accepted, progress, "anchor Merkle batches")
         result.anchored, result.batches = cp["leafTotal"], cp["batchCount"]
-        console.print(f"{result.accepted} records accepted, {result.anchored} anchored in "
-                      f"{result.batches} batches; accumulator {cp['accumulator'][:18]}…")
+        console.print(
+            f"{result.accepted} records accepted, {result.anchored} anchored in "
+            f"{result.batches} batches; accumulator {cp['accumulator'][:18]}…"
+        )
 
         console.rule("[bold]3. Federated defect model (Flower, SecAgg+)")
         _federated(cfg, data_dir, chain.rpc_url, admin, result, console)
@@ -233,8 +264,7 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         oem.login(pop.signers["OEM-0001"])
         result.ranking = oem.get("/v1/suppliers", sort="score")["suppliers"]
         for row in result.ranking:
-            result.credits[row["supplierId"]] = oem.get(
-                f"/v1/suppliers/{row['supplierId']}/credit")
+            result.credits[row["supplierId"]] = oem.get(f"/v1/suppliers/{row['supplierId']}/credit")
         console.print(_ranking_table(result))
 
         console.rule("[bold]5. Credit repair with auditor-verified evidence")
@@ -260,75 +290,125 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         console.print(f"HTML report: [link=file://{result.report}]{result.report}[/link]")
         # Name the command as it was run (`make demo` runs .venv/bin/qledger, not on PATH).
         qledger = sys.argv[0] if Path(sys.argv[0]).name == "qledger" else "qledger"
-        console.print(f"Dashboard: run [bold]{qledger} serve --data-dir {cfg.data_dir}[/] and open "
-                      f"http://127.0.0.1:8700/ui (log in with a key file from "
-                      f"{data_dir / 'keys'})")
-        (data_dir / "demo-result.json").write_text(json.dumps(result.to_json(), indent=2,
-                                                              default=str))
+        console.print(
+            f"Dashboard: run [bold]{qledger} serve --data-dir {cfg.data_dir}[/] and open "
+            f"http://127.0.0.1:8700/ui (log in with a key file from "
+            f"{data_dir / 'keys'})"
+        )
+        (data_dir / "demo-result.json").write_text(
+            json.dumps(result.to_json(), indent=2, default=str)
+        )
     return result
 
 
-def _federated(cfg: DemoConfig, data_dir: Path, rpc_url: str, admin: QledgerClient,
-               result: DemoResult, console: Console) -> None:
+def _federated(
+    cfg: DemoConfig,
+    data_dir: Path,
+    rpc_url: str,
+    admin: QledgerClient,
+    result: DemoResult,
+    console: Console,
+) -> None:
     from federated.config import FLConfig, ServerSettings
     from federated.run import simulate
     from ledger.chain import Deployment
 
-    chain = ChainClient.connect(rpc_url, private_key=dev_private_keys()[0],
-                                deployment=Deployment.load(data_dir / "deployment.json"))
-    config = FLConfig(suppliers=cfg.suppliers, out_dir=data_dir / "federated",
-                      data_seed=cfg.seed,
-                      server=ServerSettings(rounds=cfg.fl_rounds, secagg=cfg.secagg,
-                                            min_available_clients=min(cfg.suppliers, 3),
-                                            min_fit_clients=min(cfg.suppliers, 3)))
+    chain = ChainClient.connect(
+        rpc_url,
+        private_key=dev_private_keys()[0],
+        deployment=Deployment.load(data_dir / "deployment.json"),
+    )
+    config = FLConfig(
+        suppliers=cfg.suppliers,
+        out_dir=data_dir / "federated",
+        data_seed=cfg.seed,
+        server=ServerSettings(
+            rounds=cfg.fl_rounds,
+            secagg=cfg.secagg,
+            min_available_clients=min(cfg.suppliers, 3),
+            min_fit_clients=min(cfg.suppliers, 3),
+        ),
+    )
     with _progress(console) as progress:
         task = progress.add_task("federated rounds (anchored)", total=cfg.fl_rounds)
-        run = simulate(config, chain=chain,
-                       on_round=lambda rec: progress.update(task, completed=rec.round))
+        run = simulate(
+            config, chain=chain, on_round=lambda rec: progress.update(task, completed=rec.round)
+        )
     for rec in run.rounds:
-        result.fl_metrics.append({"round": rec.round, **rec.metrics,
-                                  "participants": len(rec.participants),
-                                  "modelHash": rec.model_hash, "anchored": rec.anchored})
+        result.fl_metrics.append(
+            {
+                "round": rec.round,
+                **rec.metrics,
+                "participants": len(rec.participants),
+                "modelHash": rec.model_hash,
+                "anchored": rec.anchored,
+            }
+        )
         if rec.anchored and rec.participants:
-            admin.post("/v1/models/rounds", {"runId": "0x" + run.run_id.hex(),
-                                             "round": rec.round,
-                                             "participants": rec.participants,
-                                             "metrics": {k: float(v) for k, v in
-                                                         rec.metrics.items()}})
+            admin.post(
+                "/v1/models/rounds",
+                {
+                    "runId": "0x" + run.run_id.hex(),
+                    "round": rec.round,
+                    "participants": rec.participants,
+                    "metrics": {k: float(v) for k, v in rec.metrics.items()},
+                },
+            )
             result.fl_rounds_anchored += 1
     result.fl_final_hash = run.final_model_hash
     # The service keeps the final model only because its hash is the anchored one; from then
     # on it predicts defect risk with it and blends it into responsibility matrices.
     admin.put_bytes(f"/v1/models/0x{run.run_id.hex()}/file", run.final_model_path.read_bytes())
     last = run.rounds[-1]
-    console.print(f"{len(run.rounds) - 1} rounds, final model {run.final_model_hash[:18]}… "
-                  f"(saved {run.final_model_path.name}); held-out "
-                  + ", ".join(f"{k} {v:.3f}" for k, v in last.metrics.items()
-                              if isinstance(v, float)))
+    console.print(
+        f"{len(run.rounds) - 1} rounds, final model {run.final_model_hash[:18]}… "
+        f"(saved {run.final_model_path.name}); held-out "
+        + ", ".join(f"{k} {v:.3f}" for k, v in last.metrics.items() if isinstance(v, float))
+    )
 
 
 def _ranking_table(result: DemoResult) -> Table:
-    table = Table("supplier", "score", "band", "trial gate", "distance", "top reasons",
-                  title="credit ranking (as of the newest anchor)")
+    table = Table(
+        "supplier",
+        "score",
+        "band",
+        "trial gate",
+        "distance",
+        "top reasons",
+        title="credit ranking (as of the newest anchor)",
+    )
     for row in result.ranking:
         gate = row["gate"]
         reasons = result.credits[row["supplierId"]]["reason_codes"][:2]
-        table.add_row(row["supplierId"], f"{row['score']:.1f}", row["band"],
-                      "[green]eligible[/]" if gate["outcome"] == "pass" else
-                      f"[red]{gate['outcome']}[/]",
-                      f"{gate['distance']:+.1f}" if gate["distance"] is not None else "-",
-                      "; ".join(r["text"] for r in reasons) or "-")
+        table.add_row(
+            row["supplierId"],
+            f"{row['score']:.1f}",
+            row["band"],
+            "[green]eligible[/]" if gate["outcome"] == "pass" else f"[red]{gate['outcome']}[/]",
+            f"{gate['distance']:+.1f}" if gate["distance"] is not None else "-",
+            "; ".join(r["text"] for r in reasons) or "-",
+        )
     return table
 
 
-def _repair(pop: Population, domain: Domain, admin: QledgerClient, auditor: QledgerClient,
-            oem: QledgerClient, result: DemoResult, console: Console) -> None:
+def _repair(
+    pop: Population,
+    domain: Domain,
+    admin: QledgerClient,
+    auditor: QledgerClient,
+    oem: QledgerClient,
+    result: DemoResult,
+    console: Console,
+) -> None:
     """A supplier just below the trial gate fixes its process; an auditor verifies it (a process
     capability study, closure of complaints and findings) and signs improvements naming the
     records they remedy."""
     failing = [r for r in result.ranking if r["gate"]["outcome"] != "pass"]
-    target = (max(failing, key=lambda r: r["score"]) if failing
-              else min(result.ranking, key=lambda r: r["score"]))["supplierId"]
+    target = (
+        max(failing, key=lambda r: r["score"])
+        if failing
+        else min(result.ranking, key=lambda r: r["score"])
+    )["supplierId"]
     before = result.credits[target]
     records = auditor.get("/v1/records", subject=target, limit=1000)["records"]
     signer = pop.signers["AUD-0001"]
@@ -338,24 +418,40 @@ def _repair(pop: Population, domain: Domain, admin: QledgerClient, auditor: Qled
     for r in records:
         if r["kind"] == RecordKind.INSPECTION.value:
             by_part.setdefault(r["partNumber"], []).append(r["structHash"])
-    issues = [r["structHash"] for r in records
-              if r["kind"] in (RecordKind.COMPLAINT.value, RecordKind.AUDIT.value,
-                               RecordKind.CORRECTIVE_ACTION.value)]
+    issues = [
+        r["structHash"]
+        for r in records
+        if r["kind"]
+        in (RecordKind.COMPLAINT.value, RecordKind.AUDIT.value, RecordKind.CORRECTIVE_ACTION.value)
+    ]
     now = int(time.time())
-    drafts = [(part, hashes[:100], "process_capability_study", 1.67)
-              for part, hashes in by_part.items()]
+    drafts = [
+        (part, hashes[:100], "process_capability_study", 1.67) for part, hashes in by_part.items()
+    ]
     if issues:
         drafts.append((records[0]["partNumber"], issues[:100], "audit_closure", None))
     for part, remedies, evidence_type, cpk in drafts:
         payload: dict[str, Any] = {
-            "remedies": remedies, "evidenceType": evidence_type,
-            "summary": "on-site verification after process change (SGS-style stability study)"}
+            "remedies": remedies,
+            "evidenceType": evidence_type,
+            "summary": "on-site verification after process change (SGS-style stability study)",
+        }
         if cpk is not None:
             payload["verifiedCpk"] = cpk
         nonce += 1
-        signed = sign_record(signer, domain, subject=target, kind=RecordKind.IMPROVEMENT,
-                             part_number=part, lot_id=f"STUDY-{nonce}", event_time=now,
-                             quantity=0, defects=0, nonce=nonce, payload=payload)
+        signed = sign_record(
+            signer,
+            domain,
+            subject=target,
+            kind=RecordKind.IMPROVEMENT,
+            part_number=part,
+            lot_id=f"STUDY-{nonce}",
+            event_time=now,
+            quantity=0,
+            defects=0,
+            nonce=nonce,
+            payload=payload,
+        )
         admin.submit(signed.model_dump(mode="json"))
         submitted += 1
     # Recomputed by the anchorer as soon as the improvement is anchored (trigger "repair").
@@ -367,15 +463,22 @@ def _repair(pop: Population, domain: Domain, admin: QledgerClient, auditor: Qled
         time.sleep(0.5)
     after = oem.get(f"/v1/suppliers/{target}/credit")
     result.credits[target] = after
-    result.repair = {"supplier": target, "improvements": submitted,
-                     "before": before["score"], "after": after["score"],
-                     "gateBefore": before["gate"]["outcome"],
-                     "gateAfter": after["gate"]["outcome"],
-                     "beforeResponse": before, "history": history}
-    console.print(f"{target}: {submitted} auditor-signed improvement record(s) anchored -> "
-                  f"score {before['score']:.1f} ({before['gate']['outcome']}) -> "
-                  f"{after['score']:.1f} ({after['gate']['outcome']}); repairs applied: "
-                  f"{len(after['repairs_applied'])}")
+    result.repair = {
+        "supplier": target,
+        "improvements": submitted,
+        "before": before["score"],
+        "after": after["score"],
+        "gateBefore": before["gate"]["outcome"],
+        "gateAfter": after["gate"]["outcome"],
+        "beforeResponse": before,
+        "history": history,
+    }
+    console.print(
+        f"{target}: {submitted} auditor-signed improvement record(s) anchored -> "
+        f"score {before['score']:.1f} ({before['gate']['outcome']}) -> "
+        f"{after['score']:.1f} ({after['gate']['outcome']}); repairs applied: "
+        f"{len(after['repairs_applied'])}"
+    )
 
 
 def _lot_readings(data_dir: Path, supplier_id: str, n: int = 20) -> list[dict[str, float | str]]:
@@ -390,40 +493,72 @@ def _lot_readings(data_dir: Path, supplier_id: str, n: int = 20) -> list[dict[st
     return [{name: float(v) for name, v in zip(FEATURE_NAMES, row, strict=True)} for row in X]
 
 
-def _incident(pop: Population, oem: QledgerClient, result: DemoResult, data_dir: Path,
-              console: Console) -> None:
+def _incident(
+    pop: Population, oem: QledgerClient, result: DemoResult, data_dir: Path, console: Console
+) -> None:
     """A pack fails in the field; it was built from lots of three suppliers."""
-    records = {r.record.subject: r for r in sorted(pop.records, key=lambda r: -r.record.eventTime)
-               if r.record.kind is RecordKind.INSPECTION}
+    records = {
+        r.record.subject: r
+        for r in sorted(pop.records, key=lambda r: -r.record.eventTime)
+        if r.record.kind is RecordKind.INSPECTION
+    }
     field = pop.field_incidents[-1] if pop.field_incidents else None
-    culprit = field.supplier_id if field else min(result.ranking,
-                                                  key=lambda r: r["score"])["supplierId"]
+    culprit = (
+        field.supplier_id if field else min(result.ranking, key=lambda r: r["score"])["supplierId"]
+    )
     others = [s for s in records if s != culprit][:2]
-    lots = [IncidentLot(supplier_id=s, part_number=records[s].record.partNumber,
-                        lot_id=records[s].record.lotId, process=_lot_readings(data_dir, s))
-            for s in [culprit, *others] if s in records]
-    incident = Incident(incident_id=f"INC-{int(time.time())}", product="EV-PACK-48V",
-                        occurred_at=int(time.time()) - 3600, lots=lots,
-                        description="cell swelling found at customer; pack built from the "
-                                    "lots listed")
+    lots = [
+        IncidentLot(
+            supplier_id=s,
+            part_number=records[s].record.partNumber,
+            lot_id=records[s].record.lotId,
+            process=_lot_readings(data_dir, s),
+        )
+        for s in [culprit, *others]
+        if s in records
+    ]
+    incident = Incident(
+        incident_id=f"INC-{int(time.time())}",
+        product="EV-PACK-48V",
+        occurred_at=int(time.time()) - 3600,
+        lots=lots,
+        description="cell swelling found at customer; pack built from the lots listed",
+    )
     answer = oem.post("/v1/incidents", incident.model_dump(mode="json"))
     matrix = answer["responsibility"]
     result.incident = matrix
-    table = Table("supplier", "weight", "risk", "model risk", "lowest Cpk", "basis", title=(
-        f"responsibility for {incident.incident_id} ({matrix['method']}, "
-        f"version {matrix['version']})"))
+    table = Table(
+        "supplier",
+        "weight",
+        "risk",
+        "model risk",
+        "lowest Cpk",
+        "basis",
+        title=(
+            f"responsibility for {incident.incident_id} ({matrix['method']}, "
+            f"version {matrix['version']})"
+        ),
+    )
     for row in sorted(matrix["rows"], key=lambda r: -r["weight"]):
-        table.add_row(row["supplier_id"], f"{row['weight']:.3f}", f"{row['risk']:.4f}",
-                      f"{row['model_risk']:.3f}" if row["model_risk"] is not None else "-",
-                      f"{row['cpk']:.2f}" if row["cpk"] is not None else "-", row["basis"])
+        table.add_row(
+            row["supplier_id"],
+            f"{row['weight']:.3f}",
+            f"{row['risk']:.4f}",
+            f"{row['model_risk']:.3f}" if row["model_risk"] is not None else "-",
+            f"{row['cpk']:.2f}" if row["cpk"] is not None else "-",
+            row["basis"],
+        )
     console.print(table)
     if matrix.get("risk_model"):
-        console.print(f"blended with the anchored federated model {matrix['risk_model'][:18]}… "
-                      "on the process readings each supplier shared for its incident lot")
+        console.print(
+            f"blended with the anchored federated model {matrix['risk_model'][:18]}… "
+            "on the process readings each supplier shared for its incident lot"
+        )
 
 
-def _fetch_samples(auditor: QledgerClient, data_dir: Path, n: int,
-                   rng: random.Random) -> list[tuple[Path, Path]]:
+def _fetch_samples(
+    auditor: QledgerClient, data_dir: Path, n: int, rng: random.Random
+) -> list[tuple[Path, Path]]:
     rows = auditor.get("/v1/records", limit=1000)["records"]
     anchored = [r for r in rows if r["status"] == "anchored"]
     out = []
@@ -447,43 +582,85 @@ def _fetch_samples(auditor: QledgerClient, data_dir: Path, n: int,
     return out
 
 
-def _verify_samples(samples: list[tuple[Path, Path]], rpc_url: str, result: DemoResult,
-                    console: Console) -> None:
+def _verify_samples(
+    samples: list[tuple[Path, Path]], rpc_url: str, result: DemoResult, console: Console
+) -> None:
     table = Table("record", "verdict", "failed check", title="qledger verify (service stopped)")
     for record, receipt in samples:
-        proc = subprocess.run([sys.executable, "-m", "cli", "verify", str(record),
-                               str(receipt), "--rpc", rpc_url, "--json"], cwd=ROOT,
-                              capture_output=True, text=True, timeout=120)
-        report = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {
-            "ok": False, "failedCheck": "cli", "reason": proc.stderr[-300:]}
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cli",
+                "verify",
+                str(record),
+                str(receipt),
+                "--rpc",
+                rpc_url,
+                "--json",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        report = (
+            json.loads(proc.stdout)
+            if proc.stdout.strip().startswith("{")
+            else {"ok": False, "failedCheck": "cli", "reason": proc.stderr[-300:]}
+        )
         forged = record.name.startswith("forged")
-        result.verifications.append({"record": record.name, "ok": report["ok"],
-                                     "exitCode": proc.returncode, "forged": forged,
-                                     "failedCheck": report.get("failedCheck")})
-        table.add_row(record.name, "[green]VALID[/]" if report["ok"] else "[red]INVALID[/]",
-                      report.get("failedCheck") or "-")
+        result.verifications.append(
+            {
+                "record": record.name,
+                "ok": report["ok"],
+                "exitCode": proc.returncode,
+                "forged": forged,
+                "failedCheck": report.get("failedCheck"),
+            }
+        )
+        table.add_row(
+            record.name,
+            "[green]VALID[/]" if report["ok"] else "[red]INVALID[/]",
+            report.get("failedCheck") or "-",
+        )
     console.print(table)
 
 
 def _summary_table(result: DemoResult) -> Table:
     genuine = [v for v in result.verifications if not v["forged"]]
     table = Table("step", "outcome", title="qledger demo")
-    table.add_row("evidence", f"{result.accepted} accepted, {result.rejected} rejected, "
-                  f"{result.anchored} anchored in {result.batches} batches")
-    table.add_row("federated model", f"{result.fl_rounds_anchored} rounds anchored; final "
-                  f"{(result.fl_final_hash or '-')[:18]}…")
+    table.add_row(
+        "evidence",
+        f"{result.accepted} accepted, {result.rejected} rejected, "
+        f"{result.anchored} anchored in {result.batches} batches",
+    )
+    table.add_row(
+        "federated model",
+        f"{result.fl_rounds_anchored} rounds anchored; final {(result.fl_final_hash or '-')[:18]}…",
+    )
     passing = sum(r["gate"]["outcome"] == "pass" for r in result.ranking)
-    table.add_row("credit", f"{len(result.ranking)} suppliers scored with exact SHAP; "
-                  f"{passing} eligible for new-product trials")
+    table.add_row(
+        "credit",
+        f"{len(result.ranking)} suppliers scored with exact SHAP; "
+        f"{passing} eligible for new-product trials",
+    )
     if result.repair:
-        table.add_row("repair", f"{result.repair['supplier']}: {result.repair['before']:.1f} "
-                      f"-> {result.repair['after']:.1f}")
+        table.add_row(
+            "repair",
+            f"{result.repair['supplier']}: {result.repair['before']:.1f} "
+            f"-> {result.repair['after']:.1f}",
+        )
     if result.incident:
         top = max(result.incident["rows"], key=lambda r: r["weight"])
         table.add_row("incident", f"{top['supplier_id']} carries {top['weight']:.0%}")
-    table.add_row("audit sample", f"{sum(v['ok'] for v in genuine)}/{len(genuine)} verified "
-                  "against the chain; the forged copy was rejected" if any(
-                      v["forged"] and not v["ok"] for v in result.verifications) else "-")
+    table.add_row(
+        "audit sample",
+        f"{sum(v['ok'] for v in genuine)}/{len(genuine)} verified "
+        "against the chain; the forged copy was rejected"
+        if any(v["forged"] and not v["ok"] for v in result.verifications)
+        else "-",
+    )
     table.add_row("time", f"{result.seconds:.0f} s")
     return table
 
@@ -500,8 +677,7 @@ def _png(fig: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population,
-                  result: DemoResult) -> Path:
+def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: DemoResult) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -514,21 +690,30 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population,
     fig, ax = plt.subplots(figsize=(7, 3.2))
     rows = result.ranking
     colors = ["#2e7d32" if r["gate"]["outcome"] == "pass" else "#c62828" for r in rows]
-    ax.barh([r["supplierId"] for r in rows][::-1], [r["score"] for r in rows][::-1],
-            color=colors[::-1])
+    ax.barh(
+        [r["supplierId"] for r in rows][::-1], [r["score"] for r in rows][::-1], color=colors[::-1]
+    )
     ax.axvline(70, color="#555", linestyle="--", linewidth=1)
     ax.set_xlabel("credit score (points, 0-100); dashed: trial gate")
     ax.set_xlim(0, 100)
     images.append(("Supplier ranking", _png(fig)))
 
-    for sid in ([result.repair["supplier"]] if result.repair else []) + \
-            [r["supplierId"] for r in rows[:1]]:
+    for sid in ([result.repair["supplier"]] if result.repair else []) + [
+        r["supplierId"] for r in rows[:1]
+    ]:
         credit = result.credits[sid]
-        path = plot_waterfall(CreditResponse.model_validate(
-            {k: v for k, v in credit.items() if k in CreditResponse.model_fields}),
-            data_dir / f"waterfall-{sid}.png")
-        images.append((f"SHAP waterfall: {sid} (score {credit['score']:.1f})",
-                       "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()))
+        path = plot_waterfall(
+            CreditResponse.model_validate(
+                {k: v for k, v in credit.items() if k in CreditResponse.model_fields}
+            ),
+            data_dir / f"waterfall-{sid}.png",
+        )
+        images.append(
+            (
+                f"SHAP waterfall: {sid} (score {credit['score']:.1f})",
+                "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode(),
+            )
+        )
 
     if result.repair:
         history = result.repair["history"]
@@ -544,8 +729,9 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population,
         fig, ax = plt.subplots(figsize=(7, 3))
         for key in ("auc", "accuracy"):
             if all(key in m for m in metrics):
-                ax.plot([m["round"] for m in metrics], [m[key] for m in metrics], marker="o",
-                        label=key)
+                ax.plot(
+                    [m["round"] for m in metrics], [m[key] for m in metrics], marker="o", label=key
+                )
         ax.set_xlabel("federated round (0 = initial model)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("held-out metric (0-1)")
@@ -559,10 +745,14 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population,
         f"<tr><td>{esc(r['supplierId'])}</td><td>{r['score']:.1f}</td><td>{esc(r['band'])}</td>"
         f"<td>{esc(r['gate']['outcome'])}</td><td>"
         + esc("; ".join(c["text"] for c in result.credits[r["supplierId"]]["reason_codes"]))
-        + "</td></tr>" for r in rows)
+        + "</td></tr>"
+        for r in rows
+    )
     verify_rows = "".join(
         f"<tr><td>{esc(v['record'])}</td><td>{'VALID' if v['ok'] else 'INVALID'}</td>"
-        f"<td>{esc(v['failedCheck'] or '-')}</td></tr>" for v in result.verifications)
+        f"<td>{esc(v['failedCheck'] or '-')}</td></tr>"
+        for v in result.verifications
+    )
     figures = "".join(f"<h2>{esc(t)}</h2><img src='{src}' alt='{esc(t)}'>" for t, src in images)
     page = f"""<!doctype html><html><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

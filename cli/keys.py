@@ -20,18 +20,23 @@ def new(
 ) -> None:
     """Create a secp256k1 key: a V3 keystore (scrypt) protected by QLEDGER_KEY_PASSPHRASE or
     a prompted passphrase; prints the address to register."""
-    path = Path(name) if "/" in name or name.endswith(".json") else (
-        settings(data_dir).data_dir / "keys" / f"{name}.json")
+    path = (
+        Path(name)
+        if "/" in name or name.endswith(".json")
+        else (settings(data_dir).data_dir / "keys" / f"{name}.json")
+    )
     if path.exists():
         fail(f"{path} exists; refusing to overwrite a key")
     signer = Signer.generate()
     if plain:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"address": signer.address,
-                                    "private_key": "0x" + signer.private_key.hex()}))
+        path.write_text(
+            json.dumps({"address": signer.address, "private_key": "0x" + signer.private_key.hex()})
+        )
         path.chmod(0o600)
     else:
         passphrase = os.environ.get("QLEDGER_KEY_PASSPHRASE") or typer.prompt(
-            "passphrase", hide_input=True, confirmation_prompt=True)
+            "passphrase", hide_input=True, confirmation_prompt=True
+        )
         save_key(signer, path, passphrase)
     console.print(f"[green]{signer.address}[/]  ->  {path}")

@@ -18,8 +18,16 @@ from ledger.records import Domain, SignedRecord, load_signed_record
 from ledger.signing import sign_record
 from ledger.verify import verify_receipt
 
-DRAFT_FIELDS = ("subject", "kind", "partNumber", "lotId", "eventTime", "quantity", "defects",
-                "payload")
+DRAFT_FIELDS = (
+    "subject",
+    "kind",
+    "partNumber",
+    "lotId",
+    "eventTime",
+    "quantity",
+    "defects",
+    "payload",
+)
 DRAFT_HELP = "draft JSON: " + ", ".join(DRAFT_FIELDS) + " (nonce optional)"
 
 
@@ -27,14 +35,21 @@ def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedR
     """Sign a draft: the record fields a person fills in (no signer, salt, hashes)."""
     missing = [f for f in DRAFT_FIELDS if f not in draft]
     if missing:
-        raise LedgerError(f"draft lacks {missing}", expected=list(DRAFT_FIELDS),
-                          got=sorted(draft))
+        raise LedgerError(f"draft lacks {missing}", expected=list(DRAFT_FIELDS), got=sorted(draft))
     return sign_record(
-        signer, domain, subject=draft["subject"], kind=draft["kind"],
-        part_number=draft["partNumber"], lot_id=draft["lotId"], event_time=draft["eventTime"],
-        quantity=draft["quantity"], defects=draft["defects"], payload=draft["payload"],
+        signer,
+        domain,
+        subject=draft["subject"],
+        kind=draft["kind"],
+        part_number=draft["partNumber"],
+        lot_id=draft["lotId"],
+        event_time=draft["eventTime"],
+        quantity=draft["quantity"],
+        defects=draft["defects"],
+        payload=draft["payload"],
         # Microseconds since the epoch: unique per signer without keeping a counter on disk.
-        nonce=draft.get("nonce", time.time_ns() // 1000))
+        nonce=draft.get("nonce", time.time_ns() // 1000),
+    )
 
 
 def verifier_client(rpc: str, contract: str) -> ChainClient:
@@ -56,14 +71,20 @@ def sign(
         deployment = deployment_or_fail(settings(data_dir).data_dir)
         chain_id, contract = chain_id or deployment.chain_id, contract or deployment.ledger
     try:
-        signed = sign_draft(signer, Domain(chainId=chain_id, verifyingContract=contract),
-                            read_json(record))
+        signed = sign_draft(
+            signer, Domain(chainId=chain_id, verifyingContract=contract), read_json(record)
+        )
     except LedgerError as exc:
         fail(str(exc))
-    print_json({"typedData": record_typed_data(signed.domain, signed.record),
-                "signature": signed.signature,
-                "structHash": "0x" + record_struct_hash(signed.record).hex(),
-                "signed": signed.model_dump(mode="json")})
+    print_json(
+        {
+            "typedData": record_typed_data(signed.domain, signed.record),
+            "signature": signed.signature,
+            "structHash": "0x" + record_struct_hash(signed.record).hex(),
+            "signed": signed.model_dump(mode="json"),
+        }
+    )
+
 
 def verify(
     record: Path = typer.Argument(..., help="signed record JSON (envelope)"),
@@ -93,13 +114,16 @@ def verify(
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for c in report.checks:
-            table.add_row(c.check.value, "[green]pass[/]" if c.ok else "[red]FAIL[/]",
-                          c.detail)
+            table.add_row(c.check.value, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
         console.print(table)
         failure = report.first_failure
-        console.print("[bold green]VALID[/]" if report.ok else
-                      f"[bold red]INVALID[/]: {failure.check.value if failure else '?'}")
+        console.print(
+            "[bold green]VALID[/]"
+            if report.ok
+            else f"[bold red]INVALID[/]: {failure.check.value if failure else '?'}"
+        )
     raise typer.Exit(0 if report.ok else 1)
+
 
 def submit(
     record: Path = typer.Argument(..., help="draft or signed record JSON"),

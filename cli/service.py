@@ -41,18 +41,26 @@ def prepare_chain(cfg: Settings) -> Settings:
         if not local_chain:
             # Never deploy fresh contracts onto a configured network by accident: a lost
             # deployment.json would otherwise silently fork the ledger.
-            raise RuntimeError(f"no deployment at {cfg.deployment_path} for {cfg.rpc_url}: "
-                               "run `qledger deploy --rpc ... --key ...` or restore the file")
+            raise RuntimeError(
+                f"no deployment at {cfg.deployment_path} for {cfg.rpc_url}: "
+                "run `qledger deploy --rpc ... --key ...` or restore the file"
+            )
         client = ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key)
         client.deploy().save(cfg.deployment_path)
         console.print(f"deployed contracts -> {cfg.deployment_path}", style="dim")
     else:
-        ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key,
-                            deployment=Deployment.load(cfg.deployment_path))
-    os.environ.update({
-        "QLEDGER_DATA_DIR": str(cfg.data_dir.resolve()), "QLEDGER_RPC_URL": cfg.rpc_url,
-        **({"QLEDGER_ANCHORER_KEY": cfg.anchorer_key} if cfg.anchorer_key else {}),
-    })
+        ChainClient.connect(
+            cfg.rpc_url,
+            private_key=cfg.anchorer_key,
+            deployment=Deployment.load(cfg.deployment_path),
+        )
+    os.environ.update(
+        {
+            "QLEDGER_DATA_DIR": str(cfg.data_dir.resolve()),
+            "QLEDGER_RPC_URL": cfg.rpc_url,
+            **({"QLEDGER_ANCHORER_KEY": cfg.anchorer_key} if cfg.anchorer_key else {}),
+        }
+    )
     return cfg
 
 
@@ -73,8 +81,9 @@ def serve(
     data_dir: Path | None = DataDir,
     host: str = typer.Option("127.0.0.1", envvar="QLEDGER_HOST"),
     port: int = typer.Option(8700, envvar="QLEDGER_PORT"),
-    workers: int = typer.Option(1, envvar="QLEDGER_WORKERS",
-                                help="uvicorn worker processes (one of them anchors)"),
+    workers: int = typer.Option(
+        1, envvar="QLEDGER_WORKERS", help="uvicorn worker processes (one of them anchors)"
+    ),
 ) -> None:
     """Run the API and the anchorer. Starts the local chain and deploys if none is
     configured (QLEDGER_RPC_URL)."""
@@ -89,23 +98,38 @@ def serve(
         # Measured (docs/benchmarks.md): two processes contending for SQLite's one write
         # lock push single-record p99 from ~18 ms to ~80 ms; its busy handler sleeps in
         # coarse steps. More workers pay off on PostgreSQL.
-        console.print("[yellow]warning:[/] SQLite has one writer; extra workers contend "
-                      "for its lock. Use QLEDGER_DATABASE_URL=postgresql+psycopg://... "
-                      "for multi-worker intake.")
+        console.print(
+            "[yellow]warning:[/] SQLite has one writer; extra workers contend "
+            "for its lock. Use QLEDGER_DATABASE_URL=postgresql+psycopg://... "
+            "for multi-worker intake."
+        )
     console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
     # The anchorer runs in its own process (measured: inside an API process its batch work
     # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
     # whatever stops serve stops it; the API workers stand in if it dies.
     inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"  # for comparisons only
-    anchorer = None if inside else subprocess.Popen(
-        [sys.executable, "-m", "cli", "anchorer"], preexec_fn=_die_with_parent)
+    anchorer = (
+        None
+        if inside
+        else subprocess.Popen(
+            [sys.executable, "-m", "cli", "anchorer"], preexec_fn=_die_with_parent
+        )
+    )
     try:
-        uvicorn.run("api.main:serve_app", factory=True, host=host, port=port,
-                    workers=workers, log_level="warning", access_log=False)
+        uvicorn.run(
+            "api.main:serve_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="warning",
+            access_log=False,
+        )
     finally:
         if anchorer is not None:
             anchorer.terminate()
             anchorer.wait(20)
+
 
 def anchorer(data_dir: Path | None = DataDir) -> None:
     """Run only the anchorer (when the API runs elsewhere against the same database)."""
@@ -125,16 +149,22 @@ def anchorer(data_dir: Path | None = DataDir) -> None:
 
 
 @participants.command("add")
-def add(address: str, role: str = typer.Option(..., help="SUPPLIER | OEM | AUDITOR"),
-        org: str = typer.Option(..., help="organisation id"), name: str = "",
-        key: Path = ADMIN_KEY, url: str = URL) -> None:
+def add(
+    address: str,
+    role: str = typer.Option(..., help="SUPPLIER | OEM | AUDITOR"),
+    org: str = typer.Option(..., help="organisation id"),
+    name: str = "",
+    key: Path = ADMIN_KEY,
+    url: str = URL,
+) -> None:
     """Register a key on chain with a role and organisation."""
     try:
         row = logged_in(url, key).register(address, role.upper(), org, name)
     except ServiceError as exc:
         fail(str(exc))
-    console.print(f"registered {row['address']} as {row['role']} of {row['orgId']} "
-                  f"(tx {row['txHash']})")
+    console.print(
+        f"registered {row['address']} as {row['role']} of {row['orgId']} (tx {row['txHash']})"
+    )
 
 
 @participants.command("revoke")
@@ -155,14 +185,16 @@ def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
         fail(str(exc))
     table = Table("org", "role", "address", "active", "name")
     for p in rows:
-        table.add_row(p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no",
-                      p["name"])
+        table.add_row(
+            p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no", p["name"]
+        )
     console.print(table)
 
 
 def demo(
-    data_dir: Path = typer.Option(Path(".qledger/demo"), "--data-dir",
-                                  help="the demo's own directory (wiped at start)"),
+    data_dir: Path = typer.Option(
+        Path(".qledger/demo"), "--data-dir", help="the demo's own directory (wiped at start)"
+    ),
     quick: bool = typer.Option(False, help="4 suppliers, 3 months, 2 rounds (tests)"),
     suppliers: int | None = typer.Option(None, min=3, max=50),
 ) -> None:

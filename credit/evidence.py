@@ -12,8 +12,14 @@ from eth_hash.auto import keccak
 from ledger.evidence import DAY, EvidenceItem, item_from_signed
 from ledger.records import KIND_SIGNER_ROLE, RecordKind
 
-__all__ = ["DAY", "EvidenceItem", "counts_as_of", "evidence_root", "item_from_signed",
-           "usable_evidence"]
+__all__ = [
+    "DAY",
+    "EvidenceItem",
+    "counts_as_of",
+    "evidence_root",
+    "item_from_signed",
+    "usable_evidence",
+]
 
 
 def counts_as_of(item: EvidenceItem, as_of: int) -> bool:

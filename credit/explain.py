@@ -63,79 +63,162 @@ def _missing(name: str) -> Callable[[Observed], bool]:
 
 
 REASON_TABLE: tuple[ReasonRule, ...] = (
-    ReasonRule("PPM_MISSING", ("defect_ppm",), _missing("defect_ppm"),
-               lambda o, d: "No anchored inspection evidence in the window"),
-    ReasonRule("PPM_POOR_LINE", ("defect_ppm",), _above("defect_ppm", PPM_POOR_LINE),
-               lambda o, d: f"Defect rate {o['defect_ppm']:.0f} PPM, above the 800 PPM of a "
-                            "poor line"),
-    ReasonRule("PPM_OVER_LIMIT", ("defect_ppm",), _above("defect_ppm", PPM_OEM_LIMIT),
-               lambda o, d: f"Defect rate {o['defect_ppm']:.0f} PPM, above the 300 PPM OEM "
-                            "limit"),
-    ReasonRule("CPK_MISSING", ("cpk_min", "cpk_trend"), _missing("cpk_min"),
-               lambda o, d: "No key-characteristic measurements to estimate Cpk"),
-    ReasonRule("CPK_BELOW_133", ("cpk_min",), _below("cpk_min", CPK_ONGOING),
-               lambda o, d: f"Cpk {o['cpk_min']:.2f} of key characteristic "
-                            f"{d.get('cpk_min', '')} below 1.33".replace("  ", " ")),
-    ReasonRule("CPK_BELOW_167", ("cpk_min",), _below("cpk_min", CPK_NEW_PART),
-               lambda o, d: f"Cpk {o['cpk_min']:.2f} of key characteristic "
-                            f"{d.get('cpk_min', '')} below 1.67 required for new parts"
-                            .replace("  ", " ")),
-    ReasonRule("CPK_DECLINING", ("cpk_trend",), _below("cpk_trend", 0.0),
-               lambda o, d: f"Process capability declining (Cpk {o['cpk_trend']:+.2f} in the "
-                            "last third of the window)"),
-    ReasonRule("OTD_MISSING", ("on_time_delivery",), _missing("on_time_delivery"),
-               lambda o, d: "No anchored delivery records in the window"),
-    ReasonRule("OTD_LOW", ("on_time_delivery",), _below("on_time_delivery", OTD_TARGET),
-               lambda o, d: f"On-time delivery {o['on_time_delivery']:.0%}, below 95%"),
-    ReasonRule("COMPLAINTS", ("complaints_per_month",), _above("complaints_per_month", 0.0),
-               lambda o, d: f"{o['complaints_per_month']:.1f} OEM complaints per month"),
-    ReasonRule("RESPONSE_OVER_48H", ("complaint_response_hours",),
-               _above("complaint_response_hours", RESPONSE_DUE_H),
-               lambda o, d: "Complaint response slower than 48 hours (mean "
-                            f"{o['complaint_response_hours']:.0f} h)"),
-    ReasonRule("RESPONSE_OVER_24H", ("complaint_response_hours",),
-               _above("complaint_response_hours", RESPONSE_FAST_H),
-               lambda o, d: "Complaint response slower than 24 hours (mean "
-                            f"{o['complaint_response_hours']:.0f} h)"),
-    ReasonRule("EIGHT_D_OVER_30D", ("eight_d_closure_days",),
-               _above("eight_d_closure_days", CLOSURE_DUE_D),
-               lambda o, d: "8D closure slower than 30 days (mean "
-                            f"{o['eight_d_closure_days']:.0f} days)"),
-    ReasonRule("EIGHT_D_OVER_AVERAGE", ("eight_d_closure_days",),
-               _above("eight_d_closure_days", CLOSURE_AVERAGE_D),
-               lambda o, d: "8D closure slower than the 11.7-day industry average (mean "
-                            f"{o['eight_d_closure_days']:.0f} days)"),
-    ReasonRule("AUDIT_MISSING", ("audit_major_nc", "audit_minor_nc"), _missing("audit_major_nc"),
-               lambda o, d: "No third-party audit in the last 12 months"),
-    ReasonRule("AUDIT_MAJOR_NC", ("audit_major_nc",), _above("audit_major_nc", 0.0),
-               lambda o, d: f"{o['audit_major_nc']:.0f} open major nonconformities from the last "
-                            "audit"),
-    ReasonRule("AUDIT_MINOR_NC", ("audit_minor_nc",), _above("audit_minor_nc", 0.0),
-               lambda o, d: f"{o['audit_minor_nc']:.0f} open minor nonconformities from the last "
-                            "audit"),
-    ReasonRule("EVIDENCE_INCOMPLETE", ("evidence_completeness",),
-               _below("evidence_completeness", 1.0),
-               lambda o, d: "Inspection evidence for only "
-                            f"{o['evidence_completeness']:.0%} of delivered lots"),
-    ReasonRule("FL_NOT_PARTICIPATING", ("fl_participation",),
-               lambda o: not o.get("fl_participation"),
-               lambda o, d: "Not taking part in federated defect-model training"),
-    ReasonRule("FL_PARTIAL", ("fl_participation",), _below("fl_participation", 1.0),
-               lambda o, d: f"Took part in {o['fl_participation']:.0%} of federated rounds"),
+    ReasonRule(
+        "PPM_MISSING",
+        ("defect_ppm",),
+        _missing("defect_ppm"),
+        lambda o, d: "No anchored inspection evidence in the window",
+    ),
+    ReasonRule(
+        "PPM_POOR_LINE",
+        ("defect_ppm",),
+        _above("defect_ppm", PPM_POOR_LINE),
+        lambda o, d: f"Defect rate {o['defect_ppm']:.0f} PPM, above the 800 PPM of a poor line",
+    ),
+    ReasonRule(
+        "PPM_OVER_LIMIT",
+        ("defect_ppm",),
+        _above("defect_ppm", PPM_OEM_LIMIT),
+        lambda o, d: f"Defect rate {o['defect_ppm']:.0f} PPM, above the 300 PPM OEM limit",
+    ),
+    ReasonRule(
+        "CPK_MISSING",
+        ("cpk_min", "cpk_trend"),
+        _missing("cpk_min"),
+        lambda o, d: "No key-characteristic measurements to estimate Cpk",
+    ),
+    ReasonRule(
+        "CPK_BELOW_133",
+        ("cpk_min",),
+        _below("cpk_min", CPK_ONGOING),
+        lambda o, d: (
+            f"Cpk {o['cpk_min']:.2f} of key characteristic "
+            f"{d.get('cpk_min', '')} below 1.33".replace("  ", " ")
+        ),
+    ),
+    ReasonRule(
+        "CPK_BELOW_167",
+        ("cpk_min",),
+        _below("cpk_min", CPK_NEW_PART),
+        lambda o, d: (
+            f"Cpk {o['cpk_min']:.2f} of key characteristic "
+            f"{d.get('cpk_min', '')} below 1.67 required for new parts".replace("  ", " ")
+        ),
+    ),
+    ReasonRule(
+        "CPK_DECLINING",
+        ("cpk_trend",),
+        _below("cpk_trend", 0.0),
+        lambda o, d: (
+            f"Process capability declining (Cpk {o['cpk_trend']:+.2f} in the "
+            "last third of the window)"
+        ),
+    ),
+    ReasonRule(
+        "OTD_MISSING",
+        ("on_time_delivery",),
+        _missing("on_time_delivery"),
+        lambda o, d: "No anchored delivery records in the window",
+    ),
+    ReasonRule(
+        "OTD_LOW",
+        ("on_time_delivery",),
+        _below("on_time_delivery", OTD_TARGET),
+        lambda o, d: f"On-time delivery {o['on_time_delivery']:.0%}, below 95%",
+    ),
+    ReasonRule(
+        "COMPLAINTS",
+        ("complaints_per_month",),
+        _above("complaints_per_month", 0.0),
+        lambda o, d: f"{o['complaints_per_month']:.1f} OEM complaints per month",
+    ),
+    ReasonRule(
+        "RESPONSE_OVER_48H",
+        ("complaint_response_hours",),
+        _above("complaint_response_hours", RESPONSE_DUE_H),
+        lambda o, d: (
+            f"Complaint response slower than 48 hours (mean {o['complaint_response_hours']:.0f} h)"
+        ),
+    ),
+    ReasonRule(
+        "RESPONSE_OVER_24H",
+        ("complaint_response_hours",),
+        _above("complaint_response_hours", RESPONSE_FAST_H),
+        lambda o, d: (
+            f"Complaint response slower than 24 hours (mean {o['complaint_response_hours']:.0f} h)"
+        ),
+    ),
+    ReasonRule(
+        "EIGHT_D_OVER_30D",
+        ("eight_d_closure_days",),
+        _above("eight_d_closure_days", CLOSURE_DUE_D),
+        lambda o, d: f"8D closure slower than 30 days (mean {o['eight_d_closure_days']:.0f} days)",
+    ),
+    ReasonRule(
+        "EIGHT_D_OVER_AVERAGE",
+        ("eight_d_closure_days",),
+        _above("eight_d_closure_days", CLOSURE_AVERAGE_D),
+        lambda o, d: (
+            "8D closure slower than the 11.7-day industry average (mean "
+            f"{o['eight_d_closure_days']:.0f} days)"
+        ),
+    ),
+    ReasonRule(
+        "AUDIT_MISSING",
+        ("audit_major_nc", "audit_minor_nc"),
+        _missing("audit_major_nc"),
+        lambda o, d: "No third-party audit in the last 12 months",
+    ),
+    ReasonRule(
+        "AUDIT_MAJOR_NC",
+        ("audit_major_nc",),
+        _above("audit_major_nc", 0.0),
+        lambda o, d: f"{o['audit_major_nc']:.0f} open major nonconformities from the last audit",
+    ),
+    ReasonRule(
+        "AUDIT_MINOR_NC",
+        ("audit_minor_nc",),
+        _above("audit_minor_nc", 0.0),
+        lambda o, d: f"{o['audit_minor_nc']:.0f} open minor nonconformities from the last audit",
+    ),
+    ReasonRule(
+        "EVIDENCE_INCOMPLETE",
+        ("evidence_completeness",),
+        _below("evidence_completeness", 1.0),
+        lambda o, d: (
+            f"Inspection evidence for only {o['evidence_completeness']:.0%} of delivered lots"
+        ),
+    ),
+    ReasonRule(
+        "FL_NOT_PARTICIPATING",
+        ("fl_participation",),
+        lambda o: not o.get("fl_participation"),
+        lambda o, d: "Not taking part in federated defect-model training",
+    ),
+    ReasonRule(
+        "FL_PARTIAL",
+        ("fl_participation",),
+        _below("fl_participation", 1.0),
+        lambda o, d: f"Took part in {o['fl_participation']:.0%} of federated rounds",
+    ),
 )
 # Whatever the curated rules do not cover still gets a code (never an unexplained loss).
 _FALLBACK = {
-    f.name: ReasonRule(f"{f.name.upper()}_BELOW_PEERS", (f.name,), lambda o: True,
-                       lambda o, d, f=f: f"{f.name.replace('_', ' ')} costs points against the "
-                                         "model's average supplier")
+    f.name: ReasonRule(
+        f"{f.name.upper()}_BELOW_PEERS",
+        (f.name,),
+        lambda o: True,
+        lambda o, d, f=f: (
+            f"{f.name.replace('_', ' ')} costs points against the model's average supplier"
+        ),
+    )
     for f in FEATURES
 }
 # Rule positions by feature, so a response only looks at the rules of the features that cost it
 # points (the table order, most specific first, is kept), then at the fallbacks.
 _RULES: tuple[ReasonRule, ...] = (*REASON_TABLE, *(_FALLBACK[f.name] for f in FEATURES))
 _RULES_OF: dict[str, tuple[int, ...]] = {
-    f.name: tuple(k for k, rule in enumerate(_RULES) if f.name in rule.features)
-    for f in FEATURES
+    f.name: tuple(k for k, rule in enumerate(_RULES) if f.name in rule.features) for f in FEATURES
 }
 
 
@@ -147,9 +230,12 @@ class Reason:
     points: float  # score points lost to these features (negative)
 
 
-def reason_codes(points: Mapping[str, float], observed: Observed,
-                 details: Mapping[str, str] | None = None,
-                 limit: int = MAX_REASONS) -> list[Reason]:
+def reason_codes(
+    points: Mapping[str, float],
+    observed: Observed,
+    details: Mapping[str, str] | None = None,
+    limit: int = MAX_REASONS,
+) -> list[Reason]:
     """Up to ``limit`` reasons for the largest point losses, each tied to its features."""
     details = details or {}
     losing = {n: p for n, p in points.items() if p < 0}
@@ -161,8 +247,11 @@ def reason_codes(points: Mapping[str, float], observed: Observed,
         if not feats or not rule.applies(observed):
             continue
         claimed.update(feats)
-        reasons.append(Reason(rule.code, rule.text(observed, details), feats,
-                              float(sum(losing[f] for f in feats))))
+        reasons.append(
+            Reason(
+                rule.code, rule.text(observed, details), feats, float(sum(losing[f] for f in feats))
+            )
+        )
     reasons.sort(key=lambda r: r.points)
     return reasons[:limit]
 
@@ -178,8 +267,9 @@ class WhatIfChange:
     score_after: float
 
 
-def what_if(model: CreditModel, row: np.ndarray, score: float,
-            threshold: float) -> list[WhatIfChange]:
+def what_if(
+    model: CreditModel, row: np.ndarray, score: float, threshold: float
+) -> list[WhatIfChange]:
     """For each feature, the nearest single-feature change that crosses ``threshold``.
 
     Failing (score < threshold): the smallest improvement that reaches it. Passing: the smallest
@@ -216,12 +306,14 @@ def what_if(model: CreditModel, row: np.ndarray, score: float,
         if not crossed:
             continue
         spec = FEATURES[j]
-        change = WhatIfChange(spec.name, spec.unit, float(row[j]), comparison, split,
-                              split - float(row[j]), float(s))
+        change = WhatIfChange(
+            spec.name, spec.unit, float(row[j]), comparison, split, split - float(row[j]), float(s)
+        )
         if j not in best or abs(change.delta) < abs(best[j].delta):
             best[j] = change
-    return sorted(best.values(),
-                  key=lambda c: abs(c.delta) / (SPECS[c.feature].hi - SPECS[c.feature].lo))
+    return sorted(
+        best.values(), key=lambda c: abs(c.delta) / (SPECS[c.feature].hi - SPECS[c.feature].lo)
+    )
 
 
 def plot_waterfall(response: CreditResponse, path: Path | str, *, top: int = 11) -> Path:
@@ -233,8 +325,11 @@ def plot_waterfall(response: CreditResponse, path: Path | str, *, top: int = 11)
 
     contribs = sorted(response.contributions, key=lambda c: abs(c.points), reverse=True)[:top]
     rest = sum(c.points for c in response.contributions) - sum(c.points for c in contribs)
-    labels = [f"{c.feature} = {_fmt(c.value)}{'' if c.unit == '1' else ' ' + c.unit}"
-              + ("" if c.observed else " (missing)") for c in contribs]
+    labels = [
+        f"{c.feature} = {_fmt(c.value)}{'' if c.unit == '1' else ' ' + c.unit}"
+        + ("" if c.observed else " (missing)")
+        for c in contribs
+    ]
     values = [c.points for c in contribs]
     if abs(rest) > 1e-9:
         labels.append("other features")
@@ -254,16 +349,24 @@ def plot_waterfall(response: CreditResponse, path: Path | str, *, top: int = 11)
     ax.axvline(response.score, color="black", lw=1, label="score")
     if response.gate is not None:
         visited.append(response.gate.threshold)
-        ax.axvline(response.gate.threshold, color="#264653", ls="--", lw=1,
-                   label=f"gate {response.gate.threshold:g}")
+        ax.axvline(
+            response.gate.threshold,
+            color="#264653",
+            ls="--",
+            lw=1,
+            label=f"gate {response.gate.threshold:g}",
+        )
     # Zoom on the points that moved (the 0-100 scale would flatten small contributions).
     span = max(visited) - min(visited)
     ax.set_xlim(max(0.0, min(visited) - 0.1 * span - 1), min(100.0, max(visited) + 0.15 * span + 1))
     ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel(f"score points (base {response.base_value:.1f} -> score {response.score:.1f})")
     gate = f", {response.gate.policy}: {response.gate.outcome}" if response.gate else ""
-    ax.set_title(f"{response.supplier_id}: {response.score:.1f} (band {response.band}){gate}\n"
-                 f"{response.model_version}", fontsize=9)
+    ax.set_title(
+        f"{response.supplier_id}: {response.score:.1f} (band {response.band}){gate}\n"
+        f"{response.model_version}",
+        fontsize=9,
+    )
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, format="png")
@@ -273,4 +376,3 @@ def plot_waterfall(response: CreditResponse, path: Path | str, *, top: int = 11)
 
 def _fmt(value: float) -> str:
     return f"{value:.3g}" if abs(value) < 1e4 else f"{value:.0f}"
-

@@ -57,72 +57,127 @@ class FeatureSpec:
 
 FEATURES: tuple[FeatureSpec, ...] = (
     FeatureSpec(
-        "defect_ppm", "ppm", "lower_is_better",
+        "defect_ppm",
+        "ppm",
+        "lower_is_better",
         "Defective units per million inspected: 1e6 * sum(defects) / sum(sample size) over the "
         "inspection records in the window (all defect codes; every sampled unit counts once).",
         "no inspection in the window: 800 ppm, DOMAIN.md's 'a poor line runs 800+'",
-        800.0, 0.0, 1e6),
+        800.0,
+        0.0,
+        1e6,
+    ),
     FeatureSpec(
-        "cpk_min", "1", "higher_is_better",
+        "cpk_min",
+        "1",
+        "higher_is_better",
         "Lowest Cpk over the key characteristics of the supplier's parts: min(USL - mean, "
         "mean - LSL) / (3 sigma_within), mean over the window's measurements, sigma pooled within "
         "lots; an auditor-verified capability study replaces the lots it supersedes.",
         "no estimable key characteristic: 1.0 (spread = tolerance, ~2700 ppm), below DOMAIN.md's "
         "1.33 requirement",
-        1.0, -1.0, 5.0),
+        1.0,
+        -1.0,
+        5.0,
+    ),
     FeatureSpec(
-        "cpk_trend", "1", "higher_is_better",
+        "cpk_trend",
+        "1",
+        "higher_is_better",
         "Change of cpk_min: the last third of the window minus the first two thirds (negative = "
         "the process is drifting).",
         "fewer than two periods with an estimate: 0 (no trend evidence either way)",
-        0.0, -3.0, 3.0),
+        0.0,
+        -3.0,
+        3.0,
+    ),
     FeatureSpec(
-        "on_time_delivery", "ratio", "higher_is_better",
+        "on_time_delivery",
+        "ratio",
+        "higher_is_better",
         "Share of deliveries in the window with deliveredTime <= promisedTime.",
         "no delivery in the window: 0.85, below the usual >= 95% OEM delivery target (an "
         "assumption, not a DOMAIN.md figure)",
-        0.85, 0.0, 1.0),
+        0.85,
+        0.0,
+        1.0,
+    ),
     FeatureSpec(
-        "complaints_per_month", "1/month", "lower_is_better",
+        "complaints_per_month",
+        "1/month",
+        "lower_is_better",
         "OEM-signed complaints opened in the window (field incidents included) per 30 days.",
         "never missing: complaints are signed by the OEM, so none anchored means none filed",
-        0.0, 0.0, 100.0),
+        0.0,
+        0.0,
+        100.0,
+    ),
     FeatureSpec(
-        "complaint_response_hours", "h", "lower_is_better",
+        "complaint_response_hours",
+        "h",
+        "lower_is_better",
         "Mean hours from complaint to the supplier's first response (8D firstResponseTime) over "
         "the window's complaints; an unanswered complaint older than 48 h counts at its age.",
         "no complaint due: 24 h, the lower end of DOMAIN.md's 24-48 h expectation (meets it, no "
         "better)",
-        24.0, 0.0, 24.0 * 365),
+        24.0,
+        0.0,
+        24.0 * 365,
+    ),
     FeatureSpec(
-        "eight_d_closure_days", "d", "lower_is_better",
+        "eight_d_closure_days",
+        "d",
+        "lower_is_better",
         "Mean days from complaint to 8D closure (D8) over the window's complaints; an open 8D "
         "older than 30 days counts at its age; an auditor-verified fix closes it.",
         "no 8D due: 11.7 days, DOMAIN.md's industry average (average, not best)",
-        11.7, 0.0, 365.0),
+        11.7,
+        0.0,
+        365.0,
+    ),
     FeatureSpec(
-        "audit_major_nc", "count", "lower_is_better",
+        "audit_major_nc",
+        "count",
+        "lower_is_better",
         "Open major nonconformities from the latest third-party audit in the last 365 days "
         "(findings closed by an auditor-signed improvement are not open).",
         "no audit in 365 days: 1 (an unaudited system is treated as one open major finding)",
-        1.0, 0.0, 50.0),
+        1.0,
+        0.0,
+        50.0,
+    ),
     FeatureSpec(
-        "audit_minor_nc", "count", "lower_is_better",
+        "audit_minor_nc",
+        "count",
+        "lower_is_better",
         "Open minor nonconformities from the latest third-party audit in the last 365 days.",
         "no audit in 365 days: 3 (about the population's worse-than-median audit)",
-        3.0, 0.0, 200.0),
+        3.0,
+        0.0,
+        200.0,
+    ),
     FeatureSpec(
-        "evidence_completeness", "ratio", "higher_is_better",
+        "evidence_completeness",
+        "ratio",
+        "higher_is_better",
         "Share of the window's delivered lots that have an anchored inspection record with "
         "key-characteristic measurements (data sharing of the basic layer).",
         "never missing: no delivery records means nothing can be checked, i.e. 0",
-        0.0, 0.0, 1.0),
+        0.0,
+        0.0,
+        1.0,
+    ),
     FeatureSpec(
-        "fl_participation", "ratio", "higher_is_better",
+        "fl_participation",
+        "ratio",
+        "higher_is_better",
         "Share of the window's federated-learning rounds the supplier took part in (sensitive "
         "layer shared through protected updates).",
         "not reported: 0 (no participation is credited without the round records)",
-        0.0, 0.0, 1.0),
+        0.0,
+        0.0,
+        1.0,
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_INDEX: dict[str, int] = {n: i for i, n in enumerate(FEATURE_NAMES)}
@@ -219,8 +274,9 @@ def _capability(
                 continue
             g = groups.get((it.part_number, char["type"]))
             if g is None:
-                g = groups[(it.part_number, char["type"])] = _Subgroups(char.get("lsl"),
-                                                                          char.get("usl"))
+                g = groups[(it.part_number, char["type"])] = _Subgroups(
+                    char.get("lsl"), char.get("usl")
+                )
             g.add(char["values"])
     per_part: dict[str, tuple[float, str]] = {}
     for (part, char_name), g in groups.items():
@@ -268,8 +324,9 @@ def _complaints(items: Iterable[EvidenceItem], repairs: RepairView) -> dict[str,
         c = out.get(cid)
         stamp = (it.event_time, it.signed_at)
         if c is None:
-            out[cid] = _Complaint(it.event_time, it.payload["severity"], it.payload["status"],
-                                  stamp, [it.struct_hash])
+            out[cid] = _Complaint(
+                it.event_time, it.payload["severity"], it.payload["status"], stamp, [it.struct_hash]
+            )
             continue
         c.records.append(it.struct_hash)
         c.opened = min(c.opened, it.event_time)
@@ -305,8 +362,10 @@ def _open_findings(audit: EvidenceItem, repairs: RepairView) -> tuple[int, int]:
     findings = payload.get("findings", ())
     closed_major = sum(1 for f in findings if f["severity"] == "major" and f["id"] in closed)
     closed_minor = sum(1 for f in findings if f["severity"] == "minor" and f["id"] in closed)
-    return (max(0, payload["majorNonconformities"] - closed_major),
-            max(0, payload["minorNonconformities"] - closed_minor))
+    return (
+        max(0, payload["majorNonconformities"] - closed_major),
+        max(0, payload["minorNonconformities"] - closed_minor),
+    )
 
 
 # ------------------------------------------------------------------------------------------
@@ -342,8 +401,9 @@ def compute_features(
     in_window = [it for it in inspections if start < it.event_time <= window_end]
     used.update(it.struct_hash for it in in_window)
     sampled = sum(it.quantity for it in in_window)
-    observed["defect_ppm"] = (1e6 * sum(it.defects for it in in_window) / sampled
-                              if sampled else None)
+    observed["defect_ppm"] = (
+        1e6 * sum(it.defects for it in in_window) / sampled if sampled else None
+    )
 
     cpk, where = _capability(in_window, repairs, start, window_end)
     observed["cpk_min"] = cpk
@@ -351,15 +411,18 @@ def compute_features(
         details["cpk_min"] = where
     cpk_recent, _ = _capability(in_window, repairs, recent, window_end)
     cpk_before, _ = _capability(in_window, repairs, start, recent)
-    observed["cpk_trend"] = (cpk_recent - cpk_before
-                             if cpk_recent is not None and cpk_before is not None else None)
+    observed["cpk_trend"] = (
+        cpk_recent - cpk_before if cpk_recent is not None and cpk_before is not None else None
+    )
 
     deliveries = [it for it in by_kind["delivery"] if start < it.event_time <= window_end]
     used.update(it.struct_hash for it in deliveries)
     observed["on_time_delivery"] = (
-        sum(1 for it in deliveries
-            if it.payload["deliveredTime"] <= it.payload["promisedTime"]) / len(deliveries)
-        if deliveries else None)
+        sum(1 for it in deliveries if it.payload["deliveredTime"] <= it.payload["promisedTime"])
+        / len(deliveries)
+        if deliveries
+        else None
+    )
 
     complaints = _complaints(by_kind["complaint"] + by_kind["corrective_action"], repairs)
     window_complaints = [c for c in complaints.values() if start < c.opened <= window_end]
@@ -379,8 +442,11 @@ def compute_features(
     observed["complaint_response_hours"] = sum(hours) / len(hours) if hours else None
     observed["eight_d_closure_days"] = sum(days) / len(days) if days else None
 
-    audits = [it for it in by_kind["audit"]
-              if window_end - AUDIT_LOOKBACK_DAYS * DAY < it.event_time <= window_end]
+    audits = [
+        it
+        for it in by_kind["audit"]
+        if window_end - AUDIT_LOOKBACK_DAYS * DAY < it.event_time <= window_end
+    ]
     latest = max(audits, key=lambda it: (it.event_time, it.signed_at), default=None)
     if latest is not None:
         used.add(latest.struct_hash)
@@ -390,21 +456,31 @@ def compute_features(
         observed["audit_major_nc"] = observed["audit_minor_nc"] = None
 
     delivered = {(it.part_number, it.lot_id) for it in deliveries}
-    measured = {(it.part_number, it.lot_id) for it in inspections
-                if any(ch.get("key") for ch in it.payload.get("sensorReport", ()))}
-    observed["evidence_completeness"] = (len(delivered & measured) / len(delivered)
-                                         if delivered else 0.0)
-    observed["fl_participation"] = (None if fl_participation is None
-                                    else min(1.0, max(0.0, float(fl_participation))))
+    measured = {
+        (it.part_number, it.lot_id)
+        for it in inspections
+        if any(ch.get("key") for ch in it.payload.get("sensorReport", ()))
+    }
+    observed["evidence_completeness"] = (
+        len(delivered & measured) / len(delivered) if delivered else 0.0
+    )
+    observed["fl_participation"] = (
+        None if fl_participation is None else min(1.0, max(0.0, float(fl_participation)))
+    )
 
     values = tuple(
         float(observed[f.name]) if observed[f.name] is not None else f.missing_value
         for f in FEATURES
     )
-    open_critical = sum(1 for c in complaints.values()
-                        if c.severity == "critical" and c.status == "open")
-    used.update(r for c in complaints.values()
-                if c.severity == "critical" and c.status == "open" for r in c.records)
+    open_critical = sum(
+        1 for c in complaints.values() if c.severity == "critical" and c.status == "open"
+    )
+    used.update(
+        r
+        for c in complaints.values()
+        if c.severity == "critical" and c.status == "open"
+        for r in c.records
+    )
     facts = GateFacts(
         open_critical_complaints=open_critical,
         open_major_nonconformities=int(observed["audit_major_nc"] or 0),
@@ -438,10 +514,16 @@ def schema_document() -> dict[str, object]:
         "window_days_default": DEFAULT_WINDOW_DAYS,
         "audit_lookback_days": AUDIT_LOOKBACK_DAYS,
         "features": [
-            {"name": f.name, "unit": f.unit, "direction": f.direction,
-             "monotone": f.monotone, "definition": f.definition,
-             "missing_policy": f.missing_policy, "missing_value": f.missing_value,
-             "range": [f.lo, f.hi]}
+            {
+                "name": f.name,
+                "unit": f.unit,
+                "direction": f.direction,
+                "monotone": f.monotone,
+                "definition": f.definition,
+                "missing_policy": f.missing_policy,
+                "missing_value": f.missing_value,
+                "range": [f.lo, f.hi],
+            }
             for f in FEATURES
         ],
     }

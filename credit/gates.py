@@ -25,8 +25,12 @@ POLICY_DIR = Path(__file__).resolve().parents[1] / "policies"
 DEFAULT_POLICY = "trial_gate.toml"
 
 OPS: dict[str, Callable[[float, float], bool]] = {
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 FACTS = tuple(GateFacts.__dataclass_fields__)
 
@@ -71,19 +75,31 @@ class GatePolicy:
     def ref(self) -> str:
         return f"{self.id}@{self.version}"
 
-    def evaluate(self, score: float, facts: GateFacts,
-                 observed: Mapping[str, float | None]) -> GateResult:
+    def evaluate(
+        self, score: float, facts: GateFacts, observed: Mapping[str, float | None]
+    ) -> GateResult:
         blocking = []
         for req in self.requirements:
-            actual = (getattr(facts, req.fact) if req.fact in FACTS else observed.get(req.fact))
+            actual = getattr(facts, req.fact) if req.fact in FACTS else observed.get(req.fact)
             if actual is None or not OPS[req.op](float(actual), req.value):
-                blocking.append(Blocking(fact=req.fact, op=req.op, limit=req.value,
-                                         actual=None if actual is None else float(actual),
-                                         reason=req.reason))
+                blocking.append(
+                    Blocking(
+                        fact=req.fact,
+                        op=req.op,
+                        limit=req.value,
+                        actual=None if actual is None else float(actual),
+                        reason=req.reason,
+                    )
+                )
         ok = score >= self.min_score and not blocking
-        return GateResult(policy=self.ref, policy_sha256=self.sha256,
-                          outcome="pass" if ok else "fail", threshold=self.min_score,
-                          distance=score - self.min_score, blocking=blocking)
+        return GateResult(
+            policy=self.ref,
+            policy_sha256=self.sha256,
+            outcome="pass" if ok else "fail",
+            threshold=self.min_score,
+            distance=score - self.min_score,
+            blocking=blocking,
+        )
 
 
 class PolicyError(ValueError):
@@ -98,10 +114,14 @@ def parse_policy(raw: bytes) -> GatePolicy:
             Requirement(str(r["fact"]), str(r["op"]), float(r["value"]), str(r["reason"]))
             for r in doc.get("require", ())
         )
-        policy = GatePolicy(id=str(doc["id"]), version=str(doc["version"]),
-                            description=str(doc.get("description", "")),
-                            min_score=float(doc["score"]["min"]), requirements=reqs,
-                            sha256=hashlib.sha256(raw).hexdigest())
+        policy = GatePolicy(
+            id=str(doc["id"]),
+            version=str(doc["version"]),
+            description=str(doc.get("description", "")),
+            min_score=float(doc["score"]["min"]),
+            requirements=reqs,
+            sha256=hashlib.sha256(raw).hexdigest(),
+        )
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise PolicyError(f"bad gate policy: {exc}") from exc
     for req in reqs:

@@ -37,8 +37,13 @@ MODEL_FILE = "model.json"
 META_FILE = "meta.json"
 # Score bands, scorecard style. B's floor is the new-product-trial threshold (policies/), so "A or
 # B" reads as "eligible on score"; the incident rate per band on held-out data is in the card.
-BANDS: tuple[tuple[str, float], ...] = (("A", 85.0), ("B", 70.0), ("C", 55.0), ("D", 40.0),
-                                        ("E", 0.0))
+BANDS: tuple[tuple[str, float], ...] = (
+    ("A", 85.0),
+    ("B", 70.0),
+    ("C", 55.0),
+    ("D", 40.0),
+    ("E", 0.0),
+)
 # xgboost compares features as float32; the largest float32 lies beyond every split threshold.
 _F32_MAX = float(np.finfo(np.float32).max)
 ADDITIVITY_TOL = 1e-6  # score points; float64 sums of float32 contributions are far inside this
@@ -75,7 +80,8 @@ class CreditModel:
             raise ValueError("model was trained on another feature list; retrain it")
         if meta.get("schema_version") != FEATURE_SCHEMA_VERSION:
             raise ValueError(
-                f"model schema {meta.get('schema_version')} != code {FEATURE_SCHEMA_VERSION}")
+                f"model schema {meta.get('schema_version')} != code {FEATURE_SCHEMA_VERSION}"
+            )
         self.booster = booster
         self.booster.set_param({"nthread": meta.get("nthread", 1)})
         self.meta = meta
@@ -113,8 +119,9 @@ class CreditModel:
 
     def margins(self, x: np.ndarray) -> np.ndarray:
         """Incident log-odds for rows of ``x`` (no SHAP; the fast path for what-if searches)."""
-        return np.asarray(self.booster.inplace_predict(_as_input(x), predict_type="margin"),
-                          dtype=np.float64)
+        return np.asarray(
+            self.booster.inplace_predict(_as_input(x), predict_type="margin"), dtype=np.float64
+        )
 
     def scores(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.score_of_margin(self.margins(x)))

@@ -39,8 +39,10 @@ class RepairView:
 
 def repair_view(items: Sequence[EvidenceItem]) -> RepairView:
     """Collect what the improvement records among ``items`` remedy (items are usable evidence)."""
-    improvements = sorted((it for it in items if it.kind == "improvement"),
-                          key=lambda it: (it.event_time, it.struct_hash))
+    improvements = sorted(
+        (it for it in items if it.kind == "improvement"),
+        key=lambda it: (it.event_time, it.struct_hash),
+    )
     if not improvements:
         return RepairView()
     by_hash = {it.struct_hash.lower(): it for it in items}

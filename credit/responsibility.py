@@ -110,8 +110,11 @@ def _stats(values: Sequence[float]) -> tuple[int, float, float]:
 
 
 def _key_chars(item: EvidenceItem) -> Iterable[dict]:
-    return (c for c in item.payload.get("sensorReport", ()) if c.get("key") and
-            len(c.get("values", ())) >= 2)
+    return (
+        c
+        for c in item.payload.get("sensorReport", ())
+        if c.get("key") and len(c.get("values", ())) >= 2
+    )
 
 
 def _supplier_risk(
@@ -121,8 +124,9 @@ def _supplier_risk(
     parts = {lot.part_number for lot in lots}
     inspections = [it for it in items if it.kind == "inspection" and it.part_number in parts]
     exact = [it for it in inspections if (it.part_number, it.lot_id) in wanted]
-    nearby = [it for it in inspections
-              if occurred_at - around_days * DAY <= it.event_time <= occurred_at]
+    nearby = [
+        it for it in inspections if occurred_at - around_days * DAY <= it.event_time <= occurred_at
+    ]
     # Pooled within-lot sums of squares per (part, characteristic).
     pooled: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
     for it in {id(i): i for i in (*exact, *nearby)}.values():
@@ -153,17 +157,29 @@ def _supplier_risk(
                 inside = (lsl is None or mean >= lsl) and (usl is None or mean <= usl)
                 p_out = 0.0 if inside else 1.0
             else:
-                p_out = ((_NORMAL.cdf((lsl - mean) / sigma) if lsl is not None else 0.0)
-                         + (_NORMAL.cdf((mean - usl) / sigma) if usl is not None else 0.0))
-                sides = [s for s in ((usl - mean) if usl is not None else None,
-                                     (mean - lsl) if lsl is not None else None) if s is not None]
+                p_out = (_NORMAL.cdf((lsl - mean) / sigma) if lsl is not None else 0.0) + (
+                    _NORMAL.cdf((mean - usl) / sigma) if usl is not None else 0.0
+                )
+                sides = [
+                    s
+                    for s in (
+                        (usl - mean) if usl is not None else None,
+                        (mean - lsl) if lsl is not None else None,
+                    )
+                    if s is not None
+                ]
                 cpks.append(min(sides) / (3 * sigma))
             p_ok *= 1.0 - min(1.0, p_out)
         observed = it.defects / it.quantity if it.quantity else 0.0
         risks.append(max(1.0 - p_ok, observed))
     risk = max(RISK_FLOOR, math.fsum(risks) / len(risks))
-    return (risk, basis, min(cpks) if cpks else None,
-            defects / sampled if sampled else None, [it.struct_hash for it in chosen])
+    return (
+        risk,
+        basis,
+        min(cpks) if cpks else None,
+        defects / sampled if sampled else None,
+        [it.struct_hash for it in chosen],
+    )
 
 
 def shapley_noisy_or(risks: Sequence[float]) -> np.ndarray:
@@ -213,8 +229,9 @@ def responsibility_matrix(
     suppliers = sorted(by_supplier)
     rows = []
     for sid in suppliers:
-        risk, basis, cpk, fraction, ids = _supplier_risk(by_supplier[sid], usable[sid],
-                                                         incident.occurred_at, around_days)
+        risk, basis, cpk, fraction, ids = _supplier_risk(
+            by_supplier[sid], usable[sid], incident.occurred_at, around_days
+        )
         model_risk = None
         predicted = risk_model(sid, usable[sid]) if risk_model is not None else None
         if predicted is not None:
@@ -225,11 +242,16 @@ def responsibility_matrix(
     joint = float(phi.sum())  # Shapley efficiency: the values sum to v(N)
     weights = phi / joint
     all_ids = sorted({h for r in rows for h in r[6]})
-    inputs = canonical_json({
-        "method": METHOD_ID, "incident": incident.model_dump(mode="json"),
-        "around_days": around_days, "risk_model": risk_model_id,
-        "risks": [[r[0], repr(r[1]), r[2]] for r in rows], "evidence": all_ids,
-    })
+    inputs = canonical_json(
+        {
+            "method": METHOD_ID,
+            "incident": incident.model_dump(mode="json"),
+            "around_days": around_days,
+            "risk_model": risk_model_id,
+            "risks": [[r[0], repr(r[1]), r[2]] for r in rows],
+            "evidence": all_ids,
+        }
+    )
     return ResponsibilityMatrix(
         incident_id=incident.incident_id,
         product=incident.product,
@@ -238,11 +260,22 @@ def responsibility_matrix(
         joint_risk=joint,
         risk_model=risk_model_id,
         evidence_root=evidence_root(all_ids),
-        rows=[SupplierShare(supplier_id=sid, weight=float(w), risk=risk, basis=basis, cpk=cpk,
-                            defect_fraction=fraction, model_risk=model_risk,
-                            lots=[lot.lot_id for lot in by_supplier[sid]], evidence_ids=ids)
-              for (sid, risk, basis, cpk, fraction, model_risk, ids), w
-              in zip(rows, weights, strict=True)],
+        rows=[
+            SupplierShare(
+                supplier_id=sid,
+                weight=float(w),
+                risk=risk,
+                basis=basis,
+                cpk=cpk,
+                defect_fraction=fraction,
+                model_risk=model_risk,
+                lots=[lot.lot_id for lot in by_supplier[sid]],
+                evidence_ids=ids,
+            )
+            for (sid, risk, basis, cpk, fraction, model_risk, ids), w in zip(
+                rows, weights, strict=True
+            )
+        ],
     )
 
 
@@ -283,8 +316,9 @@ class ResponsibilityDecision(BaseModel):
 
 
 def _decision_digest(domain: Domain, message: dict[str, object]) -> bytes:
-    return typed_data_digest(domain_separator(domain),
-                             hash_struct("ResponsibilityDecision", message, DECISION_TYPES))
+    return typed_data_digest(
+        domain_separator(domain), hash_struct("ResponsibilityDecision", message, DECISION_TYPES)
+    )
 
 
 def sign_decision(
@@ -299,15 +333,20 @@ def sign_decision(
     if supplier_id not in {r.supplier_id for r in matrix.rows}:
         raise ValueError(f"{supplier_id} has no share in incident {matrix.incident_id}")
     message: dict[str, object] = {
-        "matrixHash": matrix_hash(matrix), "incidentId": matrix.incident_id,
-        "supplier": supplier_id, "decision": decision, "comment": comment, "signedAt": signed_at,
+        "matrixHash": matrix_hash(matrix),
+        "incidentId": matrix.incident_id,
+        "supplier": supplier_id,
+        "decision": decision,
+        "comment": comment,
+        "signedAt": signed_at,
     }
     signature = signer.sign_digest(_decision_digest(domain, message))
     return ResponsibilityDecision(**message, signer=signer.address, signature=signature)
 
 
-def verify_decision(domain: Domain, decision: ResponsibilityDecision,
-                    matrix: ResponsibilityMatrix) -> str:
+def verify_decision(
+    domain: Domain, decision: ResponsibilityDecision, matrix: ResponsibilityMatrix
+) -> str:
     """Check the decision is about ``matrix`` and signed by ``decision.signer``; return it.
 
     Whether that address holds the supplier's on-chain role is the caller's (the API's) check.

@@ -98,7 +98,8 @@ def assert_additive(resp: CreditResponse) -> None:
     if abs(total - resp.score) > ADDITIVITY_TOL:
         raise AdditivityError(
             f"additivity violated: base {resp.base_value} + contributions = {total} "
-            f"!= score {resp.score}")
+            f"!= score {resp.score}"
+        )
 
 
 def score_vectors(
@@ -118,8 +119,10 @@ def score_vectors(
     policy = policy or default_policy()
     explained = model.explain(feature_matrix(vectors))
     with _gc_paused():
-        return [_response(vec, k, explained, model, policy, with_what_if, with_evidence_ids)
-                for k, vec in enumerate(vectors)]
+        return [
+            _response(vec, k, explained, model, policy, with_what_if, with_evidence_ids)
+            for k, vec in enumerate(vectors)
+        ]
 
 
 @contextmanager
@@ -139,18 +142,23 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _response(vec: FeatureVector, k: int, explained: Explained, model: CreditModel,
-              policy: GatePolicy, with_what_if: bool, with_evidence_ids: bool) -> CreditResponse:
+def _response(
+    vec: FeatureVector,
+    k: int,
+    explained: Explained,
+    model: CreditModel,
+    policy: GatePolicy,
+    with_what_if: bool,
+    with_evidence_ids: bool,
+) -> CreditResponse:
     """One response: the k-th row of a batch explanation, gate, reasons, what-if."""
     if vec.schema_version != model.meta["schema_version"]:
-        raise ValueError(f"features {vec.schema_version} != model "
-                         f"{model.meta['schema_version']}")
+        raise ValueError(f"features {vec.schema_version} != model {model.meta['schema_version']}")
     score = float(explained.scores[k])
     pts = explained.points[k]
     points = {n: float(p) for n, p in zip(FEATURE_NAMES, pts, strict=True)}
     gate = policy.evaluate(score, vec.facts, vec.observed)
-    changes = (what_if(model, vec.as_array(), score, policy.min_score)
-               if with_what_if else [])
+    changes = what_if(model, vec.as_array(), score, policy.min_score) if with_what_if else []
     return CreditResponse(
         supplier_id=vec.supplier_id,
         as_of=vec.as_of,
@@ -161,8 +169,13 @@ def _response(vec: FeatureVector, k: int, explained: Explained, model: CreditMod
         base_value=explained.base_points,
         contributions=[
             Contribution(
-                feature=f.name, unit=f.unit, direction=f.direction, value=vec.values[i],
-                observed=vec.observed.get(f.name) is not None, points=points[f.name])
+                feature=f.name,
+                unit=f.unit,
+                direction=f.direction,
+                value=vec.values[i],
+                observed=vec.observed.get(f.name) is not None,
+                points=points[f.name],
+            )
             for i, f in enumerate(FEATURES)
         ],
         reason_codes=[
@@ -179,8 +192,14 @@ def _response(vec: FeatureVector, k: int, explained: Explained, model: CreditMod
         gate=gate,
         what_if=[
             WhatIf(
-                feature=c.feature, unit=c.unit, current=c.current, comparison=c.comparison,
-                threshold=c.threshold, delta=c.delta, score_after=c.score_after)
+                feature=c.feature,
+                unit=c.unit,
+                current=c.current,
+                comparison=c.comparison,
+                threshold=c.threshold,
+                delta=c.delta,
+                score_after=c.score_after,
+            )
             for c in changes
         ],
     )
@@ -198,8 +217,9 @@ def score_supplier(
     with_what_if: bool = True,
 ) -> CreditResponse:
     """Score one supplier from its evidence (only anchored, confirmed evidence counts)."""
-    vec = compute_features(items, supplier_id, as_of, window_days,
-                           fl_participation=fl_participation)
+    vec = compute_features(
+        items, supplier_id, as_of, window_days, fl_participation=fl_participation
+    )
     return score_vectors([vec], model=model, policy=policy, with_what_if=with_what_if)[0]
 
 

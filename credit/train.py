@@ -62,8 +62,12 @@ class Dataset:
     suppliers: np.ndarray  # supplier id per row, for grouped splits
 
 
-def build_dataset(n_suppliers: int, seed: int, window_months: tuple[int, ...] = WINDOW_MONTHS,
-                  months: int = SIM_MONTHS) -> Dataset:
+def build_dataset(
+    n_suppliers: int,
+    seed: int,
+    window_months: tuple[int, ...] = WINDOW_MONTHS,
+    months: int = SIM_MONTHS,
+) -> Dataset:
     """Simulate history and turn it into (features, next-period incident) rows."""
     pop = simulate_history(n_suppliers, months, seed)
     by_supplier = defaultdict(list)
@@ -74,13 +78,20 @@ def build_dataset(n_suppliers: int, seed: int, window_months: tuple[int, ...] = 
         sid = truth.supplier_id
         for m in window_months:
             end = pop.start + m * MONTH
-            vectors.append(compute_features(
-                by_supplier[sid], sid, end, DEFAULT_WINDOW_DAYS,
-                fl_participation=pop.fl_participation(sid, end, DEFAULT_WINDOW_DAYS)))
+            vectors.append(
+                compute_features(
+                    by_supplier[sid],
+                    sid,
+                    end,
+                    DEFAULT_WINDOW_DAYS,
+                    fl_participation=pop.fl_participation(sid, end, DEFAULT_WINDOW_DAYS),
+                )
+            )
             labels.append(pop.incident_label(sid, end, HORIZON_DAYS))
             owners.append(sid)
-    return Dataset(feature_matrix(vectors), np.asarray(labels, dtype=np.float64),
-                   np.asarray(owners))
+    return Dataset(
+        feature_matrix(vectors), np.asarray(labels, dtype=np.float64), np.asarray(owners)
+    )
 
 
 def fingerprint(data: Dataset, config: dict[str, Any]) -> str:
@@ -97,8 +108,11 @@ def split(data: Dataset, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     ids = np.unique(data.suppliers)
     order = np.random.default_rng(seed).permutation(len(ids))
     n_train, n_valid = int(0.7 * len(ids)), int(0.15 * len(ids))
-    groups = (ids[order[:n_train]], ids[order[n_train:n_train + n_valid]],
-              ids[order[n_train + n_valid:]])
+    groups = (
+        ids[order[:n_train]],
+        ids[order[n_train : n_train + n_valid]],
+        ids[order[n_train + n_valid :]],
+    )
     train, valid, test = (np.isin(data.suppliers, g) for g in groups)
     return train, valid, test
 
@@ -113,8 +127,9 @@ def calibration(y: np.ndarray, p: np.ndarray, bins: int = 10) -> dict[str, Any]:
             continue
         predicted, observed = float(p[chunk].mean()), float(y[chunk].mean())
         ece += len(chunk) / len(y) * abs(predicted - observed)
-        table.append({"n": len(chunk), "predicted": round(predicted, 4),
-                      "observed": round(observed, 4)})
+        table.append(
+            {"n": len(chunk), "predicted": round(predicted, 4), "observed": round(observed, 4)}
+        )
     return {"ece": ece, "reliability": table}
 
 
@@ -125,8 +140,13 @@ def evaluate(model: CreditModel, x: np.ndarray, y: np.ndarray) -> dict[str, Any]
     bands = []
     for name, _ in BANDS:
         mask = np.array([band_of(s) == name for s in explained.scores])
-        bands.append({"band": name, "n": int(mask.sum()),
-                      "incident_rate": float(y[mask].mean()) if mask.any() else None})
+        bands.append(
+            {
+                "band": name,
+                "n": int(mask.sum()),
+                "incident_rate": float(y[mask].mean()) if mask.any() else None,
+            }
+        )
     return {
         "n": len(y),
         "positive_rate": float(y.mean()),
@@ -135,8 +155,9 @@ def evaluate(model: CreditModel, x: np.ndarray, y: np.ndarray) -> dict[str, Any]
         "log_loss": float(log_loss(y, p)),
         **calibration(y, p),
         "bands": bands,
-        "score_quantiles": {q: float(np.percentile(explained.scores, q))
-                            for q in (1, 10, 25, 50, 75, 90, 99)},
+        "score_quantiles": {
+            q: float(np.percentile(explained.scores, q)) for q in (1, 10, 25, 50, 75, 90, 99)
+        },
     }
 
 
@@ -147,26 +168,45 @@ def train(n_suppliers: int = DEFAULT_SUPPLIERS, seed: int = DEFAULT_SEED) -> Cre
     params = {**PARAMS, "monotone_constraints": "(" + ",".join(map(str, risk_constraints())) + ")"}
     dtrain = xgb.DMatrix(data.x[train_rows], label=data.y[train_rows], feature_names=names)
     dvalid = xgb.DMatrix(data.x[valid_rows], label=data.y[valid_rows], feature_names=names)
-    booster = xgb.train(params, dtrain, num_boost_round=MAX_ROUNDS, evals=[(dvalid, "valid")],
-                        early_stopping_rounds=EARLY_STOP, verbose_eval=False)
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=MAX_ROUNDS,
+        evals=[(dvalid, "valid")],
+        early_stopping_rounds=EARLY_STOP,
+        verbose_eval=False,
+    )
     booster = booster[: booster.best_iteration + 1]
-    config = {"n_suppliers": n_suppliers, "seed": seed, "months": SIM_MONTHS,
-              "window_months": list(WINDOW_MONTHS), "window_days": DEFAULT_WINDOW_DAYS,
-              "horizon_days": HORIZON_DAYS, "params": params}
+    config = {
+        "n_suppliers": n_suppliers,
+        "seed": seed,
+        "months": SIM_MONTHS,
+        "window_months": list(WINDOW_MONTHS),
+        "window_days": DEFAULT_WINDOW_DAYS,
+        "horizon_days": HORIZON_DAYS,
+        "params": params,
+    }
     meta: dict[str, Any] = {
         "schema_version": FEATURE_SCHEMA_VERSION,
         "feature_names": names,
         "training_fingerprint": fingerprint(data, config),
         "training": config,
-        "rows": {"train": int(train_rows.sum()), "valid": int(valid_rows.sum()),
-                 "test": int(test_rows.sum())},
+        "rows": {
+            "train": int(train_rows.sum()),
+            "valid": int(valid_rows.sum()),
+            "test": int(test_rows.sum()),
+        },
         "trees": booster.num_boosted_rounds(),
         "nthread": 1,
     }
     model = CreditModel.from_booster(booster, meta)
     meta["test_metrics"] = evaluate(model, data.x[test_rows], data.y[test_rows])
-    meta["score_scale"] = {"margin_best": model.margin_best, "margin_worst": model.margin_worst,
-                           "points_per_logit": model.factor, "base_points": model.base_points}
+    meta["score_scale"] = {
+        "margin_best": model.margin_best,
+        "margin_worst": model.margin_worst,
+        "points_per_logit": model.factor,
+        "base_points": model.base_points,
+    }
     return model
 
 
@@ -181,10 +221,12 @@ def main(argv: list[str] | None = None) -> None:
     model.save(args.out)
     saved = CreditModel.load(args.out)
     metrics = model.meta["test_metrics"]
-    print(f"model {saved.version}: {model.meta['trees']} trees, "
-          f"{sum(model.meta['rows'].values())} rows, held-out AUC {metrics['auc']:.3f}, "
-          f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f} "
-          f"({time.perf_counter() - started:.1f} s) -> {args.out}")
+    print(
+        f"model {saved.version}: {model.meta['trees']} trees, "
+        f"{sum(model.meta['rows'].values())} rows, held-out AUC {metrics['auc']:.3f}, "
+        f"Brier {metrics['brier']:.4f}, ECE {metrics['ece']:.4f} "
+        f"({time.perf_counter() - started:.1f} s) -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,12 @@ def _leaves(tree: dict) -> list[_Leaf]:
             continue
         threshold = float(np.float32(cond[node]))
         for child, went_left in ((left[node], True), (right[node], False)):
-            step = (int(feature[node]), threshold, went_left,
-                    float(np.float32(cover[child])) / float(np.float32(cover[node])))
+            step = (
+                int(feature[node]),
+                threshold,
+                went_left,
+                float(np.float32(cover[child])) / float(np.float32(cover[node])),
+            )
             stack.append((child, (*path, step)))
     return out
 
@@ -119,8 +123,9 @@ def _tabulate(tree: dict, n_features: int) -> TreeTable | None:
             for size in range(d):
                 weight = math.factorial(size) * math.factorial(d - size - 1) / math.factorial(d)
                 for chosen in combinations(others, size):
-                    term = np.full(cells, weight * math.prod(
-                        zeros[j] for j in others if j not in chosen))
+                    term = np.full(
+                        cells, weight * math.prod(zeros[j] for j in others if j not in chosen)
+                    )
                     for j in chosen:
                         term *= o[j]
                     acc += term
@@ -140,7 +145,8 @@ class TabulatedTreeShap:
         stumps = [tree for tree, t in zip(trees, tabulated, strict=True) if t is None]
         self.bias = _base_margin(model) + math.fsum(
             [t.expected for t in self.tables]
-            + [float(np.float32(tree["split_conditions"][0])) for tree in stumps])
+            + [float(np.float32(tree["split_conditions"][0])) for tree in stumps]
+        )
 
     def contributions(self, x32: np.ndarray) -> np.ndarray:
         """(n, n_features) float64 SHAP values of the margin for float32 rows ``x32``."""

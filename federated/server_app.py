@@ -252,8 +252,13 @@ def _secagg_round(
     )
     stages = sa.stage_seconds
     if sa.arrays is None:
-        return RoundResult(None, sampled, sa.participants, note="SecAgg+ halted: too few to unmask",
-                           stage_seconds=stages)
+        return RoundResult(
+            None,
+            sampled,
+            sa.participants,
+            note="SecAgg+ halted: too few to unmask",
+            stage_seconds=stages,
+        )
     if len(sa.participants) < s.min_fit_clients:
         note = f"{len(sa.participants)} of {len(sampled)} in the sum"
         return RoundResult(None, sampled, sa.participants, note=note, stage_seconds=stages)

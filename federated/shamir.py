@@ -108,7 +108,7 @@ def _lagrange_at_zero(indices: tuple[int, ...]) -> tuple[int, ...]:
 
 def _chunks(secret: bytes) -> list[int]:
     padded = pad(secret, CHUNK)
-    return [int.from_bytes(padded[i:i + CHUNK], "big") for i in range(0, len(padded), CHUNK)]
+    return [int.from_bytes(padded[i : i + CHUNK], "big") for i in range(0, len(padded), CHUNK)]
 
 
 def create_shares(secret: bytes, threshold: int, num: int) -> list[bytes]:
@@ -139,15 +139,17 @@ def combine_shares(share_list: list[bytes]) -> bytes:
     # As Flower: the first share sets the chunk count; a shorter share cannot be combined.
     expected = _INDEX_BYTES + chunk_count * CHUNK
     if chunk_count == 0 or any(len(share) < expected for share in share_list):
-        raise ValueError(f"shares too short: expected at least {expected} bytes each, got "
-                         f"{sorted({len(share) for share in share_list})}")
+        raise ValueError(
+            f"shares too short: expected at least {expected} bytes each, got "
+            f"{sorted({len(share) for share in share_list})}"
+        )
     coefficients = _lagrange_at_zero(indices)
     padded = bytearray()
     for chunk in range(chunk_count):
         start = _INDEX_BYTES + chunk * CHUNK
         value = 0
         for share, coefficient in zip(share_list, coefficients, strict=True):
-            value ^= _mul(int.from_bytes(share[start:start + CHUNK], "big"), coefficient)
+            value ^= _mul(int.from_bytes(share[start : start + CHUNK], "big"), coefficient)
         padded += value.to_bytes(CHUNK, "big")
     try:
         return unpad(bytes(padded), CHUNK)

@@ -18,8 +18,9 @@ def to_checksum(address: str) -> str:
         raise ValueError("expected a 0x-prefixed 20-byte hex address")
     lower = address[2:].lower()
     digest = keccak(lower.encode()).hex()
-    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest[:40],
-                                                                                  strict=True))
+    return "0x" + "".join(
+        c.upper() if int(d, 16) >= 8 else c for c, d in zip(lower, digest[:40], strict=True)
+    )
 
 
 def is_valid_checksum(address: str) -> bool:

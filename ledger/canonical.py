@@ -82,8 +82,9 @@ def _encode(value: Any, parts: list[str]) -> None:
         raise InvalidRecord("value cannot be represented in JSON", got=type(value).__name__)
 
 
-_FAST = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                         allow_nan=False, check_circular=False)
+_FAST = json.JSONEncoder(
+    ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False, check_circular=False
+)
 
 
 _AS_IS, _INTEGRAL, _EXACT = 0, 1, 2

@@ -138,8 +138,12 @@ def domain_separator(domain: Domain) -> bytes:
 def _domain_separator(chain_id: int, verifying_contract: str) -> bytes:
     return hash_struct(
         "EIP712Domain",
-        {"name": "QualityLedger", "version": "1", "chainId": chain_id,
-         "verifyingContract": verifying_contract},
+        {
+            "name": "QualityLedger",
+            "version": "1",
+            "chainId": chain_id,
+            "verifyingContract": verifying_contract,
+        },
         RECORD_TYPES,
     )
 

@@ -77,8 +77,9 @@ def recover_digest_raw(digest: bytes, signature: str) -> bytes:
     if not 0 < s <= SECP256K1_HALF_N:
         raise InvalidSignature("signature s is not in the lower half order (EIP-2)")
     try:
-        public_key = PublicKey.from_signature_and_message(raw[:64] + bytes([v]), digest,
-                                                          hasher=None)
+        public_key = PublicKey.from_signature_and_message(
+            raw[:64] + bytes([v]), digest, hasher=None
+        )
     except ValueError as exc:  # coincurve raises ValueError for unrecoverable signatures
         raise InvalidSignature("signature does not recover to any key") from exc
     return keccak(public_key.format(compressed=False)[1:])[-20:]

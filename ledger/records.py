@@ -271,15 +271,18 @@ def _check_counts(record: QualityRecord, payload: _Payload) -> None:
     """The signed counts must agree with the detail they summarise."""
     if isinstance(payload, InspectionPayload):
         if payload.sampleSize != record.quantity:
-            raise InvalidRecord("quantity must be the sample size", expected=payload.sampleSize,
-                                got=record.quantity)
+            raise InvalidRecord(
+                "quantity must be the sample size", expected=payload.sampleSize, got=record.quantity
+            )
         found = sum(d.count for d in payload.defectList)
         if found != record.defects:
-            raise InvalidRecord("defects must be the sum of defectList counts", expected=found,
-                                got=record.defects)
+            raise InvalidRecord(
+                "defects must be the sum of defectList counts", expected=found, got=record.defects
+            )
         if payload.sampleSize > payload.lotSize:
-            raise InvalidRecord("sample larger than lot", expected=f"<= {payload.lotSize}",
-                                got=payload.sampleSize)
+            raise InvalidRecord(
+                "sample larger than lot", expected=f"<= {payload.lotSize}", got=payload.sampleSize
+            )
     elif isinstance(payload, AuditPayload):
         total = payload.majorNonconformities + payload.minorNonconformities
         if (record.quantity, record.defects) != (total, payload.majorNonconformities):
@@ -289,8 +292,11 @@ def _check_counts(record: QualityRecord, payload: _Payload) -> None:
                 got=(record.quantity, record.defects),
             )
     elif isinstance(payload, DeliveryPayload) and payload.deliveredTime != record.eventTime:
-        raise InvalidRecord("a delivery's eventTime is its deliveredTime",
-                            expected=payload.deliveredTime, got=record.eventTime)
+        raise InvalidRecord(
+            "a delivery's eventTime is its deliveredTime",
+            expected=payload.deliveredTime,
+            got=record.eventTime,
+        )
 
 
 def parse_payload(kind: RecordKind, payload: dict[str, Any]) -> _Payload:

@@ -67,25 +67,47 @@ def check_signature(signed: SignedRecord) -> bytes:
     digest = typed_data_digest(domain_separator(signed.domain), struct_hash)
     recovered = recover_digest_raw(digest, signed.signature)
     if recovered != bytes.fromhex(signed.record.signer[2:]):
-        raise InvalidSignature("signature does not match the record's signer",
-                               expected=signed.record.signer, got=to_checksum_address(recovered))
+        raise InvalidSignature(
+            "signature does not match the record's signer",
+            expected=signed.record.signer,
+            got=to_checksum_address(recovered),
+        )
     return struct_hash
 
 
 def check_kind_allowed(kind: RecordKind, role: Role) -> None:
     allowed = KIND_SIGNER_ROLE[kind]
     if role is not allowed:
-        raise KindNotAllowed(f"a {role.value} may not sign {kind.value} records",
-                             expected=allowed.value, got=role.value)
+        raise KindNotAllowed(
+            f"a {role.value} may not sign {kind.value} records",
+            expected=allowed.value,
+            got=role.value,
+        )
 
 
-def resign(signed: SignedRecord, signer: Signer, *, domain: Domain | None = None,
-           signed_at: int | None = None, nonce: int | None = None) -> SignedRecord:
+def resign(
+    signed: SignedRecord,
+    signer: Signer,
+    *,
+    domain: Domain | None = None,
+    signed_at: int | None = None,
+    nonce: int | None = None,
+) -> SignedRecord:
     """The same evidence (fields, payload, salt) signed again, for another domain, signing time
     or nonce: how a backlog produced offline is signed at submission time."""
     r = signed.record
-    return sign_record(signer, domain or signed.domain, subject=r.subject, kind=r.kind,
-                       part_number=r.partNumber, lot_id=r.lotId, event_time=r.eventTime,
-                       quantity=r.quantity, defects=r.defects,
-                       nonce=r.nonce if nonce is None else nonce, payload=signed.payload,
-                       signed_at=signed_at, salt=r.salt)
+    return sign_record(
+        signer,
+        domain or signed.domain,
+        subject=r.subject,
+        kind=r.kind,
+        part_number=r.partNumber,
+        lot_id=r.lotId,
+        event_time=r.eventTime,
+        quantity=r.quantity,
+        defects=r.defects,
+        nonce=r.nonce if nonce is None else nonce,
+        payload=signed.payload,
+        signed_at=signed_at,
+        salt=r.salt,
+    )

@@ -107,8 +107,10 @@ def _held_at(history: list[tuple[int, int]], timestamp: int) -> bool:
     used right after registration); the revocation side tolerates nothing, because a signature
     dated after revocation is exactly what a stolen key would produce.
     """
-    return any(granted - CLOCK_SKEW_SECONDS <= timestamp and (revoked == 0 or timestamp < revoked)
-               for granted, revoked in history)
+    return any(
+        granted - CLOCK_SKEW_SECONDS <= timestamp and (revoked == 0 or timestamp < revoked)
+        for granted, revoked in history
+    )
 
 
 def _check_signature(signed: SignedRecord, report: VerificationReport) -> None:
@@ -148,23 +150,35 @@ def verify_receipt(
                 return report
         report.add(Check.RECORD_FORMAT, True, "record parses and its payloadHash matches")
         same = record.model_dump(mode="json") == signed.model_dump(mode="json")
-        report.add(Check.RECORD_MATCHES_RECEIPT, same,
-                   "record file equals the receipt's record" if same
-                   else "the record differs from the one the receipt covers")
+        report.add(
+            Check.RECORD_MATCHES_RECEIPT,
+            same,
+            "record file equals the receipt's record"
+            if same
+            else "the record differs from the one the receipt covers",
+        )
         signed = record
 
     _check_signature(signed, report)
     computed = record_struct_hash(signed.record)
-    report.add(Check.STRUCT_HASH, computed.hex() == receipt.structHash[2:],
-               f"hashStruct = 0x{computed.hex()}, receipt says {receipt.structHash}")
+    report.add(
+        Check.STRUCT_HASH,
+        computed.hex() == receipt.structHash[2:],
+        f"hashStruct = 0x{computed.hex()}, receipt says {receipt.structHash}",
+    )
 
     # The signature's domain must name this receipt's chain and contract, or a signature made
     # for a test deployment could be replayed against production.
-    domain_ok = (signed.domain.chainId == receipt.chainId
-                 and signed.domain.verifyingContract.lower() == receipt.contract.lower())
-    report.add(Check.DOMAIN, domain_ok,
-               f"domain {signed.domain.chainId}/{signed.domain.verifyingContract}, "
-               f"receipt {receipt.chainId}/{receipt.contract}")
+    domain_ok = (
+        signed.domain.chainId == receipt.chainId
+        and signed.domain.verifyingContract.lower() == receipt.contract.lower()
+    )
+    report.add(
+        Check.DOMAIN,
+        domain_ok,
+        f"domain {signed.domain.chainId}/{signed.domain.verifyingContract}, "
+        f"receipt {receipt.chainId}/{receipt.contract}",
+    )
 
     try:
         _verify_on_chain(signed, receipt, computed, chain, report)
@@ -173,57 +187,93 @@ def verify_receipt(
     return report
 
 
-def _verify_on_chain(signed: SignedRecord, receipt: Receipt, struct_hash: bytes,
-                     chain: ChainReader, report: VerificationReport) -> None:
+def _verify_on_chain(
+    signed: SignedRecord,
+    receipt: Receipt,
+    struct_hash: bytes,
+    chain: ChainReader,
+    report: VerificationReport,
+) -> None:
     chain_id = chain.chain_id
-    report.add(Check.CHAIN_ID, chain_id == receipt.chainId,
-               f"RPC chain id {chain_id}, receipt {receipt.chainId}")
+    report.add(
+        Check.CHAIN_ID,
+        chain_id == receipt.chainId,
+        f"RPC chain id {chain_id}, receipt {receipt.chainId}",
+    )
 
     record = signed.record
     held = {role: chain.role_history(record.signer, role) for role in PARTICIPANT_ROLES}
     roles_then = [role for role, history in held.items() if _held_at(history, record.signedAt)]
-    report.add(Check.SIGNER_ROLE, bool(roles_then),
-               f"{record.signer} held {', '.join(r.value for r in roles_then)} at signedAt "
-               f"{record.signedAt}" if roles_then else
-               f"{record.signer} held no participant role at signedAt {record.signedAt} "
-               f"(history: { {r.value: h for r, h in held.items() if h} })")
+    report.add(
+        Check.SIGNER_ROLE,
+        bool(roles_then),
+        f"{record.signer} held {', '.join(r.value for r in roles_then)} at signedAt "
+        f"{record.signedAt}"
+        if roles_then
+        else f"{record.signer} held no participant role at signedAt {record.signedAt} "
+        f"(history: { {r.value: h for r, h in held.items() if h} })",
+    )
     required = KIND_SIGNER_ROLE[record.kind]
-    report.add(Check.KIND_ALLOWED, required in roles_then,
-               f"{record.kind.value} must be signed by a {required.value}; signer held "
-               f"{[r.value for r in roles_then] or 'nothing'}")
+    report.add(
+        Check.KIND_ALLOWED,
+        required in roles_then,
+        f"{record.kind.value} must be signed by a {required.value}; signer held "
+        f"{[r.value for r in roles_then] or 'nothing'}",
+    )
     if required is Role.SUPPLIER:
         org = chain.org_of(record.signer)
-        report.add(Check.SUBJECT, org == record.subject,
-                   f"signer's organisation {org!r}, record subject {record.subject!r}")
+        report.add(
+            Check.SUBJECT,
+            org == record.subject,
+            f"signer's organisation {org!r}, record subject {record.subject!r}",
+        )
 
     root = bytes.fromhex(receipt.root[2:])
     proof = [bytes.fromhex(p[2:]) for p in receipt.proof]
     folded = process_proof(leaf_hash(struct_hash), proof)
     on_chain = chain.verify_record_on_chain(root, proof, struct_hash) if folded == root else False
-    report.add(Check.PROOF, folded == root and on_chain,
-               "proof folds to the root and MerkleProof.verify agrees on chain" if on_chain
-               else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}")
+    report.add(
+        Check.PROOF,
+        folded == root and on_chain,
+        "proof folds to the root and MerkleProof.verify agrees on chain"
+        if on_chain
+        else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}",
+    )
 
     anchor = chain.anchored_at(root)
-    if not report.add(Check.ANCHORED, anchor is not None,
-                      f"root anchored in batch {anchor.batch_id} at block {anchor.block_number}"
-                      if anchor else f"root {receipt.root} is not anchored in {receipt.contract}"):
+    if not report.add(
+        Check.ANCHORED,
+        anchor is not None,
+        f"root anchored in batch {anchor.batch_id} at block {anchor.block_number}"
+        if anchor
+        else f"root {receipt.root} is not anchored in {receipt.contract}",
+    ):
         return
     tx = chain.transaction_block(receipt.transactionHash)
-    details = (anchor.batch_id == receipt.batchId and anchor.block_number == receipt.blockNumber
-               and anchor.timestamp == receipt.blockTimestamp
-               and anchor.leaf_count == receipt.leafCount
-               and tx is not None and tx[0] == receipt.blockNumber
-               and tx[1].lower() == receipt.contract.lower())
-    report.add(Check.ANCHOR_DETAILS, details,
-               f"chain: batch {anchor.batch_id}, block {anchor.block_number}, time "
-               f"{anchor.timestamp}, {anchor.leaf_count} leaves, tx {tx}; receipt: batch "
-               f"{receipt.batchId}, block {receipt.blockNumber}, time {receipt.blockTimestamp}, "
-               f"{receipt.leafCount} leaves, tx {receipt.transactionHash}")
+    details = (
+        anchor.batch_id == receipt.batchId
+        and anchor.block_number == receipt.blockNumber
+        and anchor.timestamp == receipt.blockTimestamp
+        and anchor.leaf_count == receipt.leafCount
+        and tx is not None
+        and tx[0] == receipt.blockNumber
+        and tx[1].lower() == receipt.contract.lower()
+    )
+    report.add(
+        Check.ANCHOR_DETAILS,
+        details,
+        f"chain: batch {anchor.batch_id}, block {anchor.block_number}, time "
+        f"{anchor.timestamp}, {anchor.leaf_count} leaves, tx {tx}; receipt: batch "
+        f"{receipt.batchId}, block {receipt.blockNumber}, time {receipt.blockTimestamp}, "
+        f"{receipt.leafCount} leaves, tx {receipt.transactionHash}",
+    )
     before = record.signedAt <= anchor.timestamp + CLOCK_SKEW_SECONDS
-    report.add(Check.SIGNED_BEFORE_ANCHOR, before,
-               f"signedAt {record.signedAt}, anchored at {anchor.timestamp} "
-               f"(tolerance {CLOCK_SKEW_SECONDS} s)")
+    report.add(
+        Check.SIGNED_BEFORE_ANCHOR,
+        before,
+        f"signedAt {record.signedAt}, anchored at {anchor.timestamp} "
+        f"(tolerance {CLOCK_SKEW_SECONDS} s)",
+    )
 
 
 def _reason(exc: Exception) -> str:

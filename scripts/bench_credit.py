@@ -53,35 +53,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--held-out-suppliers", type=int, default=600)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cpus",
-                           "python": platform.python_version(), "xgboost": xgb.__version__}
+    out: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "python": platform.python_version(),
+        "xgboost": xgb.__version__,
+    }
     model = default_model()
     out["model_version"] = model.version
     out["trees"] = model.meta["trees"]
-    print(f"model {model.version}: {model.meta['trees']} trees of depth <= 3, "
-          f"{len(FEATURE_NAMES)} features")
+    print(
+        f"model {model.version}: {model.meta['trees']} trees of depth <= 3, "
+        f"{len(FEATURE_NAMES)} features"
+    )
 
     started = time.perf_counter()
     pop = simulate_population(30, 12, seed=1)
     dt = time.perf_counter() - started
     out["signed_records_per_s"] = len(pop.records) / dt
-    print(f"simulator: {len(pop.records)} signed records (30 suppliers x 12 months) in "
-          f"{dt:.2f} s = {len(pop.records) / dt:,.0f} records/s")
+    print(
+        f"simulator: {len(pop.records)} signed records (30 suppliers x 12 months) in "
+        f"{dt:.2f} s = {len(pop.records) / dt:,.0f} records/s"
+    )
 
     hist = simulate_history(500, 12, seed=2)
     by_supplier: dict[str, list] = {}
     for it in hist.items:
         by_supplier.setdefault(it.subject, []).append(it)
     started = time.perf_counter()
-    vectors = [compute_features(by_supplier[t.supplier_id], t.supplier_id,
-                                hist.start + m * 30 * 86400,
-                                fl_participation=hist.fl_participation(
-                                    t.supplier_id, hist.start + m * 30 * 86400, 180))
-               for t in hist.suppliers for m in (6, 8, 10, 12)]
+    vectors = [
+        compute_features(
+            by_supplier[t.supplier_id],
+            t.supplier_id,
+            hist.start + m * 30 * 86400,
+            fl_participation=hist.fl_participation(t.supplier_id, hist.start + m * 30 * 86400, 180),
+        )
+        for t in hist.suppliers
+        for m in (6, 8, 10, 12)
+    ]
     dt = time.perf_counter() - started
     out["features_ms_per_supplier"] = 1e3 * dt / len(vectors)
-    print(f"features: {len(vectors)} vectors from evidence in {dt:.2f} s = "
-          f"{1e3 * dt / len(vectors):.2f} ms per supplier")
+    print(
+        f"features: {len(vectors)} vectors from evidence in {dt:.2f} s = "
+        f"{1e3 * dt / len(vectors):.2f} ms per supplier"
+    )
 
     rng = np.random.default_rng(0)
     pool = [vectors[k] for k in rng.integers(0, len(vectors), size=10_000)]
@@ -91,53 +105,79 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     explainer = shap.TreeExplainer(model.booster)
     out["score_shap"] = {}
     print(f"score + exact SHAP (best of {args.repeat}):")
-    print(f"{'suppliers':>10} {'arrays':>10} {'responses':>10} {'pred_contribs':>14} "
-          f"{'shap.Tree':>10}")
+    print(
+        f"{'suppliers':>10} {'arrays':>10} {'responses':>10} {'pred_contribs':>14} "
+        f"{'shap.Tree':>10}"
+    )
     for n in (1, 1_000, 10_000):
         x = x_all[:n]
         t_arrays = best_of(lambda x=x: model.explain(x), args.repeat)
         t_responses = best_of(lambda n=n: score_vectors(pool[:n], model=model), args.repeat)
         dm = xgb.DMatrix(x.astype(np.float32), feature_names=list(FEATURE_NAMES), nthread=1)
-        t_native = best_of(lambda dm=dm: model.booster.predict(dm, pred_contribs=True),
-                           max(1, args.repeat // 2))
+        t_native = best_of(
+            lambda dm=dm: model.booster.predict(dm, pred_contribs=True), max(1, args.repeat // 2)
+        )
         t_shap = best_of(lambda x=x: explainer.shap_values(x.astype(np.float32)), 1)
-        out["score_shap"][n] = {"arrays_s": t_arrays, "responses_s": t_responses,
-                                "xgboost_pred_contribs_s": t_native, "shap_tree_s": t_shap}
-        print(f"{n:>10,} {t_arrays * 1e3:>8.1f}ms {t_responses * 1e3:>8.1f}ms "
-              f"{t_native * 1e3:>12.1f}ms {t_shap * 1e3:>8.1f}ms")
+        out["score_shap"][n] = {
+            "arrays_s": t_arrays,
+            "responses_s": t_responses,
+            "xgboost_pred_contribs_s": t_native,
+            "shap_tree_s": t_shap,
+        }
+        print(
+            f"{n:>10,} {t_arrays * 1e3:>8.1f}ms {t_responses * 1e3:>8.1f}ms "
+            f"{t_native * 1e3:>12.1f}ms {t_shap * 1e3:>8.1f}ms"
+        )
 
     sc = simulate_incident(10, seed=3, drifted_index=4)
-    incident = Incident(incident_id=sc.incident_id, product=sc.product,
-                        occurred_at=sc.occurred_at,
-                        lots=[IncidentLot(supplier_id=s, part_number=p, lot_id=lot)
-                              for s, p, lot in sc.lots])
-    t_matrix = best_of(lambda: responsibility_matrix(incident, sc.population.items),
-                       args.repeat)
+    incident = Incident(
+        incident_id=sc.incident_id,
+        product=sc.product,
+        occurred_at=sc.occurred_at,
+        lots=[IncidentLot(supplier_id=s, part_number=p, lot_id=lot) for s, p, lot in sc.lots],
+    )
+    t_matrix = best_of(lambda: responsibility_matrix(incident, sc.population.items), args.repeat)
     matrix = responsibility_matrix(incident, sc.population.items)
     top = max(matrix.rows, key=lambda r: r.weight)
-    out["responsibility"] = {"suppliers": len(matrix.rows), "seconds": t_matrix,
-                             "evidence_records": len(sc.population.items),
-                             "top": top.supplier_id, "top_weight": top.weight,
-                             "drifted": sc.drifted}
-    print(f"responsibility: {len(matrix.rows)} suppliers, {len(sc.population.items)} records, "
-          f"{t_matrix * 1e3:.1f} ms; largest share {top.supplier_id} {top.weight:.3f} "
-          f"(drifted: {sc.drifted}), weights sum {sum(r.weight for r in matrix.rows):.12f}")
+    out["responsibility"] = {
+        "suppliers": len(matrix.rows),
+        "seconds": t_matrix,
+        "evidence_records": len(sc.population.items),
+        "top": top.supplier_id,
+        "top_weight": top.weight,
+        "drifted": sc.drifted,
+    }
+    print(
+        f"responsibility: {len(matrix.rows)} suppliers, {len(sc.population.items)} records, "
+        f"{t_matrix * 1e3:.1f} ms; largest share {top.supplier_id} {top.weight:.3f} "
+        f"(drifted: {sc.drifted}), weights sum {sum(r.weight for r in matrix.rows):.12f}"
+    )
 
     started = time.perf_counter()
     data = build_dataset(args.held_out_suppliers, HELD_OUT_SEED)
     metrics = evaluate(model, data.x, data.y)
-    out["held_out"] = {k: metrics[k] for k in ("n", "positive_rate", "auc", "brier", "log_loss",
-                                               "ece", "reliability", "bands")}
-    print(f"held-out ({args.held_out_suppliers} new suppliers, seed {HELD_OUT_SEED}, "
-          f"{metrics['n']} rows, built in {time.perf_counter() - started:.0f} s): "
-          f"AUC {metrics['auc']:.3f}, Brier {metrics['brier']:.4f}, "
-          f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}, "
-          f"incident rate {metrics['positive_rate']:.3f}")
-    print("  reliability (predicted -> observed per decile): " + ", ".join(
-        f"{b['predicted']:.2f}->{b['observed']:.2f}" for b in metrics["reliability"]))
-    print("  incident rate by band: " + ", ".join(
-        f"{b['band']} {b['incident_rate']:.2f} (n={b['n']})" if b["n"] else f"{b['band']} -"
-        for b in metrics["bands"]))
+    out["held_out"] = {
+        k: metrics[k]
+        for k in ("n", "positive_rate", "auc", "brier", "log_loss", "ece", "reliability", "bands")
+    }
+    print(
+        f"held-out ({args.held_out_suppliers} new suppliers, seed {HELD_OUT_SEED}, "
+        f"{metrics['n']} rows, built in {time.perf_counter() - started:.0f} s): "
+        f"AUC {metrics['auc']:.3f}, Brier {metrics['brier']:.4f}, "
+        f"log loss {metrics['log_loss']:.4f}, ECE {metrics['ece']:.4f}, "
+        f"incident rate {metrics['positive_rate']:.3f}"
+    )
+    print(
+        "  reliability (predicted -> observed per decile): "
+        + ", ".join(f"{b['predicted']:.2f}->{b['observed']:.2f}" for b in metrics["reliability"])
+    )
+    print(
+        "  incident rate by band: "
+        + ", ".join(
+            f"{b['band']} {b['incident_rate']:.2f} (n={b['n']})" if b["n"] else f"{b['band']} -"
+            for b in metrics["bands"]
+        )
+    )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(out, fh, indent=2, default=float)

@@ -148,11 +148,19 @@ def main() -> None:
     ap.add_argument("--deploy-suppliers", type=int, default=3)
     ap.add_argument("--deploy-rounds", type=int, default=4)
     ap.add_argument("--skip-deploy", action="store_true")
-    ap.add_argument("--pairs", type=int, default=3,
-                    help="extra back-to-back FedAvg / SecAgg+ simulation runs for the ratio")
+    ap.add_argument(
+        "--pairs",
+        type=int,
+        default=3,
+        help="extra back-to-back FedAvg / SecAgg+ simulation runs for the ratio",
+    )
     ap.add_argument("--pair-rounds", type=int, default=25)
-    ap.add_argument("--deploy-pairs", type=int, default=2,
-                    help="FedAvg / SecAgg+ deployment run pairs (the table shows the first)")
+    ap.add_argument(
+        "--deploy-pairs",
+        type=int,
+        default=2,
+        help="FedAvg / SecAgg+ deployment run pairs (the table shows the first)",
+    )
     ap.add_argument("--json", type=Path, help="also write the rows here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -226,9 +234,9 @@ def main() -> None:
     # measurement times SecAgg+ both ways: keys set up ahead (the default) and Flower's four
     # stages every round.
     def pair_run(name: str, **changes: Any) -> float:
-        cfg = FLConfig(
-            suppliers=args.suppliers, data_dir=data, out_dir=work / name
-        ).with_server(**{**s.__dict__, "rounds": args.pair_rounds, **changes})
+        cfg = FLConfig(suppliers=args.suppliers, data_dir=data, out_dir=work / name).with_server(
+            **{**s.__dict__, "rounds": args.pair_rounds, **changes}
+        )
         return float(fl_row(name, simulate(cfg))["s_per_round"])
 
     plain_before = pair_run("plain-0") if args.pairs else 0.0
@@ -252,7 +260,11 @@ def main() -> None:
         secs = []
         for label, secagg in (("FedAvg", False), ("FedAvg + SecAgg+", True)):
             cfg = deploy_config(
-                data, work / f"deploy-{pair}-{int(secagg)}", n, args.deploy_rounds, s,
+                data,
+                work / f"deploy-{pair}-{int(secagg)}",
+                n,
+                args.deploy_rounds,
+                s,
                 secagg=secagg,
             )
             result = deploy_local(cfg)
@@ -263,9 +275,15 @@ def main() -> None:
                 result,
                 skip_first=False,
             )
-            row["detail"] = "; ".join(filter(None, [
-                "rounds (s): " + ", ".join(f"{x:.1f}" for x in result.round_seconds()),
-                row["detail"]]))
+            row["detail"] = "; ".join(
+                filter(
+                    None,
+                    [
+                        "rounds (s): " + ", ".join(f"{x:.1f}" for x in result.round_seconds()),
+                        row["detail"],
+                    ],
+                )
+            )
             secs.append(row["s_per_round"])
             if pair == 0:
                 rows.append(row)

@@ -40,10 +40,21 @@ SUPPLIERS = 8
 
 def payload(i: int) -> dict:
     return {
-        "disposition": "conformant", "inspectionType": "incoming", "lotSize": 1000,
-        "sampleSize": 50, "defectList": [],
-        "sensorReport": [{"type": "bore_diameter", "uom": "MMT", "lsl": 9.95, "usl": 10.05,
-                          "key": True, "values": [10.0 + (i % 7) * 0.001, 10.01, 9.99, 10.02]}],
+        "disposition": "conformant",
+        "inspectionType": "incoming",
+        "lotSize": 1000,
+        "sampleSize": 50,
+        "defectList": [],
+        "sensorReport": [
+            {
+                "type": "bore_diameter",
+                "uom": "MMT",
+                "lsl": 9.95,
+                "usl": 10.05,
+                "key": True,
+                "values": [10.0 + (i % 7) * 0.001, 10.01, 9.99, 10.02],
+            }
+        ],
     }
 
 
@@ -125,16 +136,25 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--records", type=int, default=20000, help="for the batch phase")
     parser.add_argument("--single", type=int, default=2000, help="for the single phase")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="uvicorn workers (default 1 on SQLite, a single-writer store; "
-                        "2 on PostgreSQL)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="uvicorn workers (default 1 on SQLite, a single-writer store; 2 on PostgreSQL)",
+    )
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--anchorer-inside", action="store_true",
-                        help="for comparison: no dedicated anchorer process, an API worker "
-                        "anchors (QLEDGER_STANDIN_DELAY=0 and the serve child is not started)")
-    parser.add_argument("--database-url", default=None,
-                        help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test "
-                        "(its qledger tables are dropped first); default SQLite")
+    parser.add_argument(
+        "--anchorer-inside",
+        action="store_true",
+        help="for comparison: no dedicated anchorer process, an API worker "
+        "anchors (QLEDGER_STANDIN_DELAY=0 and the serve child is not started)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="e.g. postgresql+psycopg://postgres@127.0.0.1:5432/test "
+        "(its qledger tables are dropped first); default SQLite",
+    )
     args = parser.parse_args()
     if args.workers is None:
         args.workers = 2 if args.database_url else 1
@@ -154,19 +174,37 @@ def main() -> None:
 
     total = args.records + args.single
     print(f"signing {total} records ...", flush=True)
-    records = [sign_record(signers[i % SUPPLIERS], domain, subject=f"SUP-{i % SUPPLIERS:02d}",
-                           kind="inspection", part_number="P-100", lot_id=f"LOT-{i}",
-                           event_time=1_700_000_000 + i, quantity=50, defects=0, nonce=i,
-                           payload=payload(i)).model_dump(mode="json") for i in range(total)]
+    records = [
+        sign_record(
+            signers[i % SUPPLIERS],
+            domain,
+            subject=f"SUP-{i % SUPPLIERS:02d}",
+            kind="inspection",
+            part_number="P-100",
+            lot_id=f"LOT-{i}",
+            event_time=1_700_000_000 + i,
+            quantity=50,
+            defects=0,
+            nonce=i,
+            payload=payload(i),
+        ).model_dump(mode="json")
+        for i in range(total)
+    ]
     single = [orjson.dumps(r) for r in records[: args.single]]
-    batched = records[args.single:]
-    batch_bodies = [orjson.dumps({"records": batched[i:i + 1000]})
-                    for i in range(0, len(batched), 1000)]
+    batched = records[args.single :]
+    batch_bodies = [
+        orjson.dumps({"records": batched[i : i + 1000]}) for i in range(0, len(batched), 1000)
+    ]
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "QLEDGER_DATA_DIR": str(data), "QLEDGER_RPC_URL": chain.rpc_url,
-           "QLEDGER_ANCHORER_KEY": key, "QLEDGER_TOKEN_SECRET": "b" * 40}
+    env = {
+        **os.environ,
+        "QLEDGER_DATA_DIR": str(data),
+        "QLEDGER_RPC_URL": chain.rpc_url,
+        "QLEDGER_ANCHORER_KEY": key,
+        "QLEDGER_TOKEN_SECRET": "b" * 40,
+    }
     db_url = args.database_url or f"sqlite:///{data / 'qledger.db'}"
     if args.database_url:
         fresh = create_engine(args.database_url)
@@ -178,9 +216,13 @@ def main() -> None:
     anchorer = None
     if args.anchorer_inside:
         env["QLEDGER_SERVE_ANCHORER"] = "inside"
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port),
-                             "--workers", str(args.workers)], env=env, cwd=ROOT,
-                            start_new_session=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", str(args.workers)],
+        env=env,
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         wait_up(url, proc)
         raw = raw_recover_rate()
@@ -197,8 +239,12 @@ def main() -> None:
                     break
             time.sleep(0.5)
         with engine.connect() as conn:
-            gas = conn.execute(text("SELECT sum(gas_used), sum(leaf_count), count(*) FROM batches"
-                                    " WHERE gas_used IS NOT NULL")).one()
+            gas = conn.execute(
+                text(
+                    "SELECT sum(gas_used), sum(leaf_count), count(*) FROM batches"
+                    " WHERE gas_used IS NOT NULL"
+                )
+            ).one()
         engine.dispose()
     finally:
         for p in (proc, anchorer):
@@ -208,17 +254,23 @@ def main() -> None:
         stop_anvil(tmp / "anvil")
 
     s_rate, b_rate = s_ok / s_wall, b_ok / b_wall
-    store = ("PostgreSQL" if args.database_url else "SQLite (WAL, synchronous=FULL)")
-    print(f"\nservice: {args.workers} uvicorn workers, {store}, anvil; "
-          f"{args.clients} client threads; anchorer "
-          f"{'inside the API process' if args.anchorer_inside else 'in its own process'}; "
-          f"{os.cpu_count()} cores shared by all")
+    store = "PostgreSQL" if args.database_url else "SQLite (WAL, synchronous=FULL)"
+    print(
+        f"\nservice: {args.workers} uvicorn workers, {store}, anvil; "
+        f"{args.clients} client threads; anchorer "
+        f"{'inside the API process' if args.anchorer_inside else 'in its own process'}; "
+        f"{os.cpu_count()} cores shared by all"
+    )
     print(f"raw coincurve recover (1 core)     {raw:>9,.0f} /s")
-    print(f"single POST /v1/records             {s_rate:>9,.0f} records/s   "
-          f"p50 {pct(s_lat, 50) * 1000:6.1f} ms  p99 {pct(s_lat, 99) * 1000:6.1f} ms "
-          f"(goal p99 < 25 ms)")
-    print(f"batch POST /v1/records:batch (1000) {b_rate:>9,.0f} records/s   "
-          f"p50 {pct(b_lat, 50) * 1000:6.0f} ms  p99 {pct(b_lat, 99) * 1000:6.0f} ms per request")
+    print(
+        f"single POST /v1/records             {s_rate:>9,.0f} records/s   "
+        f"p50 {pct(s_lat, 50) * 1000:6.1f} ms  p99 {pct(s_lat, 99) * 1000:6.1f} ms "
+        f"(goal p99 < 25 ms)"
+    )
+    print(
+        f"batch POST /v1/records:batch (1000) {b_rate:>9,.0f} records/s   "
+        f"p50 {pct(b_lat, 50) * 1000:6.0f} ms  p99 {pct(b_lat, 99) * 1000:6.0f} ms per request"
+    )
     print(f"batch intake / raw recover          {b_rate / raw:>9.1%}   (goal >= 50%)")
     print(f"accepted: single {s_ok}/{len(single) - 20}, batch {b_ok}/{len(batched)}")
     if gas[1]:

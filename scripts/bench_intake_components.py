@@ -45,28 +45,41 @@ def main() -> None:
     digest = os.urandom(32)
     sig = key.sign_recoverable(digest, hasher=None)
     rows = [
-        ("raw coincurve recover", micros(
-            lambda _: PublicKey.from_signature_and_message(sig, digest, hasher=None),
-            range(N))),
-        ("JCS canonical JSON of the payload", micros(lambda r: canonical_json(r["payload"]),
-                                                     records[:N])),
+        (
+            "raw coincurve recover",
+            micros(
+                lambda _: PublicKey.from_signature_and_message(sig, digest, hasher=None), range(N)
+            ),
+        ),
+        (
+            "JCS canonical JSON of the payload",
+            micros(lambda r: canonical_json(r["payload"]), records[:N]),
+        ),
         ("parse + validate envelope (incl. JCS)", micros(load_signed_record, records[:N])),
         ("signature check", micros(check_signature, signed)),
-        ("check_record (all checks above + role, domain, subject, freshness)",
-         micros(lambda r: check_record(svc.ctx, r), records[:N])),
+        (
+            "check_record (all checks above + role, domain, subject, freshness)",
+            micros(lambda r: check_record(svc.ctx, r), records[:N]),
+        ),
     ]
     checked = [(i, check_record(svc.ctx, r)) for i, r in enumerate(records[N:])]
     start = time.perf_counter()
     for k in range(3):
-        store(svc.ctx, checked[k * N:(k + 1) * N])
-    rows.append(("store (bulk insert, per record, 1,000 a transaction)",
-                 (time.perf_counter() - start) / (3 * N) * 1e6))
+        store(svc.ctx, checked[k * N : (k + 1) * N])
+    rows.append(
+        (
+            "store (bulk insert, per record, 1,000 a transaction)",
+            (time.perf_counter() - start) / (3 * N) * 1e6,
+        )
+    )
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:7.1f} us/record")
     total = rows[4][1] + rows[5][1]
-    print(f"{'intake total (check_record + store)':<{width}}  {total:7.1f} us/record "
-          f"= {rows[0][1] / total:.0%} of the raw recover rate on one core")
+    print(
+        f"{'intake total (check_record + store)':<{width}}  {total:7.1f} us/record "
+        f"= {rows[0][1] / total:.0%} of the raw recover rate on one core"
+    )
 
 
 if __name__ == "__main__":

@@ -21,8 +21,11 @@ from ledger.records import Domain, SignedRecord
 from ledger.signing import check_signature, sign_record
 
 PAYLOAD = {
-    "disposition": "non_conformant", "inspectionType": "incoming", "lotSize": 1000,
-    "sampleSize": 50, "defectList": [{"code": "FLASH", "count": 1, "severity": "minor"}],
+    "disposition": "non_conformant",
+    "inspectionType": "incoming",
+    "lotSize": 1000,
+    "sampleSize": 50,
+    "defectList": [{"code": "FLASH", "count": 1, "severity": "minor"}],
 }
 
 
@@ -39,9 +42,22 @@ def best_rate(fn, n: int, repeats: int = 3) -> float:  # type: ignore[no-untyped
 def records(n: int) -> list[SignedRecord]:
     domain = Domain(chainId=31337, verifyingContract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
     signers = [Signer.generate() for _ in range(16)]
-    return [sign_record(signers[i % 16], domain, subject="SUP-01", kind="inspection",
-                        part_number="P-100", lot_id=f"LOT-{i}", event_time=1_700_000_000 + i,
-                        quantity=50, defects=1, nonce=i, payload=PAYLOAD) for i in range(n)]
+    return [
+        sign_record(
+            signers[i % 16],
+            domain,
+            subject="SUP-01",
+            kind="inspection",
+            part_number="P-100",
+            lot_id=f"LOT-{i}",
+            event_time=1_700_000_000 + i,
+            quantity=50,
+            defects=1,
+            nonce=i,
+            payload=PAYLOAD,
+        )
+        for i in range(n)
+    ]
 
 
 def main() -> None:
@@ -83,8 +99,10 @@ def main() -> None:
             tree.all_proofs()
             times.append((built - start, time.perf_counter() - built))
         build, proofs = min(t[0] for t in times), min(t[1] for t in times)
-        print(f"{leaves:>6} leaves: build {build * 1000:8.1f} ms, all proofs "
-              f"{proofs * 1000:8.1f} ms ({leaves / (build + proofs):,.0f} leaves/s)")
+        print(
+            f"{leaves:>6} leaves: build {build * 1000:8.1f} ms, all proofs "
+            f"{proofs * 1000:8.1f} ms ({leaves / (build + proofs):,.0f} leaves/s)"
+        )
 
     print("\n== gas per anchored record (py-evm, same bytecode as on anvil)")
     chain = ChainClient.in_process()
@@ -96,8 +114,9 @@ def main() -> None:
             gas.append(chain.anchor_batch(tree.root, size).gas_used)
         per = statistics.median(gas) / size
         goal = "   (goal <= 64)" if size == 1024 else ""
-        print(f"batch of {size:>5}: {statistics.median(gas):>7,.0f} gas, {per:>9.1f} gas/record"
-              f"{goal}")
+        print(
+            f"batch of {size:>5}: {statistics.median(gas):>7,.0f} gas, {per:>9.1f} gas/record{goal}"
+        )
 
 
 if __name__ == "__main__":

@@ -104,8 +104,10 @@ def main() -> None:
         windows = [
             statistics.median(secs[i : i + args.window]) for i in range(0, len(secs), args.window)
         ]
-        print(f"\n{name}: median round {statistics.median(secs):.4f} s; per {args.window} rounds:"
-              f" {', '.join(f'{w:.3f}' for w in windows)}")
+        print(
+            f"\n{name}: median round {statistics.median(secs):.4f} s; per {args.window} rounds:"
+            f" {', '.join(f'{w:.3f}' for w in windows)}"
+        )
         if stages := stage_summary(result, skip_first=True):
             print(f"  {stages}")
         calls: dict[str, list[tuple[float, float]]] = defaultdict(list)
@@ -123,8 +125,10 @@ def main() -> None:
         out_dir = work / f"deploy-{name.replace(' ', '_')}"
         result = deploy_local(deploy_config(data, out_dir, n, args.deploy_rounds, s, **changes))
         secs = result.round_seconds()
-        print(f"\ndeployment, {n} SuperNodes, {name}: median round {statistics.median(secs):.2f} s;"
-              f" rounds {', '.join(f'{x:.2f}' for x in secs)}")
+        print(
+            f"\ndeployment, {n} SuperNodes, {name}: median round {statistics.median(secs):.2f} s;"
+            f" rounds {', '.join(f'{x:.2f}' for x in secs)}"
+        )
         if stages := stage_summary(result, skip_first=False):
             print(f"  {stages}")
 

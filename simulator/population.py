@@ -79,18 +79,48 @@ class CharSpec:
 # Part families: a key characteristic and a secondary one, with realistic limits and UN/CEFACT
 # unit codes (MMT mm, CEL degC, NU N*m, 4H micrometre, C62 one/dimensionless).
 PART_FAMILIES: tuple[tuple[str, tuple[CharSpec, ...]], ...] = (
-    ("HSG", (CharSpec("bore_diameter", "MMT", 24.95, 25.05, True),
-             CharSpec("flatness", "MMT", None, 0.05, False))),
-    ("BRK", (CharSpec("torque", "NU", 11.0, 13.0, True),
-             CharSpec("coating_thickness", "4H", 8.0, 14.0, False))),
-    ("SEP", (CharSpec("separator_thickness", "4H", 11.4, 12.6, True),
-             CharSpec("porosity", "C62", 0.38, 0.46, False))),
-    ("CAT", (CharSpec("sintering_temp", "CEL", 890.0, 910.0, True),
-             CharSpec("particle_d50", "4H", 9.0, 13.0, False))),
-    ("PCB", (CharSpec("solder_height", "MMT", 0.08, 0.16, True),
-             CharSpec("trace_width", "MMT", 0.18, 0.22, False))),
-    ("SHF", (CharSpec("shaft_diameter", "MMT", 11.98, 12.02, True),
-             CharSpec("roundness", "MMT", None, 0.008, False))),
+    (
+        "HSG",
+        (
+            CharSpec("bore_diameter", "MMT", 24.95, 25.05, True),
+            CharSpec("flatness", "MMT", None, 0.05, False),
+        ),
+    ),
+    (
+        "BRK",
+        (
+            CharSpec("torque", "NU", 11.0, 13.0, True),
+            CharSpec("coating_thickness", "4H", 8.0, 14.0, False),
+        ),
+    ),
+    (
+        "SEP",
+        (
+            CharSpec("separator_thickness", "4H", 11.4, 12.6, True),
+            CharSpec("porosity", "C62", 0.38, 0.46, False),
+        ),
+    ),
+    (
+        "CAT",
+        (
+            CharSpec("sintering_temp", "CEL", 890.0, 910.0, True),
+            CharSpec("particle_d50", "4H", 9.0, 13.0, False),
+        ),
+    ),
+    (
+        "PCB",
+        (
+            CharSpec("solder_height", "MMT", 0.08, 0.16, True),
+            CharSpec("trace_width", "MMT", 0.18, 0.22, False),
+        ),
+    ),
+    (
+        "SHF",
+        (
+            CharSpec("shaft_diameter", "MMT", 11.98, 12.02, True),
+            CharSpec("roundness", "MMT", None, 0.008, False),
+        ),
+    ),
 )
 
 
@@ -201,12 +231,19 @@ class Population:
 
     def sign(self, org: str, *, anchored: bool = True, **fields: Any) -> EvidenceItem:
         """Sign one more record as ``org`` (e.g. an improvement in a test) and add it."""
-        signed = sign_record(self.signers[org], self.domain, nonce=self.next_nonce(org),
-                             salt="0x" + keccak(f"{org}:{len(self.items)}".encode()).hex(),
-                             **fields)
-        item = item_from_signed(signed, self.roles[org].value, anchored=anchored,
-                                anchored_at=signed.record.signedAt + ANCHOR_DELAY if anchored
-                                else None)
+        signed = sign_record(
+            self.signers[org],
+            self.domain,
+            nonce=self.next_nonce(org),
+            salt="0x" + keccak(f"{org}:{len(self.items)}".encode()).hex(),
+            **fields,
+        )
+        item = item_from_signed(
+            signed,
+            self.roles[org].value,
+            anchored=anchored,
+            anchored_at=signed.record.signedAt + ANCHOR_DELAY if anchored else None,
+        )
         self.records.append(signed)
         self.items.append(item)
         return item
@@ -229,8 +266,9 @@ def draw_truth(
     culture = float(rng.standard_normal())
     # Latent Cpk: median ~1.4 with a long lower tail; DOMAIN.md's 1.33 ongoing requirement sits
     # near the middle so the population holds both capable and incapable lines.
-    capability = float(np.clip(math.exp(math.log(1.4) + 0.22 * rng.standard_normal()
-                                        + 0.06 * culture), 0.55, 2.6))
+    capability = float(
+        np.clip(math.exp(math.log(1.4) + 0.22 * rng.standard_normal() + 0.06 * culture), 0.55, 2.6)
+    )
     drifting = rng.random() < 0.45 - 0.1 * math.tanh(culture)
     n_parts = n_parts or int(rng.integers(2, 5))
     reset = int(rng.integers(4, 13))
@@ -240,8 +278,9 @@ def draw_truth(
             part_number=f"{supplier_id}-{PART_FAMILIES[f][0]}{k + 1}",
             family=PART_FAMILIES[f][0],
             characteristics=PART_FAMILIES[f][1],
-            capability=float(np.clip(capability * math.exp(0.08 * rng.standard_normal()),
-                                     0.5, 3.0)),
+            capability=float(
+                np.clip(capability * math.exp(0.08 * rng.standard_normal()), 0.5, 3.0)
+            ),
         )
         for k, f in enumerate(families)
     )
@@ -255,14 +294,17 @@ def draw_truth(
         reset_months=reset,
         drift_phase=float(rng.uniform(0, 12)),
         drift_sign=1 if rng.random() < 0.5 else -1,
-        on_time_prob=float(np.clip(0.93 + 0.04 * culture + 0.04 * rng.standard_normal(),
-                                   0.55, 0.999)),
+        on_time_prob=float(
+            np.clip(0.93 + 0.04 * culture + 0.04 * rng.standard_normal(), 0.55, 0.999)
+        ),
         # DOMAIN.md: complaint response expected within 24-48 h; 8D closure industry average
         # ~11.7 days, best ~3, 30 days common practice. Medians spread around those figures.
-        response_hours_median=float(np.clip(math.exp(math.log(26) - 0.45 * culture
-                                                     + 0.35 * rng.standard_normal()), 2, 400)),
-        closure_days_median=float(np.clip(math.exp(math.log(11.7) - 0.4 * culture
-                                                   + 0.35 * rng.standard_normal()), 2, 120)),
+        response_hours_median=float(
+            np.clip(math.exp(math.log(26) - 0.45 * culture + 0.35 * rng.standard_normal()), 2, 400)
+        ),
+        closure_days_median=float(
+            np.clip(math.exp(math.log(11.7) - 0.4 * culture + 0.35 * rng.standard_normal()), 2, 120)
+        ),
         sharing=float(np.clip(0.88 + 0.08 * culture + 0.06 * rng.standard_normal(), 0.3, 1.0)),
         fl_rate=float(np.clip(0.55 + 0.25 * culture + 0.2 * rng.standard_normal(), 0.0, 1.0)),
         attr_ppm=float(math.exp(math.log(120) - 0.4 * culture + 0.5 * rng.standard_normal())),
@@ -358,27 +400,61 @@ def _simulate_supplier(
                         "sampleSize": n,
                         "defectList": defect_list,
                         "sensorReport": [
-                            {"type": key.name, "uom": key.uom, "lsl": key.lsl, "usl": key.usl,
-                             "key": True, "values": _round(key_values[:SUBGROUP], key)},
-                            {"type": other.name, "uom": other.uom, "lsl": other.lsl,
-                             "usl": other.usl, "key": False,
-                             "values": _round(other_values, other)},
+                            {
+                                "type": key.name,
+                                "uom": key.uom,
+                                "lsl": key.lsl,
+                                "usl": key.usl,
+                                "key": True,
+                                "values": _round(key_values[:SUBGROUP], key),
+                            },
+                            {
+                                "type": other.name,
+                                "uom": other.uom,
+                                "lsl": other.lsl,
+                                "usl": other.usl,
+                                "key": False,
+                                "values": _round(other_values, other),
+                            },
                         ],
                     }
-                    emit(sid, RecordKind.INSPECTION, sid, part.part_number, lot_id, inspected,
-                         inspected + 3600, n, defects, payload)
+                    emit(
+                        sid,
+                        RecordKind.INSPECTION,
+                        sid,
+                        part.part_number,
+                        lot_id,
+                        inspected,
+                        inspected + 3600,
+                        n,
+                        defects,
+                        payload,
+                    )
                 promised = produced + 5 * DAY
                 late = rng.random() > truth.on_time_prob
                 delay = int(rng.integers(1, 11)) * DAY if late else -int(rng.integers(0, 3)) * DAY
                 delivered = promised + delay + int(rng.integers(0, 8 * 3600))
                 if delivered > promised and not late:
                     delivered = promised
-                emit(sid, RecordKind.DELIVERY, sid, part.part_number, lot_id, delivered,
-                     delivered + 1800, lot_size, 0,
-                     {"bizStep": "shipping", "disposition": "in_transit",
-                      "readPoint": f"{sid}-DOCK",
-                      "purchaseOrder": f"PO-{sid}-{month:03d}", "promisedTime": promised,
-                      "deliveredTime": delivered})
+                emit(
+                    sid,
+                    RecordKind.DELIVERY,
+                    sid,
+                    part.part_number,
+                    lot_id,
+                    delivered,
+                    delivered + 1800,
+                    lot_size,
+                    0,
+                    {
+                        "bizStep": "shipping",
+                        "disposition": "in_transit",
+                        "readPoint": f"{sid}-DOCK",
+                        "purchaseOrder": f"PO-{sid}-{month:03d}",
+                        "promisedTime": promised,
+                        "deliveredTime": delivered,
+                    },
+                )
                 # Defectives that left the plant: the line's true rate (inspection samples, it
                 # does not sort) over the lot.
                 p_defective = truth.out_of_spec(part, t_month) + truth.attr_ppm * 1e-6
@@ -389,38 +465,95 @@ def _simulate_supplier(
                     complaint_seq += 1
                     found = max(1, min(lot_size, int(rng.poisson(max(1.0, escaped * 0.3)))))
                     disruption = rng.random() < 0.12 + 0.1 * min(1.0, escaped / 100)
-                    severity = "critical" if disruption else (
-                        "major" if rng.random() < 0.5 else "minor")
-                    _complaint(truth, rng, emit, f"CMP-{sid}-{complaint_seq:04d}", part,
-                               lot_id, delivered + int(rng.integers(2, 20)) * DAY, lot_size,
-                               found, severity, disruption, f"DIM-{key.name}", "OEM-LINE",
-                               start + months * MONTH)
+                    severity = (
+                        "critical" if disruption else ("major" if rng.random() < 0.5 else "minor")
+                    )
+                    _complaint(
+                        truth,
+                        rng,
+                        emit,
+                        f"CMP-{sid}-{complaint_seq:04d}",
+                        part,
+                        lot_id,
+                        delivered + int(rng.integers(2, 20)) * DAY,
+                        lot_size,
+                        found,
+                        severity,
+                        disruption,
+                        f"DIM-{key.name}",
+                        "OEM-LINE",
+                        start + months * MONTH,
+                    )
         # Field incidents follow the defectives actually shipped this month, and recur more where
         # corrective action is weak (culture).
-        rate = FIELD_RATE * shipped_defectives ** FIELD_EXPONENT * math.exp(-0.35 * truth.culture)
+        rate = FIELD_RATE * shipped_defectives**FIELD_EXPONENT * math.exp(-0.35 * truth.culture)
         for _ in range(int(rng.poisson(rate))):
             part = truth.parts[int(rng.integers(len(truth.parts)))]
             lots = tuple(last_lots.get(part.part_number, [])[-2:])
             occurred = m0 + int(rng.integers(0, MONTH))
             complaint_seq += 1
             cid = f"CMP-{sid}-{complaint_seq:04d}"
-            incidents.append(FieldIncident(f"INC-{sid}-{complaint_seq:04d}", sid,
-                                           part.part_number, lots, occurred))
-            _complaint(truth, rng, emit, cid, part, lots[-1] if lots else f"{sid}-FIELD",
-                       occurred, 1, 1, "critical", True, "FIELD-FAILURE", "FIELD",
-                       start + months * MONTH)
+            incidents.append(
+                FieldIncident(
+                    f"INC-{sid}-{complaint_seq:04d}", sid, part.part_number, lots, occurred
+                )
+            )
+            _complaint(
+                truth,
+                rng,
+                emit,
+                cid,
+                part,
+                lots[-1] if lots else f"{sid}-FIELD",
+                occurred,
+                1,
+                1,
+                "critical",
+                True,
+                "FIELD-FAILURE",
+                "FIELD",
+                start + months * MONTH,
+            )
         if month % 6 == audit_phase:
             _audit(truth, rng, emit, m0 + int(rng.integers(0, MONTH)), month)
 
 
-def _complaint(truth: SupplierTruth, rng: np.random.Generator, emit: Emit, cid: str,
-               part: PartSpec, lot_id: str, when: int, quantity: int, found: int,
-               severity: str, disruption: bool, code: str, read_point: str, end: int) -> None:
+def _complaint(
+    truth: SupplierTruth,
+    rng: np.random.Generator,
+    emit: Emit,
+    cid: str,
+    part: PartSpec,
+    lot_id: str,
+    when: int,
+    quantity: int,
+    found: int,
+    severity: str,
+    disruption: bool,
+    code: str,
+    read_point: str,
+    end: int,
+) -> None:
     sid = truth.supplier_id
-    base = {"complaintId": cid, "severity": severity, "defectCode": code,
-            "customerDisruption": disruption, "readPoint": read_point}
-    emit(OEM_ID, RecordKind.COMPLAINT, sid, part.part_number, lot_id, when, when + 600,
-                  quantity, found, {**base, "status": "open"})
+    base = {
+        "complaintId": cid,
+        "severity": severity,
+        "defectCode": code,
+        "customerDisruption": disruption,
+        "readPoint": read_point,
+    }
+    emit(
+        OEM_ID,
+        RecordKind.COMPLAINT,
+        sid,
+        part.part_number,
+        lot_id,
+        when,
+        when + 600,
+        quantity,
+        found,
+        {**base, "status": "open"},
+    )
     hours = truth.response_hours_median * math.exp(0.5 * rng.standard_normal())
     response = when + int(3600 * hours)
     closure_days = truth.closure_days_median * math.exp(0.45 * rng.standard_normal())
@@ -428,50 +561,118 @@ def _complaint(truth: SupplierTruth, rng: np.random.Generator, emit: Emit, cid: 
     # Disciplines spread over the closure time; D3 containment comes soon after D0. Nothing can
     # be done before the first response.
     fractions = (0.0, 0.02, 0.04, 0.08, 0.35, 0.6, 0.8, 0.95, 1.0)
-    dates = {f"D{i}": max(response, when + int(f * (planned - when)))
-             for i, f in enumerate(fractions)}
+    dates = {
+        f"D{i}": max(response, when + int(f * (planned - when))) for i, f in enumerate(fractions)
+    }
     closed = dates["D8"]
     if dates["D3"] <= end:
-        emit(sid, RecordKind.CORRECTIVE_ACTION, sid, part.part_number, lot_id, dates["D3"],
-             dates["D3"] + 600, 0, 0,
-             {"complaintId": cid, "status": "open", "firstResponseTime": response,
-              "eightD": {d: t for d, t in dates.items() if d in ("D0", "D1", "D2", "D3")}})
+        emit(
+            sid,
+            RecordKind.CORRECTIVE_ACTION,
+            sid,
+            part.part_number,
+            lot_id,
+            dates["D3"],
+            dates["D3"] + 600,
+            0,
+            0,
+            {
+                "complaintId": cid,
+                "status": "open",
+                "firstResponseTime": response,
+                "eightD": {d: t for d, t in dates.items() if d in ("D0", "D1", "D2", "D3")},
+            },
+        )
     if closed <= end:
-        emit(sid, RecordKind.CORRECTIVE_ACTION, sid, part.part_number, lot_id, closed,
-             closed + 600, 0, 0,
-             {"complaintId": cid, "status": "closed", "firstResponseTime": response,
-              "eightD": dates, "rootCause": "simulated root cause"})
+        emit(
+            sid,
+            RecordKind.CORRECTIVE_ACTION,
+            sid,
+            part.part_number,
+            lot_id,
+            closed,
+            closed + 600,
+            0,
+            0,
+            {
+                "complaintId": cid,
+                "status": "closed",
+                "firstResponseTime": response,
+                "eightD": dates,
+                "rootCause": "simulated root cause",
+            },
+        )
         accepted = closed + int(rng.integers(1, 4)) * DAY
         if accepted <= end:
-            emit(OEM_ID, RecordKind.COMPLAINT, sid, part.part_number, lot_id, accepted,
-                 accepted + 600, quantity, found, {**base, "status": "closed"})
+            emit(
+                OEM_ID,
+                RecordKind.COMPLAINT,
+                sid,
+                part.part_number,
+                lot_id,
+                accepted,
+                accepted + 600,
+                quantity,
+                found,
+                {**base, "status": "closed"},
+            )
 
 
-def _audit(truth: SupplierTruth, rng: np.random.Generator, emit: Emit, when: int,
-           month: int) -> None:
+def _audit(
+    truth: SupplierTruth, rng: np.random.Generator, emit: Emit, when: int, month: int
+) -> None:
     sid = truth.supplier_id
     gap = max(0.0, 1.33 - min(truth.key_cpk(p, month) for p in truth.parts))
     majors = int(rng.poisson(0.08 + 1.2 * gap + 0.25 * max(0.0, -truth.culture)))
     minors = int(rng.poisson(0.8 + 2.5 * gap + 0.8 * max(0.0, -truth.culture)))
     findings = [
-        {"id": f"F{k + 1}", "severity": "major" if k < majors else "minor",
-         "clause": "8.5.1" if k < majors else "7.5.3"}
+        {
+            "id": f"F{k + 1}",
+            "severity": "major" if k < majors else "minor",
+            "clause": "8.5.1" if k < majors else "7.5.3",
+        }
         for k in range(majors + minors)
     ]
     part = truth.parts[0]
-    audit_hash = emit(AUDITOR_ID, RecordKind.AUDIT, sid, part.part_number, f"{sid}-AUDIT-{month}",
-                      when, when + DAY, majors + minors, majors,
-                      {"standard": "IATF16949", "auditType": "process",
-                       "majorNonconformities": majors, "minorNonconformities": minors,
-                       "findings": findings, "readPoint": f"{sid}-PLANT"})
+    audit_hash = emit(
+        AUDITOR_ID,
+        RecordKind.AUDIT,
+        sid,
+        part.part_number,
+        f"{sid}-AUDIT-{month}",
+        when,
+        when + DAY,
+        majors + minors,
+        majors,
+        {
+            "standard": "IATF16949",
+            "auditType": "process",
+            "majorNonconformities": majors,
+            "minorNonconformities": minors,
+            "findings": findings,
+            "readPoint": f"{sid}-PLANT",
+        },
+    )
     # A supplier with a good culture gets its major findings closed and verified within ~2 months.
     if majors and rng.random() < 0.5 + 0.3 * math.tanh(truth.culture):
         closed_at = when + int(rng.integers(20, 70)) * DAY
-        emit(AUDITOR_ID, RecordKind.IMPROVEMENT, sid, part.part_number, f"{sid}-AUDIT-{month}",
-             closed_at, closed_at + 600, 0, 0,
-             {"remedies": [audit_hash], "evidenceType": "audit_closure",
-              "closesNonconformities": [f["id"] for f in findings if f["severity"] == "major"],
-              "summary": "major nonconformities closed and verified on site"})
+        emit(
+            AUDITOR_ID,
+            RecordKind.IMPROVEMENT,
+            sid,
+            part.part_number,
+            f"{sid}-AUDIT-{month}",
+            closed_at,
+            closed_at + 600,
+            0,
+            0,
+            {
+                "remedies": [audit_hash],
+                "evidenceType": "audit_closure",
+                "closesNonconformities": [f["id"] for f in findings if f["severity"] == "major"],
+                "summary": "major nonconformities closed and verified on site",
+            },
+        )
 
 
 def _run(
@@ -488,8 +689,9 @@ def _run(
     return incidents, fl_rounds
 
 
-def _draw_population(seed: int, n_suppliers: int) -> tuple[list[SupplierTruth],
-                                                           list[np.random.Generator]]:
+def _draw_population(
+    seed: int, n_suppliers: int
+) -> tuple[list[SupplierTruth], list[np.random.Generator]]:
     # One independent stream per supplier, so supplier k is the same whatever n_suppliers is.
     streams = np.random.SeedSequence(seed).spawn(n_suppliers)
     rngs = [np.random.default_rng(s) for s in streams]
@@ -519,21 +721,49 @@ def simulate_population(
     roles = {t.supplier_id: Role.SUPPLIER for t in truths}
     roles[OEM_ID] = Role.OEM
     roles[AUDITOR_ID] = Role.AUDITOR
-    pop = Population(seed=seed, start=start, months=months, domain=domain,
-                     suppliers=list(truths), signers={o: org_signer(seed, o) for o in orgs},
-                     roles=roles, items=[])
+    pop = Population(
+        seed=seed,
+        start=start,
+        months=months,
+        domain=domain,
+        suppliers=list(truths),
+        signers={o: org_signer(seed, o) for o in orgs},
+        roles=roles,
+        items=[],
+    )
     salt_rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5A17]))
 
-    def emit(org: str, kind: RecordKind, subject: str, part: str, lot: str, event_time: int,
-             signed_at: int, quantity: int, defects: int, payload: dict[str, Any]) -> str:
+    def emit(
+        org: str,
+        kind: RecordKind,
+        subject: str,
+        part: str,
+        lot: str,
+        event_time: int,
+        signed_at: int,
+        quantity: int,
+        defects: int,
+        payload: dict[str, Any],
+    ) -> str:
         assert KIND_SIGNER_ROLE[kind] is roles[org], (kind, org)
-        signed = sign_record(pop.signers[org], domain, subject=subject, kind=kind,
-                             part_number=part, lot_id=lot, event_time=event_time,
-                             signed_at=signed_at, quantity=quantity, defects=defects,
-                             nonce=pop.next_nonce(org), payload=payload,
-                             salt="0x" + salt_rng.bytes(32).hex())
-        item = item_from_signed(signed, roles[org].value, anchored=True,
-                                anchored_at=signed_at + ANCHOR_DELAY)
+        signed = sign_record(
+            pop.signers[org],
+            domain,
+            subject=subject,
+            kind=kind,
+            part_number=part,
+            lot_id=lot,
+            event_time=event_time,
+            signed_at=signed_at,
+            quantity=quantity,
+            defects=defects,
+            nonce=pop.next_nonce(org),
+            payload=payload,
+            salt="0x" + salt_rng.bytes(32).hex(),
+        )
+        item = item_from_signed(
+            signed, roles[org].value, anchored=True, anchored_at=signed_at + ANCHOR_DELAY
+        )
         pop.records.append(signed)
         pop.items.append(item)
         return item.struct_hash
@@ -558,17 +788,50 @@ def simulate_history(
     roles = {t.supplier_id: Role.SUPPLIER for t in truths}
     roles[OEM_ID] = Role.OEM
     roles[AUDITOR_ID] = Role.AUDITOR
-    pop = Population(seed=seed, start=start, months=months, domain=SIM_DOMAIN,
-                     suppliers=list(truths), signers={}, roles=roles, items=[])
+    pop = Population(
+        seed=seed,
+        start=start,
+        months=months,
+        domain=SIM_DOMAIN,
+        suppliers=list(truths),
+        signers={},
+        roles=roles,
+        items=[],
+    )
     counter = [0]
 
-    def emit(org: str, kind: RecordKind, subject: str, part: str, lot: str, event_time: int,
-             signed_at: int, quantity: int, defects: int, payload: dict[str, Any]) -> str:
+    def emit(
+        org: str,
+        kind: RecordKind,
+        subject: str,
+        part: str,
+        lot: str,
+        event_time: int,
+        signed_at: int,
+        quantity: int,
+        defects: int,
+        payload: dict[str, Any],
+    ) -> str:
         counter[0] += 1
         struct_hash = f"0x{seed & 0xFFFFFFFF:08x}{counter[0]:056x}"
-        pop.items.append(EvidenceItem(struct_hash, kind.value, subject, org, roles[org].value,
-                                      part, lot, event_time, signed_at, quantity, defects,
-                                      payload, True, signed_at + ANCHOR_DELAY))
+        pop.items.append(
+            EvidenceItem(
+                struct_hash,
+                kind.value,
+                subject,
+                org,
+                roles[org].value,
+                part,
+                lot,
+                event_time,
+                signed_at,
+                quantity,
+                defects,
+                payload,
+                True,
+                signed_at + ANCHOR_DELAY,
+            )
+        )
         return struct_hash
 
     pop.field_incidents, pop.fl_rounds = _run(truths, rngs, start, months, emit)
@@ -607,19 +870,34 @@ def simulate_incident(
     for k in range(n_suppliers):
         base = draw_truth(rng, f"SUP-{k + 1:05d}", n_parts=1)
         part = replace(base.parts[0], capability=float(rng.uniform(1.4, 1.9)))
-        truth = replace(base, parts=(part,), capability=part.capability, sharing=1.0,
-                        drift_per_month=0.0, lots_per_month=3)
+        truth = replace(
+            base,
+            parts=(part,),
+            capability=part.capability,
+            sharing=1.0,
+            drift_per_month=0.0,
+            lots_per_month=3,
+        )
         if k == drifted_index:
             # Drift starts just before the last month: the offset reaches ~3 sigma at the end.
-            truth = replace(truth, drift_per_month=3.0, reset_months=months * 4,
-                            drift_start=months - 1.0, drift_phase=1.0 - months, drift_sign=1)
+            truth = replace(
+                truth,
+                drift_per_month=3.0,
+                reset_months=months * 4,
+                drift_start=months - 1.0,
+                drift_phase=1.0 - months,
+                drift_sign=1,
+            )
         truths.append(truth)
     pop = simulate_population(n_suppliers, months, seed, domain=domain, truths=truths)
     lots = []
     for truth in truths:
         pn = truth.parts[0].part_number
-        last = max((it for it in pop.items if it.kind == "delivery" and it.part_number == pn),
-                   key=lambda it: it.event_time)
+        last = max(
+            (it for it in pop.items if it.kind == "delivery" and it.part_number == pn),
+            key=lambda it: it.event_time,
+        )
         lots.append((truth.supplier_id, pn, last.lot_id))
-    return IncidentScenario(pop, f"INC-{seed:04d}", "EV-PACK-A", pop.end,
-                            tuple(lots), truths[drifted_index].supplier_id)
+    return IncidentScenario(
+        pop, f"INC-{seed:04d}", "EV-PACK-A", pop.end, tuple(lots), truths[drifted_index].supplier_id
+    )

@@ -18,8 +18,15 @@ def run_node(script: str, data: Any) -> Any:
     node = shutil.which("node")
     if node is None or not (ROOT / "node_modules").exists():
         pytest.skip("node and node_modules are needed (make install)")
-    result = subprocess.run([node, str(ROOT / "tests" / "js" / script)], input=json.dumps(data),
-                            capture_output=True, text=True, cwd=ROOT, timeout=60, check=True)
+    result = subprocess.run(
+        [node, str(ROOT / "tests" / "js" / script)],
+        input=json.dumps(data),
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=True,
+    )
     return json.loads(result.stdout)
 
 
@@ -29,8 +36,15 @@ def inspection_payload(defects: int = 1, sample: int = 50) -> dict[str, Any]:
         "inspectionType": "incoming",
         "lotSize": 1000,
         "sampleSize": sample,
-        "defectList": [{"code": "FLASH", "count": defects, "severity": "minor"}] if defects
-        else [],
-        "sensorReport": [{"type": "bore_diameter", "uom": "MMT", "lsl": 9.95, "usl": 10.05,
-                          "key": True, "values": [10.0, 10.01, 9.99, 10.02]}],
+        "defectList": [{"code": "FLASH", "count": defects, "severity": "minor"}] if defects else [],
+        "sensorReport": [
+            {
+                "type": "bore_diameter",
+                "uom": "MMT",
+                "lsl": 9.95,
+                "usl": 10.05,
+                "key": True,
+                "values": [10.0, 10.01, 9.99, 10.02],
+            }
+        ],
     }

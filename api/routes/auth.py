@@ -58,10 +58,15 @@ def challenge(body: ChallengeRequest, ctx: Ctx) -> ChallengeResponse:
     url = ctx.settings.public_url or f"http://{ctx.settings.host}:{ctx.settings.port}"
     message = challenge_message(url, address, ctx.deployment.chain_id, nonce, issued)
     with ctx.sessions() as s, s.begin():
-        s.add(AuthChallenge(nonce=nonce, address=address, message=message,
-                            expires_at=issued + CHALLENGE_TTL_SECONDS))
-    return ChallengeResponse(message=message, nonce=nonce,
-                             expiresAt=issued + CHALLENGE_TTL_SECONDS)
+        s.add(
+            AuthChallenge(
+                nonce=nonce,
+                address=address,
+                message=message,
+                expires_at=issued + CHALLENGE_TTL_SECONDS,
+            )
+        )
+    return ChallengeResponse(message=message, nonce=nonce, expiresAt=issued + CHALLENGE_TTL_SECONDS)
 
 
 @router.post("/logout", status_code=204)
@@ -79,24 +84,30 @@ def token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
     with ctx.sessions() as s, s.begin():
         row = s.get(AuthChallenge, body.nonce)
         if row is None or row.address != address:
-            raise ApiError(401, "unknown_challenge", "no challenge with this nonce for this "
-                           "address")
+            raise ApiError(
+                401, "unknown_challenge", "no challenge with this nonce for this address"
+            )
         if row.used or row.expires_at < now:
             raise ApiError(401, "challenge_expired", "challenge used or expired; ask again")
         # Single use: mark it before checking the signature so a replay cannot race us.
-        s.execute(update(AuthChallenge).where(AuthChallenge.nonce == body.nonce)
-                  .values(used=True))
+        s.execute(update(AuthChallenge).where(AuthChallenge.nonce == body.nonce).values(used=True))
         message = row.message
     signer = recover_personal(message, body.signature)
     if signer != address:
-        raise ApiError(401, "invalid_signature", "challenge not signed by this address",
-                       expected=address, got=signer)
+        raise ApiError(
+            401,
+            "invalid_signature",
+            "challenge not signed by this address",
+            expected=address,
+            got=signer,
+        )
     role, org = ctx.roles.get(address)
     if role is None:
-        raise ApiError(403, "signer_not_registered", "this key holds no role on chain",
-                       got=address)
+        raise ApiError(403, "signer_not_registered", "this key holds no role on chain", got=address)
     principal = Principal(address=address, role=role, org_id=org)
-    token, expires = issue_token(ctx.settings.resolved_token_secret(), principal,
-                                 ctx.settings.token_ttl_seconds)
-    return TokenResponse(accessToken=token, expiresAt=expires, address=address,
-                         role=role.value, orgId=org)
+    token, expires = issue_token(
+        ctx.settings.resolved_token_secret(), principal, ctx.settings.token_ttl_seconds
+    )
+    return TokenResponse(
+        accessToken=token, expiresAt=expires, address=address, role=role.value, orgId=org
+    )

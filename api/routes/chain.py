@@ -23,11 +23,15 @@ def checkpoint(ctx: Ctx) -> dict[str, Any]:
     with ctx.sessions() as s:
         records = s.scalar(select(func.count()).select_from(Record)) or 0
         pending = s.scalar(select(func.count()).select_from(Outbox)) or 0
-        confirmed = s.scalar(select(func.count()).select_from(Batch)
-                             .where(Batch.status == "confirmed")) or 0
+        confirmed = (
+            s.scalar(select(func.count()).select_from(Batch).where(Batch.status == "confirmed"))
+            or 0
+        )
     return {
-        "chainId": ctx.deployment.chain_id, "contract": ctx.deployment.ledger,
-        "batchCount": cp.batch_count, "accumulator": "0x" + cp.accumulator.hex(),
+        "chainId": ctx.deployment.chain_id,
+        "contract": ctx.deployment.ledger,
+        "batchCount": cp.batch_count,
+        "accumulator": "0x" + cp.accumulator.hex(),
         "leafTotal": cp.leaf_total,
         "service": {"records": records, "pending": pending, "confirmedBatches": confirmed},
     }

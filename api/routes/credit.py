@@ -27,8 +27,13 @@ def _may_see(user: Principal, supplier_id: str) -> None:
         return
     if user.role is Role.SUPPLIER and user.org_id == supplier_id:
         return
-    raise ApiError(403, "forbidden_supplier", "a supplier sees only its own credit",
-                   expected=user.org_id, got=supplier_id)
+    raise ApiError(
+        403,
+        "forbidden_supplier",
+        "a supplier sees only its own credit",
+        expected=user.org_id,
+        got=supplier_id,
+    )
 
 
 def _known(ctx: Ctx, supplier_id: str) -> None:
@@ -38,57 +43,82 @@ def _known(ctx: Ctx, supplier_id: str) -> None:
 
 
 @router.get("/suppliers")
-def ranking(ctx: Ctx, user: CurrentUser,
-            sort: Literal["score", "-score", "supplier"] = "score",
-            window_days: Annotated[int, Query(ge=30, le=730)] = 180) -> dict[str, Any]:
+def ranking(
+    ctx: Ctx,
+    user: CurrentUser,
+    sort: Literal["score", "-score", "supplier"] = "score",
+    window_days: Annotated[int, Query(ge=30, le=730)] = 180,
+) -> dict[str, Any]:
     """Suppliers ranked by credit score with band, gate outcome and trend (purchasing view)."""
     user.require(*PURCHASING)
     with ctx.sessions() as s:
         ids = supplier_ids(s)
     rows = publish_scores(ctx, ids, window_days=window_days)
-    order = {"score": lambda r: (-r.score, r.supplier_id),
-             "-score": lambda r: (r.score, r.supplier_id),
-             "supplier": lambda r: (r.supplier_id,)}[sort]
+    order = {
+        "score": lambda r: (-r.score, r.supplier_id),
+        "-score": lambda r: (r.score, r.supplier_id),
+        "supplier": lambda r: (r.supplier_id,),
+    }[sort]
     out = []
     for row in sorted(rows, key=order):
         resp = row.response
         trend = next((c for c in resp["contributions"] if c["feature"] == "cpk_trend"), None)
         gate = resp.get("gate") or {}
-        out.append({
-            "supplierId": row.supplier_id, "score": row.score, "band": row.band,
-            "gate": {"outcome": gate.get("outcome"), "policy": gate.get("policy"),
-                     "distance": gate.get("distance")},
-            "trend": trend["value"] if trend and trend["observed"] else None,
-            "reasonCodes": [r["code"] for r in resp["reason_codes"]],
-            "evidenceCount": resp["evidence_count"], "asOf": row.as_of,
-            "responseHash": row.response_hash,
-        })
+        out.append(
+            {
+                "supplierId": row.supplier_id,
+                "score": row.score,
+                "band": row.band,
+                "gate": {
+                    "outcome": gate.get("outcome"),
+                    "policy": gate.get("policy"),
+                    "distance": gate.get("distance"),
+                },
+                "trend": trend["value"] if trend and trend["observed"] else None,
+                "reasonCodes": [r["code"] for r in resp["reason_codes"]],
+                "evidenceCount": resp["evidence_count"],
+                "asOf": row.as_of,
+                "responseHash": row.response_hash,
+            }
+        )
     return {"suppliers": out, "count": len(out)}
 
 
 @router.get("/suppliers/{supplier_id}/credit")
-def credit(supplier_id: str, ctx: Ctx, user: CurrentUser,
-           as_of: int | None = None,
-           window_days: Annotated[int, Query(ge=30, le=730)] = 180) -> dict[str, Any]:
+def credit(
+    supplier_id: str,
+    ctx: Ctx,
+    user: CurrentUser,
+    as_of: int | None = None,
+    window_days: Annotated[int, Query(ge=30, le=730)] = 180,
+) -> dict[str, Any]:
     """Score 0-100 with band, exact SHAP contributions (base + sum == score, asserted), up to
     4 reason codes, the gate outcome with distance, a what-if, and the on-chain commitment."""
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
-    row = publish_scores(ctx, [supplier_id], as_of=as_of, window_days=window_days,
-                         with_what_if=True)[0]
+    row = publish_scores(
+        ctx, [supplier_id], as_of=as_of, window_days=window_days, with_what_if=True
+    )[0]
     with ctx.sessions() as s:
         return score_json(s, row)
 
 
 @router.get("/suppliers/{supplier_id}/credit/history")
-def history(supplier_id: str, ctx: Ctx, user: CurrentUser,
-            limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> dict[str, Any]:
+def history(
+    supplier_id: str, ctx: Ctx, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+) -> dict[str, Any]:
     """One entry per state the score was in: responses published for the same instant,
     evidence and model (a ranking's and a detail view's) are one point of history."""
     _may_see(user, supplier_id)
     with ctx.sessions() as s:
-        newest_first = list(s.scalars(select(Score).where(Score.supplier_id == supplier_id)
-                                      .order_by(Score.id.desc()).limit(limit * 2)))
+        newest_first = list(
+            s.scalars(
+                select(Score)
+                .where(Score.supplier_id == supplier_id)
+                .order_by(Score.id.desc())
+                .limit(limit * 2)
+            )
+        )
         seen: set[tuple[int, str, str]] = set()
         rows = []
         for r in newest_first:
@@ -97,24 +127,37 @@ def history(supplier_id: str, ctx: Ctx, user: CurrentUser,
                 seen.add(state)
                 rows.append(r)
         rows = rows[:limit]
-        return {"supplierId": supplier_id, "history": [
-            {"score": r.score, "band": r.band, "gate": r.gate_outcome, "asOf": r.as_of,
-             "trigger": r.trigger, "modelVersion": r.model_version,
-             "responseHash": r.response_hash, "publishedAt": r.created_at.isoformat(),
-             "committed": r.commitment_id is not None and r.proof is not None}
-            for r in reversed(rows)]}
+        return {
+            "supplierId": supplier_id,
+            "history": [
+                {
+                    "score": r.score,
+                    "band": r.band,
+                    "gate": r.gate_outcome,
+                    "asOf": r.as_of,
+                    "trigger": r.trigger,
+                    "modelVersion": r.model_version,
+                    "responseHash": r.response_hash,
+                    "publishedAt": r.created_at.isoformat(),
+                    "committed": r.commitment_id is not None and r.proof is not None,
+                }
+                for r in reversed(rows)
+            ],
+        }
 
 
-@router.get("/suppliers/{supplier_id}/credit/waterfall.png",
-            responses={200: {"content": {"image/png": {}}}})
+@router.get(
+    "/suppliers/{supplier_id}/credit/waterfall.png", responses={200: {"content": {"image/png": {}}}}
+)
 def waterfall(supplier_id: str, ctx: Ctx, user: CurrentUser) -> Response:
     """The SHAP waterfall of the current score as a PNG."""
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
     row = publish_scores(ctx, [supplier_id])[0]
     with tempfile.TemporaryDirectory() as tmp:
-        path = plot_waterfall(CreditResponse.model_validate(row.response),
-                              Path(tmp) / "waterfall.png")
+        path = plot_waterfall(
+            CreditResponse.model_validate(row.response), Path(tmp) / "waterfall.png"
+        )
         return Response(path.read_bytes(), media_type="image/png")
 
 
@@ -124,15 +167,16 @@ def published_score(response_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str
     with ctx.sessions() as s:
         row = s.scalar(select(Score).where(Score.response_hash == response_hash.lower()))
         if row is None:
-            raise ApiError(404, "score_not_found", "no published score with this hash",
-                           got=response_hash)
+            raise ApiError(
+                404, "score_not_found", "no published score with this hash", got=response_hash
+            )
         _may_see(user, row.supplier_id)
         out = score_json(s, row)
         commitment = s.get(Commitment, row.commitment_id) if row.commitment_id else None
     if commitment is not None and commitment.status == "committed" and row.proof:
         out["commitment"]["verifiedOnChain"] = ctx.chain.verify_commitment_on_chain(
-            bytes.fromhex(commitment.root[2:]), [bytes.fromhex(p[2:]) for p in row.proof],
-            bytes.fromhex(row.response_hash[2:]))
+            bytes.fromhex(commitment.root[2:]),
+            [bytes.fromhex(p[2:]) for p in row.proof],
+            bytes.fromhex(row.response_hash[2:]),
+        )
     return out
-
-

@@ -31,22 +31,34 @@ def open_incident(body: IncidentBody, ctx: Ctx, user: CurrentUser) -> dict[str, 
     user.require(Role.OEM, Role.ADMIN)
     try:
         with ctx.sessions() as s, s.begin():
-            s.add(Incident(incident_id=body.incident_id, body=body.model_dump(mode="json"),
-                           opened_by=user.address))
+            s.add(
+                Incident(
+                    incident_id=body.incident_id,
+                    body=body.model_dump(mode="json"),
+                    opened_by=user.address,
+                )
+            )
     except IntegrityError as exc:
-        raise ApiError(409, "incident_exists", "an incident with this id exists",
-                       got=body.incident_id) from exc
-    return {"incident": body.model_dump(mode="json"),
-            "responsibility": _matrix_json(ctx, body.incident_id)}
+        raise ApiError(
+            409, "incident_exists", "an incident with this id exists", got=body.incident_id
+        ) from exc
+    return {
+        "incident": body.model_dump(mode="json"),
+        "responsibility": _matrix_json(ctx, body.incident_id),
+    }
 
 
 @router.get("")
 def list_incidents(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     with ctx.sessions() as s:
         rows = list(s.scalars(select(Incident).order_by(Incident.created_at.desc())))
-        return {"incidents": [{**r.body, "openedBy": r.opened_by,
-                               "createdAt": r.created_at.isoformat()}
-                              for r in rows if _visible(user, r.body)]}
+        return {
+            "incidents": [
+                {**r.body, "openedBy": r.opened_by, "createdAt": r.created_at.isoformat()}
+                for r in rows
+                if _visible(user, r.body)
+            ]
+        }
 
 
 def _matrix_json(ctx: Ctx, incident_id: str) -> dict[str, Any]:
@@ -56,12 +68,13 @@ def _matrix_json(ctx: Ctx, incident_id: str) -> dict[str, Any]:
     with ctx.sessions() as s:
         row = s.get(Responsibility, row.id)
         assert row is not None
-        decisions = list(s.scalars(select(Decision).where(Decision.matrix_hash ==
-                                                          row.matrix_hash)))
-        return {**row.matrix, "matrixHash": row.matrix_hash,
-                "decisions": [d.body for d in decisions],
-                "commitment": commitment_json(s, row.commitment_id, row.proof,
-                                              row.matrix_hash)}
+        decisions = list(s.scalars(select(Decision).where(Decision.matrix_hash == row.matrix_hash)))
+        return {
+            **row.matrix,
+            "matrixHash": row.matrix_hash,
+            "decisions": [d.body for d in decisions],
+            "commitment": commitment_json(s, row.commitment_id, row.proof, row.matrix_hash),
+        }
 
 
 @router.get("/{incident_id}/responsibility")
@@ -76,8 +89,7 @@ def responsibility(incident_id: str, ctx: Ctx, user: CurrentUser) -> dict[str, A
 
 
 @router.post("/{incident_id}/responsibility/decisions", status_code=201)
-def decide(incident_id: str, body: dict[str, Any], ctx: Ctx,
-           user: CurrentUser) -> dict[str, Any]:
+def decide(incident_id: str, body: dict[str, Any], ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """A supplier signs (EIP-712) acceptance or dispute of one version of the matrix."""
     user.require(Role.SUPPLIER)
     try:
@@ -85,16 +97,27 @@ def decide(incident_id: str, body: dict[str, Any], ctx: Ctx,
     except ValidationError as exc:
         raise ApiError(422, "invalid_decision", str(exc.errors()[0]["msg"])) from exc
     if decision.incidentId != incident_id or decision.supplier != user.org_id:
-        raise ApiError(403, "forbidden_supplier", "sign decisions for your own share only",
-                       expected={"incidentId": incident_id, "supplier": user.org_id},
-                       got={"incidentId": decision.incidentId, "supplier": decision.supplier})
+        raise ApiError(
+            403,
+            "forbidden_supplier",
+            "sign decisions for your own share only",
+            expected={"incidentId": incident_id, "supplier": user.org_id},
+            got={"incidentId": decision.incidentId, "supplier": decision.supplier},
+        )
     with ctx.sessions() as s:
-        row = s.scalar(select(Responsibility).where(
-            Responsibility.matrix_hash == decision.matrixHash.lower(),
-            Responsibility.incident_id == incident_id))
+        row = s.scalar(
+            select(Responsibility).where(
+                Responsibility.matrix_hash == decision.matrixHash.lower(),
+                Responsibility.incident_id == incident_id,
+            )
+        )
         if row is None:
-            raise ApiError(404, "matrix_not_found", "no published matrix with this hash",
-                           got=decision.matrixHash)
+            raise ApiError(
+                404,
+                "matrix_not_found",
+                "no published matrix with this hash",
+                got=decision.matrixHash,
+            )
         matrix = matrix_of(row)
     try:
         signer = verify_decision(ctx.domain, decision, matrix)
@@ -102,14 +125,26 @@ def decide(incident_id: str, body: dict[str, Any], ctx: Ctx,
         raise ApiError(401, "invalid_signature", str(exc)) from exc
     role, org = ctx.roles.get(signer)
     if role is not Role.SUPPLIER or org != decision.supplier:
-        raise ApiError(403, "signer_not_supplier", "the signing key is not this supplier's",
-                       expected=decision.supplier, got={"role": role and role.value, "org": org})
+        raise ApiError(
+            403,
+            "signer_not_supplier",
+            "the signing key is not this supplier's",
+            expected=decision.supplier,
+            got={"role": role and role.value, "org": org},
+        )
     try:
         with ctx.sessions() as s, s.begin():
-            s.add(Decision(matrix_hash=row.matrix_hash, incident_id=incident_id,
-                           supplier_id=decision.supplier, decision=decision.decision,
-                           body=decision.model_dump(mode="json")))
+            s.add(
+                Decision(
+                    matrix_hash=row.matrix_hash,
+                    incident_id=incident_id,
+                    supplier_id=decision.supplier,
+                    decision=decision.decision,
+                    body=decision.model_dump(mode="json"),
+                )
+            )
     except IntegrityError as exc:
-        raise ApiError(409, "decision_exists", "this supplier already decided on this "
-                       "version") from exc
+        raise ApiError(
+            409, "decision_exists", "this supplier already decided on this version"
+        ) from exc
     return decision.model_dump(mode="json")

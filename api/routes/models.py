@@ -34,24 +34,40 @@ def report_round(body: RoundReport, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     participant list must hash to its anchored participantsRoot."""
     onchain = ctx.chain.model_round(bytes.fromhex(body.runId[2:]), body.round)
     if onchain is None:
-        raise ApiError(404, "round_not_anchored", "no such round in the ModelRegistry",
-                       got={"runId": body.runId, "round": body.round})
+        raise ApiError(
+            404,
+            "round_not_anchored",
+            "no such round in the ModelRegistry",
+            got={"runId": body.runId, "round": body.round},
+        )
     root = participants_root(body.participants)
     if root != onchain["participants_root"]:
-        raise ApiError(422, "participants_mismatch",
-                       "participant list does not hash to the anchored participantsRoot",
-                       expected="0x" + onchain["participants_root"].hex(), got="0x" + root.hex())
-    row = ModelRound(run_id=body.runId.lower(), round=body.round,
-                     model_hash="0x" + onchain["model_hash"].hex(),
-                     participants=sorted(set(body.participants)), metrics=body.metrics,
-                     timestamp=onchain["timestamp"])
+        raise ApiError(
+            422,
+            "participants_mismatch",
+            "participant list does not hash to the anchored participantsRoot",
+            expected="0x" + onchain["participants_root"].hex(),
+            got="0x" + root.hex(),
+        )
+    row = ModelRound(
+        run_id=body.runId.lower(),
+        round=body.round,
+        model_hash="0x" + onchain["model_hash"].hex(),
+        participants=sorted(set(body.participants)),
+        metrics=body.metrics,
+        timestamp=onchain["timestamp"],
+    )
     try:
         with ctx.sessions() as s, s.begin():
             s.add(row)
     except IntegrityError as exc:
         raise ApiError(409, "round_exists", "this round is already recorded") from exc
-    return {"runId": row.run_id, "round": row.round, "modelHash": row.model_hash,
-            "participants": row.participants}
+    return {
+        "runId": row.run_id,
+        "round": row.round,
+        "modelHash": row.model_hash,
+        "participants": row.participants,
+    }
 
 
 @router.get("")
@@ -61,14 +77,29 @@ def list_models(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
         rows = list(s.scalars(select(ModelRound).order_by(ModelRound.run_id, ModelRound.round)))
     runs: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
-        runs.setdefault(r.run_id, []).append({
-            "round": r.round, "modelHash": r.model_hash, "participants": len(r.participants),
-            "suppliers": r.participants if user.role.value != "SUPPLIER" else
-            [p for p in r.participants if p == user.org_id], "metrics": r.metrics,
-            "anchoredAt": r.timestamp})
-    return {"runs": [{"runId": k, "rounds": v, "finalModelHash": v[-1]["modelHash"],
-                      "modelFileHeld": model_path(ctx, v[-1]["modelHash"]).exists()}
-                     for k, v in runs.items()]}
+        runs.setdefault(r.run_id, []).append(
+            {
+                "round": r.round,
+                "modelHash": r.model_hash,
+                "participants": len(r.participants),
+                "suppliers": r.participants
+                if user.role.value != "SUPPLIER"
+                else [p for p in r.participants if p == user.org_id],
+                "metrics": r.metrics,
+                "anchoredAt": r.timestamp,
+            }
+        )
+    return {
+        "runs": [
+            {
+                "runId": k,
+                "rounds": v,
+                "finalModelHash": v[-1]["modelHash"],
+                "modelFileHeld": model_path(ctx, v[-1]["modelHash"]).exists(),
+            }
+            for k, v in runs.items()
+        ]
+    }
 
 
 @router.put("/{run_id}/file", status_code=201)
@@ -79,8 +110,13 @@ async def upload_model(run_id: str, request: Request, ctx: Ctx, _: AdminUser) ->
         raise ApiError(422, "invalid_run_id", "run ids are 0x-prefixed 32-byte hex", got=run_id)
     body = await request.body()
     if len(body) > MAX_MODEL_BYTES:
-        raise ApiError(413, "request_too_large", "model file too large",
-                       expected=f"<= {MAX_MODEL_BYTES} bytes", got=len(body))
+        raise ApiError(
+            413,
+            "request_too_large",
+            "model file too large",
+            expected=f"<= {MAX_MODEL_BYTES} bytes",
+            got=len(body),
+        )
     return await run_in_threadpool(store_model_file, ctx, run_id.lower(), body)
 
 
@@ -99,5 +135,9 @@ def predict(body: PredictRequest, ctx: Ctx, _: CurrentUser) -> dict[str, Any]:
         risks = predict_defect_risk(model, body.rows)
     except ValueError as exc:
         raise ApiError(422, "invalid_rows", str(exc)) from exc
-    return {"modelHash": model.hash_hex, "runId": row.run_id, "round": row.round,
-            "risks": [float(r) for r in risks]}
+    return {
+        "modelHash": model.hash_hex,
+        "runId": row.run_id,
+        "round": row.round,
+        "risks": [float(r) for r in risks],
+    }

@@ -25,23 +25,38 @@ class RegisterRequest(BaseModel):
 
 
 def _json(p: Participant) -> dict[str, Any]:
-    return {"address": p.address, "role": p.role, "orgId": p.org_id, "name": p.name,
-            "active": p.active, "registeredAt": p.registered_at.isoformat(),
-            "revokedAt": p.revoked_at.isoformat() if p.revoked_at else None,
-            "txHash": p.tx_hash}
+    return {
+        "address": p.address,
+        "role": p.role,
+        "orgId": p.org_id,
+        "name": p.name,
+        "active": p.active,
+        "registeredAt": p.registered_at.isoformat(),
+        "revokedAt": p.revoked_at.isoformat() if p.revoked_at else None,
+        "txHash": p.tx_hash,
+    }
 
 
 @router.post("", status_code=201)
 def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     """Register a key with a role and organisation: written on chain, then mirrored here."""
     if body.role not in REGISTRABLE:
-        raise ApiError(422, "invalid_role", "participants are suppliers, OEMs or auditors",
-                       expected=[r.value for r in REGISTRABLE], got=body.role.value)
+        raise ApiError(
+            422,
+            "invalid_role",
+            "participants are suppliers, OEMs or auditors",
+            expected=[r.value for r in REGISTRABLE],
+            got=body.role.value,
+        )
     address = to_checksum_address(body.address)
     current, org = ctx.roles.get(address)
     if current is not None:
-        raise ApiError(409, "already_registered", "this key already holds a role",
-                       got={"role": current.value, "orgId": org})
+        raise ApiError(
+            409,
+            "already_registered",
+            "this key already holds a role",
+            got={"role": current.value, "orgId": org},
+        )
     tx = ctx.chain.register_participant(address, body.role, body.orgId)
     ctx.roles.forget(address)
     with ctx.sessions() as s, s.begin():
@@ -63,8 +78,9 @@ def revoke(address: str, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
         raise ApiError(422, "invalid_address", "not an address", got=address) from exc
     role, _org = ctx.roles.get(address)
     if role not in REGISTRABLE:
-        raise ApiError(404, "participant_not_found", "no active participant with this key",
-                       got=address)
+        raise ApiError(
+            404, "participant_not_found", "no active participant with this key", got=address
+        )
     tx = ctx.chain.revoke_participant(address, role)
     ctx.roles.forget(address)
     with ctx.sessions() as s, s.begin():

@@ -25,14 +25,24 @@ ENVELOPE_OVERHEAD_BYTES = 4096
 async def _json_body(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "request_too_large", "request body is too large",
-                       expected=f"<= {limit} bytes", got=int(declared))
+        raise ApiError(
+            413,
+            "request_too_large",
+            "request body is too large",
+            expected=f"<= {limit} bytes",
+            got=int(declared),
+        )
     body = bytearray()  # appending to bytes would copy the whole body on every chunk
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, "request_too_large", "request body is too large",
-                           expected=f"<= {limit} bytes", got=f"> {limit}")
+            raise ApiError(
+                413,
+                "request_too_large",
+                "request body is too large",
+                expected=f"<= {limit} bytes",
+                got=f"> {limit}",
+            )
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -46,8 +56,14 @@ async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
     outcome = (await run_in_threadpool(submit_many, ctx, [data]))[0]
     if outcome.error is not None:
         raise outcome.error
-    return JSONResponse({"structHash": outcome.struct_hash, "status": "pending",
-                         "duplicate": outcome.status == "duplicate"}, status_code=202)
+    return JSONResponse(
+        {
+            "structHash": outcome.struct_hash,
+            "status": "pending",
+            "duplicate": outcome.status == "duplicate",
+        },
+        status_code=202,
+    )
 
 
 @router.post("/records:batch", status_code=207)
@@ -57,17 +73,25 @@ async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
     data = await _json_body(request, ctx.settings.max_batch_bytes)
     records = data.get("records") if isinstance(data, dict) else None
     if not isinstance(records, list):
-        raise ApiError(422, "invalid_request", "body must be {\"records\": [...]}")
+        raise ApiError(422, "invalid_request", 'body must be {"records": [...]}')
     if not 1 <= len(records) <= ctx.settings.max_batch_records:
-        raise ApiError(413 if records else 422, "batch_size",
-                       "a batch holds between 1 and max_batch_records records",
-                       expected=f"1..{ctx.settings.max_batch_records}", got=len(records))
+        raise ApiError(
+            413 if records else 422,
+            "batch_size",
+            "a batch holds between 1 and max_batch_records records",
+            expected=f"1..{ctx.settings.max_batch_records}",
+            got=len(records),
+        )
     outcomes = await run_in_threadpool(submit_many, ctx, records)
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(
-        {"accepted": accepted, "rejected": len(outcomes) - accepted,
-         "results": [o.to_json() for o in outcomes]},
-        status_code=202 if accepted == len(outcomes) else 207)
+        {
+            "accepted": accepted,
+            "rejected": len(outcomes) - accepted,
+            "results": [o.to_json() for o in outcomes],
+        },
+        status_code=202 if accepted == len(outcomes) else 207,
+    )
 
 
 def _may_read(user: Principal, row: Record) -> bool:
@@ -90,8 +114,10 @@ def _load(ctx: Ctx, user: Principal, struct_hash: str) -> tuple[Record, Batch | 
 
 @router.get("/records")
 def list_records(
-    ctx: Ctx, user: CurrentUser,
-    subject: str | None = None, kind: str | None = None,
+    ctx: Ctx,
+    user: CurrentUser,
+    subject: str | None = None,
+    kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> dict[str, Any]:
@@ -106,10 +132,19 @@ def list_records(
         query = query.where(Record.kind == kind)
     with ctx.sessions() as s:
         rows = list(s.scalars(query.limit(limit).offset(offset)))
-        batches = {b.id: b for b in s.scalars(select(Batch).where(
-            Batch.id.in_({r.batch_id for r in rows if r.batch_id is not None})))}
-        return {"records": [record_summary(r, batches.get(r.batch_id)) for r in rows],
-                "limit": limit, "offset": offset}
+        batches = {
+            b.id: b
+            for b in s.scalars(
+                select(Batch).where(
+                    Batch.id.in_({r.batch_id for r in rows if r.batch_id is not None})
+                )
+            )
+        }
+        return {
+            "records": [record_summary(r, batches.get(r.batch_id)) for r in rows],
+            "limit": limit,
+            "offset": offset,
+        }
 
 
 @router.get("/records/{struct_hash}")
@@ -122,10 +157,14 @@ def get_record(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
 def get_receipt(struct_hash: str, ctx: Ctx, user: CurrentUser) -> JSONResponse:
     """The receipt once the record's batch is anchored and confirmed; 202 while pending."""
     if user.role is Role.OEM:
-        raise ApiError(403, "forbidden_role", "receipts are for suppliers and auditors",
-                       expected=["SUPPLIER", "AUDITOR", "ADMIN"], got=user.role.value)
+        raise ApiError(
+            403,
+            "forbidden_role",
+            "receipts are for suppliers and auditors",
+            expected=["SUPPLIER", "AUDITOR", "ADMIN"],
+            got=user.role.value,
+        )
     row, batch = _load(ctx, user, struct_hash)
     if batch is None or batch.status != "confirmed" or row.proof is None:
-        return JSONResponse({"structHash": row.struct_hash, "status": "pending"},
-                            status_code=202)
+        return JSONResponse({"structHash": row.struct_hash, "status": "pending"}, status_code=202)
     return JSONResponse(receipt(row, batch))

@@ -90,8 +90,9 @@ class Record(Base):
     chain_id: Mapped[int] = mapped_column(BigInteger)
     contract: Mapped[str] = mapped_column(String(42))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True,
-                                                 index=True)
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batches.id"), nullable=True, index=True
+    )
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
@@ -102,8 +103,9 @@ class Outbox(Base):
 
     struct_hash: Mapped[str] = mapped_column(ForeignKey("records.struct_hash"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, index=True)
-    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True,
-                                                 index=True)
+    batch_id: Mapped[int | None] = mapped_column(
+        ForeignKey("batches.id"), nullable=True, index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -164,8 +166,9 @@ class Score(Base):
     trigger: Mapped[str] = mapped_column(String(16), default="request")
     response: Mapped[dict] = mapped_column(JSON)
     response_hash: Mapped[str] = mapped_column(String(66), unique=True)
-    commitment_id: Mapped[int | None] = mapped_column(ForeignKey("commitments.id"),
-                                                      nullable=True, index=True)
+    commitment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("commitments.id"), nullable=True, index=True
+    )
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -189,8 +192,9 @@ class Responsibility(Base):
     version: Mapped[str] = mapped_column(String(80))
     matrix: Mapped[dict] = mapped_column(JSON)
     matrix_hash: Mapped[str] = mapped_column(String(66), unique=True)
-    commitment_id: Mapped[int | None] = mapped_column(ForeignKey("commitments.id"),
-                                                      nullable=True, index=True)
+    commitment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("commitments.id"), nullable=True, index=True
+    )
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -199,8 +203,9 @@ class Decision(Base):
     """A supplier's signed acceptance or dispute of one matrix version."""
 
     __tablename__ = "responsibility_decisions"
-    __table_args__ = (UniqueConstraint("matrix_hash", "supplier_id",
-                                       name="uq_decision_matrix_supplier"),)
+    __table_args__ = (
+        UniqueConstraint("matrix_hash", "supplier_id", name="uq_decision_matrix_supplier"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     matrix_hash: Mapped[str] = mapped_column(String(66), index=True)

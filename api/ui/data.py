@@ -45,8 +45,9 @@ class RankRow:
     as_of: int
 
 
-def score_history(session: Session, suppliers: Sequence[str],
-                  window_days: int) -> dict[str, list[tuple[int, float]]]:
+def score_history(
+    session: Session, suppliers: Sequence[str], window_days: int
+) -> dict[str, list[tuple[int, float]]]:
     """Published scores per supplier, one per as-of instant (same window), oldest first.
 
     A ranking response and a detail response (with what-if) for the same instant are two
@@ -56,7 +57,8 @@ def score_history(session: Session, suppliers: Sequence[str],
     rows = session.execute(
         select(Score.supplier_id, Score.as_of, Score.score)
         .where(Score.supplier_id.in_(list(suppliers)), window == window_days)
-        .order_by(Score.as_of, Score.id))
+        .order_by(Score.as_of, Score.id)
+    )
     by_supplier: dict[str, dict[int, float]] = defaultdict(dict)
     for sid, as_of, score in rows:
         by_supplier[sid][int(as_of)] = float(score)
@@ -68,8 +70,9 @@ def _trend(points: list[tuple[int, float]], as_of: int, score: float) -> float |
     return score - earlier[-1] if earlier else None
 
 
-def ranking(ctx: ServiceContext, user: Principal,
-            window_days: int = DEFAULT_WINDOW_DAYS) -> list[RankRow]:
+def ranking(
+    ctx: ServiceContext, user: Principal, window_days: int = DEFAULT_WINDOW_DAYS
+) -> list[RankRow]:
     """The purchasing ranking (GET /v1/suppliers): best score first, ties by supplier id."""
     user.require(*PURCHASING)
     with ctx.sessions() as s:
@@ -82,14 +85,22 @@ def ranking(ctx: ServiceContext, user: Principal,
         resp = row.response
         gate = resp.get("gate") or {}
         points = history.get(row.supplier_id, [])
-        out.append(RankRow(
-            supplier_id=row.supplier_id, score=row.score, band=row.band,
-            outcome=gate.get("outcome"), policy=gate.get("policy"),
-            threshold=gate.get("threshold"), distance=gate.get("distance"),
-            trend=_trend(points, row.as_of, row.score),
-            history=[v for _, v in points][-12:],
-            reasons=resp["reason_codes"], evidence_count=resp["evidence_count"],
-            as_of=row.as_of))
+        out.append(
+            RankRow(
+                supplier_id=row.supplier_id,
+                score=row.score,
+                band=row.band,
+                outcome=gate.get("outcome"),
+                policy=gate.get("policy"),
+                threshold=gate.get("threshold"),
+                distance=gate.get("distance"),
+                trend=_trend(points, row.as_of, row.score),
+                history=[v for _, v in points][-12:],
+                reasons=resp["reason_codes"],
+                evidence_count=resp["evidence_count"],
+                as_of=row.as_of,
+            )
+        )
     return out
 
 
@@ -110,7 +121,8 @@ def evidence_counts(session: Session, supplier_id: str) -> list[EvidenceCount]:
         select(Record.kind, Batch.status, func.count())
         .outerjoin(Batch, Record.batch_id == Batch.id)
         .where(Record.subject == supplier_id)
-        .group_by(Record.kind, Batch.status))
+        .group_by(Record.kind, Batch.status)
+    )
     counts = {k: EvidenceCount(k) for k in KINDS}
     for kind, status, n in rows:
         entry = counts.setdefault(kind, EvidenceCount(kind))
@@ -140,8 +152,9 @@ class SupplierView:
         return total
 
 
-def supplier(ctx: ServiceContext, user: Principal, supplier_id: str,
-             window_days: int = DEFAULT_WINDOW_DAYS) -> SupplierView:
+def supplier(
+    ctx: ServiceContext, user: Principal, supplier_id: str, window_days: int = DEFAULT_WINDOW_DAYS
+) -> SupplierView:
     """GET /v1/suppliers/{id}/credit (+ history), with the same role rule: purchasing roles
     see every supplier, a supplier only itself."""
     _may_see(user, supplier_id)
@@ -151,9 +164,14 @@ def supplier(ctx: ServiceContext, user: Principal, supplier_id: str,
         credit = score_json(s, row)
         history = score_history(s, [supplier_id], window_days).get(supplier_id, [])
         evidence = evidence_counts(s, supplier_id)
-        keys = [{"address": p.address, "role": p.role, "active": p.active}
-                for p in s.scalars(select(Participant).where(Participant.org_id == supplier_id)
-                                   .order_by(Participant.address))]
+        keys = [
+            {"address": p.address, "role": p.role, "active": p.active}
+            for p in s.scalars(
+                select(Participant)
+                .where(Participant.org_id == supplier_id)
+                .order_by(Participant.address)
+            )
+        ]
     return SupplierView(credit=credit, history=history, evidence=evidence, keys=keys)
 
 
@@ -164,23 +182,38 @@ def incidents(ctx: ServiceContext, user: Principal) -> list[dict[str, Any]]:
     """GET /v1/incidents (a supplier sees incidents involving its lots) with each incident's
     latest published matrix version and how many suppliers have signed a decision on it."""
     with ctx.sessions() as s:
-        rows = [r for r in s.scalars(select(Incident).order_by(Incident.created_at.desc()))
-                if _visible(user, r.body)]
+        rows = [
+            r
+            for r in s.scalars(select(Incident).order_by(Incident.created_at.desc()))
+            if _visible(user, r.body)
+        ]
         ids = [r.incident_id for r in rows]
         latest: dict[str, Responsibility] = {}
-        for m in s.scalars(select(Responsibility).where(Responsibility.incident_id.in_(ids))
-                           .order_by(Responsibility.id)):
+        for m in s.scalars(
+            select(Responsibility)
+            .where(Responsibility.incident_id.in_(ids))
+            .order_by(Responsibility.id)
+        ):
             latest[m.incident_id] = m
-        decided: dict[str, int] = dict(s.execute(
-            select(Decision.matrix_hash, func.count()).group_by(Decision.matrix_hash)).all())
+        decided: dict[str, int] = dict(
+            s.execute(
+                select(Decision.matrix_hash, func.count()).group_by(Decision.matrix_hash)
+            ).all()
+        )
         out = []
         for r in rows:
             matrix = latest.get(r.incident_id)
             top = max(matrix.matrix["rows"], key=lambda x: x["weight"]) if matrix else None
-            out.append({**r.body, "openedBy": r.opened_by, "createdAt": r.created_at,
-                        "suppliers": sorted({lot["supplier_id"] for lot in r.body["lots"]}),
-                        "top": top,
-                        "decisions": decided.get(matrix.matrix_hash, 0) if matrix else 0})
+            out.append(
+                {
+                    **r.body,
+                    "openedBy": r.opened_by,
+                    "createdAt": r.created_at,
+                    "suppliers": sorted({lot["supplier_id"] for lot in r.body["lots"]}),
+                    "top": top,
+                    "decisions": decided.get(matrix.matrix_hash, 0) if matrix else 0,
+                }
+            )
     return out
 
 
@@ -197,12 +230,20 @@ def incident(ctx: ServiceContext, user: Principal, incident_id: str) -> dict[str
 # -- records ---------------------------------------------------------------------------------
 
 
-def records(ctx: ServiceContext, user: Principal, *, subject: str | None, kind: str | None,
-            limit: int, offset: int) -> dict[str, Any]:
+def records(
+    ctx: ServiceContext,
+    user: Principal,
+    *,
+    subject: str | None,
+    kind: str | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
     """GET /v1/records: a supplier sees records about itself, an OEM what it signed, an
     auditor or admin everything."""
-    return list_records(ctx, user, subject=subject or None,
-                        kind=kind or None, limit=limit, offset=offset)
+    return list_records(
+        ctx, user, subject=subject or None, kind=kind or None, limit=limit, offset=offset
+    )
 
 
 def may_get_receipt(user: Principal) -> bool:
@@ -214,17 +255,36 @@ def record(ctx: ServiceContext, user: Principal, struct_hash: str) -> dict[str, 
     """A record (GET /v1/records/{hash}), and for those who may see receipts the receipt,
     every verification check against the service's chain, and the on-chain anchor."""
     row, batch = _load(ctx, user, struct_hash)
-    out: dict[str, Any] = {"summary": record_summary(row, batch), "payload": row.payload,
-                           "signature": row.signature, "nonce": row.nonce, "salt": row.salt,
-                           "payloadHash": row.payload_hash, "chainId": row.chain_id,
-                           "contract": row.contract, "receipt": None, "verification": None,
-                           "batch": None, "receiptAllowed": may_get_receipt(user)}
+    out: dict[str, Any] = {
+        "summary": record_summary(row, batch),
+        "payload": row.payload,
+        "signature": row.signature,
+        "nonce": row.nonce,
+        "salt": row.salt,
+        "payloadHash": row.payload_hash,
+        "chainId": row.chain_id,
+        "contract": row.contract,
+        "receipt": None,
+        "verification": None,
+        "batch": None,
+        "receiptAllowed": may_get_receipt(user),
+    }
     if batch is not None:
-        out["batch"] = {"id": batch.chain_batch_id, "status": batch.status, "root": batch.root,
-                        "leafCount": batch.leaf_count, "tx": batch.tx_hash,
-                        "block": batch.block_number, "blockTimestamp": batch.block_timestamp}
-    if (out["receiptAllowed"] and batch is not None and batch.status == "confirmed"
-            and row.proof is not None):
+        out["batch"] = {
+            "id": batch.chain_batch_id,
+            "status": batch.status,
+            "root": batch.root,
+            "leafCount": batch.leaf_count,
+            "tx": batch.tx_hash,
+            "block": batch.block_number,
+            "blockTimestamp": batch.block_timestamp,
+        }
+    if (
+        out["receiptAllowed"]
+        and batch is not None
+        and batch.status == "confirmed"
+        and row.proof is not None
+    ):
         rc = receipt(row, batch)
         out["receipt"] = rc
         out["verification"] = verify_receipt(None, rc, ctx.chain).to_json()
@@ -245,6 +305,7 @@ def models(ctx: ServiceContext, user: Principal) -> list[dict[str, Any]]:
             except ChainError:
                 rnd["onChain"] = None  # unknown: the chain did not answer
                 continue
-            rnd["onChain"] = (onchain is not None
-                              and "0x" + onchain["model_hash"].hex() == rnd["modelHash"])
+            rnd["onChain"] = (
+                onchain is not None and "0x" + onchain["model_hash"].hex() == rnd["modelHash"]
+            )
     return runs

@@ -57,7 +57,11 @@ CHECK_LABELS: dict[str, str] = {
 }
 
 BAND_MEANING: dict[str, str] = {
-    "A": "85-100", "B": "70-85", "C": "55-70", "D": "40-55", "E": "0-40",
+    "A": "85-100",
+    "B": "70-85",
+    "C": "55-70",
+    "D": "40-55",
+    "E": "0-40",
 }
 
 
@@ -72,7 +76,7 @@ def num(value: float | None, digits: int = 3) -> str:
     if value == 0:
         return "0"
     magnitude = abs(value)
-    if magnitude >= 10 ** digits:
+    if magnitude >= 10**digits:
         return f"{value:,.0f}"
     decimals = max(0, digits - 1 - math.floor(math.log10(magnitude)))
     text = f"{value:.{decimals}f}"
@@ -135,4 +139,4 @@ def short_hash(value: str | None, keep: int = 6) -> str:
         return "–"
     if len(value) <= 2 + 2 * keep + 1:
         return value
-    return f"{value[:2 + keep]}…{value[-keep:]}"
+    return f"{value[: 2 + keep]}…{value[-keep:]}"

@@ -47,27 +47,38 @@ NEAR_GATE_POINTS = 3.0  # "near the gate": one bad month can move a score this m
 STATIC: dict[str, tuple[Path, str]] = {
     "ui.css": (HERE / "static" / "ui.css", "text/css"),
     "login.js": (HERE / "static" / "login.js", "text/javascript"),
-    "ethers.umd.min.js": (ROOT / "node_modules" / "ethers" / "dist" / "ethers.umd.min.js",
-                          "text/javascript"),
+    "ethers.umd.min.js": (
+        ROOT / "node_modules" / "ethers" / "dist" / "ethers.umd.min.js",
+        "text/javascript",
+    ),
 }
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; object-src 'none'; "
-                               "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    "script-src 'self'; connect-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
 
 templates = Jinja2Templates(directory=str(HERE / "templates"))
-templates.env.filters.update({
-    "num": fmt.num, "with_unit": fmt.with_unit, "points": fmt.points, "percent": fmt.percent,
-    "ppm": fmt.ppm, "utc": fmt.utc, "day": fmt.day, "short": fmt.short_hash,
-    "feature": fmt.feature_label, "kind": lambda k: fmt.KIND_LABELS.get(k, k),
-    "kind_one": lambda k: fmt.KIND_ONE.get(k, k),
-    "check_label": lambda c: fmt.CHECK_LABELS.get(c, c.replace("_", " ")),
-})
+templates.env.filters.update(
+    {
+        "num": fmt.num,
+        "with_unit": fmt.with_unit,
+        "points": fmt.points,
+        "percent": fmt.percent,
+        "ppm": fmt.ppm,
+        "utc": fmt.utc,
+        "day": fmt.day,
+        "short": fmt.short_hash,
+        "feature": fmt.feature_label,
+        "kind": lambda k: fmt.KIND_LABELS.get(k, k),
+        "kind_one": lambda k: fmt.KIND_ONE.get(k, k),
+        "check_label": lambda c: fmt.CHECK_LABELS.get(c, c.replace("_", " ")),
+    }
+)
 templates.env.globals.update({"BAND_MEANING": fmt.BAND_MEANING})
 
 
@@ -81,8 +92,13 @@ class LoginRequired(Exception):
 
 def _safe_next(value: str | None) -> str | None:
     """Only a path of this dashboard (no scheme, host or protocol-relative URL)."""
-    if value and value.startswith(COOKIE_PATH + "/") and not value.startswith("//") \
-            and "\\" not in value and "://" not in value:
+    if (
+        value
+        and value.startswith(COOKIE_PATH + "/")
+        and not value.startswith("//")
+        and "\\" not in value
+        and "://" not in value
+    ):
         return value
     return None
 
@@ -129,28 +145,55 @@ def nav(user: Principal | None) -> list[tuple[str, str, str]]:
         items.append(("supplier", "My credit", f"/ui/suppliers/{quote(user.org_id or '')}"))
     else:
         items.append(("ranking", "Ranking", "/ui/suppliers"))
-    items += [("incidents", "Incidents", "/ui/incidents"),
-              ("records", "Record lookup" if user.role in (Role.AUDITOR, Role.ADMIN)
-               else "Records", "/ui/records"),
-              ("models", "Models", "/ui/models")]
+    items += [
+        ("incidents", "Incidents", "/ui/incidents"),
+        (
+            "records",
+            "Record lookup" if user.role in (Role.AUDITOR, Role.ADMIN) else "Records",
+            "/ui/records",
+        ),
+        ("models", "Models", "/ui/models"),
+    ]
     return items
 
 
-def render(request: Request, template: str, user: Principal | None, page: str,
-           status_code: int = 200, **context: Any) -> Response:
+def render(
+    request: Request,
+    template: str,
+    user: Principal | None,
+    page: str,
+    status_code: int = 200,
+    **context: Any,
+) -> Response:
     response = templates.TemplateResponse(
-        request, template, {"user": user, "nav": nav(user), "page": page, **context},
-        status_code=status_code)
+        request,
+        template,
+        {"user": user, "nav": nav(user), "page": page, **context},
+        status_code=status_code,
+    )
     response.headers.update(SECURITY_HEADERS)
     return response
 
 
 def error_page(request: Request, status: int, code: str, message: str) -> Response:
     user = _quiet_user(request)
-    titles = {403: "Not for your role", 404: "Not found", 422: "Invalid request",
-              503: "Chain unavailable"}
-    return render(request, "error.html", user, "error", status_code=status,
-                  title=titles.get(status, "Error"), status=status, code=code, message=message)
+    titles = {
+        403: "Not for your role",
+        404: "Not found",
+        422: "Invalid request",
+        503: "Chain unavailable",
+    }
+    return render(
+        request,
+        "error.html",
+        user,
+        "error",
+        status_code=status,
+        title=titles.get(status, "Error"),
+        status=status,
+        code=code,
+        message=message,
+    )
 
 
 def _login_redirect(exc: LoginRequired) -> Response:
@@ -179,8 +222,7 @@ class PageRoute(APIRoute):
             except RequestValidationError as exc:
                 first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
                 where = ".".join(str(p) for p in first.get("loc", ()))
-                return error_page(request, 422, "invalid_request",
-                                  f"{where}: {first.get('msg')}")
+                return error_page(request, 422, "invalid_request", f"{where}: {first.get('msg')}")
             except LedgerError as exc:
                 err = from_ledger(exc)
                 return error_page(request, err.status, err.code, err.message)
@@ -215,12 +257,24 @@ def create_session(body: SessionRequest, request: Request, ctx: Ctx) -> JSONResp
         raise ApiError(415, "unsupported_media_type", "send the token as application/json")
     principal = _principal_of(ctx, body.accessToken)
     expires = int(jwt.decode(body.accessToken, options={"verify_signature": False})["exp"])
-    response = JSONResponse({"address": principal.address, "role": principal.role.value,
-                             "orgId": principal.org_id, "expiresAt": expires,
-                             "next": _safe_next(body.next) or _landing(principal)})
-    response.set_cookie(COOKIE, body.accessToken, max_age=max(1, expires - int(time.time())),
-                        path=COOKIE_PATH, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https")
+    response = JSONResponse(
+        {
+            "address": principal.address,
+            "role": principal.role.value,
+            "orgId": principal.org_id,
+            "expiresAt": expires,
+            "next": _safe_next(body.next) or _landing(principal),
+        }
+    )
+    response.set_cookie(
+        COOKIE,
+        body.accessToken,
+        max_age=max(1, expires - int(time.time())),
+        path=COOKIE_PATH,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -244,10 +298,17 @@ def static(name: str) -> Response:
         raise ApiError(404, "not_found", "no such static file", got=name)
     path, media_type = entry
     if not path.is_file():
-        raise ApiError(404, "not_installed", f"{path.name} is missing; run `make install` "
-                       "(npm ci installs ethers for the login page)")
-    return FileResponse(path, media_type=media_type, headers={
-        "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        raise ApiError(
+            404,
+            "not_installed",
+            f"{path.name} is missing; run `make install` "
+            "(npm ci installs ethers for the login page)",
+        )
+    return FileResponse(
+        path,
+        media_type=media_type,
+        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 LOGIN_REASONS = {
@@ -261,9 +322,17 @@ LOGIN_REASONS = {
 @pages.get("/login")
 def login(request: Request, next: str | None = None, reason: str | None = None) -> Response:
     current = _quiet_user(request)
-    return render(request, "login.html", None, "login", title="Sign in",
-                  next=_safe_next(next) or "", notice=LOGIN_REASONS.get(reason or ""),
-                  current=current, landing=_landing(current) if current else None)
+    return render(
+        request,
+        "login.html",
+        None,
+        "login",
+        title="Sign in",
+        next=_safe_next(next) or "",
+        notice=LOGIN_REASONS.get(reason or ""),
+        current=current,
+        landing=_landing(current) if current else None,
+    )
 
 
 @pages.get("")
@@ -278,58 +347,116 @@ Window = Annotated[int, Query(ge=30, le=730)]
 
 
 @pages.get("/suppliers")
-def ranking_page(request: Request, ctx: Ctx, user: PageUser,
-                 window_days: Window = DEFAULT_WINDOW_DAYS) -> Response:
+def ranking_page(
+    request: Request, ctx: Ctx, user: PageUser, window_days: Window = DEFAULT_WINDOW_DAYS
+) -> Response:
     rows = data.ranking(ctx, user, window_days)
     threshold = next((r.threshold for r in rows if r.threshold is not None), None)
     chart = charts.bar_chart(
-        [charts.Bar(r.supplier_id, r.score, f"band-{r.band}",
-                    href=f"/ui/suppliers/{quote(r.supplier_id)}",
-                    note=f" points, band {r.band}, gate {r.outcome}") for r in rows],
+        [
+            charts.Bar(
+                r.supplier_id,
+                r.score,
+                f"band-{r.band}",
+                href=f"/ui/suppliers/{quote(r.supplier_id)}",
+                note=f" points, band {r.band}, gate {r.outcome}",
+            )
+            for r in rows
+        ],
         title=f"Credit score by supplier ({window_days}-day window)",
-        axis_title="credit score (points, 0-100)", marker=threshold,
-        marker_label=f"gate {threshold:g}" if threshold is not None else "")
+        axis_title="credit score (points, 0-100)",
+        marker=threshold,
+        marker_label=f"gate {threshold:g}" if threshold is not None else "",
+    )
     sparks = {r.supplier_id: charts.sparkline(r.history) for r in rows}
     policy = next((r.policy for r in rows if r.policy), None)
     passing = sum(r.outcome == "pass" for r in rows)
     bands = [(b, sum(r.band == b for r in rows)) for b in fmt.BAND_MEANING]
     near = [r for r in rows if r.distance is not None and abs(r.distance) <= NEAR_GATE_POINTS]
-    movers = sorted((r for r in rows if r.trend is not None and abs(r.trend) >= 0.05),
-                    key=lambda r: -abs(r.trend or 0.0))[:3]
-    return render(request, "ranking.html", user, "ranking", title="Supplier ranking",
-                  rows=rows, chart=chart, sparks=sparks, window_days=window_days,
-                  windows=WINDOWS, threshold=threshold, policy=policy, passing=passing,
-                  bands=bands, near=near, near_points=NEAR_GATE_POINTS, movers=movers)
+    movers = sorted(
+        (r for r in rows if r.trend is not None and abs(r.trend) >= 0.05),
+        key=lambda r: -abs(r.trend or 0.0),
+    )[:3]
+    return render(
+        request,
+        "ranking.html",
+        user,
+        "ranking",
+        title="Supplier ranking",
+        rows=rows,
+        chart=chart,
+        sparks=sparks,
+        window_days=window_days,
+        windows=WINDOWS,
+        threshold=threshold,
+        policy=policy,
+        passing=passing,
+        bands=bands,
+        near=near,
+        near_points=NEAR_GATE_POINTS,
+        movers=movers,
+    )
 
 
 @pages.get("/suppliers/{supplier_id}")
-def supplier_page(supplier_id: str, request: Request, ctx: Ctx, user: PageUser,
-                  window_days: Window = DEFAULT_WINDOW_DAYS) -> Response:
+def supplier_page(
+    supplier_id: str,
+    request: Request,
+    ctx: Ctx,
+    user: PageUser,
+    window_days: Window = DEFAULT_WINDOW_DAYS,
+) -> Response:
     view = data.supplier(ctx, user, supplier_id, window_days)
     credit = view.credit
     gate = credit.get("gate") or None
     threshold = gate["threshold"] if gate else None
     top = sorted(credit["contributions"], key=lambda c: abs(c["points"]), reverse=True)
     shown, rest = top[:8], top[8:]
-    steps = [charts.Step(fmt.feature_label(c["feature"]),
-                         (fmt.with_unit(c["value"], c["unit"]) if c["observed"]
-                          else "no evidence: " + fmt.with_unit(c["value"], c["unit"])),
-                         c["points"]) for c in shown]
+    steps = [
+        charts.Step(
+            fmt.feature_label(c["feature"]),
+            (
+                fmt.with_unit(c["value"], c["unit"])
+                if c["observed"]
+                else "no evidence: " + fmt.with_unit(c["value"], c["unit"])
+            ),
+            c["points"],
+        )
+        for c in shown
+    ]
     if rest:
-        steps.append(charts.Step(f"{len(rest)} other features", "combined",
-                                 sum(c["points"] for c in rest)))
+        steps.append(
+            charts.Step(f"{len(rest)} other features", "combined", sum(c["points"] for c in rest))
+        )
     waterfall = charts.waterfall(
-        credit["base_value"], steps, credit["score"], threshold=threshold,
+        credit["base_value"],
+        steps,
+        credit["score"],
+        threshold=threshold,
         title=f"Why {supplier_id} scores {credit['score']:.1f}: contribution of each "
-              "feature in score points (SHAP)")
+        "feature in score points (SHAP)",
+    )
     history = charts.history_line(
-        view.history, threshold=threshold,
-        title=f"Published credit scores of {supplier_id} over time")
-    return render(request, "supplier.html", user, "ranking" if user.role is not Role.SUPPLIER
-                  else "supplier", title=f"Supplier {supplier_id}", sid=supplier_id,
-                  view=view, credit=credit, gate=gate, waterfall=waterfall,
-                  history_chart=history, window_days=window_days, windows=WINDOWS,
-                  contributions=top)
+        view.history,
+        threshold=threshold,
+        title=f"Published credit scores of {supplier_id} over time",
+    )
+    return render(
+        request,
+        "supplier.html",
+        user,
+        "ranking" if user.role is not Role.SUPPLIER else "supplier",
+        title=f"Supplier {supplier_id}",
+        sid=supplier_id,
+        view=view,
+        credit=credit,
+        gate=gate,
+        waterfall=waterfall,
+        history_chart=history,
+        window_days=window_days,
+        windows=WINDOWS,
+        contributions=top,
+    )
 
 
 # -- incidents -------------------------------------------------------------------------------
@@ -347,25 +474,49 @@ def incident_page(incident_id: str, request: Request, ctx: Ctx, user: PageUser) 
     matrix = view["matrix"]
     rows = sorted(matrix["rows"], key=lambda r: -r["weight"])
     chart = charts.bar_chart(
-        [charts.Bar(r["supplier_id"], 100 * r["weight"], "weight",
-                    href=(f"/ui/suppliers/{quote(r['supplier_id'])}"
-                          if user.role is not Role.SUPPLIER or r["supplier_id"] == user.org_id
-                          else None))
-         for r in rows],
+        [
+            charts.Bar(
+                r["supplier_id"],
+                100 * r["weight"],
+                "weight",
+                href=(
+                    f"/ui/suppliers/{quote(r['supplier_id'])}"
+                    if user.role is not Role.SUPPLIER or r["supplier_id"] == user.org_id
+                    else None
+                ),
+            )
+            for r in rows
+        ],
         title=f"Responsibility weights for incident {incident_id} (sum 100 %)",
-        axis_title="share of responsibility (%)", value_fmt="{:.1f} %")
-    return render(request, "incident.html", user, "incidents",
-                  title=f"Incident {incident_id}", incident=view["incident"], matrix=matrix,
-                  rows=rows, chart=chart)
+        axis_title="share of responsibility (%)",
+        value_fmt="{:.1f} %",
+    )
+    return render(
+        request,
+        "incident.html",
+        user,
+        "incidents",
+        title=f"Incident {incident_id}",
+        incident=view["incident"],
+        matrix=matrix,
+        rows=rows,
+        chart=chart,
+    )
 
 
 # -- records ---------------------------------------------------------------------------------
 
 
 @pages.get("/records")
-def records_page(request: Request, ctx: Ctx, user: PageUser, q: str | None = None,
-                 subject: str | None = None, kind: str | None = None,
-                 offset: Annotated[int, Query(ge=0)] = 0) -> Response:
+def records_page(
+    request: Request,
+    ctx: Ctx,
+    user: PageUser,
+    q: str | None = None,
+    subject: str | None = None,
+    kind: str | None = None,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
     problem = None
     if q is not None and q.strip():
         wanted = q.strip().lower()
@@ -373,40 +524,70 @@ def records_page(request: Request, ctx: Ctx, user: PageUser, q: str | None = Non
             wanted = "0x" + wanted
         if STRUCT_HASH.match(wanted):
             return RedirectResponse(f"/ui/records/{wanted}", status_code=303)
-        problem = ("A record is looked up by its struct hash: 0x followed by 64 hex digits "
-                   "(the leaf anchored on chain, printed on every receipt).")
+        problem = (
+            "A record is looked up by its struct hash: 0x followed by 64 hex digits "
+            "(the leaf anchored on chain, printed on every receipt)."
+        )
     if kind and kind not in data.KINDS:
         kind = None
     if user.role is Role.SUPPLIER:
         subject = None  # a supplier's list is its own records only (the API's rule)
     limit = 50
     listing = data.records(ctx, user, subject=subject, kind=kind, limit=limit, offset=offset)
-    return render(request, "records.html", user, "records", title="Records",
-                  records=listing["records"], q=q or "", problem=problem, subject=subject or "",
-                  kind=kind or "", kinds=data.KINDS, offset=offset, limit=limit,
-                  status_code=422 if problem else 200)
+    return render(
+        request,
+        "records.html",
+        user,
+        "records",
+        title="Records",
+        records=listing["records"],
+        q=q or "",
+        problem=problem,
+        subject=subject or "",
+        kind=kind or "",
+        kinds=data.KINDS,
+        offset=offset,
+        limit=limit,
+        status_code=422 if problem else 200,
+    )
 
 
 @pages.get("/records/{struct_hash}")
 def record_page(struct_hash: str, request: Request, ctx: Ctx, user: PageUser) -> Response:
     view = data.record(ctx, user, struct_hash)
-    return render(request, "record.html", user, "records",
-                  title=f"Record {fmt.short_hash(view['summary']['structHash'])}", view=view,
-                  rec=view["summary"])
+    return render(
+        request,
+        "record.html",
+        user,
+        "records",
+        title=f"Record {fmt.short_hash(view['summary']['structHash'])}",
+        view=view,
+        rec=view["summary"],
+    )
 
 
 @pages.get("/records/{struct_hash}/receipt.json")
 def receipt_download(struct_hash: str, ctx: Ctx, user: PageUser) -> Response:
     """The receipt as a file, for ``qledger verify RECORD RECEIPT --rpc URL`` offline."""
     if not data.may_get_receipt(user):
-        raise ApiError(403, "forbidden_role", "receipts are for suppliers and auditors",
-                       expected=["SUPPLIER", "AUDITOR", "ADMIN"], got=user.role.value)
+        raise ApiError(
+            403,
+            "forbidden_role",
+            "receipts are for suppliers and auditors",
+            expected=["SUPPLIER", "AUDITOR", "ADMIN"],
+            got=user.role.value,
+        )
     view = data.record(ctx, user, struct_hash)
     if view["receipt"] is None:
         raise ApiError(404, "receipt_pending", "the record is not anchored yet")
     name = f"receipt-{view['summary']['structHash'][2:14]}.json"
-    return JSONResponse(view["receipt"], headers={
-        "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    return JSONResponse(
+        view["receipt"],
+        headers={
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "no-store",
+        },
+    )
 
 
 # -- federated models ------------------------------------------------------------------------

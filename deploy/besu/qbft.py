@@ -224,8 +224,9 @@ def parse_accounts(values: list[str]) -> dict[str, str]:
     return accounts
 
 
-def prepare_config(template: dict[str, Any], accounts: dict[str, str], balance: str,
-                   chain_id: int | None) -> dict[str, Any]:
+def prepare_config(
+    template: dict[str, Any], accounts: dict[str, str], balance: str, chain_id: int | None
+) -> dict[str, Any]:
     """The template's genesis with ``alloc`` = exactly these accounts (funded, see README)."""
     config = json.loads(json.dumps(template))
     genesis = config["genesis"]
@@ -243,8 +244,9 @@ def keys_and_genesis(config: dict[str, Any], out: Path) -> None:
         raise SystemExit("blockchain.nodes.generate must be true")
     count = int(nodes["count"])
     if count < 4:
-        print(f"warning: {count} validators tolerate no faulty one (QBFT wants >= 4)",
-              file=sys.stderr)
+        print(
+            f"warning: {count} validators tolerate no faulty one (QBFT wants >= 4)", file=sys.stderr
+        )
     addresses = []
     for _ in range(count):
         private = new_private_key()
@@ -291,8 +293,7 @@ def toml_value(value: Any) -> str:
 def node_config(node: dict[str, Any], network: dict[str, Any], profile: str) -> str:
     """config.toml for one node (Besu reads option names without the leading --)."""
     name, role = node["name"], node["role"]
-    others = [n["enode"] for n in network["validators"] + network["members"]
-              if n["name"] != name]
+    others = [n["enode"] for n in network["validators"] + network["members"] if n["name"] != name]
     docker = profile == "docker"
     apis = VALIDATOR_APIS if role == "validator" else MEMBER_APIS
     rpc_host = "0.0.0.0" if docker else node["rpcHost"]
@@ -327,15 +328,18 @@ def node_config(node: dict[str, Any], network: dict[str, Any], profile: str) -> 
         "min-gas-price=0",
         "revert-reason-enabled=true",
         "",
-        "# JSON-RPC over HTTP: internal only. " + (
+        "# JSON-RPC over HTTP: internal only. "
+        + (
             "0.0.0.0 inside the container; docker-compose.yml publishes the port on the host's "
-            "127.0.0.1 only." if docker else
-            "Bind to loopback (or the internal interface the qledger service uses)."),
+            "127.0.0.1 only."
+            if docker
+            else "Bind to loopback (or the internal interface the qledger service uses)."
+        ),
         "rpc-http-enabled=true",
         f"rpc-http-host={toml_value(rpc_host)}",
         f"rpc-http-port={node['rpcPort']}",
         f"rpc-http-api={toml_value(apis)}",
-        "# Add \"PERM\" above only while an administrator edits allowlists at runtime",
+        '# Add "PERM" above only while an administrator edits allowlists at runtime',
         "# (perm_* methods), and remove it again; editing permissions_config.toml and",
         "# restarting the node needs no API at all.",
         f"host-allowlist={toml_value(allow)}",
@@ -372,22 +376,35 @@ def permissions_toml(network: dict[str, Any]) -> str:
     lines += [f"#   {checksum(a)}  {names[a]}" for a in accounts]
     # Lower case, as in Besu's documentation (the EIP-55 forms are in the comment above).
     lines += [f"accounts-allowlist={toml_value(accounts)}", ""]
-    lines += ["# nodes-allowlist: every validator and member node (each node's bootnodes must be",
-              "# listed here or Besu refuses to start)."]
-    lines += [f"#   {n['name']}: {n['address']}"
-              for n in network["validators"] + network["members"]]
+    lines += [
+        "# nodes-allowlist: every validator and member node (each node's bootnodes must be",
+        "# listed here or Besu refuses to start).",
+    ]
+    lines += [
+        f"#   {n['name']}: {n['address']}" for n in network["validators"] + network["members"]
+    ]
     lines += [f"nodes-allowlist={toml_value(enodes)}", ""]
     return "\n".join(lines)
 
 
-def layout(network_files: Path, out: Path, hosts: list[str], accounts: dict[str, str],
-           profile: str, members: int, p2p_port: int, rpc_port: int,
-           rpc_hosts: list[str] | None) -> dict[str, Any]:
+def layout(
+    network_files: Path,
+    out: Path,
+    hosts: list[str],
+    accounts: dict[str, str],
+    profile: str,
+    members: int,
+    p2p_port: int,
+    rpc_port: int,
+    rpc_hosts: list[str] | None,
+) -> dict[str, Any]:
     genesis = json.loads((network_files / "genesis.json").read_text())
     keys = read_network_keys(network_files / "keys")
     if len(hosts) != len(keys) + members:
-        raise SystemExit(f"{len(keys)} validators + {members} members need "
-                         f"{len(keys) + members} --hosts, got {len(hosts)}")
+        raise SystemExit(
+            f"{len(keys)} validators + {members} members need "
+            f"{len(keys) + members} --hosts, got {len(hosts)}"
+        )
     if rpc_hosts is not None and len(rpc_hosts) != len(hosts):
         raise SystemExit("--rpc-hosts needs one entry per node")
     in_genesis = decode_qbft_extra_data(genesis["extraData"])
@@ -405,8 +422,9 @@ def layout(network_files: Path, out: Path, hosts: list[str], accounts: dict[str,
         member_dir = network_files / "member-keys" / address
         write_secret(member_dir / "key", "0x" + private.hex())
         (member_dir / "key.pub").write_text("0x" + pub.hex())
-        keys.append({"address": address, "pub": pub, "private_path": member_dir / "key",
-                     "member": True})
+        keys.append(
+            {"address": address, "pub": pub, "private_path": member_dir / "key", "member": True}
+        )
     # Two nodes on one host (tests, docker port mapping) must not share ports.
     same_host = len(set(hosts)) < len(hosts)
     nodes = []
@@ -415,12 +433,19 @@ def layout(network_files: Path, out: Path, hosts: list[str], accounts: dict[str,
         name = f"member-{i - len(keys) + members + 1}" if member else f"node-{i + 1}"
         port = p2p_port + (i if same_host else 0)
         rport = rpc_port + (i if same_host else 0)
-        nodes.append({
-            "name": name, "role": "member" if member else "validator",
-            "address": checksum(key["address"]), "host": host, "p2pPort": port,
-            "rpcHost": (rpc_hosts[i] if rpc_hosts else "127.0.0.1"), "rpcPort": rport,
-            "enode": f"enode://{key['pub'].hex()}@{host}:{port}", "_key": key,
-        })
+        nodes.append(
+            {
+                "name": name,
+                "role": "member" if member else "validator",
+                "address": checksum(key["address"]),
+                "host": host,
+                "p2pPort": port,
+                "rpcHost": (rpc_hosts[i] if rpc_hosts else "127.0.0.1"),
+                "rpcPort": rport,
+                "enode": f"enode://{key['pub'].hex()}@{host}:{port}",
+                "_key": key,
+            }
+        )
     network = {
         "chainId": genesis["config"]["chainId"],
         "consensus": "qbft",
@@ -492,21 +517,32 @@ def check(root: Path) -> list[str]:
     qbft = cfg.get("qbft", {})
     for key in ("blockperiodseconds", "epochlength", "requesttimeoutseconds"):
         need(isinstance(qbft.get(key), int) and qbft[key] > 0, f"genesis config.qbft.{key}")
-    need(qbft.get("requesttimeoutseconds", 0) >= 2 * qbft.get("blockperiodseconds", 1),
-         "requesttimeoutseconds should be >= 2 x blockperiodseconds (Besu's tuning advice)")
-    need("validatorcontractaddress" not in qbft, "this network uses block-header validator "
-         "selection (qbft_proposeValidatorVote), not a validator contract")
+    need(
+        qbft.get("requesttimeoutseconds", 0) >= 2 * qbft.get("blockperiodseconds", 1),
+        "requesttimeoutseconds should be >= 2 x blockperiodseconds (Besu's tuning advice)",
+    )
+    need(
+        "validatorcontractaddress" not in qbft,
+        "this network uses block-header validator "
+        "selection (qbft_proposeValidatorVote), not a validator contract",
+    )
     need(cfg.get("chainId") == network.get("chainId"), "chainId differs genesis/network.json")
-    need(cfg.get("londonBlock") == 0 and cfg.get("zeroBaseFee") is True,
-         "free gas needs londonBlock 0 and zeroBaseFee true")
-    need(cfg.get("shanghaiTime") == 0 and cfg.get("cancunTime") == 0,
-         "qledger's contracts need Shanghai (PUSH0) and Cancun (MCOPY) from genesis")
+    need(
+        cfg.get("londonBlock") == 0 and cfg.get("zeroBaseFee") is True,
+        "free gas needs londonBlock 0 and zeroBaseFee true",
+    )
+    need(
+        cfg.get("shanghaiTime") == 0 and cfg.get("cancunTime") == 0,
+        "qledger's contracts need Shanghai (PUSH0) and Cancun (MCOPY) from genesis",
+    )
     need(genesis.get("mixHash") == BFT_MIX_HASH, "mixHash must be the BFT constant")
     need(genesis.get("difficulty") == "0x1", "QBFT genesis difficulty is 0x1")
     try:
         in_extra = decode_qbft_extra_data(genesis.get("extraData", ""))
-        need(genesis["extraData"] == qbft_extra_data(in_extra, sort=False),
-             "extraData does not round-trip as a QBFT genesis encoding")
+        need(
+            genesis["extraData"] == qbft_extra_data(in_extra, sort=False),
+            "extraData does not round-trip as a QBFT genesis encoding",
+        )
     except ValueError as exc:
         in_extra = []
         problems.append(f"extraData: {exc}")
@@ -515,20 +551,28 @@ def check(root: Path) -> list[str]:
     members = network.get("members", [])
     nodes = validators + members
     need(len(validators) >= 4, "QBFT needs >= 4 validators to tolerate one faulty")
-    need(sorted(normalize_address(v["address"]) for v in validators) == sorted(in_extra),
-         "network.json validators differ from genesis extraData")
+    need(
+        sorted(normalize_address(v["address"]) for v in validators) == sorted(in_extra),
+        "network.json validators differ from genesis extraData",
+    )
     for node in nodes:
         m = ENODE_RE.match(node.get("enode", ""))
         if not m:
             problems.append(f"{node.get('name')}: bad enode {node.get('enode')!r}")
             continue
         pub = bytes.fromhex(m.group(1))
-        need(address_of(pub) == normalize_address(node["address"]),
-             f"{node['name']}: enode key is not address {node['address']}")
-        need((m.group(2), int(m.group(3))) == (node["host"], node["p2pPort"]),
-             f"{node['name']}: enode host/port differ from network.json")
-    need(set(perms.get("nodes-allowlist", [])) == {n["enode"] for n in nodes},
-         "nodes-allowlist must list exactly every node's enode")
+        need(
+            address_of(pub) == normalize_address(node["address"]),
+            f"{node['name']}: enode key is not address {node['address']}",
+        )
+        need(
+            (m.group(2), int(m.group(3))) == (node["host"], node["p2pPort"]),
+            f"{node['name']}: enode host/port differ from network.json",
+        )
+    need(
+        set(perms.get("nodes-allowlist", [])) == {n["enode"] for n in nodes},
+        "nodes-allowlist must list exactly every node's enode",
+    )
     accounts = {normalize_address(a) for a in network.get("accounts", {}).values()}
     allow = {normalize_address(a) for a in perms.get("accounts-allowlist", [])}
     need(bool(accounts), "no accounts: the deployer (ADMIN + ANCHORER) must transact")
@@ -554,48 +598,76 @@ def check(root: Path) -> list[str]:
             problems.append(f"{node['name']}/config.toml: {exc}")
             continue
         where = f"{node['name']}/config.toml"
-        need(conf.get("p2p-host") == node["host"] and conf.get("p2p-port") == node["p2pPort"],
-             f"{where}: p2p-host/port differ from its enode")
-        need(set(conf.get("bootnodes", [])) == enodes - {node["enode"]},
-             f"{where}: bootnodes must be the other nodes")
+        need(
+            conf.get("p2p-host") == node["host"] and conf.get("p2p-port") == node["p2pPort"],
+            f"{where}: p2p-host/port differ from its enode",
+        )
+        need(
+            set(conf.get("bootnodes", [])) == enodes - {node["enode"]},
+            f"{where}: bootnodes must be the other nodes",
+        )
         need(conf.get("min-gas-price") == 0, f"{where}: min-gas-price must be 0 (free gas)")
-        need(conf.get("permissions-nodes-config-file-enabled") is True
-             and conf.get("permissions-accounts-config-file-enabled") is True,
-             f"{where}: node and account permissioning must be on")
-        need("permissions-nodes-config-file" not in conf
-             and "permissions-accounts-config-file" not in conf,
-             f"{where}: keep permissions_config.toml at its default place in data-path")
+        need(
+            conf.get("permissions-nodes-config-file-enabled") is True
+            and conf.get("permissions-accounts-config-file-enabled") is True,
+            f"{where}: node and account permissioning must be on",
+        )
+        need(
+            "permissions-nodes-config-file" not in conf
+            and "permissions-accounts-config-file" not in conf,
+            f"{where}: keep permissions_config.toml at its default place in data-path",
+        )
         apis = set(conf.get("rpc-http-api", []))
-        need(apis <= ALLOWED_APIS, f"{where}: RPC APIs beyond {sorted(ALLOWED_APIS)}: "
-             f"{sorted(apis - ALLOWED_APIS)}")
-        need(node["role"] != "validator" or "QBFT" in apis,
-             f"{where}: validators expose QBFT (validator votes) on their internal RPC")
-        need(node["role"] != "member" or "QBFT" not in apis,
-             f"{where}: member (RPC) nodes do not expose QBFT")
+        need(
+            apis <= ALLOWED_APIS,
+            f"{where}: RPC APIs beyond {sorted(ALLOWED_APIS)}: {sorted(apis - ALLOWED_APIS)}",
+        )
+        need(
+            node["role"] != "validator" or "QBFT" in apis,
+            f"{where}: validators expose QBFT (validator votes) on their internal RPC",
+        )
+        need(
+            node["role"] != "member" or "QBFT" not in apis,
+            f"{where}: member (RPC) nodes do not expose QBFT",
+        )
         hosts_allowed = conf.get("host-allowlist", [])
-        need("*" not in hosts_allowed and "all" not in hosts_allowed,
-             f"{where}: host-allowlist must not be a wildcard")
-        need(conf.get("rpc-http-host") != "0.0.0.0" or network.get("profile") == "docker",
-             f"{where}: rpc-http-host 0.0.0.0 only in the docker profile (port published "
-             "on 127.0.0.1)")
-        need(conf.get("rpc-ws-enabled") is False and conf.get("graphql-http-enabled") is False,
-             f"{where}: WebSocket and GraphQL stay off")
-        need(conf.get("data-path") == f"/var/lib/besu/{node['name']}"
-             and conf.get("genesis-file") == f"/etc/besu/{node['name']}/genesis.json",
-             f"{where}: data-path/genesis-file differ from the unit/compose layout")
+        need(
+            "*" not in hosts_allowed and "all" not in hosts_allowed,
+            f"{where}: host-allowlist must not be a wildcard",
+        )
+        need(
+            conf.get("rpc-http-host") != "0.0.0.0" or network.get("profile") == "docker",
+            f"{where}: rpc-http-host 0.0.0.0 only in the docker profile (port published "
+            "on 127.0.0.1)",
+        )
+        need(
+            conf.get("rpc-ws-enabled") is False and conf.get("graphql-http-enabled") is False,
+            f"{where}: WebSocket and GraphQL stay off",
+        )
+        need(
+            conf.get("data-path") == f"/var/lib/besu/{node['name']}"
+            and conf.get("genesis-file") == f"/etc/besu/{node['name']}/genesis.json",
+            f"{where}: data-path/genesis-file differ from the unit/compose layout",
+        )
         copy = node_dir / "genesis.json"
-        need(not copy.exists() or copy.read_bytes() == genesis_bytes,
-             f"{node['name']}/genesis.json differs from genesis.json")
+        need(
+            not copy.exists() or copy.read_bytes() == genesis_bytes,
+            f"{node['name']}/genesis.json differs from genesis.json",
+        )
         pcopy = node_dir / "data" / "permissions_config.toml"
-        need(not pcopy.exists() or pcopy.read_text() == perms_text,
-             f"{node['name']}/data/permissions_config.toml differs from the shared one")
+        need(
+            not pcopy.exists() or pcopy.read_text() == perms_text,
+            f"{node['name']}/data/permissions_config.toml differs from the shared one",
+        )
         key = node_dir / "data" / "key"
         if key.exists():
             need(key.stat().st_mode & 0o077 == 0, f"{key} must be readable by its owner only")
             try:
                 derived = public_key(read_hex_file(key, 32))
-                need("0x" + derived.hex() == "0x" + ENODE_RE.match(node["enode"]).group(1),
-                     f"{key} does not match {node['name']}'s enode")
+                need(
+                    "0x" + derived.hex() == "0x" + ENODE_RE.match(node["enode"]).group(1),
+                    f"{key} does not match {node['name']}'s enode",
+                )
             except (ValueError, ImportError) as exc:
                 problems.append(f"{key}: {exc}")
     return problems
@@ -622,9 +694,11 @@ def check_compose(path: Path, nodes: list[dict[str, Any]], docker_profile: bool)
             if node["role"] == "validator":
                 problems.append(f"docker-compose.yml: no service {name}")
             continue
-        want = {f"./{name}/config.toml:/etc/besu/{name}/config.toml:ro",
-                f"./{name}/genesis.json:/etc/besu/{name}/genesis.json:ro",
-                f"./{name}/data:/var/lib/besu/{name}"}
+        want = {
+            f"./{name}/config.toml:/etc/besu/{name}/config.toml:ro",
+            f"./{name}/genesis.json:/etc/besu/{name}/genesis.json:ro",
+            f"./{name}/data:/var/lib/besu/{name}",
+        }
         if set(svc.get("volumes", [])) != want:
             problems.append(f"docker-compose.yml: {name} volumes differ from the node layout")
         if svc.get("command") != [f"--config-file=/etc/besu/{name}/config.toml"]:
@@ -636,8 +710,9 @@ def check_compose(path: Path, nodes: list[dict[str, Any]], docker_profile: bool)
         if not (ip and ip.startswith(subnet.rsplit(".", 1)[0] + ".")):
             problems.append(f"docker-compose.yml: {name} address {ip} outside {subnet}")
         if docker_profile and ip != node["host"]:
-            problems.append(f"docker-compose.yml: {name} runs at {ip}, its enode says "
-                            f"{node['host']}")
+            problems.append(
+                f"docker-compose.yml: {name} runs at {ip}, its enode says {node['host']}"
+            )
     return problems
 
 
@@ -657,8 +732,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("prepare-config", help="qbftConfigFile.json for this network")
     p.add_argument("--template", type=Path, default=HERE / "qbftConfigFile.json")
     p.add_argument("--account", action="append", default=[], metavar="NAME=0xADDRESS")
-    p.add_argument("--balance", default="0x33b2e3c9fd0803ce8000000",
-                   help="genesis balance of each account (default 1e27 wei; see README)")
+    p.add_argument(
+        "--balance",
+        default="0x33b2e3c9fd0803ce8000000",
+        help="genesis balance of each account (default 1e27 wei; see README)",
+    )
     p.add_argument("--chain-id", type=int)
     p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("keys-and-genesis", help="node keys + genesis without Besu")
@@ -667,10 +745,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("layout", help="per-node bundles from network files")
     p.add_argument("--network-files", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--hosts", required=True, help="comma-separated p2p host per node "
-                   "(validators in address order, then members)")
-    p.add_argument("--rpc-hosts", help="comma-separated RPC bind address per node "
-                   "(default 127.0.0.1 each)")
+    p.add_argument(
+        "--hosts",
+        required=True,
+        help="comma-separated p2p host per node (validators in address order, then members)",
+    )
+    p.add_argument(
+        "--rpc-hosts", help="comma-separated RPC bind address per node (default 127.0.0.1 each)"
+    )
     p.add_argument("--account", action="append", default=[], metavar="NAME=0xADDRESS")
     p.add_argument("--profile", choices=("systemd", "docker"), default="systemd")
     p.add_argument("--members", type=int, default=0, help="non-validator RPC nodes to add")
@@ -690,8 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(decode_qbft_extra_data(args.extra_data), indent=2))
     elif args.cmd == "prepare-config":
         template = json.loads(args.template.read_text())
-        config = prepare_config(template, parse_accounts(args.account), args.balance,
-                                args.chain_id)
+        config = prepare_config(template, parse_accounts(args.account), args.balance, args.chain_id)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(config, indent=2) + "\n")
     elif args.cmd == "keys-and-genesis":
@@ -701,8 +782,17 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "layout":
         hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
         rpc_hosts = [h.strip() for h in args.rpc_hosts.split(",")] if args.rpc_hosts else None
-        network = layout(args.network_files, args.out, hosts, parse_accounts(args.account),
-                         args.profile, args.members, args.p2p_port, args.rpc_port, rpc_hosts)
+        network = layout(
+            args.network_files,
+            args.out,
+            hosts,
+            parse_accounts(args.account),
+            args.profile,
+            args.members,
+            args.p2p_port,
+            args.rpc_port,
+            rpc_hosts,
+        )
         for node in network["validators"] + network["members"]:
             print(f"{node['name']:9} {node['role']:9} {node['address']}  {node['enode']}")
     elif args.cmd == "node-key":
@@ -713,8 +803,15 @@ def main(argv: list[str] | None = None) -> int:
         pub = public_key(private)
         write_secret(key, "0x" + private.hex())
         (args.data_path / "key.pub").write_text("0x" + pub.hex())
-        print(json.dumps({"address": checksum(address_of(pub)),
-                          "enode": f"enode://{pub.hex()}@{args.host}:{args.p2p_port}"}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "address": checksum(address_of(pub)),
+                    "enode": f"enode://{pub.hex()}@{args.host}:{args.p2p_port}",
+                },
+                indent=2,
+            )
+        )
     elif args.cmd == "check":
         problems = check(args.root)
         for problem in problems:
@@ -722,9 +819,11 @@ def main(argv: list[str] | None = None) -> int:
         if problems:
             return 1
         network = json.loads((args.root / "network.json").read_text())
-        print(f"ok: {args.root} ({len(network['validators'])} validators, "
-              f"{len(network['members'])} members, {len(network['accounts'])} accounts, "
-              f"chain id {network['chainId']})")
+        print(
+            f"ok: {args.root} ({len(network['validators'])} validators, "
+            f"{len(network['members'])} members, {len(network['accounts'])} accounts, "
+            f"chain id {network['chainId']})"
+        )
     return 0
 
 

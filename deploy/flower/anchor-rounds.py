@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name", required=True, help="on chain: keccak256(run name)")
     parser.add_argument("--deployment", type=Path, required=True)
     parser.add_argument("--rpc", required=True)
-    parser.add_argument("--follow", action="store_true",
-                        help="keep going until the run writes result.json or error.json")
+    parser.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep going until the run writes result.json or error.json",
+    )
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args(argv)
 
@@ -60,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     from ledger.chain import ChainClient, Deployment, run_id
 
-    chain = ChainClient.connect(args.rpc, private_key=load_key(),
-                                deployment=Deployment.load(args.deployment))
+    chain = ChainClient.connect(
+        args.rpc, private_key=load_key(), deployment=Deployment.load(args.deployment)
+    )
     rid = run_id(args.run_name)
     rounds_file = args.run_dir / "rounds.jsonl"
     records, offset = [], 0
@@ -78,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                 if record.status == "aggregated" and record.participants:
                     if chain.model_round(rid, record.round) is None:
                         anchor_round(chain, rid, record)
-                        print(f"round {record.round}: anchored ({len(record.participants)} "
-                              f"participants) tx {record.tx_hash}", flush=True)
+                        print(
+                            f"round {record.round}: anchored ({len(record.participants)} "
+                            f"participants) tx {record.tx_hash}",
+                            flush=True,
+                        )
                     else:
                         record.anchored = True
                         print(f"round {record.round}: already on chain", flush=True)
@@ -103,10 +110,13 @@ def main(argv: list[str] | None = None) -> int:
     for issue in issues:
         print(f"FAIL round {issue.round}: {issue.problem}")
     (args.run_dir / "participation.json").write_text(
-        json.dumps(participation(records, rid), indent=2) + "\n")
-    print(f"run {args.run_name} (id 0x{rid.hex()}): {len(records)} rounds, "
-          f"{sum(r.anchored for r in records)} anchored, "
-          + ("verified against the chain" if not issues else f"{len(issues)} problems"))
+        json.dumps(participation(records, rid), indent=2) + "\n"
+    )
+    print(
+        f"run {args.run_name} (id 0x{rid.hex()}): {len(records)} rounds, "
+        f"{sum(r.anchored for r in records)} anchored, "
+        + ("verified against the chain" if not issues else f"{len(issues)} problems")
+    )
     return 1 if issues else 0
 
 

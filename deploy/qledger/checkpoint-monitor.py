@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rpc", action="append", default=[], help="a node's JSON-RPC URL")
     parser.add_argument("--service", help="qledger API base URL (GET /v1/checkpoint)")
     parser.add_argument("--max-lag", type=int, default=5, help="blocks a node may trail")
-    parser.add_argument("--state-file", type=Path,
-                        help="remembers the last run, to detect an anchorer that stopped")
+    parser.add_argument(
+        "--state-file", type=Path, help="remembers the last run, to detect an anchorer that stopped"
+    )
     parser.add_argument("--prometheus", type=Path, help="write a node_exporter textfile")
     args = parser.parse_args(argv)
     if not args.rpc:
@@ -87,13 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             if top - head > args.max_lag:
                 problems.append(f"{rpc}: head {head} is {top - head} blocks behind {top}")
             try:
-                count, acc, leaves = clients[rpc].ledger.functions.checkpoint().call(
-                    block_identifier=common)
+                count, acc, leaves = (
+                    clients[rpc].ledger.functions.checkpoint().call(block_identifier=common)
+                )
             except Exception as exc:  # any RPC failure is a finding here
                 problems.append(f"{rpc}: checkpoint() at block {common} failed: {exc}")
                 continue
-            views[rpc] = {"batchCount": int(count), "accumulator": "0x" + bytes(acc).hex(),
-                          "leafTotal": int(leaves)}
+            views[rpc] = {
+                "batchCount": int(count),
+                "accumulator": "0x" + bytes(acc).hex(),
+                "leafTotal": int(leaves),
+            }
         distinct = {json.dumps(v, sort_keys=True) for v in views.values()}
         if len(distinct) > 1:
             problems.append(f"nodes disagree at block {common}: {json.dumps(views)}")
@@ -114,12 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     if service is not None:
         same_contract = service.get("contract", "").lower() == ledger.lower()
         if not same_contract or service.get("chainId") != chain_id:
-            problems.append(f"service uses {service.get('contract')} on chain "
-                            f"{service.get('chainId')}, deployment says {ledger} on {chain_id}")
-        if chain_view and service["batchCount"] == chain_view["batchCount"] and (
-                service["accumulator"] != chain_view["accumulator"]):
-            problems.append("service and chain disagree on the accumulator at batch "
-                            f"{service['batchCount']}")
+            problems.append(
+                f"service uses {service.get('contract')} on chain "
+                f"{service.get('chainId')}, deployment says {ledger} on {chain_id}"
+            )
+        if (
+            chain_view
+            and service["batchCount"] == chain_view["batchCount"]
+            and (service["accumulator"] != chain_view["accumulator"])
+        ):
+            problems.append(
+                f"service and chain disagree on the accumulator at batch {service['batchCount']}"
+            )
         pending = int(service.get("service", {}).get("pending", 0))
         metrics.append(f"qledger_service_pending {pending}")
         records = int(service.get("service", {}).get("records", 0))
@@ -127,12 +138,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.state_file:
             now = time.time()
             last = json.loads(args.state_file.read_text()) if args.state_file.exists() else None
-            if last and pending > 0 and last.get("pending", 0) > 0 and (
-                    service["batchCount"] == last.get("batchCount")):
-                problems.append(f"{pending} records pending and no batch anchored since "
-                                f"{int(now - last['time'])} s ago: is the anchorer running?")
-            args.state_file.write_text(json.dumps(
-                {"time": now, "batchCount": service["batchCount"], "pending": pending}))
+            if (
+                last
+                and pending > 0
+                and last.get("pending", 0) > 0
+                and (service["batchCount"] == last.get("batchCount"))
+            ):
+                problems.append(
+                    f"{pending} records pending and no batch anchored since "
+                    f"{int(now - last['time'])} s ago: is the anchorer running?"
+                )
+            args.state_file.write_text(
+                json.dumps({"time": now, "batchCount": service["batchCount"], "pending": pending})
+            )
 
     metrics.append(f"qledger_checkpoint_ok {int(not problems)}")
     if args.prometheus:
@@ -143,9 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"FAIL {problem}")
     if not problems:
         summary = chain_view or {}
-        print(f"ok: {len(clients)} node(s) agree: batchCount {summary.get('batchCount')}, "
-              f"accumulator {summary.get('accumulator')}"
-              + (f"; service pending {service['service']['pending']}" if service else ""))
+        print(
+            f"ok: {len(clients)} node(s) agree: batchCount {summary.get('batchCount')}, "
+            f"accumulator {summary.get('accumulator')}"
+            + (f"; service pending {service['service']['pending']}" if service else "")
+        )
     return 1 if problems else 0
 
 

@@ -29,8 +29,10 @@ def main(argv: list[str]) -> int:
         return 2
     keystore, target = Path(argv[1]), Path(argv[2])
     if target.exists():
-        print(f"error: {target} exists; remove it first if you mean to replace the key",
-              file=sys.stderr)
+        print(
+            f"error: {target} exists; remove it first if you mean to replace the key",
+            file=sys.stderr,
+        )
         return 1
     from eth_account import Account
 

@@ -159,7 +159,6 @@ class Contracts(Transport):
         )
 
 
-
 class QualityLedgerCalls(Contracts):
     # -- participants and roles --------------------------------------------------------------
 
@@ -224,7 +223,8 @@ class QualityLedgerCalls(Contracts):
         _uint32(leaf_count, "leaf_count")
         fn = self.ledger.functions.anchorBatch(root, leaf_count)
         tx_hash, receipt, args = self._transact_event(
-            fn, f"anchorBatch(0x{root.hex()}, {leaf_count})", self.ledger.events.BatchAnchored)
+            fn, f"anchorBatch(0x{root.hex()}, {leaf_count})", self.ledger.events.BatchAnchored
+        )
         return AnchorResult(
             batch_id=int(args["batchId"]),
             root=root,
@@ -280,7 +280,6 @@ class QualityLedgerCalls(Contracts):
         ]
 
 
-
 class ModelRegistryCalls(Contracts):
     # -- model registry ----------------------------------------------------------------------
 
@@ -327,7 +326,6 @@ class ModelRegistryCalls(Contracts):
         return int(self._call(self.model_registry.functions.latestRound(run), "latestRound"))
 
 
-
 class CommitmentLogCalls(Contracts):
     # -- commitment log ----------------------------------------------------------------------
 
@@ -341,7 +339,8 @@ class CommitmentLogCalls(Contracts):
         _uint32(count, "count")
         fn = self.commitment_log.functions.commit(topic_bytes, root, count)
         tx_hash, receipt, args = self._transact_event(
-            fn, f"commit({topic!r}, 0x{root.hex()})", self.commitment_log.events.Committed)
+            fn, f"commit({topic!r}, 0x{root.hex()})", self.commitment_log.events.Committed
+        )
         return CommitResult(
             seq=int(args["seq"]),
             topic=topic_bytes,
@@ -376,4 +375,3 @@ class CommitmentLogCalls(Contracts):
             _bytes32(value_hash, "value_hash"),
         )
         return bool(self._call(fn, "verifyCommitment"))
-

@@ -48,6 +48,7 @@ from ledger.errors import ChainError, ChainUnavailable, LedgerError, Transaction
 
 T = TypeVar("T")
 
+
 class ContractReverted(TransactionReverted):
     """A call or transaction reverted; ``error_name``/``error_args`` decode the custom error."""
 
@@ -400,8 +401,7 @@ class Transport:
         tx_hash, receipt = self._transact(fn, action)
         events = event().process_receipt(receipt, errors=DISCARD)
         if not events:
-            raise ChainError(f"{action}: transaction {tx_hash} emitted no {event.event_name} "
-                             "event")
+            raise ChainError(f"{action}: transaction {tx_hash} emitted no {event.event_name} event")
         return tx_hash, receipt, events[0]["args"]
 
     def _replay_failure(
@@ -502,4 +502,3 @@ def with_retries(
             sleep(delay)
             delay = min(delay * 2, max_delay)
     raise AssertionError("unreachable")  # pragma: no cover
-

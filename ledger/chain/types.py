@@ -177,4 +177,3 @@ class CommitResult:
     block_number: int
     timestamp: int
     gas_used: int
-

@@ -49,27 +49,57 @@ class Service:
         assert challenge.status_code == 200, challenge.text
         body = challenge.json()
         signature = party.signer.sign_digest(personal_sign_digest(body["message"]))
-        token = self.client.post("/v1/auth/token", json={
-            "address": party.address, "nonce": body["nonce"], "signature": signature})
+        token = self.client.post(
+            "/v1/auth/token",
+            json={"address": party.address, "nonce": body["nonce"], "signature": signature},
+        )
         assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['accessToken']}"}
 
-    def inspection(self, party: Party, *, defects: int = 1, subject: str | None = None,
-                   nonce: int | None = None, **overrides: Any) -> SignedRecord:
+    def inspection(
+        self,
+        party: Party,
+        *,
+        defects: int = 1,
+        subject: str | None = None,
+        nonce: int | None = None,
+        **overrides: Any,
+    ) -> SignedRecord:
         return sign_record(
-            party.signer, self.ctx.domain, subject=subject or party.org, kind="inspection",
-            part_number="P-100", lot_id=f"LOT-{os.urandom(3).hex()}",
-            event_time=1_700_000_000, quantity=50, defects=defects,
+            party.signer,
+            self.ctx.domain,
+            subject=subject or party.org,
+            kind="inspection",
+            part_number="P-100",
+            lot_id=f"LOT-{os.urandom(3).hex()}",
+            event_time=1_700_000_000,
+            quantity=50,
+            defects=defects,
             nonce=party.next_nonce() if nonce is None else nonce,
-            payload=inspection_payload(defects), **overrides)
+            payload=inspection_payload(defects),
+            **overrides,
+        )
 
 
 def _database_urls() -> list[Any]:
     urls: list[Any] = ["sqlite"]
     pg = os.environ.get("QLEDGER_TEST_POSTGRES_URL")
-    urls.append(pytest.param(pg or "postgresql", marks=[pytest.mark.postgres] + (
-        [] if pg else [pytest.mark.skip(reason="QLEDGER_TEST_POSTGRES_URL not set: "
-                                        "PostgreSQL store tests run in CI (.ci/run sets it)")])))
+    urls.append(
+        pytest.param(
+            pg or "postgresql",
+            marks=[pytest.mark.postgres]
+            + (
+                []
+                if pg
+                else [
+                    pytest.mark.skip(
+                        reason="QLEDGER_TEST_POSTGRES_URL not set: "
+                        "PostgreSQL store tests run in CI (.ci/run sets it)"
+                    )
+                ]
+            ),
+        )
+    )
     return urls
 
 
@@ -89,16 +119,25 @@ def make_service(tmp_path: Path, database: str, **settings: Any) -> Service:
     chain = ChainClient.in_process()
     chain.deploy()
     url = None if database == "sqlite" else _fresh_postgres(database)
-    cfg = Settings(data_dir=tmp_path / "data", database_url=url, confirmations=0,
-                   batch_max_seconds=0.01, token_secret="test-secret-" + "0" * 32, **settings)
+    cfg = Settings(
+        data_dir=tmp_path / "data",
+        database_url=url,
+        confirmations=0,
+        batch_max_seconds=0.01,
+        token_secret="test-secret-" + "0" * 32,
+        **settings,
+    )
     ctx = ServiceContext.create(cfg, chain=chain)
     client = TestClient(create_app(ctx=ctx))
     admin = Party(Signer.generate(), "ADMIN", Role.ADMIN)
     chain.grant_role(Role.ADMIN, admin.address)
     service = Service(ctx=ctx, client=client, chain=chain, admin=admin)
-    for name, org, role in [("supplier", "SUP-01", Role.SUPPLIER),
-                            ("supplier2", "SUP-02", Role.SUPPLIER),
-                            ("oem", "OEM-01", Role.OEM), ("auditor", "AUD-01", Role.AUDITOR)]:
+    for name, org, role in [
+        ("supplier", "SUP-01", Role.SUPPLIER),
+        ("supplier2", "SUP-02", Role.SUPPLIER),
+        ("oem", "OEM-01", Role.OEM),
+        ("auditor", "AUD-01", Role.AUDITOR),
+    ]:
         party = Party(Signer.generate(), org, role)
         chain.register_participant(party.address, role, org)
         service.parties[name] = party

@@ -40,9 +40,15 @@ def chain_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     data = tmp_path / "data"
     data.mkdir()
     client.deploy().save(data / "deployment.json")
-    env = {**os.environ, "QLEDGER_DATA_DIR": str(data), "QLEDGER_RPC_URL": local.rpc_url,
-           "QLEDGER_ANCHORER_KEY": key, "QLEDGER_BATCH_MAX_SECONDS": "0.3",
-           "QLEDGER_BATCH_MAX_LEAVES": "64", "QLEDGER_TOKEN_SECRET": "t" * 40}
+    env = {
+        **os.environ,
+        "QLEDGER_DATA_DIR": str(data),
+        "QLEDGER_RPC_URL": local.rpc_url,
+        "QLEDGER_ANCHORER_KEY": key,
+        "QLEDGER_BATCH_MAX_SECONDS": "0.3",
+        "QLEDGER_BATCH_MAX_LEAVES": "64",
+        "QLEDGER_TOKEN_SECRET": "t" * 40,
+    }
     yield env
     stop_anvil(tmp_path / "anvil")
 
@@ -51,9 +57,14 @@ class Server:
     def __init__(self, env: dict[str, str], port: int, failpoints: str = "") -> None:
         self.marker = Path(env["QLEDGER_DATA_DIR"]) / "failpoints.log"
         env = {**env, "QLEDGER_FAILPOINTS": failpoints, "QLEDGER_FAILPOINT_LOG": str(self.marker)}
-        self.proc = subprocess.Popen([*QLEDGER, "serve", "--port", str(port)], env=env,
-                                     cwd=ROOT, start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            [*QLEDGER, "serve", "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -90,9 +101,11 @@ def _free_port() -> int:
 
 
 def _register(env: dict[str, str], n: int) -> list[Signer]:
-    client = ChainClient.connect(env["QLEDGER_RPC_URL"], private_key=env["QLEDGER_ANCHORER_KEY"],
-                                 deployment=Deployment.load(Path(env["QLEDGER_DATA_DIR"]) /
-                                                            "deployment.json"))
+    client = ChainClient.connect(
+        env["QLEDGER_RPC_URL"],
+        private_key=env["QLEDGER_ANCHORER_KEY"],
+        deployment=Deployment.load(Path(env["QLEDGER_DATA_DIR"]) / "deployment.json"),
+    )
     signers = [Signer.generate() for _ in range(n)]
     for i, s in enumerate(signers):
         client.register_participant(s.address, Role.SUPPLIER, f"SUP-{i:02d}")
@@ -100,9 +113,19 @@ def _register(env: dict[str, str], n: int) -> list[Signer]:
 
 
 def _signed(signer: Signer, org: str, domain: Domain, nonce: int) -> dict:
-    return sign_record(signer, domain, subject=org, kind="inspection", part_number="P-1",
-                       lot_id=f"L-{nonce}", event_time=1_700_000_000, quantity=50, defects=1,
-                       nonce=nonce, payload=inspection_payload()).model_dump(mode="json")
+    return sign_record(
+        signer,
+        domain,
+        subject=org,
+        kind="inspection",
+        part_number="P-1",
+        lot_id=f"L-{nonce}",
+        event_time=1_700_000_000,
+        quantity=50,
+        defects=1,
+        nonce=nonce,
+        payload=inspection_payload(),
+    ).model_dump(mode="json")
 
 
 def _assert_exactly_once(env: dict[str, str], acknowledged: set[str], url: str) -> None:
@@ -119,9 +142,12 @@ def _assert_exactly_once(env: dict[str, str], acknowledged: set[str], url: str) 
         time.sleep(0.3)
     assert pending == 0, "outbox not drained after restart"
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT r.struct_hash, r.proof, b.root, b.status, b.chain_batch_id "
-            "FROM records r JOIN batches b ON b.id = r.batch_id")).all()
+        rows = conn.execute(
+            text(
+                "SELECT r.struct_hash, r.proof, b.root, b.status, b.chain_batch_id "
+                "FROM records r JOIN batches b ON b.id = r.batch_id"
+            )
+        ).all()
         batches = conn.execute(text("SELECT root, leaf_count, status FROM batches")).all()
     engine.dispose()
     anchored = {r.struct_hash: r for r in rows}
@@ -132,8 +158,11 @@ def _assert_exactly_once(env: dict[str, str], acknowledged: set[str], url: str) 
     for r in anchored.values():
         proof = [bytes.fromhex(p[2:]) for p in json.loads(r.proof)]
         assert verify_proof(bytes.fromhex(r.root[2:]), bytes.fromhex(r.struct_hash[2:]), proof)
-    client = ChainClient.connect(env["QLEDGER_RPC_URL"], private_key=env["QLEDGER_ANCHORER_KEY"],
-                                 deployment=Deployment.load(data / "deployment.json"))
+    client = ChainClient.connect(
+        env["QLEDGER_RPC_URL"],
+        private_key=env["QLEDGER_ANCHORER_KEY"],
+        deployment=Deployment.load(data / "deployment.json"),
+    )
     checkpoint = client.checkpoint()
     # No record twice: the chain's leaf total equals the records stored, batch for batch.
     assert checkpoint.leaf_total == len(anchored) == sum(b.leaf_count for b in batches)
@@ -156,8 +185,10 @@ def test_sigkill_during_intake_loses_no_acknowledged_record(chain_env: dict[str,
         nonce = 0
         while not stop.is_set():
             nonce += 1
-            batch = [_signed(signers[i], f"SUP-{i:02d}", domain, nonce * 100 + k)
-                     for k in range(20 if i % 2 else 1)]
+            batch = [
+                _signed(signers[i], f"SUP-{i:02d}", domain, nonce * 100 + k)
+                for k in range(20 if i % 2 else 1)
+            ]
             try:
                 if len(batch) == 1:
                     h = [client.submit(batch[0])["structHash"]]
@@ -184,16 +215,27 @@ def test_sigkill_during_intake_loses_no_acknowledged_record(chain_env: dict[str,
         server.kill()
 
 
-@pytest.mark.parametrize("point", ["anchorer.during_claim", "anchorer.before_send",
-                                   "anchorer.after_send", "anchorer.after_anchored"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "anchorer.during_claim",
+        "anchorer.before_send",
+        "anchorer.after_send",
+        "anchorer.after_anchored",
+    ],
+)
 def test_sigkill_at_each_anchoring_step(chain_env: dict[str, str], point: str) -> None:
     signers = _register(chain_env, 1)
     server = Server(chain_env, _free_port(), failpoints=point)
     client = QledgerClient(server.url)
     cp = client.checkpoint()
     domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
-    acknowledged = {r["structHash"] for r in client.submit_batch(
-        [_signed(signers[0], "SUP-00", domain, n) for n in range(1, 31)])["results"]}
+    acknowledged = {
+        r["structHash"]
+        for r in client.submit_batch(
+            [_signed(signers[0], "SUP-00", domain, n) for n in range(1, 31)]
+        )["results"]
+    }
     server.wait_for_failpoint(point)  # the anchoring process died there (SIGKILL)
     server.kill()  # and then everything else, as in a power cut
     server = Server(chain_env, _free_port())  # no failpoint: recovery

@@ -21,18 +21,22 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     svc = make_service(tmp_path_factory.mktemp("credit"), "sqlite")
     svc.client.__enter__()
     now = int(time.time())
-    pop = simulate_population(4, months=6, seed=3, start=now - 6 * MONTH,
-                              domain=svc.ctx.domain)
+    pop = simulate_population(4, months=6, seed=3, start=now - 6 * MONTH, domain=svc.ctx.domain)
     parties = {}
     for org, signer in pop.signers.items():
         svc.chain.register_participant(signer.address, pop.roles[org], org)
         parties[org] = Party(signer, org, pop.roles[org])
-    records = [resign(r, pop.signers[next(o for o, s in pop.signers.items()
-                                          if s.address == r.record.signer)],
-                      signed_at=now).model_dump(mode="json") for r in pop.records
-               if r.record.kind.value != "improvement" and r.record.eventTime <= now]
+    records = [
+        resign(
+            r,
+            pop.signers[next(o for o, s in pop.signers.items() if s.address == r.record.signer)],
+            signed_at=now,
+        ).model_dump(mode="json")
+        for r in pop.records
+        if r.record.kind.value != "improvement" and r.record.eventTime <= now
+    ]
     for i in range(0, len(records), 500):
-        answer = svc.client.post("/v1/records:batch", json={"records": records[i:i + 500]})
+        answer = svc.client.post("/v1/records:batch", json={"records": records[i : i + 500]})
         assert answer.status_code == 202, answer.text[:500]
     Anchorer(svc.ctx).run_once(force=True)
     return {"svc": svc, "pop": pop, "parties": parties}
@@ -70,8 +74,10 @@ def test_ranking_and_role_scoping(world: dict[str, Any]) -> None:
     assert svc.client.get("/v1/suppliers", headers=supplier).status_code == 403
     assert svc.client.get("/v1/suppliers/SUP-00001/credit", headers=supplier).status_code == 403
     assert svc.client.get("/v1/suppliers/SUP-00002/credit", headers=supplier).status_code == 200
-    assert svc.client.get("/v1/suppliers/NOPE/credit",
-                          headers=_auth(world, "OEM-0001")).status_code == 404
+    assert (
+        svc.client.get("/v1/suppliers/NOPE/credit", headers=_auth(world, "OEM-0001")).status_code
+        == 404
+    )
     png = svc.client.get("/v1/suppliers/SUP-00002/credit/waterfall.png", headers=supplier)
     assert png.status_code == 200 and png.content[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -90,7 +96,8 @@ def test_score_commitment_verifies_on_chain(world: dict[str, Any]) -> None:
 
 
 def test_unanchored_evidence_does_not_move_the_score_and_repair_needs_anchoring(
-        world: dict[str, Any]) -> None:
+    world: dict[str, Any],
+) -> None:
     """An auditor verifies the weakest supplier's process change (a capability study at Cpk
     1.67 superseding its inspection lots): nothing moves until that record is anchored; then
     the score is recomputed at once (trigger "repair") and rises."""
@@ -99,19 +106,35 @@ def test_unanchored_evidence_does_not_move_the_score_and_repair_needs_anchoring(
     target = min(pop.suppliers, key=lambda t: t.capability).supplier_id
     before = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
     # The auditor names the records as the ledger holds them.
-    listed = svc.client.get("/v1/records", headers=_auth(world, "AUD-0001"),
-                            params={"subject": target, "kind": "inspection", "limit": 1000})
+    listed = svc.client.get(
+        "/v1/records",
+        headers=_auth(world, "AUD-0001"),
+        params={"subject": target, "kind": "inspection", "limit": 1000},
+    )
     inspections = listed.json()["records"]
     for k, part in enumerate(sorted({r["partNumber"] for r in inspections})):
         remedies = [r["structHash"] for r in inspections if r["partNumber"] == part][:100]
         improvement = sign_record(
-            pop.signers["AUD-0001"], svc.ctx.domain, subject=target, kind="improvement",
-            part_number=part, lot_id=f"STUDY-{k}", event_time=int(time.time()) - 60,
-            quantity=0, defects=0, nonce=50_000 + k,
-            payload={"remedies": remedies, "evidenceType": "process_capability_study",
-                     "verifiedCpk": 1.67})
-        assert svc.client.post("/v1/records", json=improvement.model_dump(mode="json")
-                               ).status_code == 202
+            pop.signers["AUD-0001"],
+            svc.ctx.domain,
+            subject=target,
+            kind="improvement",
+            part_number=part,
+            lot_id=f"STUDY-{k}",
+            event_time=int(time.time()) - 60,
+            quantity=0,
+            defects=0,
+            nonce=50_000 + k,
+            payload={
+                "remedies": remedies,
+                "evidenceType": "process_capability_study",
+                "verifiedCpk": 1.67,
+            },
+        )
+        assert (
+            svc.client.post("/v1/records", json=improvement.model_dump(mode="json")).status_code
+            == 202
+        )
     unchanged = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
     assert unchanged["responseHash"] == before["responseHash"]  # not anchored: no effect
     history = svc.client.get(f"/v1/suppliers/{target}/credit/history", headers=oem).json()
@@ -128,12 +151,24 @@ def test_incident_responsibility_and_signed_decisions(world: dict[str, Any]) -> 
     svc, pop = world["svc"], world["pop"]
     lots = []
     for truth in pop.suppliers[:3]:
-        rec = next(r for r in pop.records if r.record.subject == truth.supplier_id
-                   and r.record.kind.value == "inspection")
-        lots.append({"supplier_id": truth.supplier_id, "part_number": rec.record.partNumber,
-                     "lot_id": rec.record.lotId})
-    incident = {"incident_id": "INC-1", "product": "BATTERY-PACK-7",
-                "occurred_at": int(time.time()) - 86_400, "lots": lots}
+        rec = next(
+            r
+            for r in pop.records
+            if r.record.subject == truth.supplier_id and r.record.kind.value == "inspection"
+        )
+        lots.append(
+            {
+                "supplier_id": truth.supplier_id,
+                "part_number": rec.record.partNumber,
+                "lot_id": rec.record.lotId,
+            }
+        )
+    incident = {
+        "incident_id": "INC-1",
+        "product": "BATTERY-PACK-7",
+        "occurred_at": int(time.time()) - 86_400,
+        "lots": lots,
+    }
     supplier = _auth(world, "SUP-00001")
     assert svc.client.post("/v1/incidents", json=incident, headers=supplier).status_code == 403
     oem = _auth(world, "OEM-0001")
@@ -144,20 +179,28 @@ def test_incident_responsibility_and_signed_decisions(world: dict[str, Any]) -> 
     assert svc.client.post("/v1/incidents", json=incident, headers=oem).status_code == 409
     shown = svc.client.get("/v1/incidents/INC-1/responsibility", headers=supplier).json()
     assert shown["matrixHash"] == matrix["matrixHash"]
-    body = {k: v for k, v in matrix.items() if k not in ("matrixHash", "decisions",
-                                                          "commitment")}
-    decision = sign_decision(pop.signers["SUP-00001"], svc.ctx.domain,
-                             ResponsibilityMatrix.model_validate(body), "SUP-00001", "dispute",
-                             int(time.time()), "our lots were within spec")
-    answer = svc.client.post("/v1/incidents/INC-1/responsibility/decisions",
-                             json=decision.model_dump(), headers=supplier)
+    body = {k: v for k, v in matrix.items() if k not in ("matrixHash", "decisions", "commitment")}
+    decision = sign_decision(
+        pop.signers["SUP-00001"],
+        svc.ctx.domain,
+        ResponsibilityMatrix.model_validate(body),
+        "SUP-00001",
+        "dispute",
+        int(time.time()),
+        "our lots were within spec",
+    )
+    answer = svc.client.post(
+        "/v1/incidents/INC-1/responsibility/decisions", json=decision.model_dump(), headers=supplier
+    )
     assert answer.status_code == 201, answer.text
-    again = svc.client.post("/v1/incidents/INC-1/responsibility/decisions",
-                            json=decision.model_dump(), headers=supplier)
+    again = svc.client.post(
+        "/v1/incidents/INC-1/responsibility/decisions", json=decision.model_dump(), headers=supplier
+    )
     assert again.status_code == 409
     forged = decision.model_copy(update={"decision": "accept"})
-    other = svc.client.post("/v1/incidents/INC-1/responsibility/decisions",
-                            json=forged.model_dump(), headers=supplier)
+    other = svc.client.post(
+        "/v1/incidents/INC-1/responsibility/decisions", json=forged.model_dump(), headers=supplier
+    )
     assert other.status_code in (401, 409)
     Anchorer(svc.ctx).run_once(force=True)
     committed = svc.client.get("/v1/incidents/INC-1/responsibility", headers=oem).json()
@@ -171,21 +214,29 @@ def test_model_rounds_are_checked_against_the_chain(world: dict[str, Any]) -> No
     ids = ["SUP-00001", "SUP-00002"]
     svc.chain.record_model_round(run, 1, b"\x11" * 32, len(ids), participants_root(ids))
     admin = svc.login(svc.admin)
-    bad = svc.client.post("/v1/models/rounds", headers=admin, json={
-        "runId": "0x" + run.hex(), "round": 1, "participants": ["SUP-00001"]})
+    bad = svc.client.post(
+        "/v1/models/rounds",
+        headers=admin,
+        json={"runId": "0x" + run.hex(), "round": 1, "participants": ["SUP-00001"]},
+    )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "participants_mismatch"
-    missing = svc.client.post("/v1/models/rounds", headers=admin, json={
-        "runId": "0x" + run.hex(), "round": 2, "participants": ids})
+    missing = svc.client.post(
+        "/v1/models/rounds",
+        headers=admin,
+        json={"runId": "0x" + run.hex(), "round": 2, "participants": ids},
+    )
     assert missing.status_code == 404
-    ok = svc.client.post("/v1/models/rounds", headers=admin, json={
-        "runId": "0x" + run.hex(), "round": 1, "participants": ids, "metrics": {"auc": 0.8}})
+    ok = svc.client.post(
+        "/v1/models/rounds",
+        headers=admin,
+        json={"runId": "0x" + run.hex(), "round": 1, "participants": ids, "metrics": {"auc": 0.8}},
+    )
     assert ok.status_code == 201, ok.text
     models = svc.client.get("/v1/models", headers=_auth(world, "OEM-0001")).json()
     assert models["runs"][0]["finalModelHash"] == "0x" + "11" * 32
 
 
-def test_anchored_federated_model_serves_predictions_and_the_matrix(
-        world: dict[str, Any]) -> None:
+def test_anchored_federated_model_serves_predictions_and_the_matrix(world: dict[str, Any]) -> None:
     from federated.data import NUMERIC_FEATURES
     from federated.model import get_arrays, new_model, serialize
     from ledger._hash import keccak
@@ -194,24 +245,41 @@ def test_anchored_federated_model_serves_predictions_and_the_matrix(
     hidden = (16, 8)
     body = serialize(get_arrays(new_model(hidden, seed=1)), hidden)
     run = run_id("service-model-run")
-    svc.chain.record_model_round(run, 1, keccak(body), 2, participants_root(["SUP-00001",
-                                                                           "SUP-00002"]))
+    svc.chain.record_model_round(
+        run, 1, keccak(body), 2, participants_root(["SUP-00001", "SUP-00002"])
+    )
     admin = svc.login(svc.admin)
-    assert svc.client.post("/v1/models/rounds", headers=admin, json={
-        "runId": "0x" + run.hex(), "round": 1,
-        "participants": ["SUP-00001", "SUP-00002"]}).status_code == 201
+    assert (
+        svc.client.post(
+            "/v1/models/rounds",
+            headers=admin,
+            json={
+                "runId": "0x" + run.hex(),
+                "round": 1,
+                "participants": ["SUP-00001", "SUP-00002"],
+            },
+        ).status_code
+        == 201
+    )
     oem = _auth(world, "OEM-0001")
-    assert svc.client.post("/v1/models/predict", headers=oem,
-                           json={"rows": [{"x": 1}]}).json()["error"]["code"] == "no_model"
-    forged = svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=admin,
-                            content=body + b"\x00")
+    assert (
+        svc.client.post("/v1/models/predict", headers=oem, json={"rows": [{"x": 1}]}).json()[
+            "error"
+        ]["code"]
+        == "no_model"
+    )
+    forged = svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=admin, content=body + b"\x00")
     assert forged.status_code == 422 and forged.json()["error"]["code"] == "model_hash_mismatch"
-    assert svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=oem,
-                          content=body).status_code == 403
+    assert (
+        svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=oem, content=body).status_code
+        == 403
+    )
     stored = svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=admin, content=body)
     assert stored.status_code == 201, stored.text
-    row = {f.name: f.center for f in NUMERIC_FEATURES} | {"material_grade": "A",
-                                                          "machine": "electric"}
+    row = {f.name: f.center for f in NUMERIC_FEATURES} | {
+        "material_grade": "A",
+        "machine": "electric",
+    }
     answer = svc.client.post("/v1/models/predict", headers=oem, json={"rows": [row, row]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["modelHash"] == "0x" + keccak(body).hex()
@@ -221,13 +289,29 @@ def test_anchored_federated_model_serves_predictions_and_the_matrix(
     # An incident whose lots carry process readings: the matrix blends the model in.
     lots = []
     for truth in pop.suppliers[:2]:
-        rec = next(r for r in pop.records if r.record.subject == truth.supplier_id
-                   and r.record.kind.value == "inspection")
-        lots.append({"supplier_id": truth.supplier_id, "part_number": rec.record.partNumber,
-                     "lot_id": rec.record.lotId, "process": [row]})
-    opened = svc.client.post("/v1/incidents", headers=oem, json={
-        "incident_id": "INC-FL", "product": "P", "occurred_at": int(time.time()) - 60,
-        "lots": lots})
+        rec = next(
+            r
+            for r in pop.records
+            if r.record.subject == truth.supplier_id and r.record.kind.value == "inspection"
+        )
+        lots.append(
+            {
+                "supplier_id": truth.supplier_id,
+                "part_number": rec.record.partNumber,
+                "lot_id": rec.record.lotId,
+                "process": [row],
+            }
+        )
+    opened = svc.client.post(
+        "/v1/incidents",
+        headers=oem,
+        json={
+            "incident_id": "INC-FL",
+            "product": "P",
+            "occurred_at": int(time.time()) - 60,
+            "lots": lots,
+        },
+    )
     assert opened.status_code == 201, opened.text
     matrix = opened.json()["responsibility"]
     assert matrix["risk_model"] == "0x" + keccak(body).hex()

@@ -31,8 +31,9 @@ def test_submit_anchor_receipt_verify(service: Service) -> None:
     assert receipt.status_code == 200, receipt.text
     report = verify_receipt(signed, receipt.json(), service.chain)
     assert report.ok, report.to_json()
-    via_api = service.client.post("/v1/verify", json={"receipt": receipt.json(),
-                                                      "record": signed.model_dump(mode="json")})
+    via_api = service.client.post(
+        "/v1/verify", json={"receipt": receipt.json(), "record": signed.model_dump(mode="json")}
+    )
     assert via_api.json()["ok"] is True
     cp = service.client.get("/v1/checkpoint").json()
     assert (cp["batchCount"], cp["leafTotal"]) == (1, 1)
@@ -71,12 +72,23 @@ def test_rejections_have_codes(service: Service) -> None:
     response = _post(service, service.inspection(supplier, nonce=42, defects=3))
     assert response.status_code == 409 and _error(response) == "nonce_replayed"
     # Wrong chain id / contract in the domain.
-    for domain in (Domain(chainId=1, verifyingContract=service.ctx.deployment.ledger),
-                   Domain(chainId=service.ctx.deployment.chain_id,
-                          verifyingContract="0x" + "11" * 20)):
-        signed = sign_record(supplier.signer, domain, subject="SUP-01", kind="inspection",
-                             part_number="P", lot_id="L", event_time=1, quantity=50, defects=1,
-                             nonce=supplier.next_nonce(), payload=inspection_payload())
+    for domain in (
+        Domain(chainId=1, verifyingContract=service.ctx.deployment.ledger),
+        Domain(chainId=service.ctx.deployment.chain_id, verifyingContract="0x" + "11" * 20),
+    ):
+        signed = sign_record(
+            supplier.signer,
+            domain,
+            subject="SUP-01",
+            kind="inspection",
+            part_number="P",
+            lot_id="L",
+            event_time=1,
+            quantity=50,
+            defects=1,
+            nonce=supplier.next_nonce(),
+            payload=inspection_payload(),
+        )
         response = _post(service, signed)
         assert response.status_code == 422 and _error(response) == "wrong_domain"
     # Stale signature (signedAt an hour ago).
@@ -85,14 +97,24 @@ def test_rejections_have_codes(service: Service) -> None:
     old = service.inspection(supplier, signed_at=int(time.time()) - 3600)
     assert _error(_post(service, old)) == "stale_signature"
     future = service.inspection(supplier)
-    future = sign_record(supplier.signer, service.ctx.domain, subject="SUP-01",
-                         kind="inspection", part_number="P", lot_id="L-future",
-                         event_time=int(time.time()) + 86_400, quantity=50, defects=1,
-                         nonce=supplier.next_nonce(), payload=inspection_payload())
+    future = sign_record(
+        supplier.signer,
+        service.ctx.domain,
+        subject="SUP-01",
+        kind="inspection",
+        part_number="P",
+        lot_id="L-future",
+        event_time=int(time.time()) + 86_400,
+        quantity=50,
+        defects=1,
+        nonce=supplier.next_nonce(),
+        payload=inspection_payload(),
+    )
     assert _error(_post(service, future)) == "event_in_future"
     # Malformed JSON, not an object, schema errors, oversized payload.
-    response = service.client.post("/v1/records", content=b"{not json",
-                                   headers={"content-type": "application/json"})
+    response = service.client.post(
+        "/v1/records", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and _error(response) == "malformed_json"
     assert _error(service.client.post("/v1/records", json=[1, 2])) == "invalid_record"
     assert _error(service.client.post("/v1/records", json={"record": {}})) == "invalid_record"
@@ -102,10 +124,13 @@ def test_rejections_have_codes(service: Service) -> None:
     big["payload"]["defectList"] = [{"code": f"C{i}", "count": 0} for i in range(200)]
     big["payload"]["readPoint"] = "plant-1"
     big["payload"]["sensorReport"] = big["payload"]["sensorReport"] * 50
-    response = service.client.post("/v1/records", content=json.dumps(big),
-                                    headers={"content-type": "application/json"})
-    assert response.status_code == 413 and _error(response) in ("record_too_large",
-                                                                 "request_too_large")
+    response = service.client.post(
+        "/v1/records", content=json.dumps(big), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413 and _error(response) in (
+        "record_too_large",
+        "request_too_large",
+    )
     assert Anchorer(service.ctx).pending_count() == 1  # only the nonce-42 record
 
 
@@ -127,8 +152,11 @@ def test_batch_submission_mixes_accepts_and_rejects(service: Service) -> None:
     response = service.client.post("/v1/records:batch", json=body)
     assert response.status_code == 207, response.text
     results = response.json()["results"]
-    assert [r["status"] for r in results] == ["accepted"] * 5 + ["rejected", "duplicate",
-                                                                  "rejected"]
+    assert [r["status"] for r in results] == ["accepted"] * 5 + [
+        "rejected",
+        "duplicate",
+        "rejected",
+    ]
     assert results[5]["error"]["code"] == "kind_not_allowed"
     assert results[7]["error"]["code"] == "invalid_record"
     assert Anchorer(service.ctx).pending_count() == 5
@@ -142,8 +170,12 @@ def test_reads_are_authenticated_and_scoped(service: Service) -> None:
     mine = _post(service, service.inspection(supplier)).json()["structHash"]
     theirs = _post(service, service.inspection(other)).json()["structHash"]
     assert service.client.get(f"/v1/records/{mine}").status_code == 401
-    assert service.client.get("/v1/records", headers={"Authorization": "Bearer x"}).json()[
-        "error"]["code"] == "invalid_token"
+    assert (
+        service.client.get("/v1/records", headers={"Authorization": "Bearer x"}).json()["error"][
+            "code"
+        ]
+        == "invalid_token"
+    )
     auth = service.login(supplier)
     assert service.client.get(f"/v1/records/{mine}", headers=auth).status_code == 200
     assert service.client.get(f"/v1/records/{theirs}", headers=auth).status_code == 404
@@ -154,8 +186,11 @@ def test_reads_are_authenticated_and_scoped(service: Service) -> None:
     oem = service.login(service.parties["oem"])
     assert service.client.get(f"/v1/records/{mine}/receipt", headers=oem).status_code == 403
     # Participants: admin-only writes.
-    response = service.client.post("/v1/participants", headers=auth, json={
-        "address": Signer.generate().address, "role": "SUPPLIER", "orgId": "SUP-09"})
+    response = service.client.post(
+        "/v1/participants",
+        headers=auth,
+        json={"address": Signer.generate().address, "role": "SUPPLIER", "orgId": "SUP-09"},
+    )
     assert response.status_code == 403 and _error(response) == "forbidden_role"
 
 
@@ -178,8 +213,9 @@ def test_two_sign_outs_of_one_token_racing_are_harmless(service: Service) -> Non
     # the second insert collides on the token id and is not an error.
     from api.auth import Principal, revoke_token, token_revoked
 
-    user = Principal(service.admin.address, Role.ADMIN, None, token_id="a" * 32,
-                     token_expires=2_000_000_000)
+    user = Principal(
+        service.admin.address, Role.ADMIN, None, token_id="a" * 32, token_expires=2_000_000_000
+    )
     revoke_token(service.ctx.sessions, user)
     revoke_token(service.ctx.sessions, user)
     assert token_revoked(service.ctx.sessions, user)
@@ -193,9 +229,11 @@ def test_tokens_without_an_id_are_refused(service: Service) -> None:
     import jwt
 
     auditor = service.parties["auditor"]
-    legacy = jwt.encode({"sub": auditor.address, "role": "AUDITOR", "org": None,
-                         "exp": int(time.time()) + 600},
-                        service.ctx.settings.resolved_token_secret(), algorithm="HS256")
+    legacy = jwt.encode(
+        {"sub": auditor.address, "role": "AUDITOR", "org": None, "exp": int(time.time()) + 600},
+        service.ctx.settings.resolved_token_secret(),
+        algorithm="HS256",
+    )
     response = service.client.get("/v1/records", headers={"Authorization": f"Bearer {legacy}"})
     assert response.status_code == 401 and _error(response) == "invalid_token"
 
@@ -203,18 +241,27 @@ def test_tokens_without_an_id_are_refused(service: Service) -> None:
 def test_participant_administration(service: Service) -> None:
     admin = service.login(service.admin)
     newcomer = Party(Signer.generate(), "SUP-07", Role.SUPPLIER)
-    response = service.client.post("/v1/participants", headers=admin, json={
-        "address": newcomer.address, "role": "SUPPLIER", "orgId": "SUP-07", "name": "Acme"})
+    response = service.client.post(
+        "/v1/participants",
+        headers=admin,
+        json={"address": newcomer.address, "role": "SUPPLIER", "orgId": "SUP-07", "name": "Acme"},
+    )
     assert response.status_code == 201, response.text
     assert service.chain.role_of(newcomer.address) is Role.SUPPLIER
-    again = service.client.post("/v1/participants", headers=admin, json={
-        "address": newcomer.address, "role": "SUPPLIER", "orgId": "SUP-07"})
+    again = service.client.post(
+        "/v1/participants",
+        headers=admin,
+        json={"address": newcomer.address, "role": "SUPPLIER", "orgId": "SUP-07"},
+    )
     assert again.status_code == 409
     assert _post(service, service.inspection(newcomer)).status_code == 202
     listed = service.client.get("/v1/participants", headers=admin).json()["participants"]
     assert [p["orgId"] for p in listed] == ["SUP-07"]
-    bad_role = service.client.post("/v1/participants", headers=admin, json={
-        "address": Signer.generate().address, "role": "ANCHORER", "orgId": "X-1"})
+    bad_role = service.client.post(
+        "/v1/participants",
+        headers=admin,
+        json={"address": Signer.generate().address, "role": "ANCHORER", "orgId": "X-1"},
+    )
     assert bad_role.status_code == 422 and _error(bad_role) == "invalid_role"
 
 
@@ -230,6 +277,7 @@ def test_auth_challenge_is_single_use(service: Service) -> None:
     assert again.status_code == 401 and _error(again) == "challenge_expired"
     wrong = Signer.generate().sign_digest(personal_sign_digest(body["message"]))
     body = service.client.post("/v1/auth/challenge", json={"address": party.address}).json()
-    bad = service.client.post("/v1/auth/token", json={**req, "nonce": body["nonce"],
-                                                      "signature": wrong})
+    bad = service.client.post(
+        "/v1/auth/token", json={**req, "nonce": body["nonce"], "signature": wrong}
+    )
     assert bad.status_code == 401 and _error(bad) == "invalid_signature"

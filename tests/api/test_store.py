@@ -14,8 +14,10 @@ from tests.api.conftest import _fresh_postgres
 
 
 @pytest.mark.postgres
-@pytest.mark.skipif(not os.environ.get("QLEDGER_TEST_POSTGRES_URL"),
-                    reason="QLEDGER_TEST_POSTGRES_URL not set: runs in CI (.ci/run sets it)")
+@pytest.mark.skipif(
+    not os.environ.get("QLEDGER_TEST_POSTGRES_URL"),
+    reason="QLEDGER_TEST_POSTGRES_URL not set: runs in CI (.ci/run sets it)",
+)
 def test_concurrent_migrations_on_postgres_do_not_collide() -> None:
     """Several workers start at once on an empty database: one migrates, the rest wait."""
     url = _fresh_postgres(os.environ["QLEDGER_TEST_POSTGRES_URL"])

@@ -50,8 +50,20 @@ def test_simulate_writes_signed_evidence_and_keys(tmp_path: Path) -> None:
     from ledger.signing import check_signature
 
     out = tmp_path / "ev.jsonl"
-    result = runner.invoke(app, ["simulate", "--suppliers", "2", "--months", "2", "--out",
-                                 str(out), "--keys-dir", str(tmp_path / "keys")])
+    result = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--suppliers",
+            "2",
+            "--months",
+            "2",
+            "--out",
+            str(out),
+            "--keys-dir",
+            str(tmp_path / "keys"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = out.read_text().splitlines()
     assert len(lines) > 20
@@ -63,19 +75,52 @@ def test_simulate_writes_signed_evidence_and_keys(tmp_path: Path) -> None:
 def test_sign_prints_typed_data_signature_and_hash(tmp_path: Path) -> None:
     runner.invoke(app, ["keys", "new", "k", "--plain"], env={"QLEDGER_DATA_DIR": str(tmp_path)})
     draft = tmp_path / "draft.json"
-    draft.write_text(json.dumps({"subject": "SUP-01", "kind": "inspection", "partNumber": "P-1",
-                                 "lotId": "L-1", "eventTime": 1_700_000_000, "quantity": 50,
-                                 "defects": 1, "payload": inspection_payload()}))
-    result = runner.invoke(app, ["sign", str(draft), "--key", str(tmp_path / "keys/k.json"),
-                                 "--chain-id", "31337", "--contract", "0x" + "ab" * 20])
+    draft.write_text(
+        json.dumps(
+            {
+                "subject": "SUP-01",
+                "kind": "inspection",
+                "partNumber": "P-1",
+                "lotId": "L-1",
+                "eventTime": 1_700_000_000,
+                "quantity": 50,
+                "defects": 1,
+                "payload": inspection_payload(),
+            }
+        )
+    )
+    result = runner.invoke(
+        app,
+        [
+            "sign",
+            str(draft),
+            "--key",
+            str(tmp_path / "keys/k.json"),
+            "--chain-id",
+            "31337",
+            "--contract",
+            "0x" + "ab" * 20,
+        ],
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert set(out) == {"typedData", "signature", "structHash", "signed"}
     assert out["typedData"]["primaryType"] == "QualityRecord"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"subject": "SUP-01"}))
-    result = runner.invoke(app, ["sign", str(bad), "--key", str(tmp_path / "keys/k.json"),
-                                 "--chain-id", "1", "--contract", "0x" + "ab" * 20])
+    result = runner.invoke(
+        app,
+        [
+            "sign",
+            str(bad),
+            "--key",
+            str(tmp_path / "keys/k.json"),
+            "--chain-id",
+            "1",
+            "--contract",
+            "0x" + "ab" * 20,
+        ],
+    )
     assert result.exit_code == 1 and "draft lacks" in result.output
 
 
@@ -87,8 +132,9 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "cli"]
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([*cli, *args], env=env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=120)
+        result = subprocess.run(
+            [*cli, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
         return result
@@ -105,9 +151,14 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
         port = 8761
         serve_log = tmp_path / "serve.log"  # serve's and its anchorer's logs, for failures
         with open(serve_log, "wb") as log:
-            server = subprocess.Popen([*cli, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                                      start_new_session=True, stdout=log,
-                                      stderr=subprocess.STDOUT)
+            server = subprocess.Popen(
+                [*cli, "serve", "--port", str(port)],
+                env=env,
+                cwd=ROOT,
+                start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{port}"
         for _ in range(150):
             try:
@@ -115,17 +166,41 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
                 break
             except Exception:
                 time.sleep(0.2)
-        run("participants", "add", supplier, "--role", "supplier", "--org", "SUP-01",
-            "--key", str(admin), "--url", url)
+        run(
+            "participants",
+            "add",
+            supplier,
+            "--role",
+            "supplier",
+            "--org",
+            "SUP-01",
+            "--key",
+            str(admin),
+            "--url",
+            url,
+        )
         listed = run("participants", "list", "--key", str(admin), "--url", url).stdout
         assert "SUP-01" in listed
         draft = tmp_path / "draft.json"
-        draft.write_text(json.dumps({"subject": "SUP-01", "kind": "inspection",
-                                     "partNumber": "P-1", "lotId": "L-1",
-                                     "eventTime": 1_700_000_000, "quantity": 50, "defects": 1,
-                                     "payload": inspection_payload()}))
-        submitted = json.loads(run("submit", str(draft), "--key",
-                                   str(tmp_path / "keys/supplier.json"), "--url", url).stdout)
+        draft.write_text(
+            json.dumps(
+                {
+                    "subject": "SUP-01",
+                    "kind": "inspection",
+                    "partNumber": "P-1",
+                    "lotId": "L-1",
+                    "eventTime": 1_700_000_000,
+                    "quantity": 50,
+                    "defects": 1,
+                    "payload": inspection_payload(),
+                }
+            )
+        )
+        submitted = json.loads(
+            run(
+                "submit", str(draft), "--key", str(tmp_path / "keys/supplier.json"), "--url", url
+            ).stdout
+        )
         struct_hash = submitted["structHash"]
         client = QledgerClient(url)
         from ledger.keys import load_key as _load
@@ -141,12 +216,32 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
         # OEM purchasing: ranking and one supplier's explained score with its waterfall PNG.
         run("keys", "new", "oem", "--plain")
         oem = json.loads((tmp_path / "keys/oem.json").read_text())["address"]
-        run("participants", "add", oem, "--role", "oem", "--org", "OEM-01", "--key", str(admin),
-            "--url", url)
+        run(
+            "participants",
+            "add",
+            oem,
+            "--role",
+            "oem",
+            "--org",
+            "OEM-01",
+            "--key",
+            str(admin),
+            "--url",
+            url,
+        )
         oem_key = str(tmp_path / "keys/oem.json")
         assert "SUP-01" in run("credit", "rank", "--key", oem_key, "--url", url).stdout
-        shown = run("credit", "show", "SUP-01", "--key", oem_key, "--url", url, "--plot",
-                    str(tmp_path / "w.png"))
+        shown = run(
+            "credit",
+            "show",
+            "SUP-01",
+            "--key",
+            oem_key,
+            "--url",
+            url,
+            "--plot",
+            str(tmp_path / "w.png"),
+        )
         assert "base value" in shown.stdout and "score" in shown.stdout
         assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
         (tmp_path / "receipt.json").write_text(json.dumps(receipt))
@@ -164,24 +259,40 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
                 if free:
                     break
             time.sleep(0.2)
-        assert free, (f"serve's anchorer process outlived it; lock held by "
-                      f"{_holders(tmp_path / 'anchorer.lock')}; serve's log ends:\n"
-                      f"{serve_log.read_text(errors='replace')[-3000:]}")
-        ok = run("verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"),
-                 "--rpc", rpc)
+        assert free, (
+            f"serve's anchorer process outlived it; lock held by "
+            f"{_holders(tmp_path / 'anchorer.lock')}; serve's log ends:\n"
+            f"{serve_log.read_text(errors='replace')[-3000:]}"
+        )
+        ok = run(
+            "verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"), "--rpc", rpc
+        )
         assert "VALID" in ok.stdout
         receipt["proof"] = [p[:-1] + ("0" if p[-1] != "0" else "1") for p in receipt["proof"]]
         receipt["leafCount"] += 1
         (tmp_path / "bad.json").write_text(json.dumps(receipt))
-        bad = run("verify", str(tmp_path / "record.json"), str(tmp_path / "bad.json"),
-                  "--rpc", rpc, "--json", check=False)
+        bad = run(
+            "verify",
+            str(tmp_path / "record.json"),
+            str(tmp_path / "bad.json"),
+            "--rpc",
+            rpc,
+            "--json",
+            check=False,
+        )
         assert bad.returncode == 1
         assert json.loads(bad.stdout)["failedCheck"] == "anchor_matches_receipt"
         # The chain survives a restart (its state lives in the data dir).
         assert "stopped" in run("chain", "down").stdout
         assert run("chain", "up").stdout.strip() == rpc
-        again = run("verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"),
-                    "--rpc", rpc, check=False)
+        again = run(
+            "verify",
+            str(tmp_path / "record.json"),
+            str(tmp_path / "receipt.json"),
+            "--rpc",
+            rpc,
+            check=False,
+        )
         assert again.returncode == 0, again.stdout
     finally:
         if server is not None:

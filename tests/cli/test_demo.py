@@ -17,9 +17,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.anvil]
 
 def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     data = tmp_path / "demo"
-    proc = subprocess.run([sys.executable, "-m", "cli", "demo", "--quick", "--data-dir",
-                           str(data)], cwd=ROOT, capture_output=True, text=True, timeout=540,
-                          env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "cli", "demo", "--quick", "--data-dir", str(data)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((data / "demo-result.json").read_text())
     assert result["accepted"] > 100 and result["rejected"] == 0
@@ -42,8 +47,7 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert report.exists() and report.read_text().count("<img") >= 4
     assert "Dashboard" in proc.stdout and "HTML report" in proc.stdout
     # Everything it started, it stopped: no anvil left for this data dir.
-    assert not (data / "chain" / "anvil.pid").exists() or not _alive(data / "chain" /
-                                                                     "anvil.pid")
+    assert not (data / "chain" / "anvil.pid").exists() or not _alive(data / "chain" / "anvil.pid")
 
 
 def _alive(pid_file: Path) -> bool:

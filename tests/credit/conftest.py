@@ -26,8 +26,7 @@ def signed_population() -> Population:
 def population(signed_population: Population) -> Population:
     """A copy a test may add records to without affecting the others."""
     pop = signed_population
-    return replace(pop, items=list(pop.items), records=list(pop.records),
-                   _nonces=dict(pop._nonces))
+    return replace(pop, items=list(pop.items), records=list(pop.records), _nonces=dict(pop._nonces))
 
 
 @pytest.fixture

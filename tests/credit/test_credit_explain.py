@@ -17,13 +17,19 @@ from simulator.population import Population
 @pytest.fixture(scope="module")
 def responses(signed_population: Population) -> list[CreditResponse]:
     pop = signed_population
-    return [score_supplier(pop.items, t.supplier_id, end,
-                           fl_participation=pop.fl_participation(t.supplier_id, end, 180))
-            for t in pop.suppliers for end in (pop.end - 90 * 86400, pop.end)]
+    return [
+        score_supplier(
+            pop.items,
+            t.supplier_id,
+            end,
+            fl_participation=pop.fl_participation(t.supplier_id, end, 180),
+        )
+        for t in pop.suppliers
+        for end in (pop.end - 90 * 86400, pop.end)
+    ]
 
 
-def test_reason_codes_are_tied_to_the_points_they_explain(
-        responses: list[CreditResponse]) -> None:
+def test_reason_codes_are_tied_to_the_points_they_explain(responses: list[CreditResponse]) -> None:
     curated = {r.code for r in REASON_TABLE}
     seen = set()
     for resp in responses:
@@ -45,10 +51,14 @@ def test_reason_codes_are_tied_to_the_points_they_explain(
 
 
 def test_reason_text_uses_domain_thresholds() -> None:
-    observed = {n: None for n in FEATURE_NAMES} | {"eight_d_closure_days": 41.0,
-                                                  "complaint_response_hours": 60.0}
-    points = {n: 0.0 for n in FEATURE_NAMES} | {"eight_d_closure_days": -6.0,
-                                               "complaint_response_hours": -2.0}
+    observed = {n: None for n in FEATURE_NAMES} | {
+        "eight_d_closure_days": 41.0,
+        "complaint_response_hours": 60.0,
+    }
+    points = {n: 0.0 for n in FEATURE_NAMES} | {
+        "eight_d_closure_days": -6.0,
+        "complaint_response_hours": -2.0,
+    }
     codes = reason_codes(points, observed)
     assert [c.code for c in codes] == ["EIGHT_D_OVER_30D", "RESPONSE_OVER_48H"]
     assert codes[0].text == "8D closure slower than 30 days (mean 41 days)"
@@ -62,28 +72,35 @@ def _apply(row: np.ndarray, feature: str, comparison: str, threshold: float) -> 
 
 
 def test_what_if_changes_cross_the_gate_and_are_the_nearest(
-        model: CreditModel, signed_population: Population,
-        responses: list[CreditResponse]) -> None:
+    model: CreditModel, signed_population: Population, responses: list[CreditResponse]
+) -> None:
     pop = signed_population
     checked = 0
     for resp in responses:
-        vec = compute_features(pop.items, resp.supplier_id, resp.as_of,
-                               fl_participation=pop.fl_participation(resp.supplier_id,
-                                                                     resp.as_of, 180))
+        vec = compute_features(
+            pop.items,
+            resp.supplier_id,
+            resp.as_of,
+            fl_participation=pop.fl_participation(resp.supplier_id, resp.as_of, 180),
+        )
         row = vec.as_array()
         threshold = resp.gate.threshold
         failing = resp.score < threshold
         for change in resp.what_if:
-            after = float(model.scores(_apply(row, change.feature, change.comparison,
-                                              change.threshold)[None, :])[0])
+            after = float(
+                model.scores(
+                    _apply(row, change.feature, change.comparison, change.threshold)[None, :]
+                )[0]
+            )
             assert (after >= threshold) if failing else (after < threshold)
             assert after == pytest.approx(change.score_after, abs=1e-3)
             # Any split closer to the current value does not cross.
             splits = model.splits[change.feature]
             lo, hi = sorted((row[FEATURE_INDEX[change.feature]], change.threshold))
             for t in splits[(splits > lo) & (splits < hi)]:
-                nearer = float(model.scores(_apply(row, change.feature, change.comparison,
-                                                   t)[None, :])[0])
+                nearer = float(
+                    model.scores(_apply(row, change.feature, change.comparison, t)[None, :])[0]
+                )
                 assert (nearer < threshold) if failing else (nearer >= threshold)
             checked += 1
     assert checked >= 5
@@ -98,5 +115,3 @@ def test_waterfall_png(responses: list[CreditResponse], tmp_path: Path) -> None:
 def test_every_curated_rule_names_real_features() -> None:
     for rule in REASON_TABLE:
         assert set(rule.features) <= set(FEATURE_NAMES), rule.code
-
-

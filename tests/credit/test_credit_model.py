@@ -19,17 +19,24 @@ from simulator.population import Population
 def rows(signed_population: Population) -> np.ndarray:
     """Real feature rows at several instants, plus random rows spread over each feature's range."""
     pop = signed_population
-    real = feature_matrix([
-        compute_features(pop.items, t.supplier_id, end,
-                         fl_participation=pop.fl_participation(t.supplier_id, end, 180))
-        for t in pop.suppliers for end in (pop.end - 60 * 86400, pop.end)
-    ])
+    real = feature_matrix(
+        [
+            compute_features(
+                pop.items,
+                t.supplier_id,
+                end,
+                fl_participation=pop.fl_participation(t.supplier_id, end, 180),
+            )
+            for t in pop.suppliers
+            for end in (pop.end - 60 * 86400, pop.end)
+        ]
+    )
     rng = np.random.default_rng(1)
     lo = np.array([f.lo for f in FEATURES])
     hi = np.array([f.hi for f in FEATURES])
     # Log-uniform for the long-tailed ones so the interesting low range is well covered.
     u = rng.random((400, len(FEATURES)))
-    rand = lo + (hi - lo) * u ** 4
+    rand = lo + (hi - lo) * u**4
     return np.vstack([real, rand])
 
 
@@ -41,8 +48,9 @@ def test_additivity_on_every_score(model: CreditModel, rows: np.ndarray) -> None
     np.testing.assert_allclose(e.probability, 1 / (1 + np.exp(-model.margins(rows))), atol=1e-5)
 
 
-def test_responses_refuse_a_false_explanation(model: CreditModel,
-                                              signed_population: Population) -> None:
+def test_responses_refuse_a_false_explanation(
+    model: CreditModel, signed_population: Population
+) -> None:
     pop = signed_population
     vecs = [compute_features(pop.items, t.supplier_id, pop.end) for t in pop.suppliers]
     responses = score_vectors(vecs, model=model)
@@ -58,12 +66,14 @@ def test_responses_refuse_a_false_explanation(model: CreditModel,
         assert_additive(tampered)
 
 
-def test_tabulated_shap_equals_xgboost_and_shap_tree_explainer(model: CreditModel,
-                                                               rows: np.ndarray) -> None:
+def test_tabulated_shap_equals_xgboost_and_shap_tree_explainer(
+    model: CreditModel, rows: np.ndarray
+) -> None:
     x32 = rows.astype(np.float32)
     ours = model.shap.contributions(x32)
-    native = model.booster.predict(xgb.DMatrix(x32, feature_names=list(FEATURE_NAMES)),
-                                   pred_contribs=True)
+    native = model.booster.predict(
+        xgb.DMatrix(x32, feature_names=list(FEATURE_NAMES)), pred_contribs=True
+    )
     np.testing.assert_allclose(ours, native[:, :-1], atol=2e-6)
     assert model.shap.bias == pytest.approx(float(native[0, -1]), abs=1e-6)
     explainer = shap.TreeExplainer(model.booster)
@@ -79,10 +89,15 @@ def test_monotone_by_perturbation(model: CreditModel, rows: np.ndarray, feature:
     j = FEATURE_NAMES.index(feature)
     splits = model.splits[feature]
     # Every split threshold and the points just below it, plus a regular grid over the range.
-    grid = np.unique(np.concatenate([
-        np.linspace(spec.lo, spec.hi, 25), splits,
-        np.nextafter(splits.astype(np.float32), np.float32(-np.inf)).astype(np.float64),
-    ]))
+    grid = np.unique(
+        np.concatenate(
+            [
+                np.linspace(spec.lo, spec.hi, 25),
+                splits,
+                np.nextafter(splits.astype(np.float32), np.float32(-np.inf)).astype(np.float64),
+            ]
+        )
+    )
     grid = grid[(grid >= spec.lo) & (grid <= spec.hi)]
     base = rows[::3]
     batch = np.repeat(base, len(grid), axis=0)
@@ -110,9 +125,11 @@ def test_version_binds_model_file_schema_and_training_data(model: CreditModel, t
     model.save(tmp_path)
     again = CreditModel.load(tmp_path)
     assert again.version == model.version
-    assert model.version == model_version((tmp_path / "model.json").read_bytes(),
-                                          model.meta["schema_version"],
-                                          model.training_fingerprint)
+    assert model.version == model_version(
+        (tmp_path / "model.json").read_bytes(),
+        model.meta["schema_version"],
+        model.training_fingerprint,
+    )
     assert model_version(b"x", "s", "a") != model_version(b"x", "s", "b")
     assert model_version(b"x", "s", "a") != model_version(b"x", "t", "a")
 
@@ -122,8 +139,9 @@ def test_training_is_deterministic() -> None:
     b = train(n_suppliers=60, seed=3)
     assert a.version == b.version
     assert a.meta["training_fingerprint"] == b.meta["training_fingerprint"]
-    assert train(n_suppliers=60, seed=4).meta["training_fingerprint"] != a.meta[
-        "training_fingerprint"]
+    assert (
+        train(n_suppliers=60, seed=4).meta["training_fingerprint"] != a.meta["training_fingerprint"]
+    )
 
 
 def test_checked_in_model_reports_held_out_quality(model: CreditModel) -> None:

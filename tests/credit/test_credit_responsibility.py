@@ -24,9 +24,12 @@ from tests.credit.credit_helpers import unanchored
 
 
 def _incident(sc: IncidentScenario) -> Incident:
-    return Incident(incident_id=sc.incident_id, product=sc.product, occurred_at=sc.occurred_at,
-                    lots=[IncidentLot(supplier_id=s, part_number=p, lot_id=lot)
-                          for s, p, lot in sc.lots])
+    return Incident(
+        incident_id=sc.incident_id,
+        product=sc.product,
+        occurred_at=sc.occurred_at,
+        lots=[IncidentLot(supplier_id=s, part_number=p, lot_id=lot) for s, p, lot in sc.lots],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +57,8 @@ def test_closed_form_equals_permutation_shapley(n: int) -> None:
 
 
 def test_weights_sum_to_one_and_the_drifted_supplier_carries_most(
-        scenario: IncidentScenario) -> None:
+    scenario: IncidentScenario,
+) -> None:
     matrix = responsibility_matrix(_incident(scenario), scenario.population.items)
     weights = {r.supplier_id: r.weight for r in matrix.rows}
     assert math.fsum(weights.values()) == pytest.approx(1.0, abs=1e-12)
@@ -77,8 +81,9 @@ def test_missing_evidence_never_lowers_a_share(scenario: IncidentScenario) -> No
     incident = _incident(scenario)
     quiet = next(r for r in incident.lots if r.supplier_id != scenario.drifted).supplier_id
     items = [unanchored(i) if i.subject == quiet else i for i in scenario.population.items]
-    full = {r.supplier_id: r for r in responsibility_matrix(incident,
-                                                            scenario.population.items).rows}
+    full = {
+        r.supplier_id: r for r in responsibility_matrix(incident, scenario.population.items).rows
+    }
     hidden = {r.supplier_id: r for r in responsibility_matrix(incident, items).rows}
     assert hidden[quiet].basis == "no_evidence" and hidden[quiet].risk == NO_EVIDENCE_RISK
     assert hidden[quiet].weight > full[quiet].weight
@@ -87,8 +92,11 @@ def test_missing_evidence_never_lowers_a_share(scenario: IncidentScenario) -> No
 def test_a_federated_risk_model_is_blended_in(scenario: IncidentScenario) -> None:
     incident = _incident(scenario)
     target = incident.lots[0].supplier_id
-    matrix = responsibility_matrix(incident, scenario.population.items,
-                                   risk_model=lambda sid, items: 0.9 if sid == target else 0.0)
+    matrix = responsibility_matrix(
+        incident,
+        scenario.population.items,
+        risk_model=lambda sid, items: 0.9 if sid == target else 0.0,
+    )
     row = next(r for r in matrix.rows if r.supplier_id == target)
     assert row.model_risk == 0.9 and row.risk >= 0.45
 
@@ -105,8 +113,15 @@ def test_suppliers_sign_acceptance_or_dispute(scenario: IncidentScenario) -> Non
     matrix = responsibility_matrix(_incident(scenario), pop.items)
     assert matrix_hash(matrix) == matrix_hash(matrix.model_copy(deep=True))
     sid = scenario.drifted
-    accept = sign_decision(pop.signers[sid], pop.domain, matrix, sid, "dispute",
-                           signed_at=scenario.occurred_at + 3600, comment="kiln log disagrees")
+    accept = sign_decision(
+        pop.signers[sid],
+        pop.domain,
+        matrix,
+        sid,
+        "dispute",
+        signed_at=scenario.occurred_at + 3600,
+        comment="kiln log disagrees",
+    )
     assert verify_decision(pop.domain, accept, matrix) == pop.signers[sid].address
     # The decision is bound to this version of the matrix and to its own words.
     changed = matrix.model_copy(update={"joint_risk": matrix.joint_risk * 2})

@@ -25,13 +25,20 @@ from simulator.population import Population
 @pytest.fixture(scope="module")
 def responses(signed_population: Population) -> list[CreditResponse]:
     pop = signed_population
-    return [score_supplier(pop.items, t.supplier_id, pop.end,
-                           fl_participation=pop.fl_participation(t.supplier_id, pop.end, 180))
-            for t in pop.suppliers]
+    return [
+        score_supplier(
+            pop.items,
+            t.supplier_id,
+            pop.end,
+            fl_participation=pop.fl_participation(t.supplier_id, pop.end, 180),
+        )
+        for t in pop.suppliers
+    ]
 
 
-def test_response_carries_everything_a_decision_needs(responses: list[CreditResponse],
-                                                      model: CreditModel) -> None:
+def test_response_carries_everything_a_decision_needs(
+    responses: list[CreditResponse], model: CreditModel
+) -> None:
     for r in responses:
         assert 0 <= r.score <= 100 and r.band == band_of(r.score)
         assert [c.feature for c in r.contributions] == list(FEATURE_NAMES)
@@ -44,12 +51,14 @@ def test_response_carries_everything_a_decision_needs(responses: list[CreditResp
         assert 0 < r.incident_probability < 1
 
 
-def test_batch_and_single_scoring_agree(signed_population: Population,
-                                        responses: list[CreditResponse],
-                                        fl: Callable[[str], float]) -> None:
+def test_batch_and_single_scoring_agree(
+    signed_population: Population, responses: list[CreditResponse], fl: Callable[[str], float]
+) -> None:
     pop = signed_population
-    vectors = [compute_features(pop.items, t.supplier_id, pop.end,
-                                fl_participation=fl(t.supplier_id)) for t in pop.suppliers]
+    vectors = [
+        compute_features(pop.items, t.supplier_id, pop.end, fl_participation=fl(t.supplier_id))
+        for t in pop.suppliers
+    ]
     batch = score_vectors(vectors, with_what_if=True)
     assert [response_hash(b) for b in batch] == [response_hash(r) for r in responses]
     ranked = rank(batch)
@@ -64,8 +73,9 @@ def test_response_hash_is_canonical_and_binding(responses: list[CreditResponse])
     assert len({response_hash(x) for x in responses}) == len(responses)
 
 
-def test_score_commitment_verifies_on_chain(inprocess_chain: ChainClient,
-                                            responses: list[CreditResponse]) -> None:
+def test_score_commitment_verifies_on_chain(
+    inprocess_chain: ChainClient, responses: list[CreditResponse]
+) -> None:
     tree = commitment_tree(responses)
     result = inprocess_chain.commit(CREDIT_TOPIC, tree.root, len(responses))
     assert inprocess_chain.committed_at(tree.root)["seq"] == result.seq
@@ -73,7 +83,8 @@ def test_score_commitment_verifies_on_chain(inprocess_chain: ChainClient,
     value = bytes.fromhex(response_hash(shown)[2:])
     assert inprocess_chain.verify_commitment_on_chain(tree.root, tree.proof(value), value)
     # What a purchaser was shown, altered afterwards, no longer verifies.
-    altered = shown.model_copy(update={"score": shown.score, "band": "A" if shown.band != "A"
-                                       else "B"})
+    altered = shown.model_copy(
+        update={"score": shown.score, "band": "A" if shown.band != "A" else "B"}
+    )
     forged = bytes.fromhex(response_hash(altered)[2:])
     assert not inprocess_chain.verify_commitment_on_chain(tree.root, tree.proof(value), forged)

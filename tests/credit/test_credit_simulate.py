@@ -26,14 +26,21 @@ def test_every_record_is_signed_by_the_role_allowed_for_its_kind(
     pop = signed_population
     assert len(pop.records) == len(pop.items) > 1000
     kinds = {r.record.kind for r in pop.records}
-    assert kinds >= {RecordKind.INSPECTION, RecordKind.DELIVERY, RecordKind.COMPLAINT,
-                     RecordKind.CORRECTIVE_ACTION, RecordKind.AUDIT}
+    assert kinds >= {
+        RecordKind.INSPECTION,
+        RecordKind.DELIVERY,
+        RecordKind.COMPLAINT,
+        RecordKind.CORRECTIVE_ACTION,
+        RecordKind.AUDIT,
+    }
     for signed, item in list(zip(pop.records, pop.items, strict=True))[::7]:
         assert "0x" + check_signature(signed).hex() == item.struct_hash
         assert pop.roles[_org_of(pop, signed.record.signer)] is KIND_SIGNER_ROLE[signed.record.kind]
         parse_payload(signed.record.kind, signed.payload)
-        assert item_from_signed(signed, item.signer_role, anchored=True,
-                                anchored_at=item.anchored_at) == item
+        assert (
+            item_from_signed(signed, item.signer_role, anchored=True, anchored_at=item.anchored_at)
+            == item
+        )
 
 
 def _org_of(pop: Population, address: str) -> str:
@@ -44,9 +51,19 @@ def test_history_payloads_match_the_signed_ones() -> None:
     """Training data skips signing, not structure: the same seed gives the same evidence."""
     signed = simulate_population(2, 4, seed=9)
     unsigned = simulate_history(2, 4, seed=9)
-    strip = lambda items: [(i.kind, i.subject, i.lot_id, i.event_time, i.quantity,  # noqa: E731
-                            i.defects, i.payload) for i in items
-                           if i.kind != "improvement"]  # improvements reference struct hashes
+    strip = lambda items: [
+        (
+            i.kind,
+            i.subject,
+            i.lot_id,
+            i.event_time,
+            i.quantity,
+            i.defects,
+            i.payload,
+        )
+        for i in items
+        if i.kind != "improvement"
+    ]  # improvements reference struct hashes
     assert strip(signed.items) == strip(unsigned.items)
 
 

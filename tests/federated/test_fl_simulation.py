@@ -241,9 +241,7 @@ def test_secagg_keys_ahead_and_a_supplier_that_lost_them(tmp_path: Path) -> None
     cfg = config(tmp_path, rounds=4, secagg=True, round_timeout=20.0)
     result = simulate(cfg, observer=received.append, client_mods=[forget_keys_mod([2], [2])])
     everyone = ["SUP-00001", "SUP-00002", "SUP-00003"]
-    assert all(
-        r.status == "aggregated" and r.participants == everyone for r in result.rounds[1:]
-    )
+    assert all(r.status == "aggregated" and r.participants == everyone for r in result.rounds[1:])
     records = [json.loads(line) for line in (result.run_dir / "rounds.jsonl").open()][1:]
     assert [r["keys_set_up_ahead"] for r in records] == [False, True, False, True]
 

@@ -246,8 +246,11 @@ def test_flower_pull_functions_still_take_the_backoff_keywords() -> None:
     import flwr.supernode.runtime.run_clientapp as run_clientapp
     import flwr.supernode.start_client_internal as supernode_loop
 
-    for fn in (http_grid.pull_objects, run_clientapp.pull_and_inflate_object_from_tree,
-               supernode_loop.pull_objects):
+    for fn in (
+        http_grid.pull_objects,
+        run_clientapp.pull_and_inflate_object_from_tree,
+        supernode_loop.pull_objects,
+    ):
         params = inspect.signature(fn).parameters
         assert {"initial_backoff", "backoff_cap"} <= set(params), fn
 
@@ -277,7 +280,8 @@ def test_simulation_dispatch_replacements_match_the_flower_functions_they_replac
             source = inspect.getsource(original)
             assert all(line in source for line in copied), name
             assert list(inspect.signature(original).parameters) == list(
-                inspect.signature(ours).parameters)
+                inspect.signature(ours).parameters
+            )
         assert name in vce_api.run_api.__code__.co_names  # looked up at run time
     try:
         flower_tuning.shorten_simulation_dispatch()
@@ -305,8 +309,10 @@ def test_simulation_dispatcher_drains_a_backlog_and_wakes_on_a_push() -> None:
 
         def get_message_ins(self, node_id: int, limit: int) -> list[str]:
             with self.lock:
-                taken, self.pending[node_id] = (self.pending[node_id][:limit],
-                                                self.pending[node_id][limit:])
+                taken, self.pending[node_id] = (
+                    self.pending[node_id][:limit],
+                    self.pending[node_id][limit:],
+                )
             return taken
 
     state = State()
@@ -314,8 +320,9 @@ def test_simulation_dispatcher_drains_a_backlog_and_wakes_on_a_push() -> None:
     stop = threading.Event()
     tick = flower_tuning.SIMULATION_DISPATCH_TICK
     flower_tuning.SIMULATION_DISPATCH_TICK = 60.0  # only a push can wake it within the test
-    worker = threading.Thread(target=flower_tuning._add_messages_to_queue,
-                              args=(state, out, {1: 0, 2: 1}, stop))
+    worker = threading.Thread(
+        target=flower_tuning._add_messages_to_queue, args=(state, out, {1: 0, 2: 1}, stop)
+    )
     try:
         worker.start()
         # Two messages for one node: Flower takes one per look, the second look is immediate.
@@ -348,8 +355,9 @@ def test_simulation_reply_writer_stores_then_signals() -> None:
     replies: queue.Queue[str] = queue.Queue()
     stop = threading.Event()
     flower_tuning.REPLIES_STORED.clear()
-    writer = threading.Thread(target=flower_tuning._put_message_into_state,
-                              args=(State(), replies, stop))
+    writer = threading.Thread(
+        target=flower_tuning._put_message_into_state, args=(State(), replies, stop)
+    )
     writer.start()
     try:
         replies.put("r1")
@@ -389,7 +397,8 @@ def test_polling_grid_is_woken_by_a_stored_reply_not_its_poll() -> None:
     replier.start()
     got: list[object] = []
     caller = threading.Thread(
-        target=lambda: got.extend(grid.send_and_receive(["m1"])), daemon=True  # type: ignore[list-item]
+        target=lambda: got.extend(grid.send_and_receive(["m1"])),
+        daemon=True,  # type: ignore[list-item]
     )
     caller.start()
     caller.join(10)  # a 60 s poll would still be asleep
@@ -405,7 +414,7 @@ def _shares_from_pycryptodome(secret: bytes, threshold: int, num: int) -> list[b
     padded = pad(secret, 16)
     shares = [bytearray(i.to_bytes(4, "little")) for i in range(1, num + 1)]
     for start in range(0, len(padded), 16):
-        for index, share in Shamir.split(threshold, num, padded[start:start + 16], ssss=False):
+        for index, share in Shamir.split(threshold, num, padded[start : start + 16], ssss=False):
             shares[index - 1] += share
     return [bytes(s) for s in shares]
 
@@ -464,8 +473,10 @@ def test_fast_and_flower_shares_recombine_each_other() -> None:
     rng = np.random.default_rng(9)
     for length, threshold, num in ((32, 5, 8), (306, 3, 4), (0, 2, 2), (15, 11, 20)):
         secret = rng.bytes(length)
-        theirs, ours = flower.create_shares(secret, threshold, num), shamir.create_shares(
-            secret, threshold, num)
+        theirs, ours = (
+            flower.create_shares(secret, threshold, num),
+            shamir.create_shares(secret, threshold, num),
+        )
         picked = sorted(rng.choice(num, threshold, replace=False))
         assert shamir.combine_shares(theirs) == secret  # all of them, as the workflow passes
         assert shamir.combine_shares([theirs[i] for i in picked]) == secret
@@ -516,6 +527,12 @@ def test_flower_and_ray_telemetry_are_off_unless_the_operator_turns_them_on(
         "print(t.FLWR_TELEMETRY_ENABLED, os.environ['FLWR_TELEMETRY_ENABLED'],"
         " int(usage_lib.usage_stats_enabled()))"
     )
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, cwd=Path(__file__).resolve().parents[2])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert out.stdout.split() == [expected, expected, expected]

@@ -12,8 +12,14 @@ def test_same_root_and_valid_proofs_as_openzeppelin_merkle_tree(n: int) -> None:
     values = [os.urandom(32) for _ in range(n)]
     tree = StandardMerkleTree.of(values)
     proofs = {"0x" + v.hex(): ["0x" + p.hex() for p in tree.proof(v)] for v in values[:50]}
-    out = run_node("merkle.js", {"values": ["0x" + v.hex() for v in values],
-                                 "root": "0x" + tree.root.hex(), "proofs": proofs})
+    out = run_node(
+        "merkle.js",
+        {
+            "values": ["0x" + v.hex() for v in values],
+            "root": "0x" + tree.root.hex(),
+            "proofs": proofs,
+        },
+    )
     assert out["root"] == "0x" + tree.root.hex()
     assert out["verified"] == [True] * len(proofs)
 

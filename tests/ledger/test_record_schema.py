@@ -16,15 +16,27 @@ DOMAIN = Domain(chainId=31337, verifyingContract="0x5FbDB2315678afecb367f032d93F
 
 
 def _sign(kind: str = "inspection", quantity: int = 50, defects: int = 1, payload=None):  # type: ignore[no-untyped-def]
-    return sign_record(Signer.generate(), DOMAIN, subject="SUP-01", kind=kind,
-                       part_number="P-1", lot_id="L-1", event_time=1_700_000_000,
-                       quantity=quantity, defects=defects, nonce=7,
-                       payload=payload if payload is not None else inspection_payload(defects))
+    return sign_record(
+        Signer.generate(),
+        DOMAIN,
+        subject="SUP-01",
+        kind=kind,
+        part_number="P-1",
+        lot_id="L-1",
+        event_time=1_700_000_000,
+        quantity=quantity,
+        defects=defects,
+        nonce=7,
+        payload=payload if payload is not None else inspection_payload(defects),
+    )
 
 
 def test_who_may_sign_what() -> None:
     assert {k for k, r in KIND_SIGNER_ROLE.items() if r is Role.SUPPLIER} == {
-        RecordKind.INSPECTION, RecordKind.DELIVERY, RecordKind.CORRECTIVE_ACTION}
+        RecordKind.INSPECTION,
+        RecordKind.DELIVERY,
+        RecordKind.CORRECTIVE_ACTION,
+    }
     with pytest.raises(KindNotAllowed, match="SUPPLIER may not sign audit"):
         check_kind_allowed(RecordKind.AUDIT, Role.SUPPLIER)
     with pytest.raises(KindNotAllowed):
@@ -64,8 +76,11 @@ def test_unknown_payload_fields_and_bad_limits_are_refused() -> None:
 
 
 def test_eight_d_rules() -> None:
-    base = {"complaintId": "C-1", "status": "closed",
-            "eightD": {"D0": 1, "D1": 2, "D3": 5, "D8": 20}}
+    base = {
+        "complaintId": "C-1",
+        "status": "closed",
+        "eightD": {"D0": 1, "D1": 2, "D3": 5, "D8": 20},
+    }
     _sign("corrective_action", 0, 0, base)
     with pytest.raises(InvalidRecord, match="D8"):
         _sign("corrective_action", 0, 0, {**base, "eightD": {"D0": 1, "D3": 5}})

@@ -16,8 +16,12 @@ from ledger.signing import sign_record
 from ledger.verify import verify_receipt
 from tests.helpers import inspection_payload
 
-AUDIT = {"standard": "IATF16949", "auditType": "unannounced", "majorNonconformities": 1,
-         "minorNonconformities": 2}
+AUDIT = {
+    "standard": "IATF16949",
+    "auditType": "unannounced",
+    "majorNonconformities": 1,
+    "minorNonconformities": 2,
+}
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +34,29 @@ def world() -> dict[str, Any]:
     chain.register_participant(auditor.address, Role.AUDITOR, "AUD-01")
     now = chain.block_timestamp()
 
-    def sign(signer: Signer, nonce: int, signed_at: int, kind: str = "inspection",
-             payload: dict | None = None, quantity: int = 50, defects: int = 1) -> SignedRecord:
-        return sign_record(signer, domain, subject="SUP-01", kind=kind, part_number="P-1",
-                           lot_id=f"L-{nonce}", event_time=1_700_000_000, quantity=quantity,
-                           defects=defects, nonce=nonce,
-                           payload=payload or inspection_payload(), signed_at=signed_at)
+    def sign(
+        signer: Signer,
+        nonce: int,
+        signed_at: int,
+        kind: str = "inspection",
+        payload: dict | None = None,
+        quantity: int = 50,
+        defects: int = 1,
+    ) -> SignedRecord:
+        return sign_record(
+            signer,
+            domain,
+            subject="SUP-01",
+            kind=kind,
+            part_number="P-1",
+            lot_id=f"L-{nonce}",
+            event_time=1_700_000_000,
+            quantity=quantity,
+            defects=defects,
+            nonce=nonce,
+            payload=payload or inspection_payload(),
+            signed_at=signed_at,
+        )
 
     good = [sign(supplier, n, now) for n in range(3)]
     # A supplier key signing an audit: the service would refuse it; the verifier must too.
@@ -49,14 +70,17 @@ def world() -> dict[str, Any]:
     tree = StandardMerkleTree.of([record_struct_hash(r.record) for r in records])
     result = chain.anchor_batch(tree.root, len(records))
     receipts = {
-        r.record.nonce: build_receipt(r, tree, batch_id=result.batch_id,
-                                      transaction_hash=result.tx_hash,
-                                      block_number=result.block_number,
-                                      block_timestamp=result.timestamp)
+        r.record.nonce: build_receipt(
+            r,
+            tree,
+            batch_id=result.batch_id,
+            transaction_hash=result.tx_hash,
+            block_number=result.block_number,
+            block_timestamp=result.timestamp,
+        )
         for r in records
     }
-    return {"chain": chain, "records": {r.record.nonce: r for r in records},
-            "receipts": receipts}
+    return {"chain": chain, "records": {r.record.nonce: r for r in records}, "receipts": receipts}
 
 
 def _verify(world: dict[str, Any], nonce: int, record: Any = None, receipt: Any = None):  # type: ignore[no-untyped-def]
@@ -91,15 +115,25 @@ def _flip_hex(value: str) -> str:
 
 
 RECORD_FIELDS = {
-    "subject": "SUP-02", "kind": "delivery", "partNumber": "P-2", "lotId": "L-x",
-    "eventTime": 1_700_000_001, "signedAt": None, "quantity": 51, "defects": 0,
-    "nonce": 999, "salt": None, "payloadHash": None, "signer": None,
+    "subject": "SUP-02",
+    "kind": "delivery",
+    "partNumber": "P-2",
+    "lotId": "L-x",
+    "eventTime": 1_700_000_001,
+    "signedAt": None,
+    "quantity": 51,
+    "defects": 0,
+    "nonce": 999,
+    "salt": None,
+    "payloadHash": None,
+    "signer": None,
 }
 
 
 @pytest.mark.parametrize("field", sorted(RECORD_FIELDS))
-def test_flipping_any_record_field_fails_naming_the_check(world: dict[str, Any],
-                                                          field: str) -> None:
+def test_flipping_any_record_field_fails_naming_the_check(
+    world: dict[str, Any], field: str
+) -> None:
     data = world["records"][0].model_dump(mode="json")
     value = RECORD_FIELDS[field]
     if value is None:
@@ -143,8 +177,9 @@ RECEIPT_TAMPERS = {
 
 
 @pytest.mark.parametrize("field", sorted(RECEIPT_TAMPERS))
-def test_flipping_any_receipt_field_fails_naming_the_check(world: dict[str, Any],
-                                                           field: str) -> None:
+def test_flipping_any_receipt_field_fails_naming_the_check(
+    world: dict[str, Any], field: str
+) -> None:
     receipt = world["receipts"][0].model_dump(mode="json")
     value = receipt[field]
     receipt[field] = value + 1 if isinstance(value, int) else _flip_hex(value)
@@ -168,8 +203,14 @@ def test_flipping_any_proof_element_fails(world: dict[str, Any]) -> None:
 def test_unanchored_root_fails(world: dict[str, Any]) -> None:
     record = world["records"][0]
     tree = StandardMerkleTree.of([record_struct_hash(record.record)])
-    receipt = build_receipt(record, tree, batch_id=1, transaction_hash="0x" + "00" * 32,
-                            block_number=1, block_timestamp=1)
+    receipt = build_receipt(
+        record,
+        tree,
+        batch_id=1,
+        transaction_hash="0x" + "00" * 32,
+        block_number=1,
+        block_timestamp=1,
+    )
     report = _verify(world, 0, receipt=receipt)
     assert report.first_failure.check.value == "merkle_proof"  # on-chain check needs anchoring
     assert any(c.check.value == "root_anchored" and not c.ok for c in report.checks)

@@ -57,40 +57,68 @@ class Demo:
 
 
 def _settings(data_dir: Path, host: str, port: int) -> Settings:
-    return Settings(data_dir=data_dir, confirmations=0, batch_max_seconds=0.01,
-                    token_secret=TOKEN_SECRET, host=host, port=port)
+    return Settings(
+        data_dir=data_dir,
+        confirmations=0,
+        batch_max_seconds=0.01,
+        token_secret=TOKEN_SECRET,
+        host=host,
+        port=port,
+    )
 
 
-def build_demo(data_dir: Path, *, host: str = "127.0.0.1", port: int = 8700,
-               n_suppliers: int = N_SUPPLIERS, months: int = MONTHS, seed: int = SEED) -> Demo:
+def build_demo(
+    data_dir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8700,
+    n_suppliers: int = N_SUPPLIERS,
+    months: int = MONTHS,
+    seed: int = SEED,
+) -> Demo:
     chain = ChainClient.in_process()
     chain.deploy()
     ctx = ServiceContext.create(_settings(data_dir, host, port), chain=chain)
     now = int(time.time())
-    pop = simulate_population(n_suppliers, months=months, seed=seed,
-                              start=now - months * MONTH, domain=ctx.domain)
+    pop = simulate_population(
+        n_suppliers, months=months, seed=seed, start=now - months * MONTH, domain=ctx.domain
+    )
     with ctx.sessions() as s, s.begin():
         for org, signer in pop.signers.items():
             tx = chain.register_participant(signer.address, pop.roles[org], org)
-            s.add(Participant(address=signer.address, org_id=org, role=pop.roles[org].value,
-                              name=f"{org} (demo)", tx_hash=tx))
+            s.add(
+                Participant(
+                    address=signer.address,
+                    org_id=org,
+                    role=pop.roles[org].value,
+                    name=f"{org} (demo)",
+                    tx_hash=tx,
+                )
+            )
     suppliers = sorted(t.supplier_id for t in pop.suppliers)
     by_address = {s.address: o for o, s in pop.signers.items()}
     # A backlog produced offline is signed at submission time (roles are checked at signedAt).
     # The simulator runs a few follow-ups (late deliveries, complaints) past its last month;
     # evidence dated in the future has no place in a live demo.
-    signed = [resign(r, pop.signers[by_address[r.record.signer]], signed_at=now)
-              for r in pop.records if r.record.eventTime <= now]
+    signed = [
+        resign(r, pop.signers[by_address[r.record.signer]], signed_at=now)
+        for r in pop.records
+        if r.record.eventTime <= now
+    ]
     demo = Demo(ctx=ctx, signers=pop.signers, suppliers=suppliers, records=0)
     anchorer = Anchorer(ctx)
     _federated_run(ctx, suppliers)
     for month in range(months):
         lo, hi = pop.start + month * MONTH, pop.start + (month + 1) * MONTH
-        chunk = [r for r in signed if lo <= r.record.eventTime < hi
-                 or (month == months - 1 and r.record.eventTime >= hi)
-                 or (month == 0 and r.record.eventTime < lo)]
+        chunk = [
+            r
+            for r in signed
+            if lo <= r.record.eventTime < hi
+            or (month == months - 1 and r.record.eventTime >= hi)
+            or (month == 0 and r.record.eventTime < lo)
+        ]
         for i in range(0, len(chunk), 1000):
-            part = chunk[i:i + 1000]
+            part = chunk[i : i + 1000]
             outcomes = submit_many(ctx, [r.model_dump(mode="json") for r in part])
             rejected = [o for o in outcomes if o.status == "rejected"]
             if rejected:
@@ -111,32 +139,47 @@ def _federated_run(ctx: ServiceContext, suppliers: list[str]) -> None:
     for rnd in range(1, 4):
         taking_part = suppliers[: max(2, len(suppliers) - rnd)]
         model_hash = Signer.generate().private_key  # stands in for the global model's hash
-        ctx.chain.record_model_round(run, rnd, model_hash, len(taking_part),
-                                     participants_root(taking_part))
+        ctx.chain.record_model_round(
+            run, rnd, model_hash, len(taking_part), participants_root(taking_part)
+        )
         onchain = ctx.chain.model_round(run, rnd)
         assert onchain is not None
         with ctx.sessions() as s, s.begin():
-            s.add(ModelRound(run_id="0x" + run.hex(), round=rnd,
-                             model_hash="0x" + onchain["model_hash"].hex(),
-                             participants=sorted(taking_part),
-                             metrics={"auc": round(0.71 + 0.03 * rnd, 3),
-                                      "loss": round(0.52 - 0.04 * rnd, 3)},
-                             timestamp=onchain["timestamp"]))
+            s.add(
+                ModelRound(
+                    run_id="0x" + run.hex(),
+                    round=rnd,
+                    model_hash="0x" + onchain["model_hash"].hex(),
+                    participants=sorted(taking_part),
+                    metrics={
+                        "auc": round(0.71 + 0.03 * rnd, 3),
+                        "loss": round(0.52 - 0.04 * rnd, 3),
+                    },
+                    timestamp=onchain["timestamp"],
+                )
+            )
 
 
 def _incident(ctx: ServiceContext, pop: Any, suppliers: list[str]) -> None:
     lots = []
     for sid in suppliers[:3]:
-        rec = next(r for r in reversed(pop.records) if r.record.subject == sid
-                   and r.record.kind.value == "inspection")
-        lots.append({"supplier_id": sid, "part_number": rec.record.partNumber,
-                     "lot_id": rec.record.lotId})
-    body = {"incident_id": INCIDENT_ID, "product": "BATTERY-PACK-7",
-            "occurred_at": int(time.time()) - 86_400, "lots": lots,
-            "description": "cell swelling found at end-of-line test"}
+        rec = next(
+            r
+            for r in reversed(pop.records)
+            if r.record.subject == sid and r.record.kind.value == "inspection"
+        )
+        lots.append(
+            {"supplier_id": sid, "part_number": rec.record.partNumber, "lot_id": rec.record.lotId}
+        )
+    body = {
+        "incident_id": INCIDENT_ID,
+        "product": "BATTERY-PACK-7",
+        "occurred_at": int(time.time()) - 86_400,
+        "lots": lots,
+        "description": "cell swelling found at end-of-line test",
+    }
     with ctx.sessions() as s, s.begin():
-        s.add(Incident(incident_id=INCIDENT_ID, body=body,
-                       opened_by=pop.signers[OEM_ID].address))
+        s.add(Incident(incident_id=INCIDENT_ID, body=body, opened_by=pop.signers[OEM_ID].address))
     publish_matrix(ctx, INCIDENT_ID)
 
 
@@ -146,12 +189,16 @@ def write_keys(demo: Demo, out: Path) -> dict[str, str]:
     new`` writes it (scrypt at eth-account's standard cost: ~2 s to decrypt in a browser)."""
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str] = {}
-    for name, org in (("oem", OEM_ID), ("supplier", demo.suppliers[0]),
-                      ("supplier2", demo.suppliers[1])):
+    for name, org in (
+        ("oem", OEM_ID),
+        ("supplier", demo.suppliers[0]),
+        ("supplier2", demo.suppliers[1]),
+    ):
         signer = demo.signers[org]
         path = out / f"{name}.json"
-        path.write_text(json.dumps({"address": signer.address,
-                                    "private_key": "0x" + signer.private_key.hex()}))
+        path.write_text(
+            json.dumps({"address": signer.address, "private_key": "0x" + signer.private_key.hex()})
+        )
         paths[name] = str(path)
     path = out / "auditor.json"
     save_key(demo.signers[AUDITOR_ID], path, KEYSTORE_PASSPHRASE)
@@ -179,8 +226,14 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_demo(args.data_dir, port=port)
     built = time.perf_counter() - started
     keys = write_keys(demo, args.data_dir / "keys")
-    config = uvicorn.Config(create_app(ctx=demo.ctx), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False, ws="none")
+    config = uvicorn.Config(
+        create_app(ctx=demo.ctx),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ws="none",
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -189,18 +242,26 @@ def main(argv: list[str] | None = None) -> int:
             print("uvicorn did not start", file=sys.stderr)
             return 1
         time.sleep(0.05)
-    ready = {"url": f"http://127.0.0.1:{port}", "keys": keys,
-             "keystorePassphrase": KEYSTORE_PASSPHRASE, "suppliers": demo.suppliers,
-             "supplier": demo.suppliers[0], "otherSupplier": demo.suppliers[1],
-             "incident": demo.incident_id, "records": demo.records,
-             "recordOfSupplier": demo.struct_hashes[demo.suppliers[0]][0],
-             "recordOfOther": demo.struct_hashes[demo.suppliers[1]][0],
-             "buildSeconds": round(built, 2)}
+    ready = {
+        "url": f"http://127.0.0.1:{port}",
+        "keys": keys,
+        "keystorePassphrase": KEYSTORE_PASSPHRASE,
+        "suppliers": demo.suppliers,
+        "supplier": demo.suppliers[0],
+        "otherSupplier": demo.suppliers[1],
+        "incident": demo.incident_id,
+        "records": demo.records,
+        "recordOfSupplier": demo.struct_hashes[demo.suppliers[0]][0],
+        "recordOfOther": demo.struct_hashes[demo.suppliers[1]][0],
+        "buildSeconds": round(built, 2),
+    }
     tmp = args.data_dir / "ready.json.tmp"
     tmp.write_text(json.dumps(ready))
     tmp.replace(args.data_dir / "ready.json")
-    print(f"demo service on {ready['url']} ({demo.records} records, built in {built:.1f} s)",
-          flush=True)
+    print(
+        f"demo service on {ready['url']} ({demo.records} records, built in {built:.1f} s)",
+        flush=True,
+    )
     try:
         thread.join()
     except KeyboardInterrupt:

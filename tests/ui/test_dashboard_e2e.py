@@ -28,8 +28,10 @@ pytestmark = pytest.mark.slow
 
 def _missing() -> str | None:
     if not CHROMIUM.exists():
-        return ("Debian's chromium is not installed at /usr/bin/chromium "
-                "(bash scripts/install_browser.sh)")
+        return (
+            "Debian's chromium is not installed at /usr/bin/chromium "
+            "(bash scripts/install_browser.sh)"
+        )
     if shutil.which("node") is None:
         return "node is not on PATH"
     for package in ("playwright-core", "ethers"):
@@ -46,15 +48,22 @@ def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
     data_dir = tmp_path_factory.mktemp("dashboard")
     log = (data_dir / "service.log").open("w")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "tests.ui.demo_service", str(data_dir)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.ui.demo_service", str(data_dir)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     ready = data_dir / "ready.json"
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while not ready.exists():
             if proc.poll() is not None:
-                pytest.fail(f"demo service exited with {proc.returncode}:\n"
-                            f"{(data_dir / 'service.log').read_text()[-3000:]}")
+                pytest.fail(
+                    f"demo service exited with {proc.returncode}:\n"
+                    f"{(data_dir / 'service.log').read_text()[-3000:]}"
+                )
             if time.monotonic() > deadline:
                 pytest.fail(f"demo service not ready after {READY_TIMEOUT_S} s")
             time.sleep(0.2)
@@ -76,16 +85,21 @@ def test_dashboard_in_a_real_browser(live_service: dict[str, Any]) -> None:
             old.unlink()
     config = Path(live_service["dataDir"]) / "e2e.json"
     config.write_text(json.dumps({**live_service, "outDir": str(SCREENSHOTS)}))
-    result = subprocess.run(["node", str(ROOT / "tests" / "js" / "dashboard_e2e.js"),
-                             str(config)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=180)
+    result = subprocess.run(
+        ["node", str(ROOT / "tests" / "js" / "dashboard_e2e.js"), str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     try:
         summary = json.loads(result.stdout)
     except json.JSONDecodeError:
         summary = {}
     assert result.returncode == 0, (
         f"browser test failed: {summary.get('error') or result.stderr[-3000:]}\n"
-        f"{result.stderr[-3000:]}")
+        f"{result.stderr[-3000:]}"
+    )
     (SCREENSHOTS.parent / "dashboard-e2e.json").write_text(json.dumps(summary, indent=2))
     assert summary["roles"] == ["OEM", "AUDITOR", "SUPPLIER", "SUPPLIER (token)"]
     pages = summary["timings"]

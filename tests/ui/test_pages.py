@@ -25,8 +25,7 @@ from tests.api.conftest import make_service
 from tests.helpers import inspection_payload
 from tests.ui.demo_service import Demo, build_demo
 
-PAGES = ["/ui/suppliers", "/ui/suppliers/SUP-00001", "/ui/incidents", "/ui/records",
-         "/ui/models"]
+PAGES = ["/ui/suppliers", "/ui/suppliers/SUP-00001", "/ui/incidents", "/ui/records", "/ui/models"]
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +41,14 @@ def _client(demo: Demo) -> TestClient:
 
 def _token(client: TestClient, signer: Signer) -> str:
     challenge = client.post("/v1/auth/challenge", json={"address": signer.address}).json()
-    answer = client.post("/v1/auth/token", json={
-        "address": signer.address, "nonce": challenge["nonce"],
-        "signature": signer.sign_digest(personal_sign_digest(challenge["message"]))})
+    answer = client.post(
+        "/v1/auth/token",
+        json={
+            "address": signer.address,
+            "nonce": challenge["nonce"],
+            "signature": signer.sign_digest(personal_sign_digest(challenge["message"])),
+        },
+    )
     assert answer.status_code == 200, answer.text
     return answer.json()["accessToken"]
 
@@ -123,11 +127,16 @@ def test_session_cookie_is_httponly_strict_and_checked_like_the_api(demo: Demo) 
     assert form.status_code in (415, 422)  # a cross-site form cannot set a session
     bad = client.post("/ui/session", json={"accessToken": "x" * 40})
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_token"
-    answer = client.post("/ui/session", json={"accessToken": token,
-                                              "next": "https://evil.example/"})
+    answer = client.post(
+        "/ui/session", json={"accessToken": token, "next": "https://evil.example/"}
+    )
     assert answer.status_code == 200
-    assert answer.json() == {**answer.json(), "role": "OEM", "orgId": OEM_ID,
-                             "next": "/ui/suppliers"}
+    assert answer.json() == {
+        **answer.json(),
+        "role": "OEM",
+        "orgId": OEM_ID,
+        "next": "/ui/suppliers",
+    }
     cookie = answer.headers["set-cookie"]
     assert f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "Path=/ui" in cookie
     assert "SameSite=strict" in cookie or "SameSite=Strict" in cookie
@@ -153,11 +162,13 @@ def test_expired_or_forged_cookies_go_back_to_login(demo: Demo) -> None:
     client.cookies.set(COOKIE, expired, path="/ui")
     answer = client.get("/ui/suppliers?window_days=90")
     assert answer.status_code == 303
-    assert answer.headers["location"] == ("/ui/login?next=%2Fui%2Fsuppliers%3Fwindow_days"
-                                          "%3D90&reason=token_expired")
+    assert answer.headers["location"] == (
+        "/ui/login?next=%2Fui%2Fsuppliers%3Fwindow_days%3D90&reason=token_expired"
+    )
     assert f'{COOKIE}=""' in answer.headers["set-cookie"]  # the dead cookie is cleared
-    forged, _ = issue_token("another-secret-" + "1" * 32,
-                            Principal(signer.address, Role.ADMIN, None), 600)
+    forged, _ = issue_token(
+        "another-secret-" + "1" * 32, Principal(signer.address, Role.ADMIN, None), 600
+    )
     client.cookies.set(COOKIE, forged, path="/ui")
     assert "reason=invalid_token" in client.get("/ui/suppliers").headers["location"]
 
@@ -220,8 +231,9 @@ def test_incidents_and_matrix(oem: TestClient, demo: Demo) -> None:
     assert listing.status_code == 200 and demo.incident_id in listing.text
     page = oem.get(f"/ui/incidents/{demo.incident_id}")
     assert page.status_code == 200, page.text
-    matrix = oem.get(f"/v1/incidents/{demo.incident_id}/responsibility",
-                     headers=_bearer(oem)).json()
+    matrix = oem.get(
+        f"/v1/incidents/{demo.incident_id}/responsibility", headers=_bearer(oem)
+    ).json()
     weights = [float(w) for w in re.findall(r'<td class="num strong">([\d.]+)</td>', page.text)]
     assert len(weights) == len(matrix["rows"]) and abs(sum(weights) - 100) < 0.5
     assert "share of responsibility (%)" in page.text
@@ -247,16 +259,22 @@ def test_auditor_record_lookup_and_verification(auditor: TestClient, demo: Demo)
     struct_hash = demo.struct_hashes[demo.suppliers[2]][0]
     found = auditor.get(f"/ui/records?q={struct_hash.upper().replace('0X', '0x')}")
     assert found.status_code == 303 and found.headers["location"] == f"/ui/records/{struct_hash}"
-    assert auditor.get(f"/ui/records?q={struct_hash[2:]}").headers["location"].endswith(
-        struct_hash)
+    assert auditor.get(f"/ui/records?q={struct_hash[2:]}").headers["location"].endswith(struct_hash)
     bad = auditor.get("/ui/records?q=0x1234")
     assert bad.status_code == 422 and "64 hex digits" in bad.text
     page = auditor.get(f"/ui/records/{struct_hash}")
     assert page.status_code == 200, page.text
     html = page.text
     assert "Verified: every check passed" in html
-    for check in ("signature", "struct_hash", "signer_role_at_signing", "merkle_proof",
-                  "root_anchored", "anchor_matches_receipt", "signed_before_anchor"):
+    for check in (
+        "signature",
+        "struct_hash",
+        "signer_role_at_signing",
+        "merkle_proof",
+        "root_anchored",
+        "anchor_matches_receipt",
+        "signed_before_anchor",
+    ):
         assert f">{check}<" in html
     assert 'class="bad"' not in html
     receipt = auditor.get(f"/ui/records/{struct_hash}/receipt.json")
@@ -309,8 +327,9 @@ def test_role_rules_match_the_api(demo: Demo, role: str) -> None:
     headers = _bearer(client)
     pairs = [("/ui/suppliers", "/v1/suppliers")]
     pairs += [(f"/ui/suppliers/{sid}", f"/v1/suppliers/{sid}/credit") for sid in demo.suppliers]
-    pairs += [(f"/ui/incidents/{demo.incident_id}",
-               f"/v1/incidents/{demo.incident_id}/responsibility")]
+    pairs += [
+        (f"/ui/incidents/{demo.incident_id}", f"/v1/incidents/{demo.incident_id}/responsibility")
+    ]
     for sid in demo.suppliers[:2]:
         h = demo.struct_hashes[sid][0]
         pairs.append((f"/ui/records/{h}", f"/v1/records/{h}"))
@@ -332,13 +351,19 @@ def test_empty_service_shows_empty_states(tmp_path: Path) -> None:
         svc.ctx.engine.dispose()
 
 
-def test_pages_are_fast_on_demo_data(oem: TestClient, auditor: TestClient,
-                                     demo: Demo) -> None:
+def test_pages_are_fast_on_demo_data(oem: TestClient, auditor: TestClient, demo: Demo) -> None:
     """Server time per page inside the 1 s page budget (the e2e test measures the browser's
     full load, navigation timing, on the 8-supplier demo)."""
-    paths = {oem: ["/ui/suppliers", f"/ui/suppliers/{demo.suppliers[0]}", "/ui/incidents",
-                   f"/ui/incidents/{demo.incident_id}", "/ui/models"],
-             auditor: ["/ui/records", f"/ui/records/{demo.struct_hashes[demo.suppliers[0]][0]}"]}
+    paths = {
+        oem: [
+            "/ui/suppliers",
+            f"/ui/suppliers/{demo.suppliers[0]}",
+            "/ui/incidents",
+            f"/ui/incidents/{demo.incident_id}",
+            "/ui/models",
+        ],
+        auditor: ["/ui/records", f"/ui/records/{demo.struct_hashes[demo.suppliers[0]][0]}"],
+    }
     for client, urls in paths.items():
         for url in urls:
             client.get(url)  # warm (first scoring loads the model)
@@ -376,17 +401,30 @@ def test_history_and_bars_handle_few_points() -> None:
     assert "score (points)" in str(charts.history_line([], title="none"))
     one = str(charts.history_line([(1_700_000_000, 71.0)], title="one", threshold=70))
     assert "71.0" in one and "gate 70" in one
-    bars = str(charts.bar_chart([charts.Bar("<S>", 50.0, "band-C", href="/ui/x?a=1&b=2")],
-                                title="b", axis_title="credit score (points, 0-100)"))
+    bars = str(
+        charts.bar_chart(
+            [charts.Bar("<S>", 50.0, "band-C", href="/ui/x?a=1&b=2")],
+            title="b",
+            axis_title="credit score (points, 0-100)",
+        )
+    )
     assert "&lt;S&gt;" in bars and "/ui/x?a=1&amp;b=2" in bars
     assert charts.sparkline([1.0]) == ""
 
 
-@pytest.mark.parametrize(("value", "unit", "text"), [
-    (0.9512, "ratio", "95.1 %"), (412.3, "ppm", "412 ppm"), (1.234, "1", "1.23"),
-    (0.5, "1/month", "0.5 /month"), (31.0, "h", "31 h"), (2.0, "count", "2"),
-    (12345.6, "ppm", "12,346 ppm"), (None, "h", "–"),
-])
+@pytest.mark.parametrize(
+    ("value", "unit", "text"),
+    [
+        (0.9512, "ratio", "95.1 %"),
+        (412.3, "ppm", "412 ppm"),
+        (1.234, "1", "1.23"),
+        (0.5, "1/month", "0.5 /month"),
+        (31.0, "h", "31 h"),
+        (2.0, "count", "2"),
+        (12345.6, "ppm", "12,346 ppm"),
+        (None, "h", "–"),
+    ],
+)
 def test_with_unit(value: Any, unit: str, text: str) -> None:
     assert fmt.with_unit(value, unit) == text
 
@@ -395,10 +433,19 @@ def test_pending_evidence_shows_as_waiting(supplier: TestClient, demo: Demo) -> 
     """Runs last: it adds a record that stays unanchored (no anchorer runs here)."""
     me = demo.suppliers[0]
     before = supplier.get(f"/ui/suppliers/{me}").text
-    signed = sign_record(demo.signers[me], demo.ctx.domain, subject=me, kind="inspection",
-                         part_number="P-UI-1", lot_id="LOT-UI-1", event_time=int(time.time()),
-                         quantity=50, defects=1, nonce=900_001,
-                         payload=inspection_payload(1))
+    signed = sign_record(
+        demo.signers[me],
+        demo.ctx.domain,
+        subject=me,
+        kind="inspection",
+        part_number="P-UI-1",
+        lot_id="LOT-UI-1",
+        event_time=int(time.time()),
+        quantity=50,
+        defects=1,
+        nonce=900_001,
+        payload=inspection_payload(1),
+    )
     outcome = submit_many(demo.ctx, [signed.model_dump(mode="json")])[0]
     assert outcome.status == "accepted", outcome.error
     page = supplier.get(f"/ui/records/{outcome.struct_hash}")
