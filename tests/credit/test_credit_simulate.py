@@ -51,19 +51,22 @@ def test_history_payloads_match_the_signed_ones() -> None:
     """Training data skips signing, not structure: the same seed gives the same evidence."""
     signed = simulate_population(2, 4, seed=9)
     unsigned = simulate_history(2, 4, seed=9)
-    strip = lambda items: [
-        (
-            i.kind,
-            i.subject,
-            i.lot_id,
-            i.event_time,
-            i.quantity,
-            i.defects,
-            i.payload,
-        )
-        for i in items
-        if i.kind != "improvement"
-    ]  # improvements reference struct hashes
+
+    def strip(items):
+        return [
+            (
+                i.kind,
+                i.subject,
+                i.lot_id,
+                i.event_time,
+                i.quantity,
+                i.defects,
+                i.payload,
+            )
+            for i in items
+            if i.kind != "improvement"
+        ]  # improvements reference struct hashes
+
     assert strip(signed.items) == strip(unsigned.items)
 
 
