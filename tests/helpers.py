@@ -48,3 +48,15 @@ def inspection_payload(defects: int = 1, sample: int = 50) -> dict[str, Any]:
             }
         ],
     }
+
+
+def error_code(response: Any) -> str:
+    """The machine-readable error code of an API error response.
+
+    Reads both the problem+json body (RFC 9457, ``code`` as an extension member) and the older
+    ``{"error": {"code": ...}}`` body, so tests assert on the code, not on the envelope.
+    """
+    body = response.json()
+    if isinstance(body.get("error"), dict):
+        return str(body["error"]["code"])
+    return str(body["code"])
