@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from credit.score import CreditResponse
 
 MAX_REASONS = 4
-# Figures from DOMAIN.md: OEMs require <= 300 PPM, a poor line runs 800+; Cpk >= 1.33 ongoing,
+# Figures from docs/domain.md: OEMs require <= 300 PPM, a poor line runs 800+; Cpk >= 1.33 ongoing,
 # >= 1.67 for new parts (PPAP); complaint response within 24-48 h; 8D closure within 30 days is
 # common practice, industry average ~11.7 days.
 PPM_OEM_LIMIT = 300.0

@@ -25,8 +25,8 @@ AUDIT_LOOKBACK_DAYS = 365  # IATF 16949 surveillance audits are yearly; the late
 TREND_SHARE = 1 / 3  # the trend compares the last third of the window with the first two thirds
 MIN_CPK_DF = 18  # degrees of freedom for a Cpk estimate: two subgroups of 10 (AIAG asks >= 25
 # subgroups for a *study*; a rolling score takes what the window holds and says so)
-RESPONSE_DUE_HOURS = 48.0  # DOMAIN.md: complaint response expected within 24-48 h
-CLOSURE_DUE_DAYS = 30.0  # DOMAIN.md: 8D closure within 30 days is common practice
+RESPONSE_DUE_HOURS = 48.0  # docs/domain.md: complaint response expected within 24-48 h
+CLOSURE_DUE_DAYS = 30.0  # docs/domain.md: 8D closure within 30 days is common practice
 
 Direction = Literal["higher_is_better", "lower_is_better"]
 
@@ -62,7 +62,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "lower_is_better",
         "Defective units per million inspected: 1e6 * sum(defects) / sum(sample size) over the "
         "inspection records in the window (all defect codes; every sampled unit counts once).",
-        "no inspection in the window: 800 ppm, DOMAIN.md's 'a poor line runs 800+'",
+        "no inspection in the window: 800 ppm, docs/domain.md's 'a poor line runs 800+'",
         800.0,
         0.0,
         1e6,
@@ -74,7 +74,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "Lowest Cpk over the key characteristics of the supplier's parts: min(USL - mean, "
         "mean - LSL) / (3 sigma_within), mean over the window's measurements, sigma pooled within "
         "lots; an auditor-verified capability study replaces the lots it supersedes.",
-        "no estimable key characteristic: 1.0 (spread = tolerance, ~2700 ppm), below DOMAIN.md's "
+        "no estimable key characteristic: 1.0 (spread = tolerance, ~2700 ppm), below docs/domain.md's "
         "1.33 requirement",
         1.0,
         -1.0,
@@ -97,7 +97,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "higher_is_better",
         "Share of deliveries in the window with deliveredTime <= promisedTime.",
         "no delivery in the window: 0.85, below the usual >= 95% OEM delivery target (an "
-        "assumption, not a DOMAIN.md figure)",
+        "assumption, not a docs/domain.md figure)",
         0.85,
         0.0,
         1.0,
@@ -118,7 +118,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "lower_is_better",
         "Mean hours from complaint to the supplier's first response (8D firstResponseTime) over "
         "the window's complaints; an unanswered complaint older than 48 h counts at its age.",
-        "no complaint due: 24 h, the lower end of DOMAIN.md's 24-48 h expectation (meets it, no "
+        "no complaint due: 24 h, the lower end of docs/domain.md's 24-48 h expectation (meets it, no "
         "better)",
         24.0,
         0.0,
@@ -130,7 +130,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "lower_is_better",
         "Mean days from complaint to 8D closure (D8) over the window's complaints; an open 8D "
         "older than 30 days counts at its age; an auditor-verified fix closes it.",
-        "no 8D due: 11.7 days, DOMAIN.md's industry average (average, not best)",
+        "no 8D due: 11.7 days, docs/domain.md's industry average (average, not best)",
         11.7,
         0.0,
         365.0,

@@ -8,7 +8,7 @@ Method ``shapley-noisy-or/1``:
    same part within ``around_days`` before the incident (an SQE's normal-tail estimate), and the
    lot's observed defect fraction; the larger of the two counts. Without measurements of the
    incident lot, the nearby lots stand in; without any evidence the supplier carries the poor-line
-   prior (800 ppm, DOMAIN.md): missing evidence never lowers a share. Optionally averaged with a
+   prior (800 ppm, docs/domain.md): missing evidence never lowers a share. Optionally averaged with a
    federated defect model's risk (``risk_model``).
 2. **Game**: the product fails if any part is defective (noisy-OR):
    ``v(S) = 1 - prod_{i in S} (1 - r_i)``.
@@ -42,7 +42,7 @@ from ledger.records import Domain
 
 METHOD_ID = "shapley-noisy-or/1"
 AROUND_DAYS = 30  # lots of the same part made within a month before the incident share a process
-NO_EVIDENCE_RISK = 800e-6  # DOMAIN.md: "a poor line runs 800+" ppm, the prior when nothing shown
+NO_EVIDENCE_RISK = 800e-6  # docs/domain.md: "a poor line runs 800+" ppm, the prior when nothing shown
 RISK_FLOOR = 1e-9  # one part per billion: below any rate evidence can show, keeps v(N) > 0
 WEIGHT_TOL = 1e-9
 _NORMAL = NormalDist()

@@ -1,6 +1,6 @@
 """Supplier process data: the feature schema, a population simulator, and partition files.
 
-Each supplier's *sensitive layer* (DOMAIN.md: process recipes, equipment parameters) is one
+Each supplier's *sensitive layer* (docs/domain.md: process recipes, equipment parameters) is one
 injection-moulding line's shot log: mould and melt temperature, hold pressure and time, cycle
 time, hall humidity, vibration amplitude, tool wear, the material lot's moisture and grade, and
 the machine family -> defective part or not.

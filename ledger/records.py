@@ -54,7 +54,7 @@ class Role(StrEnum):
     AUDITOR = "AUDITOR"
 
 
-# Who may sign which kind (DESIGN.md): a score resting only on self-reports could be gamed.
+# Who may sign which kind (docs/design.md): a score resting only on self-reports could be gamed.
 KIND_SIGNER_ROLE: dict[RecordKind, Role] = {
     RecordKind.INSPECTION: Role.SUPPLIER,
     RecordKind.DELIVERY: Role.SUPPLIER,

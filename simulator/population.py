@@ -264,7 +264,7 @@ def draw_truth(
 ) -> SupplierTruth:
     """Draw one supplier's latent truth. Correlations follow the culture factor."""
     culture = float(rng.standard_normal())
-    # Latent Cpk: median ~1.4 with a long lower tail; DOMAIN.md's 1.33 ongoing requirement sits
+    # Latent Cpk: median ~1.4 with a long lower tail; docs/domain.md's 1.33 ongoing requirement sits
     # near the middle so the population holds both capable and incapable lines.
     capability = float(
         np.clip(math.exp(math.log(1.4) + 0.22 * rng.standard_normal() + 0.06 * culture), 0.55, 2.6)
@@ -297,7 +297,7 @@ def draw_truth(
         on_time_prob=float(
             np.clip(0.93 + 0.04 * culture + 0.04 * rng.standard_normal(), 0.55, 0.999)
         ),
-        # DOMAIN.md: complaint response expected within 24-48 h; 8D closure industry average
+        # docs/domain.md: complaint response expected within 24-48 h; 8D closure industry average
         # ~11.7 days, best ~3, 30 days common practice. Medians spread around those figures.
         response_hours_median=float(
             np.clip(math.exp(math.log(26) - 0.45 * culture + 0.35 * rng.standard_normal()), 2, 400)
@@ -319,7 +319,7 @@ Emit = Callable[[str, RecordKind, str, str, str, int, int, int, int, dict[str, A
 
 # OEM detection of escaped defectives per lot (complaints) and field-incident rate per shipped
 # defective; tuned so a Cpk-1.33 line sees a complaint every few years and a Cpk-0.8 line several
-# a month (DOMAIN.md: Cpk 1.33 ~ 64 ppm; a poor line runs 800+ ppm).
+# a month (docs/domain.md: Cpk 1.33 ~ 64 ppm; a poor line runs 800+ ppm).
 COMPLAINT_PER_DEFECTIVE = 0.01
 FIELD_RATE = 0.012
 FIELD_EXPONENT = 0.6  # diminishing: many defectives in one lot are one incident, not many

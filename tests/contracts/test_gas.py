@@ -1,6 +1,6 @@
 """Gas per record of anchorBatch: one transaction per batch, whatever the batch size.
 
-Goal (DESIGN: anchor Merkle roots, never a slot per record): <= 64 gas per record at 1,024
+Goal (docs/design.md: anchor Merkle roots, never a slot per record): <= 64 gas per record at 1,024
 records, counting the 21,000 base cost of the transaction. The first batch of a deployment also
 turns the counter and accumulator slots from zero to non-zero (2 x 17,100 gas more), so the goal
 is asserted on the steady state, and the first batch is reported separately.
