@@ -74,8 +74,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "Lowest Cpk over the key characteristics of the supplier's parts: min(USL - mean, "
         "mean - LSL) / (3 sigma_within), mean over the window's measurements, sigma pooled within "
         "lots; an auditor-verified capability study replaces the lots it supersedes.",
-        "no estimable key characteristic: 1.0 (spread = tolerance, ~2700 ppm), below docs/domain.md's "
-        "1.33 requirement",
+        "no estimable key characteristic: 1.0 (spread = tolerance, ~2700 ppm), below "
+        "docs/domain.md's 1.33 requirement",
         1.0,
         -1.0,
         5.0,
@@ -118,8 +118,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "lower_is_better",
         "Mean hours from complaint to the supplier's first response (8D firstResponseTime) over "
         "the window's complaints; an unanswered complaint older than 48 h counts at its age.",
-        "no complaint due: 24 h, the lower end of docs/domain.md's 24-48 h expectation (meets it, no "
-        "better)",
+        "no complaint due: 24 h, the lower end of docs/domain.md's 24-48 h expectation (meets it, "
+        "no better)",
         24.0,
         0.0,
         24.0 * 365,

@@ -8,8 +8,8 @@ Method ``shapley-noisy-or/1``:
    same part within ``around_days`` before the incident (an SQE's normal-tail estimate), and the
    lot's observed defect fraction; the larger of the two counts. Without measurements of the
    incident lot, the nearby lots stand in; without any evidence the supplier carries the poor-line
-   prior (800 ppm, docs/domain.md): missing evidence never lowers a share. Optionally averaged with a
-   federated defect model's risk (``risk_model``).
+   prior (800 ppm, docs/domain.md): missing evidence never lowers a share. Optionally averaged
+   with a federated defect model's risk (``risk_model``).
 2. **Game**: the product fails if any part is defective (noisy-OR):
    ``v(S) = 1 - prod_{i in S} (1 - r_i)``.
 3. **Weights**: the Shapley values of that game divided by ``v(N)``, so they sum to 1 and reward
@@ -42,7 +42,8 @@ from ledger.records import Domain
 
 METHOD_ID = "shapley-noisy-or/1"
 AROUND_DAYS = 30  # lots of the same part made within a month before the incident share a process
-NO_EVIDENCE_RISK = 800e-6  # docs/domain.md: "a poor line runs 800+" ppm, the prior when nothing shown
+# docs/domain.md: "a poor line runs 800+" ppm, the prior when nothing is shown
+NO_EVIDENCE_RISK = 800e-6
 RISK_FLOOR = 1e-9  # one part per billion: below any rate evidence can show, keeps v(N) > 0
 WEIGHT_TOL = 1e-9
 _NORMAL = NormalDist()
