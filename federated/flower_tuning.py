@@ -1,55 +1,23 @@
 """Flower 1.41 waits that were sized for slower processes than ours, shortened.
 
-Each is a fixed delay inside Flower with no setting; each change is pinned by a unit test that
-fails if the Flower code it relies on changes (tests/federated/test_fl_units.py).
+Each is a fixed delay inside Flower with no setting. The replacements are installed by
+:mod:`federated.flower_compat`, which guards them by Flower version and pins the Flower code they
+rely on.
 
-Object pulls.
-
-Flower moves a message in two steps: its header first, then its objects (arrays, records).
-A receiver that sees the header before the objects are uploaded retries the pull with a backoff
-that starts at 1 s (``flwr.supercore.constant.PULL_INITIAL_BACKOFF``), a delay sized for
-receivers that are themselves slow to start. Ours are not: a ClientApp task forked from a warm
-SuperExec asks for its message within milliseconds, and the ServerApp pulls replies every 50 ms,
-so both kept landing in that 1 s wait (measured: one or two per round in the deployment engine,
-about 1.1 s each). Flower's pull functions take the backoff as keyword arguments; this wraps the
-one a module calls so that, unless the caller says otherwise, retries start at 20 ms and double
-up to 1 s. The overall limit (``PULL_MAX_TIME``) is Flower's own.
+The retry backoff of object pulls is shortened by
+:func:`federated.flower_compat.patch_pull_backoff`.
 
 Simulation dispatch: see :func:`shorten_simulation_dispatch`.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from queue import Empty
-from types import ModuleType
 from typing import Any
 
-PULL_INITIAL_BACKOFF = 0.02
-PULL_BACKOFF_CAP = 1.0
-_MARK = "_qledger_short_backoff"
-
-
-def _with_short_backoff(fn: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(fn)
-    def pull(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("initial_backoff", PULL_INITIAL_BACKOFF)
-        kwargs.setdefault("backoff_cap", PULL_BACKOFF_CAP)
-        return fn(*args, **kwargs)
-
-    setattr(pull, _MARK, True)
-    return pull
-
-
-def shorten_pull_backoff(module: ModuleType, name: str) -> None:
-    """Make ``module.name`` (a Flower pull function it imported) retry sooner; idempotent."""
-    fn = getattr(module, name)
-    if not getattr(fn, _MARK, False):
-        setattr(module, name, _with_short_backoff(fn))
-
+from federated.flower_compat import patch_simulation_dispatch
 
 # The simulation engine runs the ServerApp, its dispatcher and its reply writer as threads of one
 # process, handing messages along through the in-memory link state. Flower 1.41's dispatcher
@@ -110,10 +78,11 @@ def _put_message_into_state(state: Any, queue: Any, f_stop: Any) -> None:
 
 
 def shorten_simulation_dispatch() -> None:
-    """Make the simulation engine (started in this process) hand messages on without ticks."""
-    import flwr.server.superlink.fleet.vce.vce_api as vce_api
+    """Make the simulation engine (started in this process) hand messages on without ticks.
 
+    On a Flower version these loops were not verified against, Flower's own ticking loops stay
+    and the ServerApp keeps polling (see federated.flower_compat).
+    """
     global _simulation_wakeups
-    vce_api.add_messages_to_queue = _add_messages_to_queue
-    vce_api.put_message_into_state = _put_message_into_state
-    _simulation_wakeups = SimulationWakeups(MESSAGES_PUSHED, REPLIES_STORED)
+    if patch_simulation_dispatch(_add_messages_to_queue, _put_message_into_state):
+        _simulation_wakeups = SimulationWakeups(MESSAGES_PUSHED, REPLIES_STORED)

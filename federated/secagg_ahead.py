@@ -40,15 +40,11 @@ import logging
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Context, Message
-from flwr.client.mod.secure_aggregation.secaggplus_mod import (
-    SecAggPlusState,
-    _setup,
-    _share_keys,
-    check_configs,
-)
+from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState, check_configs
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE, Key, Stage
 from flwr.supercore.primitives.asymmetric import private_key_to_bytes, public_key_to_bytes
 
+from federated.flower_compat import secagg_private_stages
 from federated.secagg_primitives import generate_key_pairs
 
 log = logging.getLogger(__name__)
@@ -185,9 +181,10 @@ def _setup_and_share(
     state.nid = node_id
     # Flower's setup stage reads the settings and clears the last round's shares; the key pairs
     # it also makes are replaced at once by the ones the server already holds.
-    _setup(state, settings)
+    setup, share_keys = secagg_private_stages()
+    setup(state, settings)
     state.sk1, state.pk1, state.sk2, state.pk2 = (bytes(keys[k]) for k in _KEY_NAMES)  # type: ignore[arg-type]
-    shares = _share_keys(state, neighbour_keys)
+    shares = share_keys(state, neighbour_keys)
     state.current_stage = Stage.SHARE_KEYS
     records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())  # type: ignore[arg-type]
     return shares  # type: ignore[return-value]

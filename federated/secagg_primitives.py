@@ -44,7 +44,6 @@ Flower SecAgg+ peer, which qledger never has: both apps are ours.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import math
 from collections.abc import Sequence
 
@@ -52,7 +51,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
-from federated.shamir import CLIENT_MOD, SERVER_WORKFLOW, use_fast_shamir
+from federated.flower_compat import patch_secagg_primitives
+from federated.shamir import combine_shares, create_shares
 
 CURVE = ec.SECP256R1
 # Separates mask keys from any other use of the same seed (the agreed keys also key Fernet).
@@ -94,11 +94,13 @@ def pseudo_rand_gen(
 def use_secagg_primitives() -> None:
     """Point Flower's SecAgg+ client mod and server workflow at our primitives (idempotent).
 
-    Both import the functions by name, so the names are replaced in those two modules only
-    (looked up by name: see :func:`federated.shamir.use_fast_shamir`).
+    Both import the functions by name, so the names are replaced in those two modules only, by
+    :func:`federated.flower_compat.patch_secagg_primitives`; on a Flower version they were not
+    verified against it refuses (SecAgg+ must not fall back to 32-bit-seed masks).
     """
-    use_fast_shamir()
-    client = importlib.import_module(CLIENT_MOD)
-    client.generate_key_pairs = generate_key_pairs
-    client.pseudo_rand_gen = pseudo_rand_gen
-    importlib.import_module(SERVER_WORKFLOW).pseudo_rand_gen = pseudo_rand_gen
+    patch_secagg_primitives(
+        generate_key_pairs=generate_key_pairs,
+        pseudo_rand_gen=pseudo_rand_gen,
+        create_shares=create_shares,
+        combine_shares=combine_shares,
+    )

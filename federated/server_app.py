@@ -50,7 +50,8 @@ from federated.config import (
     server_settings_from_run_config,
 )
 from federated.data import load_partition
-from federated.flower_tuning import SimulationWakeups, shorten_pull_backoff, simulation_wakeups
+from federated.flower_compat import patch_pull_backoff, secagg_keys_ahead_supported
+from federated.flower_tuning import SimulationWakeups, simulation_wakeups
 from federated.model import evaluate, get_arrays, new_model, save_model, set_arrays
 from federated.secagg import secagg_round
 from federated.secagg_ahead import KeysAhead
@@ -352,7 +353,7 @@ def run_server(
     torch.set_num_threads(1)
     # Deployment engine: replies are pulled every ``reply_poll`` s, often before the SuperNode
     # has finished uploading a reply's objects (see federated/flower_tuning.py).
-    shorten_pull_backoff(http_grid, "pull_objects")
+    patch_pull_backoff(http_grid, "pull_objects")
     out = Path(s.out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     rounds_file = out / ROUNDS_FILE
@@ -395,7 +396,9 @@ def run_server(
         else:
             if s.secagg:
                 # No keys ahead of the last round: they would only sit in the suppliers' state.
-                keys_ahead = s.secagg_keys_ahead and rnd < s.rounds
+                keys_ahead = (
+                    s.secagg_keys_ahead and secagg_keys_ahead_supported() and rnd < s.rounds
+                )
                 next_sample = _next_sample(sampler, rnd + 1, grid) if keys_ahead else None
                 result = _secagg_round(
                     grid, context, strategy, messages, rnd, arrays, s, ahead, next_sample

@@ -22,13 +22,13 @@ the recombination runs on the server, which is meant to learn the seeds it recom
 
 Both are byte-for-byte interchangeable with Flower's (tests/federated/test_fl_units.py checks
 shares made here against pycryptodome's given the same random bytes, and recombination both
-ways). :func:`use_fast_shamir` points Flower's SecAgg+ client mod and server workflow at them.
+ways). :func:`federated.secagg_primitives.use_secagg_primitives` points Flower's SecAgg+ client
+mod and server workflow at them.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
 import secrets
 from collections.abc import Callable
 
@@ -43,8 +43,6 @@ _INDEX_BYTES = 4  # Flower's share layout: little-endian index first
 
 # Flower's modules that use the shares (client: split at key sharing; server: recombine at
 # unmasking).
-CLIENT_MOD = "flwr.client.mod.secure_aggregation.secaggplus_mod"
-SERVER_WORKFLOW = "flwr.server.workflow.secure_aggregation.secaggplus_workflow"
 
 # Source of the polynomials' random coefficients (16 bytes per call, as pycryptodome draws).
 random_bytes: Callable[[int], bytes] = secrets.token_bytes
@@ -155,15 +153,3 @@ def combine_shares(share_list: list[bytes]) -> bytes:
         return unpad(bytes(padded), CHUNK)
     except ValueError:
         raise ValueError("Failed to combine shares") from None
-
-
-def use_fast_shamir() -> None:
-    """Point Flower's SecAgg+ client mod and server workflow at this module (idempotent).
-
-    Both import the functions by name from ``flwr.common.secure_aggregation.crypto.shamir``,
-    so that is what is replaced, in those two modules only. (The modules are looked up by name:
-    ``flwr.client.mod.secure_aggregation`` re-exports a *function* called ``secaggplus_mod``
-    that shadows its submodule, so attribute access would find the function.)
-    """
-    importlib.import_module(CLIENT_MOD).create_shares = create_shares
-    importlib.import_module(SERVER_WORKFLOW).combine_shares = combine_shares

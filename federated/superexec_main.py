@@ -37,7 +37,6 @@ import traceback
 from logging import INFO
 from typing import Any
 
-import flwr.supercore.superexec.run_superexec as _superexec
 import flwr.supernode.runtime.run_clientapp as _clientapp_runtime
 from flwr.supercore import log
 from flwr.supercore.cli.flower_superexec import flower_superexec
@@ -51,7 +50,7 @@ from flwr.supercore.superexec.executor import (
 from flwr.supercore.tls import validate_and_resolve_root_certificates
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-from federated.flower_tuning import shorten_pull_backoff
+from federated.flower_compat import patch_pull_backoff, patch_superexec_executor
 
 # What a qledger ClientApp imports that is expensive (measured cold: flwr's runtime ~0.9 s,
 # torch ~1.7 s, torch._dynamo ~2.5 s more). Override with QLEDGER_CLIENTAPP_PRELOAD
@@ -182,6 +181,6 @@ if __name__ == "__main__":
     preload(preload_modules())
     # Every task (a fork of this process, so it inherits this) asks for its message at once,
     # often before its SuperNode has pulled the message's objects from the SuperLink.
-    shorten_pull_backoff(_clientapp_runtime, "pull_and_inflate_object_from_tree")
-    _superexec.get_executor = _executor_factory  # type: ignore[assignment]
+    patch_pull_backoff(_clientapp_runtime, "pull_and_inflate_object_from_tree")
+    patch_superexec_executor(_executor_factory)
     sys.exit(flower_superexec())

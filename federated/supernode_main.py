@@ -4,7 +4,8 @@ Flower 1.41's SuperNode main loop sleeps a hard-coded 3 s whenever a pull finds 
 0.5 s while it waits for the ClientApp's reply. In a federated round the next message almost
 always arrives just after the node went to sleep, so each message to a SuperNode waits ~1.5 s on
 average and up to 3 s (four times per SecAgg+ round). There is no setting for it; this wrapper
-swaps the ``time`` module *seen by that one Flower module* for one whose ``sleep`` maps those
+swaps (through :mod:`federated.flower_compat`) the ``time`` module *seen by that one Flower
+module* for one whose ``sleep`` maps those
 two waits to ``QLEDGER_SUPERNODE_POLL`` / ``QLEDGER_SUPERNODE_REPLY_POLL`` seconds and leaves
 every other sleep alone. Everything else is the stock ``flower-supernode`` entry point.
 
@@ -20,28 +21,17 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from types import SimpleNamespace
 
 import flwr.supernode.start_client_internal as _loop
 from flwr.supernode.cli.flower_supernode import flower_supernode
 
-from federated.flower_tuning import shorten_pull_backoff
+from federated.flower_compat import patch_pull_backoff, patch_supernode_sleeps
 
 _IDLE = float(os.environ.get("QLEDGER_SUPERNODE_POLL", "3"))
 _REPLY = float(os.environ.get("QLEDGER_SUPERNODE_REPLY_POLL", "0.5"))
-_MAP = {3: _IDLE, 0.5: _REPLY}
-
-
-def _sleep(seconds: float) -> None:
-    time.sleep(_MAP.get(seconds, seconds))
-
-
-_loop.time = SimpleNamespace(
-    **{name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
-)  # type: ignore[assignment]
-_loop.time.sleep = _sleep
 
 if __name__ == "__main__":
-    shorten_pull_backoff(_loop, "pull_objects")
+    # Flower 1.41's hard-coded waits, by value: 3 s idle, 0.5 s while waiting for a reply.
+    patch_supernode_sleeps({3: _IDLE, 0.5: _REPLY})
+    patch_pull_backoff(_loop, "pull_objects")
     sys.exit(flower_supernode())

@@ -209,13 +209,13 @@ def test_cli_refuses_secagg_with_two_suppliers() -> None:
     assert "SecAgg+ needs at least 3 suppliers" in out.output
 
 
-def test_shorten_pull_backoff_sets_defaults_once_and_keeps_explicit_ones() -> None:
+def test_patch_pull_backoff_sets_defaults_once_and_keeps_explicit_ones() -> None:
     import types
 
-    from federated.flower_tuning import (
+    from federated.flower_compat import (
         PULL_BACKOFF_CAP,
         PULL_INITIAL_BACKOFF,
-        shorten_pull_backoff,
+        patch_pull_backoff,
     )
 
     calls: list[dict[str, object]] = []
@@ -226,9 +226,9 @@ def test_shorten_pull_backoff_sets_defaults_once_and_keeps_explicit_ones() -> No
 
     module = types.ModuleType("fake_flower_module")
     module.pull_objects = pull  # type: ignore[attr-defined]
-    shorten_pull_backoff(module, "pull_objects")
+    assert patch_pull_backoff(module, "pull_objects")
     wrapped = module.pull_objects  # type: ignore[attr-defined]
-    shorten_pull_backoff(module, "pull_objects")  # idempotent: not wrapped twice
+    patch_pull_backoff(module, "pull_objects")  # idempotent: not wrapped twice
     assert module.pull_objects is wrapped  # type: ignore[attr-defined]
 
     assert wrapped(["a"]) == ["a"]
@@ -238,8 +238,8 @@ def test_shorten_pull_backoff_sets_defaults_once_and_keeps_explicit_ones() -> No
 
 
 def test_flower_pull_functions_still_take_the_backoff_keywords() -> None:
-    # flower_tuning relies on these keyword arguments; a Flower upgrade that drops them must fail
-    # here rather than at the first retry of a real run.
+    # patch_pull_backoff relies on these keyword arguments; a Flower upgrade that drops them must
+    # fail here rather than at the first retry of a real run.
     import inspect
 
     import flwr.superlink.grid.http_grid as http_grid
@@ -491,14 +491,15 @@ def test_fast_and_flower_shares_recombine_each_other() -> None:
         shamir.combine_shares([])
 
 
-def test_use_fast_shamir_reaches_the_functions_flower_secagg_calls() -> None:
+def test_fast_shamir_reaches_the_functions_flower_secagg_calls() -> None:
     """What counts is the name each SecAgg+ step looks up at run time, in its own globals."""
     from flwr.client.mod import secaggplus_mod
     from flwr.server.workflow import SecAggPlusWorkflow
 
     from federated import shamir
+    from federated.secagg_primitives import use_secagg_primitives
 
-    shamir.use_fast_shamir()
+    use_secagg_primitives()
     share_keys = secaggplus_mod.__globals__["_share_keys"]
     assert share_keys.__globals__["create_shares"] is shamir.create_shares
     unmask = SecAggPlusWorkflow.unmask_stage
