@@ -47,6 +47,7 @@ import hashlib
 import importlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -98,7 +99,9 @@ def use_secagg_primitives() -> None:
     (looked up by name: see :func:`federated.shamir.use_fast_shamir`).
     """
     use_fast_shamir()
-    client = importlib.import_module(CLIENT_MOD)
+    # Any: these are Flower's module globals, replaced from outside their module on purpose.
+    client: Any = importlib.import_module(CLIENT_MOD)
+    server_workflow: Any = importlib.import_module(SERVER_WORKFLOW)
     client.generate_key_pairs = generate_key_pairs
     client.pseudo_rand_gen = pseudo_rand_gen
-    importlib.import_module(SERVER_WORKFLOW).pseudo_rand_gen = pseudo_rand_gen
+    server_workflow.pseudo_rand_gen = pseudo_rand_gen

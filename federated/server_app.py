@@ -46,6 +46,7 @@ from federated.client_app import ARRAYS, CONFIG, HELLO, SUPPLIER, SUPPLIER_ID
 from federated.config import (
     WEIGHT_KEY,
     ServerSettings,
+    record_float,
     secagg_plan,
     server_settings_from_run_config,
 )
@@ -97,7 +98,7 @@ class PollingGrid(Grid):
     def run(self) -> Any:
         return self.inner.run
 
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:  # type: ignore[override]
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
         return self.inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -156,7 +157,7 @@ def roll_call(grid: Grid, nodes: list[int], timeout: float) -> dict[int, str]:
         for n in nodes
     ]
     return {
-        r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID])  # type: ignore[index]
+        r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID])
         for r in grid.send_and_receive(messages, timeout=timeout)
         if not r.has_error()
     }
@@ -214,11 +215,11 @@ def _plain_round(
     sampled = [m.metadata.dst_node_id for m in messages]
     replies = list(grid.send_and_receive(messages, timeout=s.round_timeout))
     ok = [r for r in replies if not r.has_error()]
-    participants = {r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID]) for r in ok}  # type: ignore[index]
+    participants = {r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID]) for r in ok}
     if len(ok) < s.min_fit_clients:
         return RoundResult(None, sampled, participants, note=f"{len(ok)} of {len(sampled)} replied")
     arrays, metrics = strategy.aggregate_train(server_round, replies)
-    loss = float(metrics["train-loss"]) if metrics and "train-loss" in metrics else None  # type: ignore[arg-type]
+    loss = record_float(metrics["train-loss"]) if metrics and "train-loss" in metrics else None
     note = "" if arrays is not None else "aggregation refused (DP needs every sampled client)"
     return RoundResult(arrays, sampled, participants, loss, note)
 

@@ -31,6 +31,7 @@ import functools
 import importlib
 import secrets
 from collections.abc import Callable
+from typing import Any
 
 from Crypto.Util.Padding import pad, unpad
 
@@ -165,5 +166,8 @@ def use_fast_shamir() -> None:
     ``flwr.client.mod.secure_aggregation`` re-exports a *function* called ``secaggplus_mod``
     that shadows its submodule, so attribute access would find the function.)
     """
-    importlib.import_module(CLIENT_MOD).create_shares = create_shares
-    importlib.import_module(SERVER_WORKFLOW).combine_shares = combine_shares
+    # Any: these are Flower's module globals, replaced from outside their module on purpose.
+    client_mod: Any = importlib.import_module(CLIENT_MOD)
+    server_workflow: Any = importlib.import_module(SERVER_WORKFLOW)
+    client_mod.create_shares = create_shares
+    server_workflow.combine_shares = combine_shares

@@ -183,5 +183,5 @@ if __name__ == "__main__":
     # Every task (a fork of this process, so it inherits this) asks for its message at once,
     # often before its SuperNode has pulled the message's objects from the SuperLink.
     shorten_pull_backoff(_clientapp_runtime, "pull_and_inflate_object_from_tree")
-    _superexec.get_executor = _executor_factory  # type: ignore[assignment]
-    sys.exit(flower_superexec())
+    _superexec.get_executor = _executor_factory
+    flower_superexec()  # returns None: the process exits 0 when the SuperExec stops

@@ -19,9 +19,9 @@ It is run by file path (see federated.deploy).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from types import SimpleNamespace
+from typing import Any
 
 import flwr.supernode.start_client_internal as _loop
 from flwr.supernode.cli.flower_supernode import flower_supernode
@@ -37,11 +37,12 @@ def _sleep(seconds: float) -> None:
     time.sleep(_MAP.get(seconds, seconds))
 
 
-_loop.time = SimpleNamespace(
-    **{name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
-)  # type: ignore[assignment]
-_loop.time.sleep = _sleep
+_time_seen_by_loop = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+_time_seen_by_loop["sleep"] = _sleep
+# Any: the module's `time` global is replaced from outside on purpose.
+_loop_module: Any = _loop
+_loop_module.time = SimpleNamespace(**_time_seen_by_loop)
 
 if __name__ == "__main__":
     shorten_pull_backoff(_loop, "pull_objects")
-    sys.exit(flower_supernode())
+    flower_supernode()  # returns None: the process exits 0 when the SuperNode stops
