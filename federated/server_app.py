@@ -72,7 +72,8 @@ class PollingGrid(Grid):
     """A Grid whose ``send_and_receive`` polls for replies every ``interval`` seconds.
 
     Flower's HTTP grid (deployment engine) sleeps 3 s between pulls, which alone added seconds
-    to every round and to each of SecAgg+'s four stages. Inside the simulation engine the grid
+    to every round and to each SecAgg+ message round (two per round with keys set up ahead, four
+    with ``secagg_keys_ahead=False``). Inside the simulation engine the grid
     is told of each push and each stored reply instead (``wakeups``, see
     :mod:`federated.flower_tuning`), and ``interval`` is only the longest wait. Everything else
     is delegated. An optional observer sees every reply the server receives (tests use it to

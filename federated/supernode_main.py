@@ -3,10 +3,11 @@
 Flower 1.41's SuperNode main loop sleeps a hard-coded 3 s whenever a pull finds no message, and
 0.5 s while it waits for the ClientApp's reply. In a federated round the next message almost
 always arrives just after the node went to sleep, so each message to a SuperNode waits ~1.5 s on
-average and up to 3 s (four times per SecAgg+ round). There is no setting for it; this wrapper
-swaps the ``time`` module *seen by that one Flower module* for one whose ``sleep`` maps those
-two waits to ``QLEDGER_SUPERNODE_POLL`` / ``QLEDGER_SUPERNODE_REPLY_POLL`` seconds and leaves
-every other sleep alone. Everything else is the stock ``flower-supernode`` entry point.
+average and up to 3 s (twice per SecAgg+ round with keys set up ahead, four times with
+``secagg_keys_ahead=False``, which keeps Flower's four stages). There is no setting for it;
+this wrapper swaps the ``time`` module *seen by that one Flower module* for one whose ``sleep``
+maps those two waits to ``QLEDGER_SUPERNODE_POLL`` / ``QLEDGER_SUPERNODE_REPLY_POLL`` seconds
+and leaves every other sleep alone. Everything else is the stock ``flower-supernode`` entry point.
 
 Set ``QLEDGER_SUPERNODE_POLL=3`` to get Flower's own behaviour back.
 

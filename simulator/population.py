@@ -208,9 +208,6 @@ class Population:
     def truth(self, supplier_id: str) -> SupplierTruth:
         return next(s for s in self.suppliers if s.supplier_id == supplier_id)
 
-    def items_for(self, supplier_id: str) -> list[EvidenceItem]:
-        return [it for it in self.items if it.subject == supplier_id]
-
     def fl_participation(self, supplier_id: str, as_of: int, window_days: int) -> float:
         """Share of the federated rounds in the window the supplier took part in."""
         rounds = self.fl_rounds.get(supplier_id)

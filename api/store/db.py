@@ -63,10 +63,6 @@ def make_engine(url: str) -> Engine:
     )
 
 
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
-
-
 # Key of the PostgreSQL advisory lock that serialises migrations (an arbitrary constant,
 # ASCII "qledgerm"): several workers starting at once must not all create the schema.
 MIGRATION_LOCK_KEY = 0x716C656467657260
