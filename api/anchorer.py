@@ -20,11 +20,13 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import InstrumentedAttribute
 
 from api.context import ServiceContext
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
@@ -47,8 +49,11 @@ log = logging.getLogger("qledger.anchorer")
 OPEN_STATUSES = ("built", "sent", "anchored")
 RECEIPT_CHUNK = 128  # proofs written per transaction (keeps the writer lock short for intake)
 
+# The tables of published artefacts; both have the columns a commitment uses (id,
+# commitment_id, proof).
+CommittedTable = type[Score] | type[Responsibility]
 # What each CommitmentLog topic commits: the table of published artefacts and its hash column.
-COMMITTED = {
+COMMITTED: dict[str, tuple[CommittedTable, InstrumentedAttribute[str]]] = {
     CREDIT_TOPIC: (Score, Score.response_hash),
     RESPONSIBILITY_TOPIC: (Responsibility, Responsibility.matrix_hash),
 }
@@ -125,9 +130,9 @@ class Anchorer:
         for commitment_id in self._open_commitments():
             self._finish_commitment(commitment_id)
         for topic, (table, column) in COMMITTED.items():
-            commitment_id = self._claim_commitment(topic, table, column)
-            if commitment_id is not None:
-                self._finish_commitment(commitment_id)
+            claimed = self._claim_commitment(topic, table, column)
+            if claimed is not None:
+                self._finish_commitment(claimed)
                 made += 1
         return made
 
@@ -141,7 +146,9 @@ class Anchorer:
                 )
             )
 
-    def _claim_commitment(self, topic: str, table: type, column) -> int | None:  # type: ignore[no-untyped-def]
+    def _claim_commitment(
+        self, topic: str, table: CommittedTable, column: InstrumentedAttribute[str]
+    ) -> int | None:
         with self.ctx.sessions() as s, s.begin():
             hashes = list(
                 s.scalars(
@@ -390,7 +397,7 @@ def anchor_when_leader(
 
 
 @contextlib.contextmanager
-def anchorer_lock(data_dir: Path):  # type: ignore[no-untyped-def]
+def anchorer_lock(data_dir: Path) -> Iterator[bool]:
     """Held by the one process that anchors for this data dir (others only serve requests).
 
     Correctness does not depend on it (claims are transactional and the contract refuses a

@@ -177,7 +177,7 @@ class _Job:
     items: list[tuple[int, Checked]]
     done: threading.Event = field(default_factory=threading.Event)
     result: list[Outcome] | None = None
-    error: Exception | None = None
+    error: BaseException | None = None  # whatever the committer thread caught, re-raised here
 
 
 class GroupCommitter:
@@ -222,7 +222,8 @@ class GroupCommitter:
 
     def _commit(self, jobs: list[_Job]) -> None:
         # One transaction for all jobs; indexes are made global, then split back per job.
-        merged, owners = [], []
+        merged: list[tuple[int, Checked]] = []
+        owners: list[tuple[int, int]] = []
         for j, job in enumerate(jobs):
             for index, checked in job.items:
                 merged.append((len(merged), checked))

@@ -425,7 +425,8 @@ def _repair(
         in (RecordKind.COMPLAINT.value, RecordKind.AUDIT.value, RecordKind.CORRECTIVE_ACTION.value)
     ]
     now = int(time.time())
-    drafts = [
+    # (part, remedied records, evidence type, Cpk reached; None for evidence without a study)
+    drafts: list[tuple[str, list[str], str, float | None]] = [
         (part, hashes[:100], "process_capability_study", 1.67) for part, hashes in by_part.items()
     ]
     if issues:
@@ -604,7 +605,7 @@ def _verify_samples(
             text=True,
             timeout=120,
         )
-        report = (
+        report: dict[str, Any] = (
             json.loads(proc.stdout)
             if proc.stdout.strip().startswith("{")
             else {"ok": False, "failedCheck": "cli", "reason": proc.stderr[-300:]}

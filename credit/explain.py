@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -51,11 +51,24 @@ class ReasonRule:
 
 
 def _above(name: str, limit: float) -> Callable[[Observed], bool]:
-    return lambda o: o.get(name) is not None and o[name] > limit
+    def applies(o: Observed) -> bool:
+        value = o.get(name)
+        return value is not None and value > limit
+
+    return applies
 
 
 def _below(name: str, limit: float) -> Callable[[Observed], bool]:
-    return lambda o: o.get(name) is not None and o[name] < limit
+    def applies(o: Observed) -> bool:
+        value = o.get(name)
+        return value is not None and value < limit
+
+    return applies
+
+
+def _costs_points(feature: str) -> Callable[[Observed, Mapping[str, str]], str]:
+    text = f"{feature.replace('_', ' ')} costs points against the model's average supplier"
+    return lambda o, d: text
 
 
 def _missing(name: str) -> Callable[[Observed], bool]:
@@ -208,9 +221,7 @@ _FALLBACK = {
         f"{f.name.upper()}_BELOW_PEERS",
         (f.name,),
         lambda o: True,
-        lambda o, d, f=f: (
-            f"{f.name.replace('_', ' ')} costs points against the model's average supplier"
-        ),
+        _costs_points(f.name),
     )
     for f in FEATURES
 }
@@ -256,12 +267,15 @@ def reason_codes(
     return reasons[:limit]
 
 
+Comparison = Literal["<", ">="]
+
+
 @dataclass(frozen=True)
 class WhatIfChange:
     feature: str
     unit: str
     current: float
-    comparison: str  # "<" or ">=": the feature must satisfy `feature comparison threshold`
+    comparison: Comparison  # the feature must satisfy `feature comparison threshold`
     threshold: float
     delta: float  # threshold - current
     score_after: float
@@ -279,7 +293,8 @@ def what_if(
     row = np.asarray(row, dtype=np.float64)
     improve = score < threshold
     splits = model.splits
-    candidates: list[tuple[int, float, str, float]] = []  # (feature, value, comparison, split)
+    candidates: list[tuple[int, float, Comparison, float]] = []  # (feature, value, comp., split)
+    comparison: Comparison
     for spec in FEATURES:
         j = FEATURE_INDEX[spec.name]
         cur = np.float32(row[j])

@@ -469,8 +469,7 @@ def compute_features(
     )
 
     values = tuple(
-        float(observed[f.name]) if observed[f.name] is not None else f.missing_value
-        for f in FEATURES
+        f.missing_value if (value := observed[f.name]) is None else float(value) for f in FEATURES
     )
     open_critical = sum(
         1 for c in complaints.values() if c.severity == "critical" and c.status == "open"

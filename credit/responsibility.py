@@ -73,11 +73,15 @@ class Incident(BaseModel):
     description: str = ""
 
 
+# Which evidence a supplier's risk estimate rests on.
+Basis = Literal["incident_lots", "nearby_lots", "no_evidence"]
+
+
 class SupplierShare(BaseModel):
     supplier_id: str
     weight: float
     risk: float  # estimated probability that this supplier's part in the product is defective
-    basis: Literal["incident_lots", "nearby_lots", "no_evidence"]
+    basis: Basis
     lots: list[str]
     cpk: float | None  # lowest key-characteristic Cpk of the incident lots (pooled sigma)
     defect_fraction: float | None
@@ -120,7 +124,7 @@ def _key_chars(item: EvidenceItem) -> Iterable[dict]:
 
 def _supplier_risk(
     lots: list[IncidentLot], items: Sequence[EvidenceItem], occurred_at: int, around_days: int
-) -> tuple[float, str, float | None, float | None, list[str]]:
+) -> tuple[float, Basis, float | None, float | None, list[str]]:
     wanted = {(lot.part_number, lot.lot_id) for lot in lots}
     parts = {lot.part_number for lot in lots}
     inspections = [it for it in items if it.kind == "inspection" and it.part_number in parts]
@@ -137,7 +141,7 @@ def _supplier_risk(
             acc[0] += ss
             acc[1] += n - 1
     measured = [it for it in exact if any(True for _ in _key_chars(it))]
-    basis: Literal["incident_lots", "nearby_lots", "no_evidence"]
+    basis: Basis
     if measured or exact:
         basis, chosen = "incident_lots", exact
     elif nearby:
@@ -342,7 +346,10 @@ def sign_decision(
         "signedAt": signed_at,
     }
     signature = signer.sign_digest(_decision_digest(domain, message))
-    return ResponsibilityDecision(**message, signer=signer.address, signature=signature)
+    # Validated from the very dict that was signed, so the object and the signature cannot differ.
+    return ResponsibilityDecision.model_validate(
+        {**message, "signer": signer.address, "signature": signature}
+    )
 
 
 def verify_decision(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 # Flower sends a usage event to telemetry.flower.ai whenever a simulation, SuperLink or SuperNode
 # starts (host platform, CPU count, a persistent machine id) unless FLWR_TELEMETRY_ENABLED=0, and
@@ -28,6 +29,6 @@ import sys
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 if "flwr.supercore.telemetry" in sys.modules:
-    sys.modules["flwr.supercore.telemetry"].FLWR_TELEMETRY_ENABLED = os.environ[
-        "FLWR_TELEMETRY_ENABLED"
-    ]
+    # Any: the module's constant is assigned from outside, which its declared type forbids.
+    flwr_telemetry: Any = sys.modules["flwr.supercore.telemetry"]
+    flwr_telemetry.FLWR_TELEMETRY_ENABLED = os.environ["FLWR_TELEMETRY_ENABLED"]

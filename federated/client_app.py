@@ -33,7 +33,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 from flwr.compat.common import recorddict_compat as compat
 from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_model_update
 
-from federated.config import WEIGHT_KEY
+from federated.config import WEIGHT_KEY, record_float, record_int
 from federated.data import Partition, load_partition
 from federated.model import get_arrays, new_model, set_arrays, train_epochs
 from federated.secagg_ahead import NextRoundRequest, forget_advertised_keys
@@ -74,11 +74,11 @@ def local_update(
 ) -> tuple[list[np.ndarray], dict[str, float]]:
     """One round of local training from the global model; the supplier's whole contribution."""
     hidden = tuple(int(h) for h in str(config["hidden"]).split(","))
-    server_round = int(config["server-round"])  # type: ignore[call-overload]
+    server_round = record_int(config["server-round"])
     model = new_model(hidden, seed=0)
     set_arrays(model, global_arrays)
     seed = (
-        int(config["seed"]) * 1_000_003
+        record_int(config["seed"]) * 1_000_003
         + server_round * 1_009
         + zlib.crc32(partition.supplier_id.encode())
     )
@@ -86,33 +86,37 @@ def local_update(
         model,
         partition.X,
         partition.y,
-        epochs=int(config["local-epochs"]),  # type: ignore[call-overload]
-        batch_size=int(config["batch-size"]),  # type: ignore[call-overload]
-        lr=float(config["lr"]),  # type: ignore[arg-type]
+        epochs=record_int(config["local-epochs"]),
+        batch_size=record_int(config["batch-size"]),
+        lr=record_float(config["lr"]),
         seed=seed,
     )
     arrays = get_arrays(model)
     if KEY_CLIPPING_NORM in config:
         # Central DP with client-side clipping: bound this supplier's influence on the round
         # (L2 norm of new - global) before anything leaves the node.
-        compute_clip_model_update(arrays, list(global_arrays), float(config[KEY_CLIPPING_NORM]))  # type: ignore[arg-type]
+        compute_clip_model_update(
+            arrays, list(global_arrays), record_float(config[KEY_CLIPPING_NORM])
+        )
     n = len(partition)
     if bool(config.get("uniform-weights", False)):
         weight = 1.0  # DP: the accountant assumes an unweighted mean
     else:
-        weight = float(min(n, float(config.get("max-weight", n))))  # type: ignore[arg-type]
+        weight = float(min(n, record_float(config.get("max-weight", n))))
     return arrays, {WEIGHT_KEY: weight, "num-examples": float(n), "train-loss": float(loss)}
 
 
 def _train(msg: Message, context: Context, data_dirs: Mapping[int, str] | None) -> Message:
     torch.set_num_threads(1)  # several ClientApps share two cores
     partition = _partition(_data_dir(context, data_dirs))
-    global_arrays = msg.content[ARRAYS].to_numpy_ndarrays()  # type: ignore[union-attr]
-    config = dict(msg.content[CONFIG])  # type: ignore[arg-type]
+    global_arrays = msg.content.array_records[ARRAYS].to_numpy_ndarrays()
+    config = dict(msg.content[CONFIG])
     arrays, metrics = local_update(partition, global_arrays, config)
     content = RecordDict(
         {
             ARRAYS: ArrayRecord(arrays),
+            # dict is invariant in its values: a dict[str, float] is a valid metric dict, but
+            # mypy cannot see that it is never written through as the wider type.
             METRICS: MetricRecord(metrics),  # type: ignore[arg-type]
             SUPPLIER: ConfigRecord({SUPPLIER_ID: partition.supplier_id}),
         }
@@ -129,6 +133,7 @@ def _fitins_adapter_mod(msg: Message, context: Context, call_next: ClientAppCall
     msg.content = RecordDict(
         {
             ARRAYS: compat.parameters_to_arrayrecord(fitins.parameters, keep_input=True),
+            # dict invariance again: FitIns's scalar config is a valid ConfigRecord dict.
             CONFIG: ConfigRecord(fitins.config),  # type: ignore[arg-type]
         }
     )
@@ -138,9 +143,11 @@ def _fitins_adapter_mod(msg: Message, context: Context, call_next: ClientAppCall
     metrics = reply.content[METRICS]
     fitres = FitRes(
         status=Status(Code.OK, ""),
-        parameters=compat.arrayrecord_to_parameters(reply.content[ARRAYS], keep_input=True),  # type: ignore[arg-type]
-        num_examples=int(metrics[WEIGHT_KEY]),  # type: ignore[index,call-overload]
-        metrics={SUPPLIER_ID: str(reply.content[SUPPLIER][SUPPLIER_ID])},  # type: ignore[index]
+        parameters=compat.arrayrecord_to_parameters(
+            reply.content.array_records[ARRAYS], keep_input=True
+        ),
+        num_examples=record_int(metrics[WEIGHT_KEY]),
+        metrics={SUPPLIER_ID: str(reply.content[SUPPLIER][SUPPLIER_ID])},
     )
     return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
 

@@ -22,6 +22,21 @@ from typing import Any
 WEIGHT_KEY = "weight"
 
 
+def record_int(value: object) -> int:
+    """An integer read from a Flower config or metric record, whose values are typed as a union
+    of scalars and lists; a list here is a malformed message, not a number."""
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"expected a number in the record, got {type(value).__name__}")
+
+
+def record_float(value: object) -> float:
+    """A number read from a Flower config or metric record (see :func:`record_int`)."""
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise TypeError(f"expected a number in the record, got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Everything the ServerApp needs; serialisable to Flower run config."""

@@ -25,6 +25,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import SupportsFloat
 
 import numpy as np
 
@@ -286,7 +287,9 @@ def encode_rows(rows: Sequence[Mapping[str, object]]) -> np.ndarray:
                     raise ValueError(f"unknown machine family {value!r}")
                 X[r, index[f"machine_{value}"]] = 1.0
             elif key in index:
-                X[r, index[key]] = float(value)  # type: ignore[arg-type]
+                if not isinstance(value, str | SupportsFloat):
+                    raise TypeError(f"feature {key!r} is not a number: {type(value).__name__}")
+                X[r, index[key]] = float(value)
             else:
                 raise ValueError(f"unknown feature {key!r}")
         missing = [f.name for f in NUMERIC_FEATURES if f.name not in row]

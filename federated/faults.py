@@ -16,13 +16,14 @@ from flwr.app import Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
+from federated.config import record_int
 from federated.secagg_ahead import NEXT_SETUP_RECORD, forget_advertised_keys
 
 
 def _round_of(msg: Message) -> int | None:
     for name in ("config", "fitins.config"):
-        if name in msg.content.config_records and "server-round" in msg.content[name]:  # type: ignore[operator]
-            return int(msg.content[name]["server-round"])  # type: ignore[index,call-overload]
+        if name in msg.content.config_records and "server-round" in msg.content[name]:
+            return record_int(msg.content[name]["server-round"])
     return None
 
 

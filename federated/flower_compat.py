@@ -209,6 +209,12 @@ def source_digest(target: str) -> str:
 
 # --- the patches --------------------------------------------------------------------------------
 
+
+def _flower_module(name: str) -> Any:
+    """A Flower module whose globals a patch replaces (Any: replaced from outside on purpose)."""
+    return importlib.import_module(name)
+
+
 PULL_INITIAL_BACKOFF = 0.02  # s; our receivers ask within milliseconds of the upload
 PULL_BACKOFF_CAP = 1.0  # s; Flower's own first backoff, now the longest wait
 _SHORT_BACKOFF_MARK = "_qledger_short_backoff"
@@ -241,7 +247,7 @@ def patch_simulation_dispatch(
     """Install event-woken dispatch loops in the simulation engine of this process."""
     if not adaptation_enabled("simulation-dispatch"):
         return False
-    vce_api = importlib.import_module(VCE_API)
+    vce_api = _flower_module(VCE_API)
     vce_api.add_messages_to_queue = add_messages_to_queue
     vce_api.put_message_into_state = put_message_into_state
     return True
@@ -253,14 +259,14 @@ def patch_supernode_sleeps(sleep_map: Mapping[float, float]) -> bool:
         return False
     import time
 
-    loop = importlib.import_module(SUPERNODE_LOOP)
+    loop = _flower_module(SUPERNODE_LOOP)
 
     def sleep(seconds: float) -> None:
         time.sleep(sleep_map.get(seconds, seconds))
 
     seen = SimpleNamespace(**{n: getattr(time, n) for n in dir(time) if not n.startswith("_")})
     seen.sleep = sleep
-    loop.time = seen  # type: ignore[attr-defined]
+    loop.time = seen
     return True
 
 
@@ -268,7 +274,7 @@ def patch_superexec_executor(factory: Callable[..., Any]) -> bool:
     """Have the SuperExec build its executors with ``factory``."""
     if not adaptation_enabled("superexec-executor"):
         return False
-    importlib.import_module(SUPEREXEC_RUN).get_executor = factory
+    _flower_module(SUPEREXEC_RUN).get_executor = factory
     return True
 
 
@@ -286,11 +292,11 @@ def patch_secagg_primitives(
     installed = flower_version()
     if installed != FLWR_VERIFIED:
         raise FlowerNotVerified("SecAgg+ with full-strength masks", installed)
-    client = importlib.import_module(SECAGG_CLIENT_MOD)
+    client = _flower_module(SECAGG_CLIENT_MOD)
     client.generate_key_pairs = generate_key_pairs
     client.pseudo_rand_gen = pseudo_rand_gen
     client.create_shares = create_shares
-    server = importlib.import_module(SECAGG_SERVER_WORKFLOW)
+    server = _flower_module(SECAGG_SERVER_WORKFLOW)
     server.pseudo_rand_gen = pseudo_rand_gen
     server.combine_shares = combine_shares
 

@@ -22,11 +22,12 @@ from federated.flower_compat import patch_simulation_dispatch
 # The simulation engine runs the ServerApp, its dispatcher and its reply writer as threads of one
 # process, handing messages along through the in-memory link state. Flower 1.41's dispatcher
 # (``vce_api.add_messages_to_queue``) looks at that state every 0.1 s, and the ServerApp looks for
-# replies on its own poll, so every message round (four in a SecAgg+ round) waited for two ticks
-# besides its work (measured, 8 suppliers: 0.3-2.3 ms to dispatch and 5.5-7.8 ms to notice the
-# last reply at a 5 ms / 10 ms tick). Instead, the ServerApp's grid sets ``MESSAGES_PUSHED`` after
-# each push and the reply writer sets ``REPLIES_STORED`` after each store; each side waits on its
-# event. The tick stays as a fallback: a wake-up that fires early costs one look at the state.
+# replies on its own poll, so every message round (two in a SecAgg+ round with keys set up ahead,
+# four with Flower's own stages) waited for two ticks besides its work (measured, 8 suppliers:
+# 0.3-2.3 ms to dispatch and 5.5-7.8 ms to notice the last reply at a 5 ms / 10 ms tick).
+# Instead, the ServerApp's grid sets ``MESSAGES_PUSHED`` after each push and the reply writer
+# sets ``REPLIES_STORED`` after each store; each side waits on its event. The tick stays as a
+# fallback: a wake-up that fires early costs one look at the state.
 SIMULATION_DISPATCH_TICK = 0.05
 MESSAGES_PUSHED = threading.Event()
 REPLIES_STORED = threading.Event()

@@ -43,6 +43,10 @@ _SCALE = np.array([f.scale for f in FEATURES], dtype=np.float32)
 class DefectMLP(nn.Module):
     """Tabular MLP: fixed schema scaling -> [Linear, ReLU]* -> defect logit."""
 
+    # Registered as buffers in __init__; declared so their type is a Tensor, not a Module.
+    center: torch.Tensor
+    scale: torch.Tensor
+
     def __init__(self, n_features: int = N_FEATURES, hidden: Sequence[int] = (64, 32)) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -232,7 +232,7 @@ def simulate(
                     {i: str(d) for i, d in enumerate(prep.data_dirs)}, client_mods
                 ),
                 num_supernodes=len(prep.data_dirs),
-                backend_config=backend_config,  # type: ignore[arg-type]
+                backend_config=backend_config,
             )
     finally:
         records = follower.finish()

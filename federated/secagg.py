@@ -53,7 +53,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from federated.client_app import ARRAYS, METRICS, SUPPLIER, SUPPLIER_ID
-from federated.config import WEIGHT_KEY, ServerSettings, secagg_plan
+from federated.config import WEIGHT_KEY, ServerSettings, record_int, secagg_plan
 from federated.secagg_ahead import (
     ADVERTISE_RECORD,
     NEXT_KEYS_RECORD,
@@ -100,8 +100,10 @@ class SecAggBridge(LegacyStrategy):
         return [
             (
                 GridClientProxy(nid, self.grid, self.run_id),
-                FitIns(parameters, dict(m.content["config"])),
-            )  # type: ignore[arg-type]
+                # The round's config holds scalars only (our ServerApp writes it); a ConfigRecord's
+                # type also allows lists, which FitIns's legacy config does not.
+                FitIns(parameters, dict(m.content.config_records["config"])),  # type: ignore[arg-type]
+            )
             for nid, m in self.messages.items()
         ]
 
@@ -119,7 +121,7 @@ class SecAggBridge(LegacyStrategy):
         # The workflow hands every FitRes the same Parameters object: decode it once.
         decoded: dict[int, ArrayRecord] = {}
         for proxy, fitres in results:
-            node_id = int(proxy.node_id)  # type: ignore[attr-defined]
+            node_id = int(proxy.node_id)
             participants[node_id] = str(fitres.metrics.get(SUPPLIER_ID, ""))
             key = id(fitres.parameters)
             if key not in decoded:
@@ -239,7 +241,7 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
                 and prepared.server_round == cfg[WorkflowKey.CURRENT_ROUND]
             ):
                 pairs = _configure_fit(context)
-                if prepared.sampled == sorted(proxy.node_id for proxy, _ in pairs):  # type: ignore[attr-defined]
+                if prepared.sampled == sorted(proxy.node_id for proxy, _ in pairs):
                     self.set_up_ahead = True
                     return self._adopt(prepared, pairs, state)
             return super().setup_stage(grid, context, state)
@@ -272,7 +274,7 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
     def unmask_stage(self, grid: Grid, context: LegacyContext, state: WorkflowState) -> bool:
         with self._timing("unmask"):
             cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
-            prepared = self._plan_next_round(int(cfg[WorkflowKey.CURRENT_ROUND]) + 1)  # type: ignore[call-overload]
+            prepared = self._plan_next_round(record_int(cfg[WorkflowKey.CURRENT_ROUND]) + 1)
             if prepared is None:
                 return super().unmask_stage(grid, context, state)
             settings = self._setup_settings(prepared)
@@ -284,7 +286,7 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
                 records = message.content.config_records
                 records[NEXT_SETUP_RECORD] = ConfigRecord(dict(settings))
                 records[NEXT_KEYS_RECORD] = ConfigRecord(
-                    {str(n): prepared.public_keys[n] for n in neighbours}  # type: ignore[misc]
+                    {str(n): prepared.public_keys[n] for n in neighbours}
                 )
 
             def keep_next_shares(replies: list[Message]) -> None:
@@ -333,8 +335,8 @@ class SupplierSecAggPlus(SecAggPlusWorkflow):
         state: WorkflowState,
     ) -> bool:
         """The state Flower's setup and key-sharing stages would have left, from ``prepared``."""
-        state.nid_to_fitins = {p.node_id: compat.fitins_to_recorddict(f, True) for p, f in pairs}  # type: ignore[attr-defined]
-        state.nid_to_proxies = {p.node_id: p for p, _ in pairs}  # type: ignore[attr-defined]
+        state.nid_to_fitins = {p.node_id: compat.fitins_to_recorddict(f, True) for p, f in pairs}
+        state.nid_to_proxies = {p.node_id: p for p, _ in pairs}
         state.sampled_node_ids = set(prepared.sampled)
         state.active_node_ids = set(prepared.shared)
         state.num_shares, state.threshold = prepared.num_shares, prepared.threshold
@@ -368,7 +370,7 @@ def _configure_fit(context: LegacyContext) -> list[tuple[ClientProxy, FitIns]]:
         context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
     )
     return context.strategy.configure_fit(
-        int(cfg[WorkflowKey.CURRENT_ROUND]),  # type: ignore[call-overload]
+        record_int(cfg[WorkflowKey.CURRENT_ROUND]),
         parameters,
         context.client_manager,
     )

@@ -40,6 +40,7 @@ import logging
 from dataclasses import dataclass, field
 
 from flwr.app import ConfigRecord, Context, Message
+from flwr.app.typing import ConfigRecordValues
 from flwr.client.mod.secure_aggregation.secaggplus_mod import SecAggPlusState, check_configs
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_STATE, Key, Stage
 from flwr.supercore.primitives.asymmetric import private_key_to_bytes, public_key_to_bytes
@@ -137,13 +138,13 @@ def advertise_next_keys(context: Context) -> ConfigRecord:
     """Make next round's two key pairs, keep them, and return their public halves."""
     sk1, pk1 = generate_key_pairs()
     sk2, pk2 = generate_key_pairs()
-    keys = {
+    keys: dict[str, ConfigRecordValues] = {
         "sk1": private_key_to_bytes(sk1),
         "pk1": public_key_to_bytes(pk1),
         "sk2": private_key_to_bytes(sk2),
         "pk2": public_key_to_bytes(pk2),
     }
-    context.state.config_records[_ADVERTISED] = ConfigRecord(keys)  # type: ignore[arg-type]
+    context.state.config_records[_ADVERTISED] = ConfigRecord(keys)
     return ConfigRecord({Key.PUBLIC_KEY_1: keys["pk1"], Key.PUBLIC_KEY_2: keys["pk2"]})
 
 
@@ -162,12 +163,12 @@ def share_next_keys(
     except (KeysNotAdvertised, KeyError, TypeError, ValueError) as exc:
         log.warning("not sharing keys for the next SecAgg+ round: %s", exc)
         return None
-    return ConfigRecord(shares)  # type: ignore[arg-type]
+    return ConfigRecord(shares)
 
 
 def _setup_and_share(
     node_id: int, settings: ConfigRecord, neighbour_keys: ConfigRecord, context: Context
-) -> dict[str, list[int] | list[bytes]]:
+) -> dict[str, ConfigRecordValues]:
     keys = context.state.config_records.pop(_ADVERTISED, None)
     if keys is None:
         raise KeysNotAdvertised(
@@ -183,11 +184,18 @@ def _setup_and_share(
     # it also makes are replaced at once by the ones the server already holds.
     setup, share_keys = secagg_private_stages()
     setup(state, settings)
-    state.sk1, state.pk1, state.sk2, state.pk2 = (bytes(keys[k]) for k in _KEY_NAMES)  # type: ignore[arg-type]
+    state.sk1, state.pk1, state.sk2, state.pk2 = (_key_bytes(keys, k) for k in _KEY_NAMES)
     shares = share_keys(state, neighbour_keys)
     state.current_stage = Stage.SHARE_KEYS
-    records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())  # type: ignore[arg-type]
-    return shares  # type: ignore[return-value]
+    records[RECORD_KEY_STATE] = ConfigRecord(state.to_dict())
+    return shares
+
+
+def _key_bytes(keys: ConfigRecord, name: str) -> bytes:
+    value = keys[name]
+    if not isinstance(value, bytes):
+        raise TypeError(f"advertised key {name} is {type(value).__name__}, not bytes")
+    return value
 
 
 def _answer(reply: Message, record: str) -> ConfigRecord | None:
@@ -215,6 +223,10 @@ def next_shares(reply: Message) -> tuple[list[int], list[bytes]] | None:
     dsts, ciphertexts = record.get(Key.DESTINATION_LIST), record.get(Key.CIPHERTEXT_LIST)
     if not isinstance(dsts, list) or not isinstance(ciphertexts, list):
         return None
-    if len(dsts) != len(ciphertexts):
+    # The record's type allows any scalar list; a reply whose lists hold anything but node ids
+    # and ciphertexts is malformed, and carries no shares, like one with mismatched lengths.
+    node_ids = [d for d in dsts if isinstance(d, int)]
+    blobs = [c for c in ciphertexts if isinstance(c, bytes)]
+    if not len(node_ids) == len(blobs) == len(dsts) == len(ciphertexts):
         return None
-    return dsts, ciphertexts  # type: ignore[return-value]
+    return node_ids, blobs

@@ -46,6 +46,7 @@ from federated.client_app import ARRAYS, CONFIG, HELLO, SUPPLIER, SUPPLIER_ID
 from federated.config import (
     WEIGHT_KEY,
     ServerSettings,
+    record_float,
     secagg_plan,
     server_settings_from_run_config,
 )
@@ -72,7 +73,8 @@ class PollingGrid(Grid):
     """A Grid whose ``send_and_receive`` polls for replies every ``interval`` seconds.
 
     Flower's HTTP grid (deployment engine) sleeps 3 s between pulls, which alone added seconds
-    to every round and to each of SecAgg+'s four stages. Inside the simulation engine the grid
+    to every round and to each SecAgg+ message round (two per round with keys set up ahead, four
+    with ``secagg_keys_ahead=False``). Inside the simulation engine the grid
     is told of each push and each stored reply instead (``wakeups``, see
     :mod:`federated.flower_tuning`), and ``interval`` is only the longest wait. Everything else
     is delegated. An optional observer sees every reply the server receives (tests use it to
@@ -98,7 +100,7 @@ class PollingGrid(Grid):
     def run(self) -> Any:
         return self.inner.run
 
-    def create_message(self, *args: Any, **kwargs: Any) -> Message:  # type: ignore[override]
+    def create_message(self, *args: Any, **kwargs: Any) -> Message:
         return self.inner.create_message(*args, **kwargs)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -157,7 +159,7 @@ def roll_call(grid: Grid, nodes: list[int], timeout: float) -> dict[int, str]:
         for n in nodes
     ]
     return {
-        r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID])  # type: ignore[index]
+        r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID])
         for r in grid.send_and_receive(messages, timeout=timeout)
         if not r.has_error()
     }
@@ -215,11 +217,11 @@ def _plain_round(
     sampled = [m.metadata.dst_node_id for m in messages]
     replies = list(grid.send_and_receive(messages, timeout=s.round_timeout))
     ok = [r for r in replies if not r.has_error()]
-    participants = {r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID]) for r in ok}  # type: ignore[index]
+    participants = {r.metadata.src_node_id: str(r.content[SUPPLIER][SUPPLIER_ID]) for r in ok}
     if len(ok) < s.min_fit_clients:
         return RoundResult(None, sampled, participants, note=f"{len(ok)} of {len(sampled)} replied")
     arrays, metrics = strategy.aggregate_train(server_round, replies)
-    loss = float(metrics["train-loss"]) if metrics and "train-loss" in metrics else None  # type: ignore[arg-type]
+    loss = record_float(metrics["train-loss"]) if metrics and "train-loss" in metrics else None
     note = "" if arrays is not None else "aggregation refused (DP needs every sampled client)"
     return RoundResult(arrays, sampled, participants, loss, note)
 

@@ -183,4 +183,4 @@ if __name__ == "__main__":
     # often before its SuperNode has pulled the message's objects from the SuperLink.
     patch_pull_backoff(_clientapp_runtime, "pull_and_inflate_object_from_tree")
     patch_superexec_executor(_executor_factory)
-    sys.exit(flower_superexec())
+    flower_superexec()  # returns None: the process exits 0 when the SuperExec stops

@@ -8,8 +8,6 @@ ledger importable in environments without it (e.g. the ape tool venv).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 try:
     from sha3 import keccak_256 as _keccak_256
 
@@ -20,7 +18,9 @@ try:
 except ImportError:  # pragma: no cover - exercised only where safe-pysha3 is absent
     from eth_hash.auto import keccak as _eth_keccak
 
-    keccak: Callable[[bytes], bytes] = _eth_keccak  # type: ignore[no-redef]
+    def keccak(data: bytes) -> bytes:
+        return _eth_keccak(data)
+
     BACKEND = "eth-hash"
 
 __all__ = ["BACKEND", "keccak"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -10,7 +10,7 @@ from ledger.eip712 import record_struct_hash
 from ledger.merkle import StandardMerkleTree
 from ledger.records import HEX32_PATTERN, Hex32, SignedRecord
 
-RECEIPT_VERSION = 1
+RECEIPT_VERSION: Final = 1
 
 
 class Receipt(BaseModel):

@@ -10,7 +10,7 @@ from eth_utils import to_checksum_address
 from ledger.canonical import payload_hash
 from ledger.eip712 import domain_separator, record_digest, record_struct_hash, typed_data_digest
 from ledger.errors import InvalidSignature, KindNotAllowed
-from ledger.keys import Signer, recover_digest, recover_digest_raw
+from ledger.keys import Signer, recover_digest_raw
 from ledger.records import (
     KIND_SIGNER_ROLE,
     Domain,
@@ -55,10 +55,6 @@ def sign_record(
     )
     signature = signer.sign_digest(record_digest(domain, record))
     return SignedRecord(domain=domain, record=record, payload=payload, signature=signature)
-
-
-def recover_signer(signed: SignedRecord) -> str:
-    return recover_digest(record_digest(signed.domain, signed.record), signed.signature)
 
 
 def check_signature(signed: SignedRecord) -> bytes:

@@ -65,15 +65,20 @@ class CharSpec:
         if self.lsl is not None and self.usl is not None:
             return (self.lsl + self.usl) / 2
         # One-sided limit: the process is run at a nominal 4 half-widths inside it.
-        return (self.usl if self.usl is not None else self.lsl) - 4 * self.half_tol * (
-            1 if self.usl is not None else -1
-        )
+        if self.usl is not None:
+            return self.usl - 4 * self.half_tol
+        return self._lower_limit() + 4 * self.half_tol
 
     @property
     def half_tol(self) -> float:
         if self.lsl is not None and self.usl is not None:
             return (self.usl - self.lsl) / 2
-        return abs(self.usl if self.usl is not None else self.lsl) * 0.05
+        return abs(self.usl if self.usl is not None else self._lower_limit()) * 0.05
+
+    def _lower_limit(self) -> float:
+        if self.lsl is None:
+            raise ValueError(f"characteristic {self.name} has neither an upper nor a lower limit")
+        return self.lsl
 
 
 # Part families: a key characteristic and a secondary one, with realistic limits and UN/CEFACT
@@ -202,9 +207,6 @@ class Population:
 
     def truth(self, supplier_id: str) -> SupplierTruth:
         return next(s for s in self.suppliers if s.supplier_id == supplier_id)
-
-    def items_for(self, supplier_id: str) -> list[EvidenceItem]:
-        return [it for it in self.items if it.subject == supplier_id]
 
     def fl_participation(self, supplier_id: str, as_of: int, window_days: int) -> float:
         """Share of the federated rounds in the window the supplier took part in."""

@@ -141,7 +141,10 @@ def list_records(
             )
         }
         return {
-            "records": [record_summary(r, batches.get(r.batch_id)) for r in rows],
+            "records": [
+                record_summary(r, batches.get(r.batch_id) if r.batch_id is not None else None)
+                for r in rows
+            ],
             "limit": limit,
             "offset": offset,
         }

@@ -3,6 +3,7 @@ power loss), PostgreSQL by URL. The schema is owned by Alembic migrations in api
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import orjson
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -31,7 +33,7 @@ def make_engine(url: str) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
@@ -43,11 +45,11 @@ def make_engine(url: str) -> Engine:
         # writer takes the lock up front instead of failing on upgrade (SQLAlchemy's documented
         # recipe for SQLite serialisable transactions).
         @event.listens_for(engine, "connect")
-        def _no_autobegin(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        def _no_autobegin(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
             dbapi_conn.isolation_level = None
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn) -> None:  # type: ignore[no-untyped-def]
+        def _begin_immediate(conn: Connection) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
@@ -59,10 +61,6 @@ def make_engine(url: str) -> Engine:
         json_serializer=_json,
         json_deserializer=orjson.loads,
     )
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 # Key of the PostgreSQL advisory lock that serialises migrations (an arbitrary constant,

@@ -8,7 +8,7 @@ classes (``ui.css``), so the charts follow the page's palette.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -84,7 +84,7 @@ def _line(x1: float, y1: float, x2: float, y2: float, css: str) -> str:
 
 def _x_axis(
     ticks: Sequence[float],
-    scale: object,
+    scale: Callable[[float], float],
     top: float,
     bottom: float,
     title: str,
@@ -93,10 +93,9 @@ def _x_axis(
     right: float,
     labels: Sequence[str] | None = None,
 ) -> list[str]:
-    sx = scale  # a callable value -> x
     out = []
     for i, t in enumerate(ticks):
-        x = sx(t)  # type: ignore[operator]
+        x = scale(t)
         out.append(_line(x, top, x, bottom, "grid"))
         out.append(
             _text(x, bottom + 14, labels[i] if labels else num(t), anchor="middle", css="tick")
@@ -324,9 +323,9 @@ def history_line(
             f'height="{sy(lo) - sy(hi):.1f}" class="band-zone band-{name}"/>'
         )
         body.append(_text(width - right + 6, (sy(lo) + sy(hi)) / 2, name, css="band-name"))
-    for v in range(0, 101, 20):
-        body.append(_line(left, sy(v), width - right, sy(v), "grid"))
-        body.append(_text(left - 6, sy(v), str(v), anchor="end", css="tick"))
+    for grid_score in range(0, 101, 20):
+        body.append(_line(left, sy(grid_score), width - right, sy(grid_score), "grid"))
+        body.append(_text(left - 6, sy(grid_score), str(grid_score), anchor="end", css="tick"))
     body.append(
         f'<text x="14" y="{(top + bottom) / 2:.1f}" font-size="{FONT}" '
         f'text-anchor="middle" class="axis-title" transform="rotate(-90 14 '

@@ -109,15 +109,14 @@ class ChainClient(QualityLedgerCalls, ModelRegistryCalls, CommitmentLogCalls, De
         grants itself ANCHORER_ROLE, so the same client can anchor right away.
         """
         admin_address = to_checksum_address(admin or self.sender)
-        ledger_receipt = self._deploy_one("QualityLedger", admin_address)
-        ledger_address = to_checksum_address(ledger_receipt["contractAddress"])
-        registry_receipt = self._deploy_one("ModelRegistry", ledger_address)
-        log_receipt = self._deploy_one("CommitmentLog", ledger_address)
+        ledger_address, ledger_receipt = self._deploy_one("QualityLedger", admin_address)
+        registry_address, _ = self._deploy_one("ModelRegistry", ledger_address)
+        log_address, _ = self._deploy_one("CommitmentLog", ledger_address)
         deployment = Deployment(
             chain_id=self.chain_id,
             ledger=ledger_address,
-            model_registry=to_checksum_address(registry_receipt["contractAddress"]),
-            commitment_log=to_checksum_address(log_receipt["contractAddress"]),
+            model_registry=registry_address,
+            commitment_log=log_address,
             deployed_block=int(ledger_receipt["blockNumber"]),
         )
         self.attach(deployment)

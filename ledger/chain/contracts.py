@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from web3.contract import Contract
 from web3.types import TxReceipt
@@ -78,18 +79,19 @@ class Contracts(Transport):
             raise ChainError("attached to a QualityLedger only: no CommitmentLog known")
         return log
 
-    def _contract(self, name: str, address: str | None = None) -> Contract:
+    def _contract(self, name: str, address: str) -> Contract:
         artifact = load_artifact(name)
-        if address is None:
-            return self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact["abi"])
 
-    def _deploy_one(self, name: str, *args: Any) -> TxReceipt:
-        factory = self._contract(name)
+    def _deploy_one(self, name: str, *args: Any) -> tuple[ChecksumAddress, TxReceipt]:
+        """Deploy contract ``name``; returns its address and the deployment's receipt."""
+        artifact = load_artifact(name)
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
         _, receipt = self._transact(factory.constructor(*args), f"deploy {name}")
-        if not receipt.get("contractAddress"):
+        address = receipt.get("contractAddress")
+        if not address:
             raise ChainError(f"deploy {name}: receipt has no contract address")
-        return receipt
+        return address, receipt
 
     def attach(self, deployment: Deployment) -> None:
         """Use the contracts of ``deployment``; checks the chain id and that code exists."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from web3.types import RPCEndpoint
+
 from ledger.chain.transport import Transport, _translated
 
 
@@ -13,8 +15,6 @@ class DevChainControls(Transport):
             if self._tester is not None:
                 self._tester.time_travel(target)
             else:
-                self.w3.provider.make_request(  # type: ignore[arg-type]
-                    "evm_setNextBlockTimestamp", [target]
-                )
-                self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+                self.w3.provider.make_request(RPCEndpoint("evm_setNextBlockTimestamp"), [target])
+                self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
             return self.block_timestamp()

@@ -14,12 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_account.types import TransactionDictType
+from eth_typing import ChecksumAddress
 from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from hexbytes import HexBytes
 from web3 import Web3
@@ -34,7 +36,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.logs import DISCARD
-from web3.types import TxReceipt
+from web3.types import BlockParams, RPCEndpoint, TxParams, TxReceipt
 
 from ledger.artifacts import load_artifact
 from ledger.chain.types import (
@@ -319,7 +321,7 @@ class Transport:
         # Without a key or an unlocked account the client can only read (e.g. a verifier).
         self.read_only = False
         if account is not None:
-            self.sender: str = account.address
+            self.sender: ChecksumAddress = account.address
         elif sender is not None:
             self.sender = to_checksum_address(sender)
         else:
@@ -330,7 +332,7 @@ class Transport:
     # -- construction ------------------------------------------------------------------------
     # -- accounts and blocks -----------------------------------------------------------------
 
-    def accounts(self) -> list[str]:
+    def accounts(self) -> list[ChecksumAddress]:
         """The node's unlocked dev accounts (empty for production nodes)."""
         try:
             with _translated("eth_accounts"):
@@ -340,7 +342,7 @@ class Transport:
         except ChainError:
             return []
 
-    def block_timestamp(self, block: int | str = "latest") -> int:
+    def block_timestamp(self, block: BlockParams | int = "latest") -> int:
         with _translated(f"get block {block}"):
             return int(self.w3.eth.get_block(block)["timestamp"])
 
@@ -359,7 +361,7 @@ class Transport:
                 self._tester.mine_blocks(blocks)
                 return
             for _ in range(blocks):
-                self.w3.provider.make_request("evm_mine", [])  # type: ignore[arg-type]
+                self.w3.provider.make_request(RPCEndpoint("evm_mine"), [])
 
     @property
     def _tester(self) -> Any:
@@ -377,13 +379,15 @@ class Transport:
             )
         with _translated(action):
             with self._send_lock:
-                params: dict[str, Any] = {"from": self.sender, "chainId": self.chain_id}
+                params: TxParams = {"from": self.sender, "chainId": self.chain_id}
                 gas = int(fn.estimate_gas({"from": self.sender}))
                 params["gas"] = gas * GAS_MARGIN_NUMERATOR // GAS_MARGIN_DENOMINATOR
                 if self._account is not None:
                     params["nonce"] = self.w3.eth.get_transaction_count(self.sender, "pending")
                     tx = fn.build_transaction(params)
-                    signed = self._account.sign_transaction(tx)
+                    # web3's TxParams and eth-account's TransactionDictType describe the same
+                    # dict in two libraries' words; neither knows the other's TypedDict.
+                    signed = self._account.sign_transaction(cast(TransactionDictType, tx))
                     tx_hash = _hex(self.w3.eth.send_raw_transaction(signed.raw_transaction))
                 else:
                     tx_hash = _hex(fn.transact(params))
