@@ -89,7 +89,7 @@ class ServiceContext:
                 )
             deployment = Deployment.load(settings.deployment_path)
             chain = ChainClient.connect(
-                settings.rpc_url, private_key=settings.anchorer_key, deployment=deployment
+                settings.rpc_url, private_key=settings.anchorer_private_key(), deployment=deployment
             )
         if chain.deployment is None:
             raise RuntimeError("chain client is not attached to a deployment")

@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
     rpc_url: str | None = Field(None, description="EVM JSON-RPC; default: local anvil in data_dir")
     deployment_file: Path | None = Field(None, description="default data_dir/deployment.json")
-    anchorer_key: str | None = Field(
+    # Secrets are SecretStr so that a repr, a log line or a traceback shows '**********'.
+    anchorer_key: SecretStr | None = Field(
         None,
         description="hex key of the ANCHORER/ADMIN account; "
         "default: the dev chain's first unlocked account",
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
     # A signer's clock may differ from ours by this much (signedAt is checked against it).
     clock_skew_seconds: int = 300
     role_cache_seconds: float = Field(15.0, ge=0, description="how stale a cached role may be")
-    token_secret: str | None = Field(
+    token_secret: SecretStr | None = Field(
         None, description="HMAC key for access tokens; default: generated once into data_dir"
     )
     token_ttl_seconds: int = 3600
@@ -55,13 +56,17 @@ class Settings(BaseSettings):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.data_dir / 'qledger.db').resolve()}"
 
+    def anchorer_private_key(self) -> str | None:
+        """The anchorer's hex key, unwrapped only where a transaction is signed with it."""
+        return self.anchorer_key.get_secret_value() if self.anchorer_key else None
+
     @property
     def deployment_path(self) -> Path:
         return self.deployment_file or self.data_dir / "deployment.json"
 
     def resolved_token_secret(self) -> str:
         if self.token_secret:
-            return self.token_secret
+            return self.token_secret.get_secret_value()
         path = self.data_dir / "token-secret"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
