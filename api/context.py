@@ -18,6 +18,7 @@ from ledger.records import Domain, Role
 
 if TYPE_CHECKING:
     from api.intake import GroupCommitter
+    from api.ratelimit import AbuseLimits
 
 
 @dataclass
@@ -71,6 +72,13 @@ class ServiceContext:
 
             self._committer = GroupCommitter(self)
         return self._committer
+
+    @cached_property
+    def limits(self) -> AbuseLimits:
+        """This process's rate limiters (sign-in, intake), from the settings."""
+        from api.ratelimit import AbuseLimits
+
+        return AbuseLimits(self.settings)
 
     @cached_property
     def domain(self) -> Domain:

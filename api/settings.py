@@ -45,6 +45,17 @@ class Settings(BaseSettings):
         description="URL users reach the service at (behind "
         "a proxy); named in sign-in messages. Default http://host:port",
     )
+    # Abuse limits (api/ratelimit.py), per worker process: with N workers a client gets at most
+    # N times each. 0 turns a limit off. Sign-in: a browser login takes 2 requests, so 20 a
+    # minute per account leaves room for retries; 60 per client address allows a shared NAT.
+    auth_requests_per_minute_per_client: int = Field(60, ge=0)
+    auth_requests_per_minute_per_account: int = Field(20, ge=0)
+    # Intake per signing key: sustained records per second and the burst on top (a day's
+    # backlog of a large supplier, sent in 1,000-record batches, fits in the burst).
+    intake_records_per_second_per_key: float = Field(500.0, ge=0)
+    intake_burst_per_key: int = Field(20_000, ge=1)
+    # Sign-in challenges a single account may have outstanding (older ones are dropped).
+    max_open_challenges_per_account: int = Field(5, ge=1)
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1
