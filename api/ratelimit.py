@@ -6,8 +6,10 @@ get at most ``workers`` times each configured limit (each worker refills its own
 bound is stated in docs/api.md; a limit shared across workers would need a round trip to the
 database on every request, which the intake path is built to avoid.
 
-Behind a reverse proxy, start uvicorn with ``--forwarded-allow-ips`` for the proxy so that the
-client address is the caller's, not the proxy's (otherwise every caller shares one bucket).
+The client address is the one uvicorn reports: behind a reverse proxy it takes it from
+``X-Forwarded-For`` when the proxy is trusted (uvicorn trusts 127.0.0.1 by default, the nginx of
+deploy/qledger; a proxy elsewhere needs ``FORWARDED_ALLOW_IPS``), otherwise every caller would
+share the proxy's bucket.
 """
 
 from __future__ import annotations

@@ -83,7 +83,9 @@ def challenge(body: ChallengeRequest, request: Request, ctx: Ctx) -> ChallengeRe
                 or_(AuthChallenge.expires_at < issued, AuthChallenge.used.is_(True))
             )
         )
-        keep = ctx.settings.max_open_challenges_per_account - 1  # room for the new one
+        # Room for the new one; the rest go, latest expiry kept first (same-second ties in
+        # nonce order: which of them goes does not matter, only how many stay).
+        keep = ctx.settings.max_open_challenges_per_account - 1
         older = (
             s.execute(
                 select(AuthChallenge.nonce)
