@@ -18,6 +18,7 @@ from ledger.records import Domain, Role
 
 if TYPE_CHECKING:
     from api.intake import GroupCommitter
+    from api.ratelimit import AbuseLimits
 
 
 @dataclass
@@ -73,6 +74,13 @@ class ServiceContext:
         return self._committer
 
     @cached_property
+    def limits(self) -> AbuseLimits:
+        """This process's rate limiters (sign-in, intake), from the settings."""
+        from api.ratelimit import AbuseLimits
+
+        return AbuseLimits(self.settings)
+
+    @cached_property
     def domain(self) -> Domain:
         """The EIP-712 domain records must be signed for (fixed by the deployment)."""
         return Domain(chainId=self.deployment.chain_id, verifyingContract=self.deployment.ledger)
@@ -89,7 +97,7 @@ class ServiceContext:
                 )
             deployment = Deployment.load(settings.deployment_path)
             chain = ChainClient.connect(
-                settings.rpc_url, private_key=settings.anchorer_key, deployment=deployment
+                settings.rpc_url, private_key=settings.anchorer_private_key(), deployment=deployment
             )
         if chain.deployment is None:
             raise RuntimeError("chain client is not attached to a deployment")

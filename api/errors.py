@@ -64,7 +64,9 @@ def _jsonable(value: Any) -> Any:
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        # Some errors carry headers (429 Retry-After from api/ratelimit.py).
+        headers = getattr(exc, "headers", None)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(ChainUnavailable)
     async def _chain(_: Request, exc: ChainUnavailable) -> JSONResponse:

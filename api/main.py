@@ -65,6 +65,8 @@ def create_app(
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
+    # Security headers and the same-origin (CSRF) check on every /ui response and POST.
+    app.add_middleware(ui.UiGuard, public_url=settings.public_url)
     for module in (auth, records, chain, participants, credit, incidents, models, ui):
         app.include_router(module.router)
 

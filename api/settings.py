@@ -6,7 +6,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -17,7 +17,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL; default SQLite in data_dir")
     rpc_url: str | None = Field(None, description="EVM JSON-RPC; default: local anvil in data_dir")
     deployment_file: Path | None = Field(None, description="default data_dir/deployment.json")
-    anchorer_key: str | None = Field(
+    # Secrets are SecretStr so that a repr, a log line or a traceback shows '**********'.
+    anchorer_key: SecretStr | None = Field(
         None,
         description="hex key of the ANCHORER/ADMIN account; "
         "default: the dev chain's first unlocked account",
@@ -35,7 +36,7 @@ class Settings(BaseSettings):
     # A signer's clock may differ from ours by this much (signedAt is checked against it).
     clock_skew_seconds: int = 300
     role_cache_seconds: float = Field(15.0, ge=0, description="how stale a cached role may be")
-    token_secret: str | None = Field(
+    token_secret: SecretStr | None = Field(
         None, description="HMAC key for access tokens; default: generated once into data_dir"
     )
     token_ttl_seconds: int = 3600
@@ -44,6 +45,17 @@ class Settings(BaseSettings):
         description="URL users reach the service at (behind "
         "a proxy); named in sign-in messages. Default http://host:port",
     )
+    # Abuse limits (api/ratelimit.py), per worker process: with N workers a client gets at most
+    # N times each. 0 turns a limit off. Sign-in: a browser login takes 2 requests, so 20 a
+    # minute per account leaves room for retries; 60 per client address allows a shared NAT.
+    auth_requests_per_minute_per_client: int = Field(60, ge=0)
+    auth_requests_per_minute_per_account: int = Field(20, ge=0)
+    # Intake per signing key: sustained records per second and the burst on top (a day's
+    # backlog of a large supplier, sent in 1,000-record batches, fits in the burst).
+    intake_records_per_second_per_key: float = Field(500.0, ge=0)
+    intake_burst_per_key: int = Field(20_000, ge=1)
+    # Sign-in challenges a single account may have outstanding (older ones are dropped).
+    max_open_challenges_per_account: int = Field(5, ge=1)
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1
@@ -55,13 +67,17 @@ class Settings(BaseSettings):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.data_dir / 'qledger.db').resolve()}"
 
+    def anchorer_private_key(self) -> str | None:
+        """The anchorer's hex key, unwrapped only where a transaction is signed with it."""
+        return self.anchorer_key.get_secret_value() if self.anchorer_key else None
+
     @property
     def deployment_path(self) -> Path:
         return self.deployment_file or self.data_dir / "deployment.json"
 
     def resolved_token_secret(self) -> str:
         if self.token_secret:
-            return self.token_secret
+            return self.token_secret.get_secret_value()
         path = self.data_dir / "token-secret"
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)

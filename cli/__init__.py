@@ -10,12 +10,15 @@ from __future__ import annotations
 import typer
 
 from cli import chain, credit, fl, keys, records, service
+from cli._common import reported_errors
 
 app = typer.Typer(
     name="qledger",
     no_args_is_help=True,
     add_completion=False,
     help="Permissioned ledger for supply-chain quality credit.",
+    # Tracebacks must never show local variables: signers and decrypted keys live in them.
+    pretty_exceptions_show_locals=False,
 )
 app.add_typer(chain.app, name="chain", help="Local anvil chain: up / down / status.")
 app.add_typer(keys.app, name="keys", help="Participant keys.")
@@ -37,4 +40,6 @@ app.command("demo")(service.demo)
 
 
 def main() -> None:
-    app()
+    """The ``qledger`` entry point: the errors a user can cause end in one ``error:`` line."""
+    with reported_errors():
+        app()

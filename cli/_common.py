@@ -5,11 +5,16 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
+import httpx
+import pydantic
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from api.client import QledgerClient, ServiceError
 from api.settings import Settings
@@ -34,9 +39,70 @@ def settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+# Set to 1 to let the errors below end in a traceback (locals are never shown either way).
+DEBUG_ENV = "QLEDGER_DEBUG"
+# What a user's input, files or environment can cause: answered with one line, never a traceback.
+# ValueError covers malformed JSON from files and services and bad values in drafts.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ServiceError,
+    LedgerError,
+    httpx.HTTPError,
+    httpx.InvalidURL,
+    pydantic.ValidationError,
+    ValueError,
+    OSError,
+)
+
+
+def one_line(message: str) -> str:
+    """``message`` with its whitespace runs (newlines included) folded into single spaces."""
+    return " ".join(message.split())
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line account of ``exc`` for a user: what failed and why, no traceback."""
+    if isinstance(exc, pydantic.ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        return one_line(f"invalid {exc.title}: {problems}")
+    if isinstance(exc, httpx.TransportError):
+        url = exc.request.url if _has_request(exc) else "the service"
+        return one_line(f"service unreachable at {url}: {exc or type(exc).__name__}")
+    return one_line(str(exc) or type(exc).__name__)
+
+
+def _has_request(exc: httpx.TransportError) -> bool:
+    try:
+        exc.request  # noqa: B018 - httpx raises RuntimeError when the error has no request
+    except RuntimeError:
+        return False
+    return True
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr: one line whatever the terminal width (soft_wrap), and no
+    rich markup taken from the message."""
+    err_console.print(f"[bold red]error:[/] {escape(one_line(message))}", soft_wrap=True)
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}")
+    print_error(message)
     raise typer.Exit(code)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn the errors in :data:`USER_ERRORS` into ``error: ...`` and exit status 1."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        print_error(describe(exc))
+        # Outside click's context typer.Exit is not handled; leave without the chained traceback.
+        raise SystemExit(1) from None
 
 
 def read_json(path: Path) -> Any:
@@ -60,12 +126,18 @@ def load_signer(path: Path) -> Signer:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:
-            fail(f"cannot read key file {path}: {exc}")
-        passphrase = (
-            ""
-            if "private_key" in data or not sys.stdin.isatty()
-            else typer.prompt(f"passphrase for {path}", hide_input=True)
-        )
+            fail(f"cannot read key file {path}: {type(exc).__name__}")
+        if not isinstance(data, dict):
+            fail(f"key file {path} is not a keystore or plain key object")
+        if "private_key" in data:
+            passphrase = ""
+        elif not sys.stdin.isatty():
+            fail(
+                f"{path} is encrypted and there is no terminal to ask for its passphrase: "
+                "set QLEDGER_KEY_PASSPHRASE"
+            )
+        else:
+            passphrase = typer.prompt(f"passphrase for {path}", hide_input=True)
     try:
         return load_key(path, passphrase)
     except LedgerError as exc:

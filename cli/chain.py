@@ -9,7 +9,7 @@ from ledger.chain import ChainClient, Deployment
 from ledger.chain.local import dev_private_keys, running_chain, start_anvil, stop_anvil
 from ledger.errors import ChainError
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 
 def chain_dir(data_dir: Path) -> Path:

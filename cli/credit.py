@@ -10,7 +10,7 @@ from rich.table import Table
 from api.client import ServiceError
 from cli._common import console, fail, logged_in
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
 KEY = typer.Option(..., "--key", help="key file of an OEM, auditor, admin (or the supplier)")
 

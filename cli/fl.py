@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # the CLI is mounted in `qledger`; torch and flwr load only w
     from federated.run import FLRunResult
 
 app = typer.Typer(
-    help="Federated defect model (Flower): simulate or deploy locally.", no_args_is_help=True
+    help="Federated defect model (Flower): simulate or deploy locally.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # locals may hold keys (never print them)
 )
 console = Console(soft_wrap=True)  # long hashes stay on one line in logs
 

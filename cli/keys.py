@@ -9,7 +9,7 @@ import typer
 from cli._common import DataDir, console, fail, settings
 from ledger.keys import Signer, save_key
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 
 @app.command("new")

@@ -153,14 +153,31 @@ def submit(
     except httpx.HTTPError as exc:
         fail(f"service unreachable at {url}: {exc}")
     if response.status_code != 202:
-        error = response.json().get("error", {})
-        fail(f"{response.status_code} {error.get('code')}: {error.get('message')}")
+        fail(_refusal(response))
     print_json(response.json())
+
+
+def _refusal(response: httpx.Response) -> str:
+    """``<status> <code>: <message>`` from an error body, whichever envelope the service uses
+    (``{"error": {code, message}}`` or RFC 9457 problem+json with a top-level ``code``)."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return f"{response.status_code}: {response.text[:200]}"
+    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    code = error.get("code", "http_error")
+    message = error.get("message") or error.get("detail") or error.get("title") or ""
+    return f"{response.status_code} {code}: {message}"
 
 
 def _service_domain(url: str) -> Domain:
     try:
-        cp = httpx.get(f"{url}/v1/checkpoint", timeout=10).json()
+        response = httpx.get(f"{url}/v1/checkpoint", timeout=10)
     except httpx.HTTPError as exc:
         fail(f"service unreachable at {url}: {exc}")
+    if response.status_code != 200:
+        fail(f"cannot read the service's signing domain: {_refusal(response)}")
+    cp = response.json()
     return Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import typer
+from pydantic import SecretStr
 from rich.table import Table
 
 from api.client import ServiceError
@@ -19,7 +20,7 @@ from ledger.chain import ChainClient, Deployment
 from ledger.chain.local import dev_private_keys, start_anvil
 from ledger.errors import ChainError
 
-participants = typer.Typer(no_args_is_help=True)
+participants = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
 ADMIN_KEY = typer.Option(..., "--key", help="key file of an ADMIN account")
 
@@ -34,7 +35,7 @@ def prepare_chain(cfg: Settings) -> Settings:
         local = start_anvil(chain_dir(cfg.data_dir))
         updates["rpc_url"] = local.rpc_url
         if not cfg.anchorer_key:
-            updates["anchorer_key"] = dev_private_keys()[0]
+            updates["anchorer_key"] = SecretStr(dev_private_keys()[0])
     cfg = cfg.model_copy(update=updates)
     assert cfg.rpc_url is not None
     if not cfg.deployment_path.exists():
@@ -45,20 +46,24 @@ def prepare_chain(cfg: Settings) -> Settings:
                 f"no deployment at {cfg.deployment_path} for {cfg.rpc_url}: "
                 "run `qledger deploy --rpc ... --key ...` or restore the file"
             )
-        client = ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_key)
+        client = ChainClient.connect(cfg.rpc_url, private_key=cfg.anchorer_private_key())
         client.deploy().save(cfg.deployment_path)
         console.print(f"deployed contracts -> {cfg.deployment_path}", style="dim")
     else:
         ChainClient.connect(
             cfg.rpc_url,
-            private_key=cfg.anchorer_key,
+            private_key=cfg.anchorer_private_key(),
             deployment=Deployment.load(cfg.deployment_path),
         )
     os.environ.update(
         {
             "QLEDGER_DATA_DIR": str(cfg.data_dir.resolve()),
             "QLEDGER_RPC_URL": cfg.rpc_url,
-            **({"QLEDGER_ANCHORER_KEY": cfg.anchorer_key} if cfg.anchorer_key else {}),
+            **(
+                {"QLEDGER_ANCHORER_KEY": cfg.anchorer_key.get_secret_value()}
+                if cfg.anchorer_key
+                else {}
+            ),
         }
     )
     return cfg

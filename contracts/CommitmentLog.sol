@@ -2,6 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
+import {ANCHORER_ROLE_ID, QLEDGER_CONTRACTS_VERSION, ZeroAddress, ZeroRoot} from "./Common.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 
 /**
@@ -14,7 +15,7 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
  */
 contract CommitmentLog {
     /// @notice The QualityLedger role allowed to commit.
-    bytes32 public constant ANCHORER_ROLE = keccak256("ANCHORER_ROLE");
+    bytes32 public constant ANCHORER_ROLE = ANCHORER_ROLE_ID;
 
     /// @dev One storage slot per root (64 + 64 + 64 + 32 bits); the topic takes a second one.
     struct Commitment {
@@ -24,12 +25,8 @@ contract CommitmentLog {
         uint32 count;
     }
 
-    /// @notice The ledger address is zero.
-    error ZeroAddress();
     /// @notice The topic must not be zero.
     error ZeroTopic();
-    /// @notice The root must not be zero.
-    error ZeroRoot();
     /// @notice A commitment covers at least one value.
     error ZeroCount();
     /// @notice The root was already committed with sequence number `seq`.
@@ -46,6 +43,14 @@ contract CommitmentLog {
 
     mapping(bytes32 root => Commitment) private _commitments;
     mapping(bytes32 root => bytes32 topic) private _topics;
+
+    /**
+     * @notice The version of the qledger contract set (see `QLEDGER_CONTRACTS_VERSION`).
+     * @return The version string, e.g. "1.1.0".
+     */
+    function version() external pure returns (string memory) {
+        return QLEDGER_CONTRACTS_VERSION;
+    }
 
     /**
      * @notice Deploys a log governed by the roles of `ledger_`.

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.28;
 
 import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol";
+import {ANCHORER_ROLE_ID, QLEDGER_CONTRACTS_VERSION, ZeroAddress} from "./Common.sol";
 
 /**
  * @title ModelRegistry
@@ -12,7 +13,7 @@ import {IAccessControl} from "@openzeppelin/contracts/access/IAccessControl.sol"
  */
 contract ModelRegistry {
     /// @notice The QualityLedger role allowed to record rounds.
-    bytes32 public constant ANCHORER_ROLE = keccak256("ANCHORER_ROLE");
+    bytes32 public constant ANCHORER_ROLE = ANCHORER_ROLE_ID;
 
     /// @dev Two slots per round.
     struct Round {
@@ -28,8 +29,6 @@ contract ModelRegistry {
         uint32 roundCount;
     }
 
-    /// @notice The ledger address is zero.
-    error ZeroAddress();
     /// @notice The run id must not be zero.
     error ZeroRunId();
     /// @notice The model hash must not be zero.
@@ -55,6 +54,14 @@ contract ModelRegistry {
 
     mapping(bytes32 runId => Run) private _runs;
     mapping(bytes32 runId => mapping(uint32 round => Round)) private _rounds;
+
+    /**
+     * @notice The version of the qledger contract set (see `QLEDGER_CONTRACTS_VERSION`).
+     * @return The version string, e.g. "1.1.0".
+     */
+    function version() external pure returns (string memory) {
+        return QLEDGER_CONTRACTS_VERSION;
+    }
 
     /**
      * @notice Deploys a registry governed by the roles of `ledger_`.

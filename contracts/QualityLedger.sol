@@ -3,6 +3,17 @@ pragma solidity ^0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {
+    ADMIN_ROLE_ID,
+    ANCHORER_ROLE_ID,
+    AUDITOR_ROLE_ID,
+    OEM_ROLE_ID,
+    ParticipantRoleRequiresRegistration,
+    QLEDGER_CONTRACTS_VERSION,
+    SUPPLIER_ROLE_ID,
+    ZeroAddress,
+    ZeroRoot
+} from "./Common.sol";
 
 /**
  * @title QualityLedger
@@ -15,21 +26,26 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
  * into an accumulator (`accumulator = keccak256(prevAccumulator, root)`), so a checkpoint
  * (batch count, accumulator) commits to the whole append-only history.
  *
- * Role history is kept for every role, including grants and revocations made through plain
- * {AccessControl-grantRole} and {AccessControl-revokeRole}, so a verifier can ask whether a signer
- * held its role at the time a record was signed ({hadRoleAt}).
+ * Participant roles (SUPPLIER, OEM, AUDITOR) are granted and revoked only through
+ * {registerParticipant} and {revokeParticipant}: the inherited {grantRole} and {revokeRole} refuse
+ * them with {ParticipantRoleRequiresRegistration}, so an account holds at most one of them and
+ * never one without an organisation. ADMIN and ANCHORER stay with plain AccessControl. A holder
+ * may still {AccessControl-renounceRole} its own role (giving up a role breaks no invariant).
+ *
+ * Role history is kept for every role, whichever function changed it, so a verifier can ask
+ * whether a signer held its role at the time a record was signed ({hadRoleAt}).
  */
 contract QualityLedger is AccessControl {
     /// @notice Administers participants and roles (AccessControl's default admin role, 0x00).
-    bytes32 public constant ADMIN_ROLE = DEFAULT_ADMIN_ROLE;
+    bytes32 public constant ADMIN_ROLE = ADMIN_ROLE_ID;
     /// @notice May anchor batches here and write to the ModelRegistry and CommitmentLog.
-    bytes32 public constant ANCHORER_ROLE = keccak256("ANCHORER_ROLE");
+    bytes32 public constant ANCHORER_ROLE = ANCHORER_ROLE_ID;
     /// @notice May sign inspection, delivery and corrective-action records.
-    bytes32 public constant SUPPLIER_ROLE = keccak256("SUPPLIER_ROLE");
+    bytes32 public constant SUPPLIER_ROLE = SUPPLIER_ROLE_ID;
     /// @notice May sign complaint records.
-    bytes32 public constant OEM_ROLE = keccak256("OEM_ROLE");
+    bytes32 public constant OEM_ROLE = OEM_ROLE_ID;
     /// @notice May sign audit and improvement records.
-    bytes32 public constant AUDITOR_ROLE = keccak256("AUDITOR_ROLE");
+    bytes32 public constant AUDITOR_ROLE = AUDITOR_ROLE_ID;
 
     /// @notice One period during which an account held a role (block timestamps).
     /// @dev `revokedAt == 0` means the role is still held. The interval is `[grantedAt, revokedAt)`.
@@ -54,8 +70,6 @@ contract QualityLedger is AccessControl {
 
     /// @notice The role is not one a participant can be registered with (ADMIN or unknown).
     error InvalidParticipantRole(bytes32 role);
-    /// @notice The account is the zero address.
-    error ZeroAddress();
     /// @notice The organisation id is empty.
     error EmptyOrgId();
     /// @notice The account is already registered to another organisation.
@@ -66,8 +80,6 @@ contract QualityLedger is AccessControl {
     error RoleAlreadyHeld(address account, bytes32 role);
     /// @notice The account does not hold the role.
     error RoleNotHeld(address account, bytes32 role);
-    /// @notice A batch root must not be zero.
-    error ZeroRoot();
     /// @notice A batch must contain at least one leaf.
     error ZeroLeafCount();
     /// @notice The root was already anchored in batch `batchId`.
@@ -99,6 +111,15 @@ contract QualityLedger is AccessControl {
             revert ZeroAddress();
         }
         _grantRole(ADMIN_ROLE, admin);
+    }
+
+    /**
+     * @notice The version of the qledger contract set this ledger belongs to (semantic
+     * versioning; see `QLEDGER_CONTRACTS_VERSION` in Common.sol).
+     * @return The version string, e.g. "1.1.0".
+     */
+    function version() external pure returns (string memory) {
+        return QLEDGER_CONTRACTS_VERSION;
     }
 
     // ---------------------------------------------------------------------------------------
@@ -169,6 +190,40 @@ contract QualityLedger is AccessControl {
             revert RoleNotHeld(account, role);
         }
         emit ParticipantRevoked(account, role);
+    }
+
+    /**
+     * @notice Grants `role` to `account` (ADMIN or ANCHORER; participant roles only through
+     * {registerParticipant}). A grant of a role already held changes nothing and emits nothing.
+     * @dev Authorisation is checked first, so an outsider gets
+     * {IAccessControl-AccessControlUnauthorizedAccount} whatever the role.
+     * @param role The role id.
+     * @param account The account to grant it to.
+     */
+    function grantRole(bytes32 role, address account) public override onlyRole(getRoleAdmin(role)) {
+        // Ensure that participant roles keep registration's invariants (one role, an org).
+        if (_isSigningRole(role)) {
+            revert ParticipantRoleRequiresRegistration(role);
+        }
+        _grantRole(role, account);
+    }
+
+    /**
+     * @notice Revokes `role` from `account` (ADMIN or ANCHORER; participant roles only through
+     * {revokeParticipant}). Revoking a role not held changes nothing and emits nothing.
+     * @param role The role id.
+     * @param account The account to revoke it from.
+     */
+    function revokeRole(bytes32 role, address account)
+        public
+        override
+        onlyRole(getRoleAdmin(role))
+    {
+        // Ensure that participant revocations go through revokeParticipant (one event trail).
+        if (_isSigningRole(role)) {
+            revert ParticipantRoleRequiresRegistration(role);
+        }
+        _revokeRole(role, account);
     }
 
     /**
@@ -349,8 +404,12 @@ contract QualityLedger is AccessControl {
 
     /// @dev Roles {registerParticipant} may grant: the signing roles and ANCHORER.
     function _isParticipantRole(bytes32 role) private pure returns (bool) {
-        return role == SUPPLIER_ROLE || role == OEM_ROLE || role == AUDITOR_ROLE
-            || role == ANCHORER_ROLE;
+        return _isSigningRole(role) || role == ANCHORER_ROLE;
+    }
+
+    /// @dev The roles that sign evidence: SUPPLIER, OEM and AUDITOR.
+    function _isSigningRole(bytes32 role) private pure returns (bool) {
+        return role == SUPPLIER_ROLE || role == OEM_ROLE || role == AUDITOR_ROLE;
     }
 
     /// @dev The signing role (SUPPLIER, OEM or AUDITOR) `account` holds, or zero if none.

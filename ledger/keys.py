@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from coincurve import PrivateKey, PublicKey
@@ -29,9 +29,18 @@ def address_of_public_key(public_key: PublicKey) -> str:
 
 @dataclass(frozen=True)
 class Signer:
-    """A private key able to sign record digests."""
+    """A private key able to sign record digests.
 
-    private_key: bytes
+    Its repr and str name only the address: a signer sits in local variables that tracebacks,
+    debuggers and log records print, and the key must never reach any of them.
+    """
+
+    private_key: bytes = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"Signer(address={self.address}, private_key=<redacted>)"
+
+    __str__ = __repr__
 
     @classmethod
     def generate(cls) -> Signer:
@@ -100,8 +109,15 @@ def load_key(path: Path, passphrase: str) -> Signer:
         keystore = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise KeyFileError(f"cannot read key file {path}: {exc}") from exc
+    if not isinstance(keystore, dict):
+        raise KeyFileError(f"key file {path} is not a JSON object", expected="object")
     if "crypto" not in keystore and "private_key" in keystore:
-        return Signer.from_hex(keystore["private_key"])  # plain dev key (anvil/demo accounts)
+        # A plain dev key (anvil/demo accounts). The error names the problem, never the value.
+        hex_key = keystore["private_key"]
+        try:
+            return Signer.from_hex(hex_key if isinstance(hex_key, str) else "")
+        except ValueError:
+            raise KeyFileError(f"{path}: private_key is not 32 bytes of hex") from None
     try:
         return Signer(bytes(Account.decrypt(keystore, passphrase)))
     except ValueError as exc:

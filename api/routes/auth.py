@@ -3,9 +3,9 @@ from __future__ import annotations
 import time
 
 from eth_utils import to_checksum_address
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import update
+from sqlalchemy import delete, or_, select, update
 
 from api.auth import (
     CHALLENGE_TTL_SECONDS,
@@ -50,14 +50,54 @@ class TokenResponse(BaseModel):
     orgId: str | None
 
 
-@router.post("/challenge", response_model=ChallengeResponse)
-def challenge(body: ChallengeRequest, ctx: Ctx) -> ChallengeResponse:
-    """An EIP-4361 sign-in message for this address, valid for 5 minutes and once."""
+RATE_LIMITED = {429: {"description": "rate_limited: too many sign-in requests (Retry-After)"}}
+
+
+@router.post(
+    "/challenge",
+    response_model=ChallengeResponse,
+    responses={
+        403: {"description": "signer_not_registered: the address holds no role"},
+        **RATE_LIMITED,
+    },
+)
+def challenge(body: ChallengeRequest, request: Request, ctx: Ctx) -> ChallengeResponse:
+    """An EIP-4361 sign-in message for this address, valid for 5 minutes and once.
+
+    Only registered participants get one (roles are public on chain, so this reveals nothing
+    new), so a flood of made-up addresses stores nothing. Each call purges expired and used
+    challenges, and an account keeps at most ``max_open_challenges_per_account`` open ones:
+    the table stays bounded by the number of participants.
+    """
     address = to_checksum_address(body.address)
+    ctx.limits.auth(request, address)
+    role, _ = ctx.roles.get(address)
+    if role is None:
+        raise ApiError(403, "signer_not_registered", "this key holds no role on chain", got=address)
     nonce, issued = new_nonce(), int(time.time())
     url = ctx.settings.public_url or f"http://{ctx.settings.host}:{ctx.settings.port}"
     message = challenge_message(url, address, ctx.deployment.chain_id, nonce, issued)
     with ctx.sessions() as s, s.begin():
+        s.execute(
+            delete(AuthChallenge).where(
+                or_(AuthChallenge.expires_at < issued, AuthChallenge.used.is_(True))
+            )
+        )
+        # Room for the new one; the rest go, latest expiry kept first (same-second ties in
+        # nonce order: which of them goes does not matter, only how many stay).
+        keep = ctx.settings.max_open_challenges_per_account - 1
+        older = (
+            s.execute(
+                select(AuthChallenge.nonce)
+                .where(AuthChallenge.address == address)
+                .order_by(AuthChallenge.expires_at.desc(), AuthChallenge.nonce)
+                .offset(keep)
+            )
+            .scalars()
+            .all()
+        )
+        if older:
+            s.execute(delete(AuthChallenge).where(AuthChallenge.nonce.in_(older)))
         s.add(
             AuthChallenge(
                 nonce=nonce,
@@ -69,17 +109,19 @@ def challenge(body: ChallengeRequest, ctx: Ctx) -> ChallengeResponse:
     return ChallengeResponse(message=message, nonce=nonce, expiresAt=issued + CHALLENGE_TTL_SECONDS)
 
 
-@router.post("/logout", status_code=204)
-def logout(user: CurrentUser, ctx: Ctx) -> Response:
+@router.post("/logout", status_code=204, responses=RATE_LIMITED)
+def logout(user: CurrentUser, request: Request, ctx: Ctx) -> Response:
     """Sign out: the bearer token of this request stops working now, not at its expiry."""
+    ctx.limits.auth(request, user.address)
     revoke_token(ctx.sessions, user)
     return Response(status_code=204)
 
 
-@router.post("/token", response_model=TokenResponse)
-def token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
+@router.post("/token", response_model=TokenResponse, responses=RATE_LIMITED)
+def token(body: TokenRequest, request: Request, ctx: Ctx) -> TokenResponse:
     """Exchange the signed challenge (EIP-191 personal_sign) for a short-lived bearer token."""
     address = to_checksum_address(body.address)
+    ctx.limits.auth(request, address)
     now = int(time.time())
     with ctx.sessions() as s, s.begin():
         row = s.get(AuthChallenge, body.nonce)

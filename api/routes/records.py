@@ -53,7 +53,9 @@ async def _json_body(request: Request, limit: int) -> Any:
 async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
     """Submit one signed record. Idempotent: the same record again gets the same answer."""
     data = await _json_body(request, ctx.settings.max_record_bytes + ENVELOPE_OVERHEAD_BYTES)
+    ctx.limits.intake_check([data])
     outcome = (await run_in_threadpool(submit_many, ctx, [data]))[0]
+    ctx.limits.intake_charge([data], [0] if outcome.status == "accepted" else [])
     if outcome.error is not None:
         raise outcome.error
     return JSONResponse(
@@ -82,7 +84,9 @@ async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
             expected=f"1..{ctx.settings.max_batch_records}",
             got=len(records),
         )
+    ctx.limits.intake_check(records)
     outcomes = await run_in_threadpool(submit_many, ctx, records)
+    ctx.limits.intake_charge(records, [o.index for o in outcomes if o.status == "accepted"])
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(
         {

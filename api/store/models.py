@@ -110,14 +110,15 @@ class Outbox(Base):
 
 
 class AuthChallenge(Base):
-    """Single-use sign-in challenges (EIP-4361 messages)."""
+    """Single-use sign-in challenges (EIP-4361 messages). Expired and used ones are purged
+    whenever a challenge is issued (indexes: expiry for the purge, address for the cap)."""
 
     __tablename__ = "auth_challenges"
 
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
-    address: Mapped[str] = mapped_column(String(42))
+    address: Mapped[str] = mapped_column(String(42), index=True)
     message: Mapped[str] = mapped_column(Text)
-    expires_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
     used: Mapped[bool] = mapped_column(Boolean, default=False)
 
 

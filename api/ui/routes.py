@@ -53,15 +53,6 @@ STATIC: dict[str, tuple[Path, str]] = {
     ),
 }
 
-SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 templates.env.filters.update(
     {
@@ -171,8 +162,7 @@ def render(
         {"user": user, "nav": nav(user), "page": page, **context},
         status_code=status_code,
     )
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    return response  # security headers: api/ui/guard.py, on every /ui response
 
 
 def error_page(request: Request, status: int, code: str, message: str) -> Response:
@@ -275,14 +265,13 @@ def create_session(body: SessionRequest, request: Request, ctx: Ctx) -> JSONResp
         samesite="strict",
         secure=request.url.scheme == "https",
     )
-    response.headers["Cache-Control"] = "no-store"
     return response
 
 
 @endpoints.post("/logout")
 def logout(request: Request, ctx: Ctx) -> Response:
     """Sign out: revoke the session's token (a copy of it no longer works at the API either)
-    and forget the cookie."""
+    and forget the cookie. A cross-site POST never gets here (api/ui/guard.py)."""
     user = _quiet_user(request)
     if user is not None:
         revoke_token(ctx.sessions, user)
@@ -307,7 +296,7 @@ def static(name: str) -> Response:
     return FileResponse(
         path,
         media_type=media_type,
-        headers={"Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"},
+        headers={"Cache-Control": "public, max-age=3600"},  # the rest: api/ui/guard.py
     )
 
 

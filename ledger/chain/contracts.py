@@ -180,16 +180,23 @@ class QualityLedgerCalls(Contracts):
         return tx_hash
 
     def grant_role(self, role: Role, account: str) -> str:
-        """Raw AccessControl grant (e.g. ANCHORER to the anchoring service's key)."""
+        """Raw AccessControl grant of ADMIN or ANCHORER (e.g. ANCHORER to the anchoring service's
+        key). The contract refuses participant roles here (``ParticipantRoleRequiresRegistration``):
+        use :meth:`register_participant`."""
         fn = self.ledger.functions.grantRole(ROLE_IDS[Role(role)], to_checksum_address(account))
         tx_hash, _ = self._transact(fn, f"grantRole({Role(role).value}, {account})")
         return tx_hash
 
     def revoke_role(self, role: Role, account: str) -> str:
-        """Raw AccessControl revoke."""
+        """Raw AccessControl revoke of ADMIN or ANCHORER (participant roles:
+        :meth:`revoke_participant`)."""
         fn = self.ledger.functions.revokeRole(ROLE_IDS[Role(role)], to_checksum_address(account))
         tx_hash, _ = self._transact(fn, f"revokeRole({Role(role).value}, {account})")
         return tx_hash
+
+    def contracts_version(self) -> str:
+        """The version of the contract set the ledger belongs to (``version()``, e.g. "1.1.0")."""
+        return str(self._call(self.ledger.functions.version(), "version"))
 
     def has_role(self, role: Role, account: str, block: int | str = "latest") -> bool:
         fn = self.ledger.functions.hasRole(ROLE_IDS[Role(role)], to_checksum_address(account))

@@ -96,3 +96,16 @@ def test_satellites_follow_ledger_roles(project, ledger, admin, accounts) -> Non
         log.commit(keccak(text="credit-score"), keccak(text="root"), 1, sender=accounts[2])
     log.commit(keccak(text="credit-score"), keccak(text="root"), 1, sender=admin)
     assert log.committedAt(keccak(text="root")).seq == 1
+
+
+def test_participant_roles_only_through_registration(ledger, admin, accounts) -> None:  # type: ignore[no-untyped-def]
+    supplier, oem = ledger.SUPPLIER_ROLE(), ledger.OEM_ROLE()
+    with ape.reverts(ledger.ParticipantRoleRequiresRegistration):
+        ledger.grantRole(supplier, accounts[1], sender=admin)
+    ledger.registerParticipant(accounts[1], supplier, "SUP-1", sender=admin)
+    with ape.reverts(ledger.ParticipantRoleConflict):
+        ledger.registerParticipant(accounts[1], oem, "SUP-1", sender=admin)
+    with ape.reverts(ledger.ParticipantRoleRequiresRegistration):
+        ledger.revokeRole(supplier, accounts[1], sender=admin)
+    assert ledger.hasRole(supplier, accounts[1]) and not ledger.hasRole(oem, accounts[1])
+    assert ledger.version() == "1.1.0"

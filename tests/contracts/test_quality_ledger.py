@@ -73,6 +73,79 @@ def test_only_admin_can_grant_and_register(any_chain: ChainClient) -> None:
     _reverts("AccessControlUnauthorizedAccount", outsider.grant_role, Role.SUPPLIER, target)
 
 
+# -- participant-role invariants (issue 18 item 7) -----------------------------------------------
+
+
+@pytest.mark.parametrize("role", [Role.SUPPLIER, Role.OEM, Role.AUDITOR])
+def test_admin_raw_grant_of_a_participant_role_is_refused(
+    any_chain: ChainClient, role: Role
+) -> None:
+    """The admin cannot skip registration: no signing role without an organisation."""
+    target = any_chain.accounts()[4]
+    error = _reverts("ParticipantRoleRequiresRegistration", any_chain.grant_role, role, target)
+    assert error.error_args["role"] == "0x" + ROLE_IDS[role].hex()
+    assert not any_chain.has_role(role, target)
+    assert any_chain.org_of(target) is None
+    assert any_chain.role_history(target, role) == []
+
+
+def test_admin_cannot_give_one_account_two_signing_roles(any_chain: ChainClient) -> None:
+    """The attack of issue 18: SUPPLIER and OEM on one account, through any door."""
+    account = any_chain.accounts()[4]
+    any_chain.register_participant(account, Role.SUPPLIER, "SUP-1")
+    _reverts("ParticipantRoleRequiresRegistration", any_chain.grant_role, Role.OEM, account)
+    for other in (Role.OEM, Role.AUDITOR):
+        for org in ("SUP-1", "OEM-1"):
+            error = _reverts(
+                "ParticipantRoleConflict", any_chain.register_participant, account, other, org
+            )
+            assert error.error_args["heldRole"] == "0x" + ROLE_IDS[Role.SUPPLIER].hex()
+    assert any_chain.role_of(account) == Role.SUPPLIER
+    assert not any_chain.has_role(Role.OEM, account)
+    assert not any_chain.has_role(Role.AUDITOR, account)
+
+
+def test_admin_raw_revoke_of_a_participant_role_is_refused(any_chain: ChainClient) -> None:
+    """Revocation goes through revokeParticipant, so its ParticipantRevoked event is the one
+    trail of revocations a follower has to read."""
+    account = any_chain.accounts()[4]
+    any_chain.register_participant(account, Role.OEM, "OEM-1")
+    _reverts("ParticipantRoleRequiresRegistration", any_chain.revoke_role, Role.OEM, account)
+    assert any_chain.has_role(Role.OEM, account)
+    any_chain.revoke_participant(account, Role.OEM)
+    assert not any_chain.has_role(Role.OEM, account)
+    # after revocation the account may be registered again, to its own organisation only
+    _reverts("OrgMismatch", any_chain.register_participant, account, Role.OEM, "OEM-2")
+    any_chain.register_participant(account, Role.OEM, "OEM-1")
+    assert any_chain.role_of(account) == Role.OEM
+
+
+def test_outsider_raw_grant_of_participant_role_is_unauthorised_first(
+    any_chain: ChainClient,
+) -> None:
+    outsider = _as(any_chain, 3)
+    target = any_chain.accounts()[4]
+    for role in (Role.SUPPLIER, Role.ADMIN):
+        _reverts("AccessControlUnauthorizedAccount", outsider.grant_role, role, target)
+        _reverts("AccessControlUnauthorizedAccount", outsider.revoke_role, role, any_chain.sender)
+
+
+def test_admin_and_anchorer_roles_still_go_through_grant_role(any_chain: ChainClient) -> None:
+    account = any_chain.accounts()[5]
+    any_chain.grant_role(Role.ANCHORER, account)
+    any_chain.grant_role(Role.ADMIN, account)
+    assert any_chain.has_role(Role.ANCHORER, account) and any_chain.has_role(Role.ADMIN, account)
+    any_chain.revoke_role(Role.ADMIN, account)
+    assert not any_chain.has_role(Role.ADMIN, account)
+
+
+def test_version_answers_on_every_contract(any_chain: ChainClient) -> None:
+    version = any_chain.contracts_version()
+    assert version == "1.1.0"
+    assert any_chain.model_registry.functions.version().call() == version
+    assert any_chain.commitment_log.functions.version().call() == version
+
+
 def test_anchor_rejects_zero_root_zero_count_and_duplicates(any_chain: ChainClient) -> None:
     _reverts("ZeroRoot", any_chain.anchor_batch, b"\0" * 32, 3)
     root = os.urandom(32)
@@ -234,6 +307,7 @@ def test_plain_grant_and_revoke_keep_history(any_chain: ChainClient) -> None:
     any_chain.grant_role(Role.ANCHORER, account)
     start = any_chain.block_timestamp()
     any_chain.grant_role(Role.ANCHORER, account)  # no-op: no second interval, no event
+    any_chain.revoke_role(Role.ANCHORER, any_chain.accounts()[7])  # never held: no event
     any_chain.advance_time(50)
     any_chain.revoke_role(Role.ANCHORER, account)
     end = any_chain.block_timestamp()
@@ -242,6 +316,8 @@ def test_plain_grant_and_revoke_keep_history(any_chain: ChainClient) -> None:
     assert not any_chain.had_role_at(Role.ANCHORER, account, end)
     granted = any_chain.ledger.events.RoleGranted().get_logs(from_block=0)
     assert sum(1 for log in granted if log["args"]["account"] == account) == 1
+    revoked = any_chain.ledger.events.RoleRevoked().get_logs(from_block=0)
+    assert [log["args"]["account"] for log in revoked] == [account]  # only the real revocation
     # the admin's own grant at deployment is in the history too
     admin_history = any_chain.role_history(any_chain.sender, Role.ADMIN)
     assert len(admin_history) == 1 and admin_history[0][1] == 0

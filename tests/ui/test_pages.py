@@ -36,7 +36,13 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
 
 
 def _client(demo: Demo) -> TestClient:
-    return TestClient(create_app(ctx=demo.ctx), follow_redirects=False)
+    # A browser on the dashboard's own origin: it sends Origin with every POST.
+    return TestClient(
+        create_app(ctx=demo.ctx), follow_redirects=False, headers={"Origin": SAME_ORIGIN}
+    )
+
+
+SAME_ORIGIN = "http://testserver"  # TestClient's base URL
 
 
 def _token(client: TestClient, signer: Signer) -> str:
@@ -340,7 +346,9 @@ def test_role_rules_match_the_api(demo: Demo, role: str) -> None:
 def test_empty_service_shows_empty_states(tmp_path: Path) -> None:
     svc = make_service(tmp_path, "sqlite")
     try:
-        client = TestClient(create_app(ctx=svc.ctx), follow_redirects=False)
+        client = TestClient(
+            create_app(ctx=svc.ctx), follow_redirects=False, headers={"Origin": SAME_ORIGIN}
+        )
         token = svc.login(svc.parties["oem"])["Authorization"].split()[1]
         client.post("/ui/session", json={"accessToken": token})
         assert "No supplier has evidence" in client.get("/ui/suppliers").text
