@@ -166,7 +166,8 @@ def _refusal(response: httpx.Response) -> str:
         body = None
     if not isinstance(body, dict):
         return f"{response.status_code}: {response.text[:200]}"
-    error = body.get("error") if isinstance(body.get("error"), dict) else body
+    nested = body.get("error")
+    error: dict[str, Any] = nested if isinstance(nested, dict) else body
     code = error.get("code", "http_error")
     message = error.get("message") or error.get("detail") or error.get("title") or ""
     return f"{response.status_code} {code}: {message}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from eth_utils import to_checksum_address
 from fastapi import APIRouter, Request, Response
@@ -50,7 +51,9 @@ class TokenResponse(BaseModel):
     orgId: str | None
 
 
-RATE_LIMITED = {429: {"description": "rate_limited: too many sign-in requests (Retry-After)"}}
+RATE_LIMITED: dict[int | str, dict[str, Any]] = {
+    429: {"description": "rate_limited: too many sign-in requests (Retry-After)"}
+}
 
 
 @router.post(
