@@ -121,8 +121,8 @@ class LogTree:
             return [] if whole else [self._hash(start, end)]
         k = _split(n)
         if m <= k:
-            return self._subproof(m, start, start + k, whole) + [self._hash(start + k, end)]
-        return self._subproof(m - k, start + k, end, False) + [self._hash(start, start + k)]
+            return [*self._subproof(m, start, start + k, whole), self._hash(start + k, end)]
+        return [*self._subproof(m - k, start + k, end, False), self._hash(start, start + k)]
 
 
 def _check_hash(value: bytes, what: str) -> None:
