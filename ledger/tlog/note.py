@@ -168,7 +168,7 @@ class Verifier:
     @classmethod
     def parse(cls, vkey: str, *, expect_type: int | None = None) -> Verifier:
         """Parse ``name+hex(keyid)+base64(type||key)``; the key id must match the key."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)  # base64 may hold "+" itself
         if len(parts) != 3:
             raise NoteFormatError("a vkey is name+keyid+key", got=vkey[:120])
         name, hex_id, material = parts
@@ -231,7 +231,7 @@ class Signer:
         text = text.strip()
         if not text.startswith(PRIVATE_KEY_PREFIX):
             raise NoteFormatError("not a PRIVATE+KEY+ signing key")
-        parts = text[len(PRIVATE_KEY_PREFIX) :].split("+")
+        parts = text[len(PRIVATE_KEY_PREFIX) :].split("+", 2)
         if len(parts) != 3:
             raise NoteFormatError("a signing key is PRIVATE+KEY+name+keyid+key")
         name, hex_id, material = parts

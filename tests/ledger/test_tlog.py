@@ -286,7 +286,7 @@ def test_keys_round_trip_and_refuse_mismatched_ids() -> None:
     assert "PRIVATE" not in repr(signer)
     vkey = signer.verifier.vkey
     assert Verifier.parse(vkey) == signer.verifier
-    _name, key_id, material = vkey.split("+")
+    _name, key_id, material = vkey.split("+", 2)
     with pytest.raises(NoteFormatError):
         Verifier.parse(f"other.example+{key_id}+{material}")
     with pytest.raises(NoteFormatError):
