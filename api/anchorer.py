@@ -37,10 +37,13 @@ from api.store.models import (
     Score,
     utcnow,
 )
+from api.tlog_service import NewEntry, append_and_sign
 from credit.score import CREDIT_TOPIC
 from ledger.chain import AnchorInfo
+from ledger.chain.types import topic_id
 from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
 from ledger.merkle import StandardMerkleTree
+from ledger.tlog import commitment_entry, record_entry
 
 log = logging.getLogger("qledger.anchorer")
 
@@ -202,6 +205,12 @@ class Anchorer:
                     tx_hash=tx_hash,
                 )
             )
+            # The transparency log gets the committed root in the same transaction.
+            append_and_sign(
+                self.ctx,
+                s,
+                [NewEntry("commitment", root_hex, commitment_entry(topic_id(topic), root))],
+            )
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
         """Loop until ``stop`` is set; chain outages back off exponentially up to the cap."""
@@ -347,6 +356,18 @@ class Anchorer:
             with self.ctx.sessions() as s, s.begin():
                 s.execute(update(Record), rows[start : start + RECEIPT_CHUNK])
         with self.ctx.sessions() as s, s.begin():
+            # The batch's records enter the transparency log (in intake order) in the same
+            # transaction that confirms it, with a new signed checkpoint.
+            batch_root = s.scalar(select(Batch.root).where(Batch.id == batch_id))
+            assert batch_root is not None
+            logged = s.scalars(
+                select(Outbox.struct_hash).where(Outbox.batch_id == batch_id).order_by(Outbox.seq)
+            )
+            append_and_sign(
+                self.ctx,
+                s,
+                [NewEntry("record", h, record_entry(h, batch_root)) for h in logged],
+            )
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(
                 update(Batch)

@@ -58,6 +58,11 @@ class LogTree:
         for leaf in leaves:
             self.append(leaf)
 
+    def truncate(self, size: int) -> None:
+        """Forget leaves from ``size`` on (and the cached subtrees that reach them)."""
+        del self._leaves[size:]
+        self._full = {k: v for k, v in self._full.items() if k[0] + k[1] <= size}
+
     def leaf(self, index: int) -> bytes:
         return self._leaves[index]
 
