@@ -49,9 +49,14 @@ PRIVATE_KEY_PREFIX = "PRIVATE+KEY+"  # golang.org/x/mod/sumdb/note private key e
 
 def _b64(text: str, what: str) -> bytes:
     try:
-        return base64.b64decode(text, validate=True)
+        raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise NoteFormatError(f"{what} is not standard base64", got=text[:80]) from exc
+    # One spelling per value: non-zero padding bits decode to the same bytes, so a note could
+    # change without any signed byte changing.
+    if base64.b64encode(raw).decode() != text:
+        raise NoteFormatError(f"{what} is not canonical base64", got=text[:80])
+    return raw
 
 
 def key_id(name: str, sig_type: int, public_key: bytes) -> bytes:

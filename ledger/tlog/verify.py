@@ -12,6 +12,7 @@ rests on the service having checked it and on the witnesses' view being the only
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -244,11 +245,11 @@ def verify_certificate(
         commitment = data["commitment"]
         if not isinstance(commitment, dict) or set(commitment) != {"topic", "root", "proof"}:
             raise InvalidRecord("commitment is {topic, root, proof}")
-        root = bytes.fromhex(commitment["root"][2:])
-        proof = [bytes.fromhex(p[2:]) for p in commitment["proof"]]
-        response_hash = bytes.fromhex(data["responseHash"][2:])
-        if len(root) != 32 or len(response_hash) != 32 or any(len(p) != 32 for p in proof):
-            raise InvalidRecord("hashes are 32 bytes")
+        if not isinstance(commitment["topic"], str) or not isinstance(commitment["proof"], list):
+            raise InvalidRecord("commitment topic is a string, proof a list")
+        root = _hash32(commitment["root"])
+        proof = [_hash32(p) for p in commitment["proof"]]
+        response_hash = _hash32(data["responseHash"])
         log = LogProof.model_validate(data["log"])
         signed = open_checkpoint(log.checkpoint, log_key)  # origin = the pinned key's name
     except (ValueError, TypeError, KeyError, LedgerError, ValidationError) as exc:
@@ -277,6 +278,13 @@ def verify_certificate(
         quorum,
     )
     return report
+
+
+def _hash32(value: object) -> bytes:
+    """A 0x + 64 lowercase hex digits hash: one spelling only, so no byte can change unseen."""
+    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-f]{64}", value):
+        raise InvalidRecord("a hash is 0x + 64 lowercase hex digits", got=str(value)[:80])
+    return bytes.fromhex(value[2:])
 
 
 def _reason(exc: Exception) -> str:

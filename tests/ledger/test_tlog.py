@@ -173,6 +173,7 @@ def test_spec_example_cosigned_checkpoint_parses_with_its_timestamp() -> None:
         "text\n\n\u2014 a b+c AAAAAAA=\n",  # space in name
         "text\n\n\u2014 a AAAA\n",  # fewer than 5 bytes
         "text\n\n\u2014 a !!!!\n",  # not base64
+        "text\n\n\u2014 a AAAAAAB=\n",  # non-canonical base64 (padding bits set)
         "text\x01\n\n\u2014 a AAAAAAA=\n",  # control character
         "text\n\n\u2014 a AAAAAAA=",  # no final newline
     ],
