@@ -304,3 +304,87 @@ def test_score_certificate_fails_when_any_byte_changes(service: Service, tmp_pat
             if verify_certificate(changed, log_key=log_key, witnesses=keys, quorum=2).ok:
                 passed.append((i, replacement))
     assert [(i, raw[i - 20 : i + 20], chr(r)) for i, r in passed] == []
+
+
+def test_cli_verifies_offline_against_and_scores(service: Service, tmp_path: Path) -> None:
+    """The auditor's commands, with files only: no --rpc anywhere."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    made = runner.invoke(
+        app, ["witness", "init", "--name", "w1.example/oem", "--key", str(tmp_path / "w.key")]
+    )
+    assert made.exit_code == 0, made.output
+    witness = Signer.decode((tmp_path / "w.key").read_text())
+    assert json.loads(made.output)["vkey"] == witness.verifier.vkey
+    assert (tmp_path / "w.key").stat().st_mode & 0o077 == 0
+
+    log_key = _log_key(service)
+    hashes = _anchor(service, 3)
+    state, report = tmp_path / "state.json", tmp_path / "report.json"
+    assert witness_once(service.client, witness, log_key, state, report_path=report).status == (
+        "cosigned"
+    )
+    auth = service.login(service.parties["supplier"])
+    receipt = service.client.get(f"/v1/records/{hashes[0]}/receipt", headers=auth).json()
+    receipt_file = tmp_path / "receipt.json"
+    receipt_file.write_text(json.dumps(receipt))
+    record_file = tmp_path / "record.json"
+    record_file.write_text(json.dumps(receipt["record"]))
+    offline = ["verify", str(record_file), str(receipt_file), "--log-key", log_key.vkey]
+    pinned = [*offline, "--witness", witness.verifier.vkey, "--quorum", "1", "--json"]
+    result = runner.invoke(app, pinned, env={"QLEDGER_RPC_URL": ""})
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["ok"] is True
+    stranger = Signer.generate("w9.example/x", COSIGNATURE_V1).verifier.vkey
+    result = runner.invoke(
+        app,
+        [*offline, "--witness", stranger, "--quorum", "1", "--json"],
+        env={"QLEDGER_RPC_URL": ""},
+    )
+    assert result.exit_code == 1 and json.loads(result.output)["failedCheck"] == "witness_quorum"
+
+    # --against: the honest newer checkpoint extends the receipt's; a forked one does not.
+    _anchor(service, 2)
+    newer = tmp_path / "newer.txt"
+    newer.write_text(service.client.get("/v1/log/checkpoint").text)
+    proof_file = tmp_path / "proof.json"
+    proof_file.write_text(
+        json.dumps(service.client.get("/v1/log/consistency", params={"from": 3, "to": 5}).json())
+    )
+    against = [*offline, "--against", str(newer), "--consistency-proof", str(proof_file), "--json"]
+    result = runner.invoke(app, against, env={"QLEDGER_RPC_URL": ""})
+    assert result.exit_code == 0, result.output
+    checks = {c["check"]: c["ok"] for c in json.loads(result.output)["checks"]}
+    assert checks["consistency_proof"] is True
+    fork = _rewrite_history(service, keep_size=False)
+    del fork
+    newer.write_text(service.client.get("/v1/log/checkpoint").text)
+    size = open_checkpoint(newer.read_text(), log_key).checkpoint.size
+    proof_file.write_text(
+        json.dumps(service.client.get("/v1/log/consistency", params={"from": 3, "to": size}).json())
+    )
+    result = runner.invoke(app, against, env={"QLEDGER_RPC_URL": ""})
+    assert result.exit_code == 1
+    assert json.loads(result.output)["failedCheck"] == "consistency_proof"
+
+
+def test_cli_verify_score(service: Service, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    raw, log_key, witnesses = _certificate(service, tmp_path)
+    cert = tmp_path / "score.qcert.json"
+    cert.write_bytes(raw)
+    args = ["verify-score", str(cert), "--log-key", log_key.vkey, "--json"]
+    for w in witnesses:
+        args += ["--witness", w.verifier.vkey]
+    result = CliRunner().invoke(app, [*args, "--quorum", "2"])
+    assert result.exit_code == 0, result.output
+    cert.write_bytes(raw.replace(b'"score":', b'"score" :', 1))  # same JSON, other bytes
+    result = CliRunner().invoke(app, [*args, "--quorum", "2"])
+    assert result.exit_code == 1
+    assert json.loads(result.output)["failedCheck"] == "certificate_format"
