@@ -292,3 +292,19 @@ def test_keys_round_trip_and_refuse_mismatched_ids() -> None:
         Verifier.parse(f"other.example+{key_id}+{material}")
     with pytest.raises(NoteFormatError):
         Verifier.parse(vkey, expect_type=COSIGNATURE_V1)
+
+
+def test_inclusion_proofs_fold_with_sigstores_rfc6962_code() -> None:
+    """sigstore's own inclusion-proof chaining (written for Rekor) accepts our proofs."""
+    from sigstore._internal import merkle as sigstore_merkle
+
+    data = [i.to_bytes(4, "big") * 3 for i in range(33)]
+    tree = LogTree([leaf_hash(d) for d in data])
+    assert sigstore_merkle._hash_leaf(data[5]) == leaf_hash(data[5])
+    for size in range(1, 34):
+        for index in range(size):
+            proof = tree.inclusion_proof(index, size)
+            inner, border = sigstore_merkle._decomp_inclusion_proof(index, size)
+            assert len(proof) == inner + border
+            seed = sigstore_merkle._chain_inner(leaf_hash(data[index]), proof[:inner], index)
+            assert sigstore_merkle._chain_border_right(seed, proof[inner:]) == tree.root(size)
