@@ -31,6 +31,7 @@ from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
 from api.store.models import (
     Batch,
     Commitment,
+    LogEntry,
     Outbox,
     Record,
     Responsibility,
@@ -96,6 +97,51 @@ class Anchorer:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
+        self._log_checked = False
+
+    def _backfill_log(self) -> None:
+        """Log what became final before the transparency log existed (a store upgraded to
+        migration 0005): confirmed batches' records, then committed roots, oldest first.
+        Entries already logged are skipped, so this is a no-op on every later start."""
+        with self.ctx.sessions() as s:
+            logged = s.scalar(select(func.count()).select_from(LogEntry)) or 0
+            final = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Record)
+                    .join(Batch, Record.batch_id == Batch.id)
+                    .where(Batch.status == "confirmed")
+                )
+                or 0
+            ) + (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Commitment)
+                    .where(Commitment.status == "committed")
+                )
+                or 0
+            )
+        if logged < final:
+            with self.ctx.sessions() as s, s.begin():
+                entries = [
+                    NewEntry("record", h, record_entry(h, root))
+                    for h, root in s.execute(
+                        select(Record.struct_hash, Batch.root)
+                        .join(Batch, Record.batch_id == Batch.id)
+                        .where(Batch.status == "confirmed")
+                        .order_by(Batch.id, Record.struct_hash)
+                    )
+                ] + [
+                    NewEntry("commitment", root, commitment_entry(topic_id(topic), root))
+                    for topic, root in s.execute(
+                        select(Commitment.topic, Commitment.root)
+                        .where(Commitment.status == "committed")
+                        .order_by(Commitment.id)
+                    )
+                ]
+                size = append_and_sign(self.ctx, s, entries)
+            log.info("transparency log backfilled: %d entries", size)
+        self._log_checked = True
 
     # -- public ---------------------------------------------------------------------------
 
@@ -109,6 +155,8 @@ class Anchorer:
     def run_once(self, *, force: bool = False) -> list[BatchOutcome]:
         """Resume unfinished batches, then anchor as many full (or due) batches as there are;
         then commit published scores and matrices."""
+        if not self._log_checked:
+            self._backfill_log()
         done = [self._finish(batch_id) for batch_id in self._open_batches()]
         while True:
             batch_id = self._claim(force=force)

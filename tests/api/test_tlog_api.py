@@ -388,3 +388,25 @@ def test_cli_verify_score(service: Service, tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [*args, "--quorum", "2"])
     assert result.exit_code == 1
     assert json.loads(result.output)["failedCheck"] == "certificate_format"
+
+
+def test_a_store_from_before_the_log_is_backfilled(service: Service) -> None:
+    """Records confirmed before migration 0005 enter the log at the anchorer's next start."""
+    log_key = _log_key(service)
+    hashes = _anchor(service, 3)
+    with service.ctx.sessions() as s, s.begin():  # the store as it was before the log
+        s.execute(delete(LogCosignature))
+        s.execute(delete(LogCheckpoint))
+        s.execute(delete(LogEntry))
+    tlog_service._trees.clear()
+    assert error_code(service.client.get("/v1/log/checkpoint")) == "no_checkpoint"
+    Anchorer(service.ctx).run_once()
+    checkpoint = open_checkpoint(service.client.get("/v1/log/checkpoint").text, log_key)
+    assert checkpoint.checkpoint.size == 3
+    auth = service.login(service.parties["supplier"])
+    receipt = service.client.get(f"/v1/records/{hashes[2]}/receipt", headers=auth).json()
+    assert verify_receipt_offline(None, receipt, log_key=log_key).ok
+    Anchorer(service.ctx).run_once()  # nothing twice
+    assert (
+        open_checkpoint(service.client.get("/v1/log/checkpoint").text, log_key).checkpoint.size == 3
+    )
