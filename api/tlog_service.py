@@ -245,9 +245,12 @@ def log_proof(
 
 def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dict[str, object]:
     """Keep a witness's cosignature on the checkpoint at ``size`` if it verifies."""
+    single = line.removesuffix("\n")
+    if "\n" in single:
+        raise ApiError(422, "cosignature", "send exactly one signature line", got=line[:200])
+    line = single + "\n"
     try:
         witness = Verifier.parse(vkey, expect_type=COSIGNATURE_V1)
-        line = line if line.endswith("\n") else line + "\n"
         with ctx.sessions() as s:
             row = _checkpoint_row(s, size)
             note = parse_note(row.note)

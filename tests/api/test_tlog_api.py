@@ -410,3 +410,62 @@ def test_a_store_from_before_the_log_is_backfilled(service: Service) -> None:
     assert (
         open_checkpoint(service.client.get("/v1/log/checkpoint").text, log_key).checkpoint.size == 3
     )
+
+
+def test_hostile_inputs_to_the_log_routes_get_4xx(service: Service) -> None:
+    _anchor(service, 1)
+    witness = Signer.generate("w.example/x", COSIGNATURE_V1)
+    note = parse_note(service.client.get("/v1/log/checkpoint").text)
+    line = witness.cosign(note.text).line()
+    cases = [
+        service.client.get("/v1/log/checkpoint/" + "9" * 40),
+        service.client.get("/v1/log/checkpoint/-3"),
+        service.client.get("/v1/log/consistency", params={"from": -1, "to": 1}),
+        service.client.get("/v1/log/consistency", params={"from": "x", "to": 1}),
+        service.client.get("/v1/log/inclusion/" + "0x" + "g" * 64),
+        service.client.get("/v1/log/inclusion/1", params={"size": 0}),
+        service.client.post("/v1/log/cosignatures", content=b"{not json"),
+        service.client.post("/v1/log/cosignatures", json={"size": 1, "vkey": 5}),
+        service.client.post(
+            "/v1/log/cosignatures",
+            json={"size": 7, "vkey": witness.verifier.vkey, "cosignature": line},
+        ),
+        service.client.post(
+            "/v1/log/cosignatures",
+            json={"size": 1, "vkey": witness.verifier.vkey, "cosignature": line + "\n\n" + line},
+        ),
+        service.client.post(
+            "/v1/log/cosignatures",
+            json={"size": 1, "vkey": witness.verifier.vkey, "cosignature": "\u2014 w\x00 AAAA\n"},
+        ),
+        service.client.post(
+            "/v1/log/cosignatures",
+            json={
+                "size": 1,
+                "vkey": Signer.generate("l.example").verifier.vkey,
+                "cosignature": line,
+            },
+        ),
+    ]
+    assert [r.status_code for r in cases] == [
+        404,
+        404,
+        422,
+        422,
+        422,
+        422,
+        422,
+        422,
+        404,
+        422,
+        422,
+        422,
+    ]
+    ok = service.client.post(
+        "/v1/log/cosignatures", json={"size": 1, "vkey": witness.verifier.vkey, "cosignature": line}
+    )
+    assert ok.status_code == 201 and ok.json()["stored"] is True
+    again = service.client.post(
+        "/v1/log/cosignatures", json={"size": 1, "vkey": witness.verifier.vkey, "cosignature": line}
+    )
+    assert again.status_code == 201 and again.json()["duplicate"] is True
