@@ -33,16 +33,20 @@ from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
 from api.store.models import (
     Batch,
     Commitment,
+    LogEntry,
     Outbox,
     Record,
     Responsibility,
     Score,
     utcnow,
 )
+from api.tlog_service import NewEntry, append_and_sign
 from credit.score import CREDIT_TOPIC
 from ledger.chain import AnchorInfo
+from ledger.chain.types import topic_id
 from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
 from ledger.merkle import StandardMerkleTree
+from ledger.tlog import commitment_entry, record_entry
 
 log = logging.getLogger("qledger.anchorer")
 
@@ -98,6 +102,51 @@ class Anchorer:
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
+        self._log_checked = False
+
+    def _backfill_log(self) -> None:
+        """Log what became final before the transparency log existed (a store upgraded to
+        migration 0005): confirmed batches' records, then committed roots, oldest first.
+        Entries already logged are skipped, so this is a no-op on every later start."""
+        with self.ctx.sessions() as s:
+            logged = s.scalar(select(func.count()).select_from(LogEntry)) or 0
+            final = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Record)
+                    .join(Batch, Record.batch_id == Batch.id)
+                    .where(Batch.status == "confirmed")
+                )
+                or 0
+            ) + (
+                s.scalar(
+                    select(func.count())
+                    .select_from(Commitment)
+                    .where(Commitment.status == "committed")
+                )
+                or 0
+            )
+        if logged < final:
+            with self.ctx.sessions() as s, s.begin():
+                entries = [
+                    NewEntry("record", h, record_entry(h, root))
+                    for h, root in s.execute(
+                        select(Record.struct_hash, Batch.root)
+                        .join(Batch, Record.batch_id == Batch.id)
+                        .where(Batch.status == "confirmed")
+                        .order_by(Batch.id, Record.struct_hash)
+                    )
+                ] + [
+                    NewEntry("commitment", root, commitment_entry(topic_id(topic), root))
+                    for topic, root in s.execute(
+                        select(Commitment.topic, Commitment.root)
+                        .where(Commitment.status == "committed")
+                        .order_by(Commitment.id)
+                    )
+                ]
+                size = append_and_sign(self.ctx, s, entries)
+            log.info("transparency log backfilled: %d entries", size)
+        self._log_checked = True
 
     # -- public ---------------------------------------------------------------------------
 
@@ -111,6 +160,8 @@ class Anchorer:
     def run_once(self, *, force: bool = False) -> list[BatchOutcome]:
         """Resume unfinished batches, then anchor as many full (or due) batches as there are;
         then commit published scores and matrices."""
+        if not self._log_checked:
+            self._backfill_log()
         done = [self._finish(batch_id) for batch_id in self._open_batches()]
         while True:
             batch_id = self._claim(force=force)
@@ -208,6 +259,12 @@ class Anchorer:
                     block_timestamp=info["timestamp"],
                     tx_hash=tx_hash,
                 )
+            )
+            # The transparency log gets the committed root in the same transaction.
+            append_and_sign(
+                self.ctx,
+                s,
+                [NewEntry("commitment", root_hex, commitment_entry(topic_id(topic), root))],
             )
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
@@ -354,6 +411,18 @@ class Anchorer:
             with self.ctx.sessions() as s, s.begin():
                 s.execute(update(Record), rows[start : start + RECEIPT_CHUNK])
         with self.ctx.sessions() as s, s.begin():
+            # The batch's records enter the transparency log (in intake order) in the same
+            # transaction that confirms it, with a new signed checkpoint.
+            batch_root = s.scalar(select(Batch.root).where(Batch.id == batch_id))
+            assert batch_root is not None
+            logged = s.scalars(
+                select(Outbox.struct_hash).where(Outbox.batch_id == batch_id).order_by(Outbox.seq)
+            )
+            append_and_sign(
+                self.ctx,
+                s,
+                [NewEntry("record", h, record_entry(h, batch_root)) for h in logged],
+            )
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(
                 update(Batch)

@@ -15,7 +15,9 @@ from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
 from api.errors import install_handlers
 from api.routes import auth, chain, credit, incidents, models, participants, records
+from api.routes import log as tlog
 from api.settings import Settings
+from api.tlog_service import log_signer
 
 log = logging.getLogger("qledger.api")
 
@@ -37,6 +39,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ctx = ctx or ServiceContext.create(settings)
+        log_signer(app.state.ctx)  # the log's key exists from start-up (GET /v1/log/key)
         stop = threading.Event()
         with ExitStack() as stack:
             if run_anchorer:
@@ -67,8 +70,9 @@ def create_app(
     install_handlers(app)
     # Security headers and the same-origin (CSRF) check on every /ui response and POST.
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
-    for module in (auth, records, chain, participants, credit, incidents, models, ui):
+    for module in (auth, records, chain, tlog, participants, credit, incidents, models, ui):
         app.include_router(module.router)
+    app.include_router(tlog.certificates)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

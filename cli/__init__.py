@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, fl, keys, records, service
+from cli import chain, credit, fl, keys, records, service, witness
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -33,6 +33,13 @@ app.command("deploy")(chain.deploy)
 app.command("simulate")(credit.simulate)
 app.command("sign")(records.sign)
 app.command("verify")(records.verify)
+app.command("verify-score")(records.verify_score)
+app.command("log-key")(witness.log_key)
+app.add_typer(
+    witness.app,
+    name="witness",
+    help="Witness the transparency log: init a key, cosign checkpoints that extend.",
+)
 app.command("submit")(records.submit)
 app.command("serve")(service.serve)
 app.command("anchorer")(service.anchorer)

@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
@@ -16,7 +17,17 @@ from ledger.errors import ChainError, LedgerError
 from ledger.keys import Signer
 from ledger.records import Domain, SignedRecord, load_signed_record
 from ledger.signing import sign_record
-from ledger.verify import verify_receipt
+from ledger.tlog import (
+    COSIGNATURE_V1,
+    ED25519,
+    Checkpoint,
+    LogError,
+    LogProof,
+    Verifier,
+    parse_note,
+)
+from ledger.tlog.verify import check_against, verify_certificate, verify_receipt_offline
+from ledger.verify import Check, VerificationReport, verify_receipt
 
 DRAFT_FIELDS = (
     "subject",
@@ -89,39 +100,148 @@ def sign(
 def verify(
     record: Path = typer.Argument(..., help="signed record JSON (envelope)"),
     receipt: Path = typer.Argument(..., help="receipt JSON"),
-    rpc: str = typer.Option(..., "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL"),
+    rpc: str | None = typer.Option(
+        None, "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"
+    ),
+    log_key: str | None = typer.Option(
+        None, "--log-key", help="the log's pinned vkey: check the receipt's log proof"
+    ),
+    witness: list[str] = typer.Option([], "--witness", help="a pinned witness vkey (repeatable)"),
+    quorum: int = typer.Option(0, "--quorum", min=0, help="cosignatures required (k of n)"),
+    against: Path | None = typer.Option(
+        None, "--against", help="a newer checkpoint note: the receipt's must be extended by it"
+    ),
+    consistency: Path | None = typer.Option(
+        None, "--consistency-proof", help="proof JSON ({proof: [0x..]}); default: from --url"
+    ),
+    url: str = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Verify a record and its receipt against the chain, trusting no service: signature,
-    signer's role at signing time, kind rule, Merkle proof, root anchored in that contract.
-    Exit 0 only if every check passes."""
+    """Verify a record and its receipt, trusting no service: signature, signer's role at
+    signing time, kind rule, Merkle proof, root anchored in that contract (with --rpc); or
+    offline, with the pinned log key and k-of-n witness keys: the receipt's log entry, its
+    signed and cosigned checkpoint (--log-key, --witness, --quorum). --against checks the
+    receipt's checkpoint is extended by a newer one. Exit 0 only if every check passes."""
     record_data, receipt_data = read_json(record), read_json(receipt)
     if isinstance(record_data, dict) and "signed" in record_data:
         record_data = record_data["signed"]  # accept `qledger sign` output as well
-    contract = receipt_data.get("contract") if isinstance(receipt_data, dict) else None
-    if not isinstance(contract, str):
-        fail("receipt has no contract address")
+    if not isinstance(receipt_data, dict):
+        fail("a receipt is a JSON object")
+    if rpc is None and log_key is None:
+        fail("give --rpc (check against the chain) or --log-key (offline, with witnesses)")
+    if quorum > len(witness):
+        fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
     try:
-        client = verifier_client(rpc, contract)
-        report = verify_receipt(record_data, receipt_data, client)
-    except ChainError as exc:
-        fail(f"chain: {exc}")
+        log = Verifier.parse(log_key, expect_type=ED25519) if log_key else None
+        witnesses = [Verifier.parse(w, expect_type=COSIGNATURE_V1) for w in witness]
+    except LogError as exc:
+        fail(f"key: {exc}")
+    if rpc is not None:
+        contract = receipt_data.get("contract")
+        if not isinstance(contract, str):
+            fail("receipt has no contract address")
+        try:
+            report = verify_receipt(record_data, receipt_data, verifier_client(rpc, contract))
+        except ChainError as exc:
+            fail(f"chain: {exc}")
+        if log is not None:
+            offline = verify_receipt_offline(
+                record_data, receipt_data, log_key=log, witnesses=witnesses, quorum=quorum
+            )
+            known = {c.check for c in report.checks}
+            report.checks.extend(c for c in offline.checks if c.check not in known)
+    else:
+        assert log is not None
+        report = verify_receipt_offline(
+            record_data, receipt_data, log_key=log, witnesses=witnesses, quorum=quorum
+        )
+    if against is not None:
+        if log is None:
+            fail("--against needs --log-key")
+        _check_against(report, receipt_data, against, consistency, url, log)
+    _print_report(report, as_json)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _check_against(
+    report: VerificationReport,
+    receipt_data: dict[str, Any],
+    against: Path,
+    consistency: Path | None,
+    url: str,
+    log: Verifier,
+) -> None:
+    try:
+        newer = against.read_text()
+        proof = LogProof.model_validate(receipt_data["log"]) if receipt_data.get("log") else None
+    except OSError as exc:
+        fail(f"cannot read {against}: {exc.strerror}")
+    except ValidationError as exc:
+        fail(f"receipt log proof: {exc.errors()[0]['msg']}")
+    hashes: list[bytes] = []
+    if proof is not None:
+        try:
+            old_size = proof.treeSize
+            new_size = Checkpoint.parse(parse_note(newer).text).size
+            if consistency is not None:
+                body = read_json(consistency)
+            else:
+                body = httpx.get(
+                    f"{url}/v1/log/consistency",
+                    params={"from": old_size, "to": new_size},
+                    timeout=30,
+                ).json()
+            hashes = [bytes.fromhex(h[2:]) for h in body["proof"]]
+        except LogError as exc:
+            report.add(Check.NOTE_FORMAT, False, f"--against: {exc}")
+            return
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            report.add(Check.CONSISTENCY, False, f"no usable consistency proof: {exc}")
+            return
+    check_against(report, proof, newer, hashes, log)
+
+
+def _print_report(report: VerificationReport, as_json: bool) -> None:
     if as_json:
         print_json(report.to_json())
-    else:
-        table = Table(title="verification", show_lines=False)
-        table.add_column("check")
-        table.add_column("result")
-        table.add_column("detail", overflow="fold")
-        for c in report.checks:
-            table.add_row(c.check.value, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
-        console.print(table)
-        failure = report.first_failure
-        console.print(
-            "[bold green]VALID[/]"
-            if report.ok
-            else f"[bold red]INVALID[/]: {failure.check.value if failure else '?'}"
-        )
+        return
+    table = Table(title="verification", show_lines=False)
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in report.checks:
+        table.add_row(c.check.value, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+    console.print(table)
+    failure = report.first_failure
+    console.print(
+        "[bold green]VALID[/]"
+        if report.ok
+        else f"[bold red]INVALID[/]: {failure.check.value if failure else '?'}"
+    )
+
+
+def verify_score(
+    certificate: Path = typer.Argument(..., help="score certificate (.qcert.json)"),
+    log_key: str = typer.Option(..., "--log-key", help="the log's pinned vkey"),
+    witness: list[str] = typer.Option([], "--witness", help="a pinned witness vkey (repeatable)"),
+    quorum: int = typer.Option(0, "--quorum", min=0, help="cosignatures required (k of n)"),
+    as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
+) -> None:
+    """Verify a portable score certificate offline, byte for byte: the score hashes to the
+    committed hash, its proof reaches the commitment root, the root is in the log at a
+    checkpoint the pinned log key signed and k of the pinned witnesses cosigned."""
+    if quorum > len(witness):
+        fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
+    try:
+        log = Verifier.parse(log_key, expect_type=ED25519)
+        witnesses = [Verifier.parse(w, expect_type=COSIGNATURE_V1) for w in witness]
+        raw = certificate.read_bytes()
+    except LogError as exc:
+        fail(f"key: {exc}")
+    except OSError as exc:
+        fail(f"cannot read {certificate}: {exc.strerror}")
+    report = verify_certificate(raw, log_key=log, witnesses=witnesses, quorum=quorum)
+    _print_report(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ledger.eip712 import record_struct_hash
 from ledger.merkle import StandardMerkleTree
 from ledger.records import HEX32_PATTERN, Hex32, SignedRecord
+from ledger.tlog.entries import LogProof
 
 RECEIPT_VERSION: Final = 1
 
@@ -30,6 +31,9 @@ class Receipt(BaseModel):
     transactionHash: Hex32
     blockNumber: Annotated[int, Field(ge=0)]
     blockTimestamp: Annotated[int, Field(ge=0)]
+    # The record's transparency-log entry, its inclusion proof and the (cosigned) checkpoint
+    # it leads to: what lets the receipt verify with no RPC (ledger.tlog.verify).
+    log: LogProof | None = None
 
     @field_validator("structHash", "root", "transactionHash")
     @classmethod

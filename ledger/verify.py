@@ -41,6 +41,19 @@ class Check(StrEnum):
     ANCHORED = "root_anchored"
     ANCHOR_DETAILS = "anchor_matches_receipt"
     SIGNED_BEFORE_ANCHOR = "signed_before_anchor"
+    # Transparency-log checks (ledger.tlog.verify): offline, against a pinned log key and
+    # witness keys instead of an RPC endpoint.
+    NOTE_FORMAT = "note_format"
+    CHECKPOINT_SIGNATURE = "checkpoint_signature"
+    LOG_ORIGIN = "log_origin"
+    WITNESS_KEY = "witness_key"
+    COSIGNATURE = "cosignature"
+    WITNESS_QUORUM = "witness_quorum"
+    LOG_INCLUSION = "log_inclusion"
+    CONSISTENCY = "consistency_proof"
+    CERTIFICATE_FORMAT = "certificate_format"
+    RESPONSE_HASH = "response_hash"
+    COMMITMENT_PROOF = "commitment_proof"
 
 
 class ChainReader(Protocol):

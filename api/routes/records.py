@@ -13,8 +13,10 @@ from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.intake import submit_many
 from api.store.models import Batch, Record
+from api.tlog_service import log_proof
 from api.views import envelope, receipt, record_summary
 from ledger.records import Role
+from ledger.tlog import record_entry
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
@@ -161,8 +163,17 @@ def get_record(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
 
 
 @router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
-def get_receipt(struct_hash: str, ctx: Ctx, user: CurrentUser) -> JSONResponse:
-    """The receipt once the record's batch is anchored and confirmed; 202 while pending."""
+def get_receipt(
+    struct_hash: str,
+    ctx: Ctx,
+    user: CurrentUser,
+    log_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> JSONResponse:
+    """The receipt once the record's batch is anchored and confirmed; 202 while pending.
+
+    It always carries ``log``: the record's transparency-log entry, its inclusion proof and
+    the checkpoint at ``log_size`` (default: the newest cosigned checkpoint covering it, else
+    the newest), so it verifies with no RPC against pinned log and witness keys."""
     if user.role is Role.OEM:
         raise ApiError(
             403,
@@ -174,4 +185,10 @@ def get_receipt(struct_hash: str, ctx: Ctx, user: CurrentUser) -> JSONResponse:
     row, batch = _load(ctx, user, struct_hash)
     if batch is None or batch.status != "confirmed" or row.proof is None:
         return JSONResponse({"structHash": row.struct_hash, "status": "pending"}, status_code=202)
-    return JSONResponse(receipt(row, batch))
+    body = receipt(row, batch)
+    logged = log_proof(
+        ctx, "record", row.struct_hash, log_size, data=record_entry(row.struct_hash, batch.root)
+    )
+    if logged is not None:
+        body["log"] = logged.model_dump()
+    return JSONResponse(body)

@@ -232,3 +232,47 @@ class ModelRound(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     timestamp: Mapped[int] = mapped_column(BigInteger)
+
+
+class LogEntry(Base):
+    """One leaf of the transparency log, in the order things became final (ledger.tlog)."""
+
+    __tablename__ = "log_entries"
+    # One entry per leaf data: a record re-anchored in another batch (a chain that lost the
+    # first) gets a second entry naming the new batch root; the old one stays (append-only).
+    __table_args__ = (
+        UniqueConstraint("data", name="uq_log_entries_data"),
+        Index("ix_log_entries_ref", "ref"),
+    )
+
+    idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(16))  # "record" | "commitment"
+    ref: Mapped[str] = mapped_column(String(66))  # struct hash, or commitment root
+    data: Mapped[str] = mapped_column(String(140))  # hex of the leaf data (65 bytes)
+    leaf_hash: Mapped[str] = mapped_column(String(66))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LogCheckpoint(Base):
+    """A checkpoint the service signed (C2SP tlog-checkpoint note, log signature only)."""
+
+    __tablename__ = "log_checkpoints"
+
+    size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(66))
+    note: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class LogCosignature(Base):
+    """A witness's verified cosignature line (C2SP tlog-cosignature) on one checkpoint."""
+
+    __tablename__ = "log_cosignatures"
+    __table_args__ = (UniqueConstraint("size", "vkey", name="uq_log_cosignatures_size_vkey"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    size: Mapped[int] = mapped_column(ForeignKey("log_checkpoints.size"), index=True)
+    vkey: Mapped[str] = mapped_column(String(300))
+    line: Mapped[str] = mapped_column(Text)
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -361,6 +361,16 @@ class CommitmentLogCalls(Contracts):
             gas_used=int(receipt["gasUsed"]),
         )
 
+    def commitment_count(self, commitment_log: str | None = None) -> int:
+        """Roots committed so far in this deployment's CommitmentLog, or the one at
+        ``commitment_log`` (a verifier attached to a ledger only names it)."""
+        contract = (
+            self._contract("CommitmentLog", commitment_log)
+            if commitment_log
+            else self.commitment_log
+        )
+        return int(self._call(contract.functions.commitmentCount(), "commitmentCount"))
+
     def committed_at(self, root: bytes) -> dict[str, Any] | None:
         """``{topic, seq, timestamp, block_number, count}`` of a committed root, else None."""
         fn = self.commitment_log.functions.committedAt(_bytes32(root, "root"))

@@ -1,0 +1,299 @@
+"""The service's transparency log (ledger.tlog) on top of the store.
+
+The anchorer appends entries in the same database transaction that makes a batch confirmed or
+a commitment committed, and signs a checkpoint over the new tree in that transaction too: an
+entry, its checkpoint and the state change are all there or none is. Only the anchorer (one
+process, under the data dir's lock) appends; API processes read.
+
+Each process keeps the tree's leaf hashes in memory (loaded once, then only new rows), so a
+proof costs O(log n) hashing after the first.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from api.context import ServiceContext
+from api.errors import ApiError
+from api.store.models import LogCheckpoint, LogCosignature, LogEntry
+from ledger.tlog import (
+    COSIGNATURE_V1,
+    Checkpoint,
+    LogError,
+    LogProof,
+    LogTree,
+    Note,
+    Signer,
+    Verifier,
+    cosignature_time,
+    leaf_hash,
+    ledger_origin,
+    note_signature_valid,
+    parse_note,
+    sign_checkpoint,
+)
+
+LOG_KEY_FILE = "log-signing-key"  # in the data dir, 0600, C2SP/x-mod-note PRIVATE+KEY form
+# Cosignatures kept per checkpoint: signed-note verifiers must accept 16 signatures, ours 64
+# (ledger.tlog.note.MAX_SIGNATURES); one slot stays for the log's own signature.
+MAX_COSIGNATURES = 48
+
+_lock = threading.Lock()
+_trees: dict[str, LogTree] = {}
+_signers: dict[Path, Signer] = {}
+
+
+def origin_of(ctx: ServiceContext) -> str:
+    return ledger_origin(ctx.deployment.chain_id, ctx.deployment.ledger)
+
+
+def log_signer(ctx: ServiceContext) -> Signer:
+    """The log's Ed25519 key, made once into the data dir (its vkey is public: /v1/log/key)."""
+    path = ctx.settings.data_dir / LOG_KEY_FILE
+    with _lock:
+        signer = _signers.get(path.resolve()) if path.exists() else None
+        if signer is None:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_text(Signer.generate(origin_of(ctx)).encode() + "\n")
+                tmp.chmod(0o600)
+                try:
+                    os.link(tmp, path)  # never replaces a key another process made first
+                except FileExistsError:
+                    pass
+                finally:
+                    tmp.unlink()
+            signer = Signer.decode(path.read_text())
+            _signers[path.resolve()] = signer
+    if signer.name != origin_of(ctx):
+        raise RuntimeError(
+            f"{path} signs for {signer.name}, but this service is {origin_of(ctx)}: "
+            "a data dir serves one ledger deployment"
+        )
+    return signer
+
+
+def _synced(session: Session, url: str) -> LogTree:
+    """This process's tree, brought up to the rows ``session`` sees. Caller holds _lock."""
+    tree = _trees.setdefault(url, LogTree())
+    count = session.scalar(select(func.count()).select_from(LogEntry)) or 0
+    if count < len(tree):  # a database restored from backup: start over
+        tree.truncate(0)
+    if count > len(tree):
+        tree.extend(
+            [
+                bytes.fromhex(h[2:])
+                for h in session.scalars(
+                    select(LogEntry.leaf_hash)
+                    .where(LogEntry.idx >= len(tree))
+                    .order_by(LogEntry.idx)
+                )
+            ]
+        )
+    return tree
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    kind: str  # "record" | "commitment"
+    ref: str  # 0x struct hash or commitment root
+    data: bytes
+
+
+def append_and_sign(ctx: ServiceContext, session: Session, entries: Sequence[NewEntry]) -> int:
+    """Append ``entries`` (inside the caller's transaction) and sign the new checkpoint.
+
+    Entries already in the log (the same data) are skipped, so a step redone after a crash
+    appends nothing twice. Returns the new tree size.
+    """
+    signer = log_signer(ctx)
+    url = ctx.settings.db_url
+    with _lock:
+        tree = _synced(session, url)
+        size = len(tree)
+        known = set(
+            session.scalars(
+                select(LogEntry.data).where(LogEntry.data.in_([e.data.hex() for e in entries]))
+            )
+        )
+        fresh = [e for e in entries if e.data.hex() not in known]
+        if not fresh:
+            return size
+        hashes = [leaf_hash(e.data) for e in fresh]
+        for offset, (entry, digest) in enumerate(zip(fresh, hashes, strict=True)):
+            session.add(
+                LogEntry(
+                    idx=size + offset,
+                    kind=entry.kind,
+                    ref=entry.ref.lower(),
+                    data=entry.data.hex(),
+                    leaf_hash="0x" + digest.hex(),
+                )
+            )
+        # The root over the new entries; the in-memory tree only ever holds committed rows
+        # (they are read back on the next sync), so a rolled-back transaction leaves no trace.
+        tree.extend(hashes)
+        try:
+            root = tree.root()
+        finally:
+            tree.truncate(size)
+        new_size = size + len(fresh)
+        note = sign_checkpoint(Checkpoint(origin_of(ctx), new_size, root), signer)
+        session.add(LogCheckpoint(size=new_size, root="0x" + root.hex(), note=note.encode()))
+        session.flush()
+        return new_size
+
+
+# -- reads -----------------------------------------------------------------------------------
+
+
+def _cosigned_note(session: Session, row: LogCheckpoint) -> str:
+    note = parse_note(row.note)
+    lines = list(
+        session.scalars(
+            select(LogCosignature.line)
+            .where(LogCosignature.size == row.size)
+            .order_by(LogCosignature.id)
+        )
+    )
+    extra = [parse_note(note.text + "\n" + line).signatures[0] for line in lines]
+    return note.with_signatures(extra).encode()
+
+
+def _checkpoint_row(session: Session, size: int | None) -> LogCheckpoint:
+    if size is None:
+        row = session.scalar(select(LogCheckpoint).order_by(LogCheckpoint.size.desc()).limit(1))
+        if row is None:
+            raise ApiError(404, "no_checkpoint", "nothing has been logged yet")
+        return row
+    row = session.get(LogCheckpoint, size)
+    if row is None:
+        raise ApiError(404, "checkpoint_not_found", "no checkpoint at this tree size", got=size)
+    return row
+
+
+def checkpoint_note(ctx: ServiceContext, size: int | None = None) -> str:
+    """The signed checkpoint (latest, or at ``size``) with every cosignature collected."""
+    with ctx.sessions() as s:
+        return _cosigned_note(s, _checkpoint_row(s, size))
+
+
+def consistency_proof(ctx: ServiceContext, old: int, new: int) -> list[bytes]:
+    with ctx.sessions() as s, _lock:
+        latest = _checkpoint_row(s, None).size
+        if not 0 <= old <= new <= latest:
+            raise ApiError(
+                400,
+                "bad_tree_sizes",
+                "need 0 <= from <= to <= the latest checkpoint's size",
+                expected=f"0 <= from <= to <= {latest}",
+                got={"from": old, "to": new},
+            )
+        return _synced(s, ctx.settings.db_url).consistency_proof(old, new)
+
+
+def log_proof(
+    ctx: ServiceContext, kind: str, ref: str, size: int | None = None, data: bytes | None = None
+) -> LogProof | None:
+    """The inclusion proof of the (newest) entry for ``ref`` in a checkpoint, or None while
+    it is not logged. Without ``size``: the newest checkpoint that carries cosignatures, else
+    the newest (a witness cosigns the latest it sees, not every one)."""
+    with ctx.sessions() as s, _lock:
+        query = select(LogEntry).where(LogEntry.kind == kind, LogEntry.ref == ref.lower())
+        if data is not None:
+            query = query.where(LogEntry.data == data.hex())
+        entry = s.scalar(query.order_by(LogEntry.idx.desc()).limit(1))
+        if entry is None:
+            return None
+        if size is None:
+            row = s.scalar(
+                select(LogCheckpoint)
+                .where(
+                    LogCheckpoint.size > entry.idx,
+                    LogCheckpoint.size.in_(select(LogCosignature.size)),
+                )
+                .order_by(LogCheckpoint.size.desc())
+                .limit(1)
+            ) or _checkpoint_row(s, None)
+        else:
+            row = _checkpoint_row(s, size)
+        if row.size <= entry.idx:
+            raise ApiError(
+                409,
+                "checkpoint_too_old",
+                "that checkpoint does not cover the entry",
+                expected=f"size > {entry.idx}",
+                got=row.size,
+            )
+        tree = _synced(s, ctx.settings.db_url)
+        proof = tree.inclusion_proof(entry.idx, row.size)
+        return LogProof(
+            index=entry.idx,
+            treeSize=row.size,
+            inclusion=["0x" + h.hex() for h in proof],
+            checkpoint=_cosigned_note(s, row),
+        )
+
+
+def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dict[str, object]:
+    """Keep a witness's cosignature on the checkpoint at ``size`` if it verifies."""
+    single = line.removesuffix("\n")
+    if "\n" in single:
+        raise ApiError(422, "cosignature", "send exactly one signature line", got=line[:200])
+    line = single + "\n"
+    try:
+        witness = Verifier.parse(vkey, expect_type=COSIGNATURE_V1)
+        with ctx.sessions() as s:
+            row = _checkpoint_row(s, size)
+            note = parse_note(row.note)
+            sig = parse_note(note.text + "\n" + line).signatures
+    except LogError as exc:
+        raise ApiError(422, exc.code, str(exc)) from exc
+    if len(sig) != 1 or not witness.matches(sig[0]):
+        raise ApiError(
+            422,
+            "cosignature",
+            "send exactly one signature line, by the key the vkey names",
+            expected=f"{witness.name}+{witness.key_id.hex()}",
+            got=[f"{x.name}+{x.key_id.hex()}" for x in sig],
+        )
+    if not note_signature_valid(witness, Note(note.text, ()), sig[0]):
+        raise ApiError(422, "cosignature", "the cosignature does not verify for this checkpoint")
+    with ctx.sessions() as s, s.begin():
+        if s.scalar(
+            select(LogCosignature.id).where(
+                LogCosignature.size == size, LogCosignature.vkey == witness.vkey
+            )
+        ):
+            return {"size": size, "witness": witness.vkey, "stored": False, "duplicate": True}
+        held = (
+            s.scalar(
+                select(func.count()).select_from(LogCosignature).where(LogCosignature.size == size)
+            )
+            or 0
+        )
+        if held >= MAX_COSIGNATURES:
+            raise ApiError(
+                409,
+                "cosignatures_full",
+                "this checkpoint holds the most cosignatures it keeps",
+                expected=MAX_COSIGNATURES,
+                got=held,
+            )
+        s.add(
+            LogCosignature(
+                size=size,
+                vkey=witness.vkey,
+                line=sig[0].line(),
+                timestamp=cosignature_time(sig[0]),
+            )
+        )
+    return {"size": size, "witness": witness.vkey, "stored": True, "duplicate": False}

@@ -1,0 +1,72 @@
+"""Transparency log: RFC 6962 tree, C2SP signed notes / checkpoints / cosignatures, and the
+log proofs receipts and score certificates carry."""
+
+from ledger.tlog.entries import (
+    COMMITMENT_ENTRY,
+    RECORD_ENTRY,
+    LogProof,
+    check_consistent,
+    check_log_proof,
+    commitment_entry,
+    ledger_origin,
+    record_entry,
+)
+from ledger.tlog.errors import LogError, NoteFormatError, ProofError
+from ledger.tlog.note import (
+    COSIGNATURE_V1,
+    ED25519,
+    Checkpoint,
+    Note,
+    NoteSignature,
+    SignedCheckpoint,
+    Signer,
+    Verifier,
+    cosignature_time,
+    note_signature_valid,
+    open_checkpoint,
+    parse_note,
+    sign_checkpoint,
+)
+from ledger.tlog.tree import (
+    EMPTY_ROOT,
+    LogTree,
+    leaf_hash,
+    node_hash,
+    root_from_inclusion,
+    verify_consistency,
+    verify_inclusion,
+)
+
+__all__ = [
+    "COMMITMENT_ENTRY",
+    "COSIGNATURE_V1",
+    "ED25519",
+    "EMPTY_ROOT",
+    "RECORD_ENTRY",
+    "Checkpoint",
+    "LogError",
+    "LogProof",
+    "LogTree",
+    "Note",
+    "NoteFormatError",
+    "NoteSignature",
+    "ProofError",
+    "SignedCheckpoint",
+    "Signer",
+    "Verifier",
+    "check_consistent",
+    "check_log_proof",
+    "commitment_entry",
+    "cosignature_time",
+    "leaf_hash",
+    "ledger_origin",
+    "node_hash",
+    "note_signature_valid",
+    "open_checkpoint",
+    "parse_note",
+    "record_entry",
+    "root_from_inclusion",
+    "sign_checkpoint",
+    "verify_consistency",
+    "verify_inclusion",
+]

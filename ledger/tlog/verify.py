@@ -1,0 +1,294 @@
+"""Verification with no RPC: a receipt, or a score certificate, against a pinned log key and
+k-of-n pinned witness keys; and a receipt's checkpoint against a newer one (append-only).
+
+What is checked offline: the signature and struct hash of the record, the OpenZeppelin proof
+to the batch root, that ``record || batch root`` is an entry of the log at the checkpoint the
+receipt names, that the pinned log key signed that checkpoint for this ledger's origin, and
+that ``quorum`` of the pinned witnesses cosigned it (each witness checked that the log only
+ever grew). What is not: the signer's role on chain at signing time (an RPC check; offline it
+rests on the service having checked it and on the witnesses' view being the only one).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from ledger._hash import keccak
+from ledger.canonical import canonical_json
+from ledger.eip712 import record_struct_hash
+from ledger.errors import InvalidRecord, InvalidSignature, LedgerError
+from ledger.merkle import leaf_hash as oz_leaf_hash
+from ledger.merkle import process_proof
+from ledger.receipts import Receipt
+from ledger.records import SignedRecord, load_signed_record
+from ledger.signing import check_signature
+from ledger.tlog.entries import (
+    LogProof,
+    check_consistent,
+    commitment_entry,
+    ledger_origin,
+    record_entry,
+)
+from ledger.tlog.errors import LogError
+from ledger.tlog.note import Verifier, open_checkpoint
+from ledger.tlog.tree import leaf_hash, verify_inclusion
+from ledger.verify import Check, VerificationReport
+
+CERTIFICATE_FORMAT = "qledger-score-certificate/v1"
+
+_CODE_TO_CHECK = {
+    "note_format": Check.NOTE_FORMAT,
+    "entry_format": Check.NOTE_FORMAT,
+    "checkpoint_signature": Check.CHECKPOINT_SIGNATURE,
+    "log_origin": Check.LOG_ORIGIN,
+    "witness_key": Check.WITNESS_KEY,
+    "key_type": Check.WITNESS_KEY,
+    "cosignature": Check.COSIGNATURE,
+    "witness_quorum": Check.WITNESS_QUORUM,
+    "inclusion_proof": Check.LOG_INCLUSION,
+    "log_inclusion": Check.LOG_INCLUSION,
+    "tree_size": Check.LOG_INCLUSION,
+    "leaf_index": Check.LOG_INCLUSION,
+    "hash_size": Check.LOG_INCLUSION,
+    "consistency_proof": Check.CONSISTENCY,
+    "consistency_sizes": Check.CONSISTENCY,
+}
+
+
+def check_of(exc: LogError) -> Check:
+    return _CODE_TO_CHECK.get(exc.code, Check.NOTE_FORMAT)
+
+
+def _log_checks(
+    report: VerificationReport,
+    entry: bytes,
+    proof: LogProof,
+    log_key: Verifier,
+    origin: str,
+    witnesses: Sequence[Verifier],
+    quorum: int,
+) -> bool:
+    """Checkpoint (signature, origin), witness quorum, then inclusion: each its own check."""
+    try:
+        signed = open_checkpoint(proof.checkpoint, log_key, origin=origin)
+        report.add(
+            Check.CHECKPOINT_SIGNATURE,
+            True,
+            f"checkpoint {origin} size {signed.checkpoint.size} signed by {log_key.vkey}",
+        )
+        cosigned = open_checkpoint(
+            proof.checkpoint, log_key, origin=origin, witnesses=witnesses, quorum=quorum
+        )
+        report.add(
+            Check.WITNESS_QUORUM,
+            True,
+            f"{len(cosigned.cosigned_by)} of {len(witnesses)} pinned witnesses cosigned "
+            f"(quorum {quorum})",
+        )
+        if signed.checkpoint.size != proof.treeSize:
+            raise LogError(
+                "log_inclusion",
+                "the proof is for another tree size than the checkpoint",
+                expected=signed.checkpoint.size,
+                got=proof.treeSize,
+            )
+        verify_inclusion(
+            proof.index,
+            proof.treeSize,
+            leaf_hash(entry),
+            [bytes.fromhex(h[2:]) for h in proof.inclusion],
+            signed.checkpoint.root,
+        )
+    except LogError as exc:
+        report.add(check_of(exc), False, str(exc))
+        return False
+    report.add(
+        Check.LOG_INCLUSION,
+        True,
+        f"entry {proof.index} of {proof.treeSize} folds to the checkpoint's root",
+    )
+    return True
+
+
+def verify_receipt_offline(
+    record: SignedRecord | dict[str, Any] | None,
+    receipt: Receipt | dict[str, Any],
+    *,
+    log_key: Verifier,
+    witnesses: Sequence[Verifier] = (),
+    quorum: int = 0,
+) -> VerificationReport:
+    """Every check that needs no chain: see the module docstring."""
+    report = VerificationReport()
+    if not isinstance(receipt, Receipt):
+        try:
+            receipt = Receipt.model_validate(receipt)
+        except (ValidationError, InvalidRecord) as exc:
+            report.add(Check.RECEIPT_FORMAT, False, _reason(exc))
+            return report
+    report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
+    signed = receipt.record
+    if record is not None:
+        if not isinstance(record, SignedRecord):
+            try:
+                record = load_signed_record(record)
+            except InvalidRecord as exc:
+                report.add(Check.RECORD_FORMAT, False, str(exc))
+                return report
+        report.add(Check.RECORD_FORMAT, True, "record parses and its payloadHash matches")
+        same = record.model_dump(mode="json") == signed.model_dump(mode="json")
+        report.add(
+            Check.RECORD_MATCHES_RECEIPT,
+            same,
+            "record file equals the receipt's record"
+            if same
+            else "the record differs from the one the receipt covers",
+        )
+        signed = record
+    try:
+        check_signature(signed)
+        report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
+    except InvalidSignature as exc:
+        report.add(Check.SIGNATURE, False, str(exc))
+    struct_hash = record_struct_hash(signed.record)
+    report.add(
+        Check.STRUCT_HASH,
+        struct_hash.hex() == receipt.structHash[2:],
+        f"hashStruct = 0x{struct_hash.hex()}, receipt says {receipt.structHash}",
+    )
+    report.add(
+        Check.DOMAIN,
+        signed.domain.chainId == receipt.chainId
+        and signed.domain.verifyingContract.lower() == receipt.contract.lower(),
+        f"domain {signed.domain.chainId}/{signed.domain.verifyingContract}, "
+        f"receipt {receipt.chainId}/{receipt.contract}",
+    )
+    root = bytes.fromhex(receipt.root[2:])
+    folded = process_proof(oz_leaf_hash(struct_hash), [bytes.fromhex(p[2:]) for p in receipt.proof])
+    report.add(
+        Check.PROOF,
+        folded == root,
+        "proof folds to the batch root"
+        if folded == root
+        else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}",
+    )
+    if receipt.log is None:
+        report.add(Check.LOG_INCLUSION, False, "the receipt carries no log proof")
+        return report
+    _log_checks(
+        report,
+        record_entry(struct_hash, root),
+        receipt.log,
+        log_key,
+        ledger_origin(receipt.chainId, receipt.contract),
+        witnesses,
+        quorum,
+    )
+    return report
+
+
+def check_against(
+    report: VerificationReport,
+    proof: LogProof | None,
+    newer_note: str,
+    consistency: Sequence[bytes],
+    log_key: Verifier,
+) -> bool:
+    """The receipt's checkpoint is extended by ``newer_note`` (``consistency_proof``)."""
+    if proof is None:
+        return report.add(Check.CONSISTENCY, False, "the receipt carries no checkpoint")
+    try:
+        older, newer = check_consistent(
+            proof.checkpoint, newer_note, list(consistency), log_key, origin=log_key.name
+        )
+    except LogError as exc:
+        return report.add(check_of(exc), False, str(exc))
+    return report.add(
+        Check.CONSISTENCY,
+        True,
+        f"checkpoint {newer.checkpoint.size} extends the receipt's checkpoint "
+        f"{older.checkpoint.size}",
+    )
+
+
+# -- score certificates ----------------------------------------------------------------------
+
+
+def verify_certificate(
+    raw: bytes,
+    *,
+    log_key: Verifier,
+    witnesses: Sequence[Verifier] = (),
+    quorum: int = 0,
+) -> VerificationReport:
+    """A portable score certificate, byte for byte: canonical JSON (RFC 8785) whose score
+    hashes to ``responseHash``, which an OpenZeppelin proof puts under the commitment root,
+    which is a log entry (with its topic) in a checkpoint the log key signed for this ledger
+    and ``quorum`` pinned witnesses cosigned."""
+    report = VerificationReport()
+    try:
+        data = json.loads(raw)
+        if not isinstance(data, dict):
+            raise InvalidRecord("a certificate is a JSON object", got=type(data).__name__)
+        if canonical_json(data) != raw:
+            raise InvalidRecord("a certificate is exactly its RFC 8785 canonical JSON")
+        if data.get("format") != CERTIFICATE_FORMAT:
+            raise InvalidRecord("unknown certificate format", expected=CERTIFICATE_FORMAT)
+        expected_keys = {"format", "score", "responseHash", "commitment", "log"}
+        if set(data) != expected_keys:
+            raise InvalidRecord("unexpected members", expected=sorted(expected_keys))
+        commitment = data["commitment"]
+        if not isinstance(commitment, dict) or set(commitment) != {"topic", "root", "proof"}:
+            raise InvalidRecord("commitment is {topic, root, proof}")
+        if not isinstance(commitment["topic"], str) or not isinstance(commitment["proof"], list):
+            raise InvalidRecord("commitment topic is a string, proof a list")
+        root = _hash32(commitment["root"])
+        proof = [_hash32(p) for p in commitment["proof"]]
+        response_hash = _hash32(data["responseHash"])
+        log = LogProof.model_validate(data["log"])
+        signed = open_checkpoint(log.checkpoint, log_key)  # origin = the pinned key's name
+    except (ValueError, TypeError, KeyError, LedgerError, ValidationError) as exc:
+        report.add(Check.CERTIFICATE_FORMAT, False, _reason(exc))
+        return report
+    report.add(Check.CERTIFICATE_FORMAT, True, CERTIFICATE_FORMAT)
+    computed = keccak(canonical_json(data["score"]))
+    report.add(
+        Check.RESPONSE_HASH,
+        computed == response_hash,
+        f"keccak256(JCS(score)) = 0x{computed.hex()}, certificate says {data['responseHash']}",
+    )
+    folded = process_proof(oz_leaf_hash(response_hash), proof)
+    report.add(
+        Check.COMMITMENT_PROOF,
+        folded == root,
+        f"proof folds to 0x{folded.hex()}, commitment root {commitment['root']}",
+    )
+    _log_checks(
+        report,
+        commitment_entry(keccak(str(commitment["topic"]).encode()), root),
+        log,
+        log_key,
+        signed.checkpoint.origin,
+        witnesses,
+        quorum,
+    )
+    return report
+
+
+def _hash32(value: object) -> bytes:
+    """A 0x + 64 lowercase hex digits hash: one spelling only, so no byte can change unseen."""
+    if not isinstance(value, str) or not re.fullmatch(r"0x[0-9a-f]{64}", value):
+        raise InvalidRecord("a hash is 0x + 64 lowercase hex digits", got=str(value)[:80])
+    return bytes.fromhex(value[2:])
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        err = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+    return str(exc)
