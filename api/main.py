@@ -14,7 +14,7 @@ from api import ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
 from api.errors import install_handlers
-from api.routes import auth, chain, credit, incidents, models, participants, records
+from api.routes import auth, chain, credit, incidents, models, participants, records, status
 from api.settings import Settings
 
 log = logging.getLogger("qledger.api")
@@ -65,7 +65,7 @@ def create_app(
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
-    for module in (auth, records, chain, participants, credit, incidents, models, ui):
+    for module in (auth, records, chain, participants, credit, incidents, models, status, ui):
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"])
