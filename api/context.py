@@ -8,6 +8,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.roles import RoleFollower, RoleMirror
@@ -82,6 +83,6 @@ class ServiceContext:
             # One catch-up at start, so a fresh process knows every role the chain knows.
             # Best effort: without it the process serves what the store already mirrors.
             ctx.follower.sync()
-        except ChainError as exc:
+        except (ChainError, DBAPIError) as exc:
             log.warning("role mirror not caught up at start (%s); serving the stored mirror", exc)
         return ctx

@@ -316,21 +316,29 @@ class RoleFollower:
                 end = start + (end - start) // 2
 
     def _advance(self, s: Session, block: int, block_hash: str, tip: int) -> None:
-        row = s.get(ChainCursor, CURSOR_NAME)
-        if row is None:
-            s.add(
-                ChainCursor(
-                    name=CURSOR_NAME,
-                    block_number=block,
-                    block_hash=block_hash,
-                    tip=tip,
-                    synced_at=utcnow(),
-                    generation=0,
-                )
+        """Move the cursor to ``block`` (an upsert: processes starting at once all catch up;
+        the cursor never goes back)."""
+        dialect = postgresql if s.get_bind().dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(ChainCursor).values(
+            name=CURSOR_NAME,
+            block_number=block,
+            block_hash=block_hash,
+            tip=tip,
+            synced_at=utcnow(),
+            generation=0,
+        )
+        s.execute(
+            statement.on_conflict_do_update(
+                index_elements=["name"],
+                set_={
+                    "block_number": statement.excluded.block_number,
+                    "block_hash": statement.excluded.block_hash,
+                    "tip": statement.excluded.tip,
+                    "synced_at": statement.excluded.synced_at,
+                },
+                where=ChainCursor.block_number <= statement.excluded.block_number,
             )
-        elif block >= row.block_number:  # two processes syncing: the cursor never goes back
-            row.block_number, row.block_hash, row.tip = block, block_hash, tip
-            row.synced_at = utcnow()
+        )
 
     def _rebuild(self, cursor: ChainCursor, now_hash: str | None) -> None:
         log.error(
