@@ -3,6 +3,7 @@ ModelRegistry (federated rounds) and CommitmentLog (published values)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,17 @@ from ledger.chain.types import (
 )
 from ledger.errors import ChainError, ChainUnavailable
 from ledger.records import Role
+
+
+@functools.cache
+def _role_event_topics() -> dict[str, str]:
+    """topic0 -> event name of the QualityLedger events a role mirror follows."""
+    topics = {}
+    for entry in load_artifact("QualityLedger")["abi"]:
+        if entry.get("type") == "event" and entry.get("name") in ROLE_EVENT_NAMES:
+            types = ",".join(str(i["type"]) for i in entry["inputs"])
+            topics["0x" + keccak(text=f"{entry['name']}({types})").hex()] = str(entry["name"])
+    return topics
 
 
 @dataclass
@@ -298,7 +310,7 @@ class QualityLedgerCalls(Contracts):
                     "address": ledger.address,
                     "fromBlock": from_block,
                     "toBlock": to_block,
-                    "topics": [list(self._role_event_topics())],
+                    "topics": [list(_role_event_topics())],
                 }
             )
         return self._decode_role_logs(logs)
@@ -319,20 +331,11 @@ class QualityLedgerCalls(Contracts):
     def block_header(self, block: int | str = "latest") -> tuple[int, str, int]:
         """(number, hash, timestamp) of a block."""
         with _translated(f"get block {block}"):
-            header = self.w3.eth.get_block(block)
+            header = self.w3.eth.get_block(block)  # type: ignore[arg-type]
         return int(header["number"]), _hex(header["hash"]), int(header["timestamp"])
 
-    def _role_event_topics(self) -> dict[str, str]:
-        """topic0 -> event name of the events a role mirror follows."""
-        topics = {}
-        for entry in self.ledger.abi:
-            if entry.get("type") == "event" and entry.get("name") in ROLE_EVENT_NAMES:
-                types = ",".join(str(i["type"]) for i in entry["inputs"])
-                topics["0x" + keccak(text=f"{entry['name']}({types})").hex()] = str(entry["name"])
-        return topics
-
     def _decode_role_logs(self, logs: Sequence[Any]) -> list[RoleEvent]:
-        names = self._role_event_topics()
+        names = _role_event_topics()
         timestamps: dict[int, int] = {}
         out: list[RoleEvent] = []
         for log in logs:

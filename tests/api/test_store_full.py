@@ -191,7 +191,8 @@ def test_a_real_full_disk_answers_503_and_recovers(tiny_disk: Path) -> None:
                 answer = submit()
                 if answer.status_code != 202:
                     break
-            assert answer is not None and answer.status_code == 503, answer.text
+            assert answer is not None
+            assert answer.status_code == 503, answer.text
             assert error_code(answer) == "store_full" and int(answer.headers["Retry-After"]) > 0
             ballast.unlink()  # an operator frees space
             assert submit().status_code == 202
