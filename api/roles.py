@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.store.models import ChainCursor, RoleEventRow, utcnow
+from api.store.models import ChainCursor, Participant, RoleEventRow, utcnow
 from ledger.chain import PARTICIPANT_ROLES, RoleEvent
 from ledger.errors import ChainError, ChainUnavailable
 from ledger.records import Role
@@ -74,6 +74,16 @@ def _event_of(row: RoleEventRow) -> RoleEvent:
     )
 
 
+def held_roles(events: Iterable[RoleEvent]) -> set[Role]:
+    held: set[Role] = set()
+    for event in events:
+        if event.event == "granted":
+            held.add(event.role)
+        elif event.event == "revoked":
+            held.discard(event.role)
+    return held
+
+
 def fold(events: Iterable[RoleEvent]) -> tuple[Role | None, str | None]:
     """Current (role, organisation) after ``events`` (in chain order).
 
@@ -81,15 +91,9 @@ def fold(events: Iterable[RoleEvent]) -> tuple[Role | None, str | None]:
     else ADMIN if held, else None; the organisation is the one the account was first
     registered to (the contract keeps it for life), given only while a role is held.
     """
-    held: set[Role] = set()
-    org: str | None = None
-    for event in events:
-        if event.event == "granted":
-            held.add(event.role)
-        elif event.event == "revoked":
-            held.discard(event.role)
-        elif event.event == "registered" and org is None:
-            org = event.org_id
+    events = list(events)
+    held = held_roles(events)
+    org = next((e.org_id for e in events if e.event == "registered"), None)
     role = next((r for r in PARTICIPANT_ROLES if r in held), None)
     if role is None and Role.ADMIN in held:
         role = Role.ADMIN
@@ -198,7 +202,8 @@ class RoleMirror:
     # -- writing ----------------------------------------------------------------------------
 
     def record(self, events: list[RoleEvent]) -> None:
-        """Store events the service saw first (its own transactions) and apply them now."""
+        """Store events the service saw first (its own transactions) and apply them now
+        (the ``participants`` registry too)."""
         with self.sessions() as s, s.begin():
             _insert_events(s, events)
         self._merge(events)
@@ -231,6 +236,44 @@ def _insert_events(session: Session, events: list[RoleEvent]) -> None:
             .on_conflict_do_nothing(index_elements=["block_number", "log_index"])
         )
         session.execute(statement)
+    _update_participants(session, {e.account for e in events})
+
+
+def _update_participants(session: Session, accounts: set[str]) -> None:
+    """Bring the service's ``participants`` rows of ``accounts`` in line with their stored
+    events (a key the service registered, revoked or re-registered on chain directly).
+
+    Keys registered only on chain get no row: the registry lists (and the ranking counts as
+    registered suppliers) the keys this service registered, as before; intake knows every
+    key's role from ``role_events`` whoever registered it."""
+    for account in sorted(accounts):
+        events = [
+            _event_of(r)
+            for r in session.scalars(
+                select(RoleEventRow)
+                .where(RoleEventRow.account == account)
+                .order_by(RoleEventRow.block_number, RoleEventRow.log_index)
+            )
+        ]
+        registrations = [e for e in events if e.event == "registered"]
+        if not registrations:
+            continue  # roles granted without registration (ADMIN, ANCHORER): not participants
+        last = registrations[-1]
+        active = last.role in held_roles(events)
+        row = session.get(Participant, account)
+        if row is None:
+            continue
+        row.org_id = registrations[0].org_id or ""
+        row.role = last.role.value
+        row.active = active
+        row.registered_at = datetime.fromtimestamp(last.block_timestamp, UTC)
+        revoked = [e for e in events if e.event == "revoked" and e.role is last.role]
+        row.revoked_at = (
+            None
+            if active or not revoked
+            else datetime.fromtimestamp(revoked[-1].block_timestamp, UTC)
+        )
+        row.tx_hash = (revoked[-1] if not active and revoked else last).tx_hash
 
 
 @dataclass(frozen=True)

@@ -30,8 +30,9 @@ class Base(DeclarativeBase):
 
 
 class Participant(Base):
-    """The service's registry view (names, the transaction it sent). Which role a key holds
-    now is answered from ``role_events`` (the chain's own events), not from this table."""
+    """The keys this service registered (names, organisation), their status kept true to the
+    chain from the mirrored ``role_events`` (a revocation made on chain directly shows here).
+    Intake answers which role a key holds from ``role_events`` itself, for every key."""
 
     __tablename__ = "participants"
 

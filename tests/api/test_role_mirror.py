@@ -79,6 +79,18 @@ def test_the_services_own_register_and_revoke_take_effect_at_once(svc: Service) 
     answer = svc.client.delete(f"/v1/participants/{newcomer.address}", headers=admin)
     assert answer.status_code == 200, answer.text
     assert svc.ctx.roles.get(newcomer.address) == (None, None)
+    # Registered again by another admin on chain directly: the service's registry row follows.
+    svc.chain.register_participant(newcomer.address, Role.AUDITOR, "AUD-09")
+    svc.ctx.follower.sync()
+    rows = svc.client.get("/v1/participants", headers=admin).json()["participants"]
+    row = next(p for p in rows if p["address"] == newcomer.address)
+    assert row["active"] is True and row["revokedAt"] is None
+    svc.chain.revoke_participant(newcomer.address, Role.AUDITOR)
+    svc.ctx.follower.sync()
+    rows = svc.client.get("/v1/participants", headers=admin).json()["participants"]
+    row = next(p for p in rows if p["address"] == newcomer.address)
+    assert row["active"] is False and row["revokedAt"] is not None
+    assert svc.ctx.roles.get(newcomer.address) == (None, None)
     # The follower reading the same events later stores them once.
     svc.ctx.follower.sync()
     with svc.ctx.sessions() as s:
@@ -87,7 +99,7 @@ def test_the_services_own_register_and_revoke_take_effect_at_once(svc: Service) 
             .select_from(RoleEventRow)
             .where(RoleEventRow.account == newcomer.address)
         )
-    assert count == 3  # granted, registered, revoked
+    assert count == 6  # (granted, registered, revoked) twice
 
 
 def test_events_stored_out_of_chain_order_fold_in_chain_order(svc: Service) -> None:
