@@ -449,7 +449,8 @@ class Anchorer:
 def anchor_when_leader(
     ctx: ServiceContext, stop: threading.Event, retry_seconds: float = 2.0, first_wait: float = 0.0
 ) -> None:
-    """Anchor while holding the data dir's anchorer lock; until then, keep asking for it.
+    """Anchor (and follow the chain's role events) while holding the data dir's anchorer lock;
+    until then, keep asking for it.
 
     ``qledger serve`` starts the anchorer as its own process, which takes the lock first; the
     API workers wait here as stand-ins (``first_wait`` gives that process the head start),
@@ -460,7 +461,18 @@ def anchor_when_leader(
         with anchorer_lock(ctx.settings.data_dir) as held:
             if held:
                 log.info("anchorer lock taken by pid %s", os.getpid())
-                Anchorer(ctx).run_forever(stop)
+                # The role follower lives with the anchorer: one per data dir, owned by the
+                # lock holder, in its own thread so a long anchoring step never delays it.
+                halt = threading.Event()  # ends the follower with the anchorer, however
+                follower = threading.Thread(
+                    target=ctx.follower.run_forever, args=(halt,), name="role-follower", daemon=True
+                )
+                follower.start()
+                try:
+                    Anchorer(ctx).run_forever(stop)
+                finally:
+                    halt.set()
+                    follower.join(30)
                 return
         stop.wait(retry_seconds)
 

@@ -2,56 +2,27 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.roles import RoleFollower, RoleMirror
 from api.settings import Settings
 from api.store.db import make_engine, migrate, session_factory
 from ledger.chain import ChainClient, Deployment
-from ledger.records import Domain, Role
+from ledger.errors import ChainError
+from ledger.records import Domain
 
 if TYPE_CHECKING:
     from api.intake import GroupCommitter
     from api.ratelimit import AbuseLimits
 
-
-@dataclass
-class RoleCache:
-    """Current on-chain role and organisation of each key, cached for ``ttl`` seconds.
-
-    Intake asks for every record; the chain answers in ~1 ms per call, so a short cache turns
-    thousands of calls a second into a few. The service updates entries itself when it
-    registers or revokes, so the staleness bound only matters for changes made around it.
-    """
-
-    chain: ChainClient
-    ttl: float
-    _entries: dict[str, tuple[float, Role | None, str | None]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def get(self, address: str) -> tuple[Role | None, str | None]:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(address)
-        if hit and now - hit[0] < self.ttl:
-            return hit[1], hit[2]
-        role = self.chain.role_of(address)
-        if role is None and self.chain.has_role(Role.ADMIN, address):
-            role = Role.ADMIN
-        org = self.chain.org_of(address) if role is not None else None
-        with self._lock:
-            self._entries[address] = (now, role, org)
-        return role, org
-
-    def forget(self, address: str) -> None:
-        with self._lock:
-            self._entries.pop(address, None)
+log = logging.getLogger("qledger.api")
 
 
 @dataclass
@@ -61,7 +32,7 @@ class ServiceContext:
     sessions: sessionmaker[Session]
     chain: ChainClient
     deployment: Deployment
-    roles: RoleCache
+    roles: RoleMirror
     _committer: GroupCommitter | None = None
 
     @property
@@ -79,6 +50,12 @@ class ServiceContext:
         from api.ratelimit import AbuseLimits
 
         return AbuseLimits(self.settings)
+
+    @cached_property
+    def follower(self) -> RoleFollower:
+        """Reads the chain's role events into ``roles``; its thread runs where the anchorer
+        does (``anchor_when_leader``), and ``create`` catches up once."""
+        return RoleFollower(self)
 
     @cached_property
     def domain(self) -> Domain:
@@ -101,11 +78,19 @@ class ServiceContext:
             )
         if chain.deployment is None:
             raise RuntimeError("chain client is not attached to a deployment")
-        return cls(
+        sessions = session_factory(engine)
+        ctx = cls(
             settings=settings,
             engine=engine,
-            sessions=session_factory(engine),
+            sessions=sessions,
             chain=chain,
             deployment=chain.deployment,
-            roles=RoleCache(chain, settings.role_cache_seconds),
+            roles=RoleMirror(sessions, settings.roles_refresh_seconds),
         )
+        try:
+            # One catch-up at start, so a fresh process knows every role the chain knows.
+            # Best effort: without it the process serves what the store already mirrors.
+            ctx.follower.sync()
+        except (ChainError, DBAPIError) as exc:
+            log.warning("role mirror not caught up at start (%s); serving the stored mirror", exc)
+        return ctx

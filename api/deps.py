@@ -34,7 +34,8 @@ def get_principal(
     principal = decode_token(ctx.settings.resolved_token_secret(), credentials.credentials)
     if token_revoked(ctx.sessions, principal):
         raise ApiError(401, "token_revoked", "this access token was signed out; sign in again")
-    # A token outlives nothing: a key revoked on chain loses access within the role cache TTL.
+    # A token outlives nothing: a key revoked on chain loses access within the role mirror's
+    # bound (api/roles.py), read from the store, never from the chain.
     role, _ = ctx.roles.get(principal.address)
     if role is None:
         raise ApiError(401, "key_revoked", "this key no longer holds a role on chain")

@@ -11,8 +11,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.store.errors import StoreError, store_error
 from ledger.errors import ChainUnavailable, LedgerError
 
 # Ledger error codes -> HTTP status. Anything a client can cause is a 4xx.
@@ -71,6 +74,23 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(ChainUnavailable)
     async def _chain(_: Request, exc: ChainUnavailable) -> JSONResponse:
         return JSONResponse(from_ledger(exc).body(), status_code=503)
+
+    @app.exception_handler(StoreError)
+    async def _store(_: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse(
+            exc.body(), status_code=exc.status, headers={"Retry-After": str(exc.retry_after)}
+        )
+
+    async def _database(request: Request, exc: Exception) -> JSONResponse:
+        # A full or unreachable database reached from any route: the same typed 503. Any
+        # other driver error is a bug and surfaces as one.
+        typed = store_error(exc)
+        if typed is None:
+            raise exc
+        return await _store(request, typed)
+
+    app.add_exception_handler(DBAPIError, _database)
+    app.add_exception_handler(PoolTimeout, _database)
 
     @app.exception_handler(LedgerError)
     async def _ledger(_: Request, exc: LedgerError) -> JSONResponse:

@@ -12,11 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, tuple_
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import ApiError, from_ledger
+from api.store.errors import store_error
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
 from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
@@ -169,6 +171,13 @@ def store(ctx: ServiceContext, items: list[tuple[int, Checked]]) -> list[Outcome
                 return _store_once(session, items)
         except IntegrityError:
             continue
+        except (DBAPIError, PoolTimeout) as exc:
+            # A full disk or a database that does not answer: typed, answered 503 (nothing of
+            # this transaction was committed, so nothing was acknowledged).
+            typed = store_error(exc)
+            if typed is None:
+                raise
+            raise typed from exc
     raise ApiError(409, "conflict", "concurrent submissions of the same records; retry")
 
 

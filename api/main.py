@@ -14,7 +14,7 @@ from api import ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
 from api.errors import install_handlers
-from api.routes import auth, chain, credit, incidents, models, participants, records
+from api.routes import auth, chain, credit, incidents, models, participants, records, status
 from api.routes import log as tlog
 from api.settings import Settings
 from api.tlog_service import log_signer
@@ -70,7 +70,7 @@ def create_app(
     install_handlers(app)
     # Security headers and the same-origin (CSRF) check on every /ui response and POST.
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
-    for module in (auth, records, chain, tlog, participants, credit, incidents, models, ui):
+    for module in (auth, records, chain, tlog, participants, credit, incidents, models, status, ui):
         app.include_router(module.router)
     app.include_router(tlog.certificates)
 

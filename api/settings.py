@@ -35,7 +35,22 @@ class Settings(BaseSettings):
     max_batch_records: int = 1000
     # A signer's clock may differ from ours by this much (signedAt is checked against it).
     clock_skew_seconds: int = 300
-    role_cache_seconds: float = Field(15.0, ge=0, description="how stale a cached role may be")
+    # Role mirror (api/roles.py): intake reads roles from the store, never from the chain. A
+    # role change made on chain reaches intake within
+    #   roles_poll_seconds + (roles_confirmations - 1) x block time + roles_refresh_seconds
+    # (docs/architecture.md, "Roles without the chain"); the service's own register/revoke
+    # calls take effect at once.
+    roles_poll_seconds: float = Field(
+        1.0, gt=0, description="how often the role follower asks the chain for new blocks"
+    )
+    roles_confirmations: int = Field(
+        1, ge=1, description="depth before a role event is mirrored (1 = its block is mined)"
+    )
+    roles_refresh_seconds: float = Field(
+        0.5, ge=0, description="how often each API process reloads new mirror rows"
+    )
+    # 2,000 blocks per eth_getLogs: under the smallest cap common providers put on one call.
+    roles_max_block_range: int = Field(2000, ge=1, le=100_000)
     token_secret: SecretStr | None = Field(
         None, description="HMAC key for access tokens; default: generated once into data_dir"
     )

@@ -39,7 +39,7 @@ def main() -> None:
     svc = make_service(Path(tempfile.mkdtemp(prefix="qledger-components-")), "sqlite")
     supplier = svc.parties["supplier"]
     records = [svc.inspection(supplier).model_dump(mode="json") for _ in range(4 * N)]
-    svc.ctx.roles.get(supplier.address)  # warm the role cache, as a running service has it
+    svc.ctx.roles.get(supplier.address)  # roles come from the in-memory mirror, as in service
     signed = [load_signed_record(r) for r in records[:N]]
     key = PrivateKey(os.urandom(32))
     digest = os.urandom(32)

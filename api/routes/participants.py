@@ -58,7 +58,8 @@ def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
             got={"role": current.value, "orgId": org},
         )
     tx = ctx.chain.register_participant(address, body.role, body.orgId)
-    ctx.roles.forget(address)
+    # Mirror our own transaction's events now, rather than after the follower's next poll.
+    ctx.roles.record(ctx.chain.role_events_in(tx))
     with ctx.sessions() as s, s.begin():
         row = s.get(Participant, address) or Participant(address=address)
         row.org_id, row.role, row.name = body.orgId, body.role.value, body.name
@@ -82,7 +83,7 @@ def revoke(address: str, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
             404, "participant_not_found", "no active participant with this key", got=address
         )
     tx = ctx.chain.revoke_participant(address, role)
-    ctx.roles.forget(address)
+    ctx.roles.record(ctx.chain.role_events_in(tx))
     with ctx.sessions() as s, s.begin():
         row = s.get(Participant, address)
         if row is None:

@@ -30,7 +30,9 @@ class Base(DeclarativeBase):
 
 
 class Participant(Base):
-    """Mirror of the on-chain registry, written by the service when it registers/revokes."""
+    """The keys this service registered (names, organisation), their status kept true to the
+    chain from the mirrored ``role_events`` (a revocation made on chain directly shows here).
+    Intake answers which role a key holds from ``role_events`` itself, for every key."""
 
     __tablename__ = "participants"
 
@@ -42,6 +44,47 @@ class Participant(Base):
     registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+
+
+class RoleEventRow(Base):
+    """Mirror of the ledger's role and registration events (chain order: block, log index).
+
+    Written by the role follower from the chain's logs and by the service right after its own
+    register/revoke transactions; a (block, log index) is stored once, whoever saw it first.
+    Intake answers "which role does this key hold" from these rows, never from the chain.
+    """
+
+    __tablename__ = "role_events"
+    __table_args__ = (
+        UniqueConstraint("block_number", "log_index", name="uq_role_events_block_log"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    log_index: Mapped[int] = mapped_column(Integer)
+    tx_hash: Mapped[str] = mapped_column(String(66))
+    block_timestamp: Mapped[int] = mapped_column(BigInteger)
+    event: Mapped[str] = mapped_column(String(16))
+    account: Mapped[str] = mapped_column(String(42), index=True)
+    role: Mapped[str] = mapped_column(String(16))
+    org_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ChainCursor(Base):
+    """How far a chain follower has read: every block up to ``block_number`` is applied.
+
+    ``block_hash`` detects a reorganisation deeper than the follower's confirmations;
+    ``tip`` and ``synced_at`` (the last successful poll) give its lag."""
+
+    __tablename__ = "chain_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    block_number: Mapped[int] = mapped_column(BigInteger)
+    block_hash: Mapped[str] = mapped_column(String(66))
+    tip: Mapped[int] = mapped_column(BigInteger)
+    synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Bumped when the follower rebuilds from scratch, so every process drops what it folded.
+    generation: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Batch(Base):

@@ -3,12 +3,14 @@ ModelRegistry (federated rounds) and CommitmentLog (published values)."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from eth_typing import ChecksumAddress
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
+from hexbytes import HexBytes
 from web3.contract import Contract
 from web3.types import TxReceipt
 
@@ -16,13 +18,16 @@ from ledger.artifacts import load_artifact
 from ledger.chain.transport import Transport, _translated
 from ledger.chain.types import (
     PARTICIPANT_ROLES,
+    ROLE_EVENT_NAMES,
     ROLE_IDS,
+    ROLES_BY_ID,
     ZERO32,
     AnchorInfo,
     AnchorResult,
     Checkpoint,
     CommitResult,
     Deployment,
+    RoleEvent,
     _bytes32,
     _hex,
     _uint32,
@@ -30,6 +35,17 @@ from ledger.chain.types import (
 )
 from ledger.errors import ChainError, ChainUnavailable
 from ledger.records import Role
+
+
+@functools.cache
+def _role_event_topics() -> dict[str, str]:
+    """topic0 -> event name of the QualityLedger events a role mirror follows."""
+    topics = {}
+    for entry in load_artifact("QualityLedger")["abi"]:
+        if entry.get("type") == "event" and entry.get("name") in ROLE_EVENT_NAMES:
+            types = ",".join(str(i["type"]) for i in entry["inputs"])
+            topics["0x" + keccak(text=f"{entry['name']}({types})").hex()] = str(entry["name"])
+    return topics
 
 
 @dataclass
@@ -287,6 +303,76 @@ class QualityLedgerCalls(Contracts):
             }
             for log in logs
         ]
+
+    # -- role events (what a mirror of the registry follows) -------------------------------
+
+    def role_events(self, from_block: int, to_block: int) -> list[RoleEvent]:
+        """Role and registration events of the ledger in blocks ``[from_block, to_block]``.
+
+        Reads logs only (no historical state), so it works on nodes that prune state history
+        (anvil ``--prune-history``); callers bound the range (providers cap ``eth_getLogs``).
+        """
+        ledger = self.ledger
+        with _translated(f"get role logs {from_block}..{to_block}"):
+            logs = self.w3.eth.get_logs(
+                {
+                    "address": ledger.address,
+                    "fromBlock": from_block,
+                    "toBlock": to_block,
+                    "topics": [list(_role_event_topics())],
+                }
+            )
+        return self._decode_role_logs(logs)
+
+    def role_events_in(self, tx_hash: str) -> list[RoleEvent]:
+        """The role and registration events a mined transaction of ours emitted."""
+        with _translated(f"get receipt {tx_hash}"):
+            receipt = self.w3.eth.get_transaction_receipt(HexBytes(tx_hash))
+        ledger_address = self.ledger.address
+        return self._decode_role_logs(
+            [
+                log
+                for log in receipt["logs"]
+                if to_checksum_address(log["address"]) == ledger_address
+            ]
+        )
+
+    def block_header(self, block: int | str = "latest") -> tuple[int, str, int]:
+        """(number, hash, timestamp) of a block."""
+        with _translated(f"get block {block}"):
+            header = self.w3.eth.get_block(block)  # type: ignore[arg-type]
+        return int(header["number"]), _hex(header["hash"]), int(header["timestamp"])
+
+    def _decode_role_logs(self, logs: Sequence[Any]) -> list[RoleEvent]:
+        names = _role_event_topics()
+        timestamps: dict[int, int] = {}
+        out: list[RoleEvent] = []
+        for log in logs:
+            topic0 = _hex(log["topics"][0]) if log["topics"] else ""
+            name = names.get(topic0)
+            if name is None:
+                continue
+            with _translated(f"decode {name}"):
+                args = getattr(self.ledger.events, name)().process_log(log)["args"]
+            role = ROLES_BY_ID.get(bytes(args["role"]))
+            if role is None:
+                continue  # a role this service does not know; nothing to mirror
+            block = int(log["blockNumber"])
+            if block not in timestamps:
+                timestamps[block] = self.block_header(block)[2]
+            out.append(
+                RoleEvent(
+                    block_number=block,
+                    log_index=int(log["logIndex"]),
+                    tx_hash=_hex(log["transactionHash"]),
+                    block_timestamp=timestamps[block],
+                    event=ROLE_EVENT_NAMES[name],
+                    account=to_checksum_address(args["account"]),
+                    role=role,
+                    org_id=str(args["orgId"]) if name == "ParticipantRegistered" else None,
+                )
+            )
+        return sorted(out, key=lambda e: (e.block_number, e.log_index))
 
 
 class ModelRegistryCalls(Contracts):

@@ -40,6 +40,30 @@ ROLE_IDS: dict[Role, bytes] = {role: role_id(role) for role in Role}
 ROLES_BY_ID: dict[bytes, Role] = {value: role for role, value in ROLE_IDS.items()}
 
 
+# Events a mirror of the participant registry follows, and what each one means for it:
+# AccessControl's RoleGranted/RoleRevoked for every role change (however it was made), and
+# QualityLedger's ParticipantRegistered for the organisation an account signs for.
+ROLE_EVENT_NAMES: dict[str, str] = {
+    "RoleGranted": "granted",
+    "RoleRevoked": "revoked",
+    "ParticipantRegistered": "registered",
+}
+
+
+@dataclass(frozen=True)
+class RoleEvent:
+    """One role or registration event of the ledger, in chain order by (block, log index)."""
+
+    block_number: int
+    log_index: int
+    tx_hash: str
+    block_timestamp: int
+    event: str  # "granted" | "revoked" | "registered"
+    account: str
+    role: Role
+    org_id: str | None = None
+
+
 def topic_id(topic: str | bytes) -> bytes:
     """CommitmentLog topic id: ``keccak256(topic)`` for a name, or a 32-byte id as given."""
     if isinstance(topic, str):

@@ -141,6 +141,8 @@ def make_service(tmp_path: Path, database: str, **settings: Any) -> Service:
         party = Party(Signer.generate(), org, role)
         chain.register_participant(party.address, role, org)
         service.parties[name] = party
+    # Registered on chain behind the service's back: the role follower's catch-up mirrors them.
+    ctx.follower.sync()
     return service
 
 

@@ -26,6 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for org, signer in pop.signers.items():
         svc.chain.register_participant(signer.address, pop.roles[org], org)
         parties[org] = Party(signer, org, pop.roles[org])
+    svc.ctx.follower.sync()
     records = [
         resign(
             r,

@@ -95,6 +95,7 @@ def build_demo(
                     tx_hash=tx,
                 )
             )
+    ctx.follower.sync()  # registered on chain directly: mirror the roles
     suppliers = sorted(t.supplier_id for t in pop.suppliers)
     by_address = {s.address: o for o, s in pop.signers.items()}
     # A backlog produced offline is signed at submission time (roles are checked at signedAt).

@@ -63,6 +63,7 @@ def _admin(demo: Demo) -> Signer:
     if "ADMIN" not in demo.signers:
         signer = Signer.generate()
         demo.ctx.chain.grant_role(Role.ADMIN, signer.address)
+        demo.ctx.follower.sync()
         demo.signers["ADMIN"] = signer
     return demo.signers["ADMIN"]
 
@@ -182,11 +183,12 @@ def test_expired_or_forged_cookies_go_back_to_login(demo: Demo) -> None:
 def test_a_revoked_key_loses_the_dashboard(demo: Demo) -> None:
     extra = Signer.generate()
     demo.ctx.chain.register_participant(extra.address, Role.AUDITOR, "AUD-0002")
+    demo.ctx.follower.sync()
     client = _client(demo)
     client.post("/ui/session", json={"accessToken": _token(client, extra)})
     assert client.get("/ui/models").status_code == 200
     demo.ctx.chain.revoke_participant(extra.address, Role.AUDITOR)
-    demo.ctx.roles.forget(extra.address)
+    demo.ctx.follower.sync()  # the role follower's next poll, without waiting for it
     answer = client.get("/ui/models")
     assert answer.status_code == 303 and "reason=key_revoked" in answer.headers["location"]
 
