@@ -6,7 +6,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,9 +14,6 @@ from api.settings import Settings
 from api.store.db import make_engine, migrate, session_factory
 from ledger.chain import ChainClient, Deployment
 from ledger.records import Domain, Role
-
-if TYPE_CHECKING:
-    from api.intake import GroupCommitter
 
 
 @dataclass
@@ -61,16 +57,6 @@ class ServiceContext:
     chain: ChainClient
     deployment: Deployment
     roles: RoleCache
-    _committer: GroupCommitter | None = None
-
-    @property
-    def committer(self) -> GroupCommitter:
-        """The process's group-commit writer, started on first use."""
-        if self._committer is None:
-            from api.intake import GroupCommitter
-
-            self._committer = GroupCommitter(self)
-        return self._committer
 
     @cached_property
     def domain(self) -> Domain:
@@ -79,6 +65,7 @@ class ServiceContext:
 
     @classmethod
     def create(cls, settings: Settings, chain: ChainClient | None = None) -> ServiceContext:
+        settings.prepare_data_dir()  # the start-up step that writes (data dir, token secret)
         engine = make_engine(settings.db_url)
         migrate(engine)
         if chain is None:

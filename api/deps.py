@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import Principal, decode_token, token_revoked
 from api.context import ServiceContext
 from api.errors import ApiError
+from api.intake import GroupCommitter
 from ledger.records import Role
 
 _bearer = HTTPBearer(auto_error=False)
@@ -20,6 +21,15 @@ def get_ctx(request: Request) -> ServiceContext:
 
 
 Ctx = Annotated[ServiceContext, Depends(get_ctx)]
+
+
+def get_committer(request: Request) -> GroupCommitter | None:
+    """The app's intake writer (None when the app runs without its lifespan: records are then
+    stored one request per transaction)."""
+    return getattr(request.app.state, "committer", None)
+
+
+Committer = Annotated[GroupCommitter | None, Depends(get_committer)]
 
 
 def get_principal(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
@@ -13,7 +12,8 @@ from fastapi import FastAPI
 from api import ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
-from api.errors import install_handlers
+from api.errors import ApiError, install_handlers, install_openapi, problems
+from api.intake import GroupCommitter
 from api.routes import auth, chain, credit, incidents, models, participants, records
 from api.settings import Settings
 
@@ -39,9 +39,15 @@ def create_app(
         app.state.ctx = ctx or ServiceContext.create(settings)
         stop = threading.Event()
         with ExitStack() as stack:
+            # The intake writer belongs to the app: started here, drained and stopped at
+            # shutdown (after the server stopped taking requests).
+            committer = GroupCommitter(app.state.ctx)
+            committer.start()
+            app.state.committer = committer
+            stack.callback(committer.stop)
             if run_anchorer:
-                # QLEDGER_SERVE_ANCHORER=inside (benchmark comparisons): no dedicated process.
-                inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"
+                # serve_anchorer=inside (benchmark comparisons): no dedicated process.
+                inside = settings.serve_anchorer == "inside"
                 worker = threading.Thread(
                     target=anchor_when_leader,
                     args=(app.state.ctx, stop),
@@ -65,16 +71,26 @@ def create_app(
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
+    install_openapi(app)
     for module in (auth, records, chain, participants, credit, incidents, models, ui):
         app.include_router(module.router)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses=problems(503))
     def healthz() -> dict[str, str]:
+        """Liveness of this process's parts: 503 ``intake_unavailable`` while the intake
+        writer is down (the next submit restarts it)."""
+        committer: GroupCommitter | None = getattr(app.state, "committer", None)
+        if committer is not None and not committer.alive:
+            raise ApiError(
+                503, "intake_unavailable", "the intake writer is not running", retry_after=1
+            )
         return {"status": "ok"}
 
     return app
 
 
 def serve_app() -> FastAPI:
-    """Factory for ``uvicorn --factory``: settings from QLEDGER_* (set by ``qledger serve``)."""
+    """Factory for ``uvicorn --factory api.main:serve_app``: settings from ``QLEDGER_*``.
+
+    ``qledger serve`` does not use it: it hands its resolved Settings to the workers."""
     return create_app(Settings(), run_anchorer=True)

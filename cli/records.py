@@ -8,6 +8,7 @@ import httpx
 import typer
 from rich.table import Table
 
+from api.client import error_of
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
 from cli.chain import deployment_or_fail
 from ledger.chain import ChainClient
@@ -153,8 +154,7 @@ def submit(
     except httpx.HTTPError as exc:
         fail(f"service unreachable at {url}: {exc}")
     if response.status_code != 202:
-        error = response.json().get("error", {})
-        fail(f"{response.status_code} {error.get('code')}: {error.get('message')}")
+        fail(str(error_of(response)))
     print_json(response.json())
 
 

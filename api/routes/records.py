@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import select
 
 from api.auth import Principal
-from api.deps import Ctx, CurrentUser
-from api.errors import ApiError
+from api.deps import Committer, Ctx, CurrentUser
+from api.errors import ApiError, problems
 from api.intake import submit_many
 from api.store.models import Batch, Record
 from api.views import envelope, receipt, record_summary
@@ -49,11 +49,15 @@ async def _json_body(request: Request, limit: int) -> Any:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
 
 
-@router.post("/records", status_code=202, responses={202: {"description": "accepted"}})
-async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
+@router.post(
+    "/records",
+    status_code=202,
+    responses={202: {"description": "accepted"}, **problems(400, 401, 403, 409, 413, 422)},
+)
+async def submit_record(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
     """Submit one signed record. Idempotent: the same record again gets the same answer."""
     data = await _json_body(request, ctx.settings.max_record_bytes + ENVELOPE_OVERHEAD_BYTES)
-    outcome = (await run_in_threadpool(submit_many, ctx, [data]))[0]
+    outcome = (await run_in_threadpool(submit_many, ctx, [data], committer))[0]
     if outcome.error is not None:
         raise outcome.error
     return JSONResponse(
@@ -66,8 +70,8 @@ async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.post("/records:batch", status_code=207)
-async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
+@router.post("/records:batch", status_code=207, responses=problems(400, 409, 413, 422))
+async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
     """Up to 1,000 signed records; each accepted or rejected on its own, stored in one
     transaction. Answers 202 if all were accepted, 207 (multi-status) otherwise."""
     data = await _json_body(request, ctx.settings.max_batch_bytes)
@@ -82,7 +86,7 @@ async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
             expected=f"1..{ctx.settings.max_batch_records}",
             got=len(records),
         )
-    outcomes = await run_in_threadpool(submit_many, ctx, records)
+    outcomes = await run_in_threadpool(submit_many, ctx, records, committer)
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(
         {
