@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -52,10 +51,16 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def configured_passphrase() -> str | None:
+    """QLEDGER_KEY_PASSPHRASE (through Settings, like every other setting), if set."""
+    secret = Settings().key_passphrase
+    return secret.get_secret_value() if secret is not None else None
+
+
 def load_signer(path: Path) -> Signer:
     """Key files are V3 keystores (passphrase from QLEDGER_KEY_PASSPHRASE, else asked) or
     plain dev keys written by ``qledger keys new --plain``."""
-    passphrase = os.environ.get("QLEDGER_KEY_PASSPHRASE")
+    passphrase = configured_passphrase()
     if passphrase is None:
         try:
             data = json.loads(path.read_text())
