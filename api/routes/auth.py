@@ -17,7 +17,7 @@ from api.auth import (
     revoke_token,
 )
 from api.deps import Ctx, CurrentUser
-from api.errors import ApiError
+from api.errors import ApiError, problems
 from api.store.models import AuthChallenge
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -76,7 +76,7 @@ def logout(user: CurrentUser, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/token", response_model=TokenResponse)
+@router.post("/token", response_model=TokenResponse, responses=problems(401, 403))
 def token(body: TokenRequest, ctx: Ctx) -> TokenResponse:
     """Exchange the signed challenge (EIP-191 personal_sign) for a short-lived bearer token."""
     address = to_checksum_address(body.address)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import AdminUser, Ctx, CurrentUser
-from api.errors import ApiError
+from api.errors import ApiError, problems
 from api.store.models import Participant, utcnow
 from ledger.records import ID_PATTERN, Role
 
@@ -37,7 +37,7 @@ def _json(p: Participant) -> dict[str, Any]:
     }
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=problems(409))
 def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     """Register a key with a role and organisation: written on chain, then mirrored here."""
     if body.role not in REGISTRABLE:
