@@ -137,10 +137,6 @@ def from_typed(exc: LedgerError | StoreUnavailable) -> ApiError:
     )
 
 
-# Kept for callers that translate ledger errors themselves (intake's per-record outcomes).
-from_ledger = from_typed
-
-
 def _summary(exc: Exception) -> str:
     doc = type(exc).__doc__ or ""
     return doc.strip().splitlines()[0] if doc.strip() else problem_title(getattr(exc, "code", ""))

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
-from api.errors import ApiError, from_ledger
+from api.errors import ApiError, from_typed
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
 from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
@@ -61,7 +61,7 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     try:
         signed = load_signed_record(data)
     except LedgerError as exc:
-        raise from_ledger(exc) from exc
+        raise from_typed(exc) from exc
     if signed.payload_size > ctx.settings.max_record_bytes:
         raise ApiError(
             413,
@@ -74,7 +74,7 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
         check_domain(signed, ctx.domain)
         struct_hash = "0x" + check_signature(signed).hex()
     except LedgerError as exc:
-        raise from_ledger(exc) from exc
+        raise from_typed(exc) from exc
     record = signed.record
     role, org = ctx.roles.get(record.signer)
     if role is None:
@@ -95,7 +95,7 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     try:
         check_kind_allowed(record.kind, role)
     except LedgerError as exc:
-        raise from_ledger(exc) from exc
+        raise from_typed(exc) from exc
     if role is Role.SUPPLIER and record.subject != org:
         raise ApiError(
             403,

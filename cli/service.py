@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import signal
@@ -12,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from api.app_factory import ServeAppFactory
 from api.client import ServiceError
 from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, settings
@@ -125,10 +125,8 @@ def run_server(cfg: Settings) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from api.main import create_app
-
     config = uvicorn.Config(
-        functools.partial(create_app, cfg, run_anchorer=True),
+        ServeAppFactory(cfg),
         factory=True,
         host=cfg.host,
         port=cfg.port,
