@@ -333,7 +333,8 @@ class GroupCommitter:
 
     def _commit(self, jobs: list[_Job]) -> None:
         # One transaction for all jobs; indexes are made global, then split back per job.
-        merged, owners = [], []
+        merged: list[tuple[int, Checked]] = []
+        owners: list[tuple[int, int]] = []
         for j, job in enumerate(jobs):
             for index, checked in job.items:
                 merged.append((len(merged), checked))

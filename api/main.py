@@ -6,8 +6,10 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from api import ui
 from api.anchorer import anchor_when_leader
@@ -22,6 +24,10 @@ log = logging.getLogger("qledger.api")
 # `qledger serve` starts a dedicated anchorer process; an API process only stands in for it
 # after this long, so the dedicated one wins the anchorer lock at start-up.
 STANDIN_DELAY_SECONDS = 10.0
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
 
 
 def create_app(
@@ -76,7 +82,7 @@ def create_app(
         app.include_router(module.router)
 
     @app.get("/healthz", tags=["health"], responses=problems(503))
-    def healthz() -> dict[str, str]:
+    def healthz() -> Health:
         """Liveness of this process's parts: 503 ``intake_unavailable`` while the intake
         writer is down (the next submit restarts it)."""
         committer: GroupCommitter | None = getattr(app.state, "committer", None)
@@ -84,7 +90,7 @@ def create_app(
             raise ApiError(
                 503, "intake_unavailable", "the intake writer is not running", retry_after=1
             )
-        return {"status": "ok"}
+        return Health(status="ok")
 
     return app
 
