@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import event, text, update
 
 from api.anchorer import Anchorer
+from api.client import error_of
 from api.context import ServiceContext
 from api.errors import PROBLEM_MEDIA_TYPE, from_typed
 from api.main import create_app
@@ -245,3 +246,26 @@ def test_openapi_lists_problem_responses_for_every_route(sqlite_service: Service
     assert {"400", "401", "403", "409", "413", "422"} <= submit.keys()
     receipt = spec["paths"]["/v1/records/{struct_hash}/receipt"]["get"]["responses"]
     assert {"401", "403", "404"} <= receipt.keys()
+
+
+# -- consumers ---------------------------------------------------------------------------------
+
+
+def test_the_client_reads_problems_into_service_errors(sqlite_service: Service) -> None:
+    supplier = sqlite_service.parties["supplier"]
+    data = sqlite_service.inspection(supplier).model_dump(mode="json")
+    data["record"]["lotId"] = "LOT-OTHER"
+    error = error_of(sqlite_service.client.post("/v1/records", json=data))
+    assert (error.status, error.code) == (401, "invalid_signature")
+    assert error.expected == supplier.address
+    assert str(error).startswith("401 invalid_signature: signature does not match")
+    assert error.retry_after is None
+    missing = error_of(sqlite_service.client.get("/v1/no-such-thing"))
+    assert (missing.status, missing.code) == (404, "not_found")
+
+
+@pytest.mark.anvil
+def test_the_client_keeps_retry_after(chain_gone: tuple[Service, TestClient]) -> None:
+    _, client = chain_gone
+    error = error_of(client.get("/v1/checkpoint"))
+    assert (error.status, error.code, error.retry_after) == (503, "chain_unavailable", 5.0)
