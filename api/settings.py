@@ -6,7 +6,12 @@ The one place the service and the CLI read their configuration: nothing else in 
 step that writes (the data dir and its generated token secret) is :meth:`Settings.prepare_data_dir`,
 run once at start-up by ``ServiceContext.create``.
 
-Exceptions, documented in docs/production.md ("Environment"): ``ledger`` and ``federated`` sit
+CLI options declared with typer's ``envvar=`` (``--data-dir``/``QLEDGER_DATA_DIR``, ``--host``,
+``--port``, ``--workers``, ``--rpc``) read the same names and are handed to Settings as
+overrides, so both agree; ``QLEDGER_URL`` is the CLI's own client option (the service's URL),
+not a service setting.
+
+Exceptions, documented in docs/production.md (step 5): ``ledger`` and ``federated`` sit
 below ``api`` and cannot import this class. ``ledger`` reads tool locations
 (``QLEDGER_ARTIFACTS_DIR``, ``QLEDGER_ANVIL``, ``SOLCX_BINARY_PATH``); ``federated`` reads
 switches that must reach Flower's own subprocesses through their environment (telemetry off,
