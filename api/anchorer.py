@@ -30,6 +30,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from api.context import ServiceContext
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
+from api.settings import Settings
 from api.store.models import (
     Batch,
     Commitment,
@@ -71,18 +72,14 @@ def hex_proof(tree: StandardMerkleTree, hex_hash: str) -> list[str]:
     return ["0x" + p.hex() for p in tree.proof(bytes.fromhex(hex_hash[2:]))]
 
 
-# Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): QLEDGER_FAILPOINTS names the
-# steps at which this process SIGKILLs itself, so tests can die at exactly the dangerous
-# moments. Unset in production, where each check is one dict lookup.
-FAILPOINTS = frozenset(filter(None, os.environ.get("QLEDGER_FAILPOINTS", "").split(",")))
-
-
-def failpoint(name: str) -> None:
-    if name in FAILPOINTS:
+# Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): Settings.failpoints
+# (QLEDGER_FAILPOINTS) names the steps at which this process SIGKILLs itself, so tests can die
+# at exactly the dangerous moments. Empty in production, where each check is one set lookup.
+def failpoint(settings: Settings, name: str) -> None:
+    if name in settings.failpoint_names:
         log.warning("failpoint %s: killing this process", name)
-        marker = os.environ.get("QLEDGER_FAILPOINT_LOG")
-        if marker:  # tests learn which process died where
-            with open(marker, "a") as handle:
+        if settings.failpoint_log is not None:  # tests learn which process died where
+            with open(settings.failpoint_log, "a") as handle:
                 handle.write(f"{name} {os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -326,7 +323,7 @@ class Anchorer:
             s.execute(
                 update(Outbox).where(Outbox.struct_hash.in_(hashes)).values(batch_id=batch.id)
             )
-            failpoint("anchorer.during_claim")
+            failpoint(self.settings, "anchorer.during_claim")
             log.info("claimed batch %s: %d leaves, root %s", batch.id, len(hashes), batch.root)
             return batch.id
 
@@ -344,10 +341,10 @@ class Anchorer:
         info = chain.anchored_at(root)
         gas_used = None
         if info is None:
-            failpoint("anchorer.before_send")
+            failpoint(self.settings, "anchorer.before_send")
             try:
                 result = chain.anchor_batch(root, leaf_count)
-                failpoint("anchorer.after_send")
+                failpoint(self.settings, "anchorer.after_send")
                 gas_used = result.gas_used
                 info = AnchorInfo(
                     batch_id=result.batch_id,
@@ -377,7 +374,7 @@ class Anchorer:
                     **({"gas_used": gas_used} if gas_used is not None else {}),
                 )
             )
-        failpoint("anchorer.after_anchored")
+        failpoint(self.settings, "anchorer.after_anchored")
         chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
         self._write_receipts(batch_id)
         return BatchOutcome(

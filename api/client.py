@@ -11,10 +11,17 @@ from ledger.keys import Signer
 
 
 class ServiceError(Exception):
-    def __init__(self, status: int, body: Any) -> None:
-        error = body.get("error", {}) if isinstance(body, dict) else {}
-        self.status, self.code = status, error.get("code", "http_error")
-        super().__init__(f"{status} {self.code}: {error.get('message', body)}")
+    """An error answer of the service: an RFC 9457 problem (``code`` is its machine code).
+
+    ``retry_after`` is the server's Retry-After in seconds when it sent one (503s)."""
+
+    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
+        problem = body if isinstance(body, dict) else {}
+        self.status, self.problem, self.retry_after = status, problem, retry_after
+        self.code = str(problem.get("code", "http_error"))
+        self.expected, self.got = problem.get("expected"), problem.get("got")
+        detail = problem.get("detail", body if body is not None else "no body")
+        super().__init__(f"{status} {self.code}: {detail}")
 
 
 class QledgerClient:
@@ -37,10 +44,9 @@ class QledgerClient:
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         response = self.http.request(method, path, headers=headers, **kw)
-        body = response.json() if response.content else None
         if response.status_code not in ok:
-            raise ServiceError(response.status_code, body)
-        return body
+            raise error_of(response)
+        return response.json() if response.content else None
 
     def login(self, signer: Signer) -> dict[str, Any]:
         challenge = self._call("POST", "/v1/auth/challenge", json={"address": signer.address})
@@ -94,3 +100,23 @@ class QledgerClient:
             content=body,
             headers={"content-type": "application/octet-stream"},
         )
+
+
+def error_of(response: httpx.Response) -> ServiceError:
+    """The :class:`ServiceError` of an error answer (a problem+json body, or whatever came)."""
+    return ServiceError(response.status_code, _body(response), _retry_after(response))
+
+
+def _body(response: httpx.Response) -> Any:
+    """An error body as JSON when it is JSON (problem+json or not), else its text."""
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return response.text[:500]
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return float(response.headers["retry-after"])
+    except (KeyError, ValueError):
+        return None

@@ -19,7 +19,6 @@ from ledger.errors import ChainError
 from ledger.records import Domain
 
 if TYPE_CHECKING:
-    from api.intake import GroupCommitter
     from api.ratelimit import AbuseLimits
 
 log = logging.getLogger("qledger.api")
@@ -33,16 +32,6 @@ class ServiceContext:
     chain: ChainClient
     deployment: Deployment
     roles: RoleMirror
-    _committer: GroupCommitter | None = None
-
-    @property
-    def committer(self) -> GroupCommitter:
-        """The process's group-commit writer, started on first use."""
-        if self._committer is None:
-            from api.intake import GroupCommitter
-
-            self._committer = GroupCommitter(self)
-        return self._committer
 
     @cached_property
     def limits(self) -> AbuseLimits:
@@ -64,6 +53,7 @@ class ServiceContext:
 
     @classmethod
     def create(cls, settings: Settings, chain: ChainClient | None = None) -> ServiceContext:
+        settings.prepare_data_dir()  # the start-up step that writes (data dir, token secret)
         engine = make_engine(settings.db_url)
         migrate(engine)
         if chain is None:

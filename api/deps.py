@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from api.auth import Principal, decode_token, token_revoked
 from api.context import ServiceContext
 from api.errors import ApiError
+from api.intake import GroupCommitter
 from ledger.records import Role
 
 _bearer = HTTPBearer(auto_error=False)
@@ -22,6 +23,15 @@ def get_ctx(request: Request) -> ServiceContext:
 Ctx = Annotated[ServiceContext, Depends(get_ctx)]
 
 
+def get_committer(request: Request) -> GroupCommitter | None:
+    """The app's intake writer (None when the app runs without its lifespan: records are then
+    stored one request per transaction)."""
+    return getattr(request.app.state, "committer", None)
+
+
+Committer = Annotated[GroupCommitter | None, Depends(get_committer)]
+
+
 def get_principal(
     ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
@@ -31,7 +41,7 @@ def get_principal(
             "not_authenticated",
             "send 'Authorization: Bearer <token>' (POST /v1/auth/challenge, then /v1/auth/token)",
         )
-    principal = decode_token(ctx.settings.resolved_token_secret(), credentials.credentials)
+    principal = decode_token(ctx.settings.token_secret_value, credentials.credentials)
     if token_revoked(ctx.sessions, principal):
         raise ApiError(401, "token_revoked", "this access token was signed out; sign in again")
     # A token outlives nothing: a key revoked on chain loses access within the role mirror's

@@ -4,9 +4,11 @@ that stores the records and their outbox rows (idempotent by struct hash, replay
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,12 +19,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
-from api.errors import ApiError, from_ledger
+from api.errors import ApiError, from_typed
 from api.store.errors import store_error
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
 from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
-from ledger.signing import check_kind_allowed, check_signature
+from ledger.signing import check_domain, check_kind_allowed, check_signature
+
+log = logging.getLogger("qledger.intake")
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class Outcome:
         if self.struct_hash:
             out["structHash"] = self.struct_hash
         if self.error:
-            out.update(self.error.body())
+            out["error"] = self.error.problem()
         return out
 
 
@@ -59,7 +63,7 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     try:
         signed = load_signed_record(data)
     except LedgerError as exc:
-        raise from_ledger(exc) from exc
+        raise from_typed(exc) from exc
     if signed.payload_size > ctx.settings.max_record_bytes:
         raise ApiError(
             413,
@@ -68,19 +72,11 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
             expected=f"<= {ctx.settings.max_record_bytes} bytes",
             got=signed.payload_size,
         )
-    domain = ctx.domain
-    if signed.domain != domain:
-        raise ApiError(
-            422,
-            "wrong_domain",
-            "record is signed for another chain or contract",
-            expected=domain.model_dump(),
-            got=signed.domain.model_dump(),
-        )
     try:
+        check_domain(signed, ctx.domain)
         struct_hash = "0x" + check_signature(signed).hex()
     except LedgerError as exc:
-        raise from_ledger(exc) from exc
+        raise from_typed(exc) from exc
     record = signed.record
     role, org = ctx.roles.get(record.signer)
     if role is None:
@@ -101,7 +97,7 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     try:
         check_kind_allowed(record.kind, role)
     except LedgerError as exc:
-        raise from_ledger(exc) from exc
+        raise from_typed(exc) from exc
     if role is Role.SUPPLIER and record.subject != org:
         raise ApiError(
             403,
@@ -186,7 +182,20 @@ class _Job:
     items: list[tuple[int, Checked]]
     done: threading.Event = field(default_factory=threading.Event)
     result: list[Outcome] | None = None
-    error: BaseException | None = None  # whatever the committer thread caught, re-raised here
+    error: BaseException | None = None
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
+
+
+StoreFn = Callable[[ServiceContext, list[tuple[int, Checked]]], list[Outcome]]
+
+
+def intake_unavailable(why: str) -> ApiError:
+    # Retry after 1 s: a dead writer is restarted by the next submit, a stopping service is
+    # replaced by its successor within seconds.
+    return ApiError(503, "intake_unavailable", why, retry_after=1)
 
 
 class GroupCommitter:
@@ -197,37 +206,139 @@ class GroupCommitter:
     flush rate (~100/s here). One writer thread takes whatever jobs are queued, stores them in
     one transaction and wakes every caller only after the commit, so nothing is acknowledged
     before it is durable.
+
+    Lifecycle: the service owns one (``api.main``'s lifespan) and calls :meth:`start` at
+    start-up and :meth:`stop` at shutdown, which drains what is queued. Failure: an error of the
+    store goes to the callers of that commit (the edge maps it, e.g. 503 ``database_full``). If
+    the writer thread itself dies, the jobs it held and every submit while it is down fail at
+    once with 503 ``intake_unavailable`` (a caller never waits on a dead thread); the next
+    submit restarts it, at most once per ``RESTART_INTERVAL_SECONDS``.
     """
 
     MAX_GROUP_RECORDS = 2000  # keeps one transaction's lock time bounded
+    # How often a waiting caller checks that the writer is still alive: the bound on how long a
+    # submit can wait on a thread that has died.
+    LIVENESS_POLL_SECONDS = 0.25
+    # A commit that takes longer than this is given up by its callers (503; a resubmission is
+    # idempotent). SQLite's busy timeout is 30 s: a commit can legitimately wait that long.
+    MAX_WAIT_SECONDS = 60.0
+    RESTART_INTERVAL_SECONDS = 1.0  # a writer that dies at once is not restarted in a hot loop
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, store_fn: StoreFn = store) -> None:
         self.ctx = ctx
-        self.queue: queue.Queue[_Job] = queue.Queue()
-        self.thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
-        self.thread.start()
+        self.store_fn = store_fn
+        self.queue: queue.Queue[_Job | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._last_start = -float("inf")
+        self.deaths = 0  # writer threads that died (exposed by /healthz)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self._lock:
+            self._stopping = False
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._last_start = time.monotonic()
+        self._thread = threading.Thread(target=self._run, name="group-commit", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Refuse new work, commit what is queued, and end the writer thread."""
+        with self._lock:
+            self._stopping = True
+            thread = self._thread
+        self.queue.put(None)  # the writer drains the jobs queued before it, then exits
+        if thread is not None:
+            thread.join(timeout)
+        self._fail_queued(intake_unavailable("the service is shutting down"))
+
+    @property
+    def alive(self) -> bool:
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _ensure_running(self) -> None:
+        if self.alive:
+            return
+        with self._lock:
+            if self._stopping:
+                raise intake_unavailable("the service is shutting down")
+            if self.alive:
+                return
+            if time.monotonic() - self._last_start < self.RESTART_INTERVAL_SECONDS:
+                raise intake_unavailable("the intake writer failed; retry shortly")
+            if self._thread is not None:
+                log.error("group-commit writer is down; restarting it")
+            self._start_locked()
+
+    # -- callers -----------------------------------------------------------------------------
 
     def submit(self, items: list[tuple[int, Checked]]) -> list[Outcome]:
+        self._ensure_running()
         job = _Job(items)
         self.queue.put(job)
-        job.done.wait()
+        deadline = time.monotonic() + self.MAX_WAIT_SECONDS
+        while not job.done.wait(self.LIVENESS_POLL_SECONDS):
+            if not self.alive and not job.done.is_set():
+                # The writer died after we queued (its own clean-up fails what it held; this
+                # covers a job queued after that clean-up ran).
+                raise intake_unavailable("the intake writer failed; retry shortly")
+            if time.monotonic() > deadline:
+                raise intake_unavailable("the commit did not finish in time; resubmit")
         if job.error is not None:
             raise job.error
         assert job.result is not None
         return job.result
 
+    # -- the writer thread -------------------------------------------------------------------
+
     def _run(self) -> None:
+        held: list[_Job] = []
+        try:
+            while True:
+                first = self.queue.get()
+                if first is None:
+                    return
+                held = [first]
+                size = len(first.items)
+                stop_after = False
+                while size < self.MAX_GROUP_RECORDS:
+                    try:
+                        job = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is None:
+                        stop_after = True
+                        break
+                    held.append(job)
+                    size += len(job.items)
+                self._commit(held)
+                held = []
+                if stop_after:
+                    return
+        except BaseException as exc:
+            self.deaths += 1
+            log.error("group-commit writer died: %s", type(exc).__name__, exc_info=exc)
+            failure = intake_unavailable("the intake writer failed; retry shortly")
+            for job in held:
+                if not job.done.is_set():
+                    job.fail(failure)
+            self._fail_queued(failure)
+
+    def _fail_queued(self, failure: ApiError) -> None:
         while True:
-            jobs = [self.queue.get()]
-            size = len(jobs[0].items)
-            while size < self.MAX_GROUP_RECORDS:
-                try:
-                    job = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                jobs.append(job)
-                size += len(job.items)
-            self._commit(jobs)
+            try:
+                job = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                job.fail(failure)
 
     def _commit(self, jobs: list[_Job]) -> None:
         # One transaction for all jobs; indexes are made global, then split back per job.
@@ -238,12 +349,13 @@ class GroupCommitter:
                 merged.append((len(merged), checked))
                 owners.append((j, index))
         try:
-            outcomes = store(self.ctx, merged)
-        except BaseException:
+            outcomes = self.store_fn(self.ctx, merged)
+        except Exception:
+            # One bad job must not fail the others: each alone, each with its own answer.
             for job in jobs:
                 try:
-                    job.result = store(self.ctx, job.items)
-                except BaseException as exc:
+                    job.result = self.store_fn(self.ctx, job.items)
+                except Exception as exc:
                     job.error = exc
                 job.done.set()
             return
@@ -313,7 +425,11 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
     return outcomes
 
 
-def submit_many(ctx: ServiceContext, records: list[Any]) -> list[Outcome]:
+def submit_many(
+    ctx: ServiceContext, records: list[Any], committer: GroupCommitter | None = None
+) -> list[Outcome]:
+    """Check each record, then store the good ones: through the service's group committer
+    when it runs one, else in a transaction of their own (scripts, tests without a server)."""
     now = int(time.time())
     outcomes: dict[int, Outcome] = {}
     good: list[tuple[int, Checked]] = []
@@ -323,6 +439,7 @@ def submit_many(ctx: ServiceContext, records: list[Any]) -> list[Outcome]:
         except ApiError as exc:
             outcomes[index] = Outcome(index, None, "rejected", exc)
     if good:
-        for outcome in ctx.committer.submit(good):
+        stored = committer.submit(good) if committer is not None else store(ctx, good)
+        for outcome in stored:
             outcomes[outcome.index] = outcome
     return [outcomes[i] for i in range(len(records))]

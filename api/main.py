@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
+from typing import Literal
 
 from fastapi import FastAPI
+from pydantic import BaseModel
 
 from api import ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
-from api.errors import install_handlers
+from api.errors import ApiError, install_handlers, install_openapi, problems
+from api.intake import GroupCommitter
 from api.routes import auth, chain, credit, incidents, models, participants, records, status
 from api.routes import log as tlog
 from api.settings import Settings
@@ -24,6 +26,10 @@ log = logging.getLogger("qledger.api")
 # `qledger serve` starts a dedicated anchorer process; an API process only stands in for it
 # after this long, so the dedicated one wins the anchorer lock at start-up.
 STANDIN_DELAY_SECONDS = 10.0
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
 
 
 def create_app(
@@ -42,9 +48,15 @@ def create_app(
         log_signer(app.state.ctx)  # the log's key exists from start-up (GET /v1/log/key)
         stop = threading.Event()
         with ExitStack() as stack:
+            # The intake writer belongs to the app: started here, drained and stopped at
+            # shutdown (after the server stopped taking requests).
+            committer = GroupCommitter(app.state.ctx)
+            committer.start()
+            app.state.committer = committer
+            stack.callback(committer.stop)
             if run_anchorer:
-                # QLEDGER_SERVE_ANCHORER=inside (benchmark comparisons): no dedicated process.
-                inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"
+                # serve_anchorer=inside (benchmark comparisons): no dedicated process.
+                inside = settings.serve_anchorer == "inside"
                 worker = threading.Thread(
                     target=anchor_when_leader,
                     args=(app.state.ctx, stop),
@@ -68,19 +80,29 @@ def create_app(
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
+    install_openapi(app)
     # Security headers and the same-origin (CSRF) check on every /ui response and POST.
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
     for module in (auth, records, chain, tlog, participants, credit, incidents, models, status, ui):
         app.include_router(module.router)
     app.include_router(tlog.certificates)
 
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["health"], responses=problems(503))
+    def healthz() -> Health:
+        """Liveness of this process's parts: 503 ``intake_unavailable`` while the intake
+        writer is down (the next submit restarts it)."""
+        committer: GroupCommitter | None = getattr(app.state, "committer", None)
+        if committer is not None and not committer.alive:
+            raise ApiError(
+                503, "intake_unavailable", "the intake writer is not running", retry_after=1
+            )
+        return Health(status="ok")
 
     return app
 
 
 def serve_app() -> FastAPI:
-    """Factory for ``uvicorn --factory``: settings from QLEDGER_* (set by ``qledger serve``)."""
+    """Factory for ``uvicorn --factory api.main:serve_app``: settings from ``QLEDGER_*``.
+
+    ``qledger serve`` does not use it: it hands its resolved Settings to the workers."""
     return create_app(Settings(), run_anchorer=True)

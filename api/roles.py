@@ -34,20 +34,29 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.settings import Settings
 from api.store.models import ChainCursor, Participant, RoleEventRow, utcnow
-from ledger.chain import PARTICIPANT_ROLES, RoleEvent
+from ledger.chain import PARTICIPANT_ROLES, ChainClient, Deployment, RoleEvent
 from ledger.errors import ChainError, ChainUnavailable
 from ledger.records import Role
 
-if TYPE_CHECKING:
-    from api.context import ServiceContext
+
+class FollowerContext(Protocol):
+    """What the follower needs of the service's context (``api.context.ServiceContext``)."""
+
+    settings: Settings
+    deployment: Deployment
+    sessions: sessionmaker[Session]
+    chain: ChainClient
+    roles: RoleMirror
+
 
 log = logging.getLogger("qledger.roles")
 
@@ -290,7 +299,7 @@ class SyncReport:
 class RoleFollower:
     """Keeps ``role_events`` up with the chain; one per process that holds the anchorer lock."""
 
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: FollowerContext) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self._sync_lock = threading.Lock()

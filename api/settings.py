@@ -1,13 +1,34 @@
-"""Service configuration from the environment (``QLEDGER_*``) via pydantic-settings."""
+"""Service configuration from the environment (``QLEDGER_*``) via pydantic-settings.
+
+The one place the service and the CLI read their configuration: nothing else in ``api`` or
+``cli`` reads ``os.environ``. Resolved settings travel to worker processes as this object (see
+``cli.service.serve``), never by writing the environment. Getters have no side effects; the one
+step that writes (the data dir and its generated token secret) is :meth:`Settings.prepare_data_dir`,
+run once at start-up by ``ServiceContext.create``.
+
+CLI options declared with typer's ``envvar=`` (``--data-dir``/``QLEDGER_DATA_DIR``, ``--host``,
+``--port``, ``--workers``, ``--rpc``) read the same names and are handed to Settings as
+overrides, so both agree; ``QLEDGER_URL`` is the CLI's own client option (the service's URL),
+not a service setting.
+
+Exceptions, documented in docs/production.md (step 5): ``ledger`` and ``federated`` sit
+below ``api`` and cannot import this class. ``ledger`` reads tool locations
+(``QLEDGER_ARTIFACTS_DIR``, ``QLEDGER_ANVIL``, ``SOLCX_BINARY_PATH``); ``federated`` reads
+switches that must reach Flower's own subprocesses through their environment (telemetry off,
+SuperNode poll intervals, the ClientApp preload).
+"""
 
 from __future__ import annotations
 
 import secrets
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TOKEN_SECRET_FILE = "token-secret"
 
 
 class Settings(BaseSettings):
@@ -74,12 +95,25 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1
+    serve_anchorer: Literal["process", "inside"] = Field(
+        "process",
+        description="`qledger serve`: the anchorer in its own process (default) or inside the "
+        "API workers (benchmark comparisons only)",
+    )
+    # CLI only: QLEDGER_DEBUG=1 re-raises errors the CLI reports as one line (the traceback
+    # still shows no local variables).
+    debug: bool = False
+    # CLI only: unlocks V3 keystores (`qledger keys new|sign|submit`); masked in reprs.
+    key_passphrase: SecretStr | None = None
+    # Crash tests only (never in production): the anchorer SIGKILLs itself at these named
+    # steps (comma-separated) and appends "<step> <pid>" to failpoint_log.
+    failpoints: str = ""
+    failpoint_log: Path | None = None
 
-    @cached_property
+    @property
     def db_url(self) -> str:
         if self.database_url:
             return self.database_url
-        self.data_dir.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{(self.data_dir / 'qledger.db').resolve()}"
 
     def anchorer_private_key(self) -> str | None:
@@ -90,14 +124,33 @@ class Settings(BaseSettings):
     def deployment_path(self) -> Path:
         return self.deployment_file or self.data_dir / "deployment.json"
 
-    def resolved_token_secret(self) -> str:
+    @property
+    def failpoint_names(self) -> frozenset[str]:
+        return frozenset(filter(None, (n.strip() for n in self.failpoints.split(","))))
+
+    def prepare_data_dir(self) -> None:
+        """Create the data dir and, unless a token secret is configured, generate one into it
+        (0600, written atomically, kept across restarts). The one settings step that writes."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.token_secret:
-            return self.token_secret.get_secret_value()
-        path = self.data_dir / "token-secret"
+            return
+        path = self.data_dir / TOKEN_SECRET_FILE
         if not path.exists():
-            self.data_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(secrets.token_hex(32))
             tmp.chmod(0o600)
             tmp.replace(path)
-        return path.read_text().strip()
+
+    @cached_property
+    def token_secret_value(self) -> str:
+        """The HMAC key for access tokens: configured, or the data dir's generated one."""
+        if self.token_secret:
+            return self.token_secret.get_secret_value()
+        path = self.data_dir / TOKEN_SECRET_FILE
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError as exc:
+            raise RuntimeError(
+                f"no token secret: set QLEDGER_TOKEN_SECRET or start the service, which "
+                f"generates {path} (Settings.prepare_data_dir)"
+            ) from exc

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +39,6 @@ def settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
 
 
 # Set to 1 to let the errors below end in a traceback (locals are never shown either way).
-DEBUG_ENV = "QLEDGER_DEBUG"
 # What a user's input, files or environment can cause: answered with one line, never a traceback.
 # ValueError covers malformed JSON from files and services and bad values in drafts.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -98,7 +96,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        if os.environ.get(DEBUG_ENV) == "1":
+        if Settings().debug:
             raise
         print_error(describe(exc))
         # Outside click's context typer.Exit is not handled; leave without the chained traceback.
@@ -118,10 +116,16 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
+def configured_passphrase() -> str | None:
+    """QLEDGER_KEY_PASSPHRASE (through Settings, like every other setting), if set."""
+    secret = Settings().key_passphrase
+    return secret.get_secret_value() if secret is not None else None
+
+
 def load_signer(path: Path) -> Signer:
     """Key files are V3 keystores (passphrase from QLEDGER_KEY_PASSPHRASE, else asked) or
     plain dev keys written by ``qledger keys new --plain``."""
-    passphrase = os.environ.get("QLEDGER_KEY_PASSPHRASE")
+    passphrase = configured_passphrase()
     if passphrase is None:
         try:
             data = json.loads(path.read_text())

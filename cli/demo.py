@@ -685,7 +685,7 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: Demo
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    from credit.explain import plot_waterfall
+    from credit.waterfall import plot_waterfall
 
     images: list[tuple[str, str]] = []
     fig, ax = plt.subplots(figsize=(7, 3.2))

@@ -10,7 +10,6 @@ hash, anchoring transaction) and ends with the final model's path and hash.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
+from api.settings import Settings
 from federated.config import FLConfig, ServerSettings
 
 if TYPE_CHECKING:  # the CLI is mounted in `qledger`; torch and flwr load only when a run starts
@@ -55,7 +55,7 @@ def _chain(mode: ChainMode, rpc: str | None, deployment: Path | None) -> ModelAn
     if not rpc or not deployment:
         raise typer.BadParameter("--chain rpc needs --rpc URL and --deployment FILE")
     # The anchorer's key comes from the environment, never from argv (visible in ps).
-    key = os.environ.get("QLEDGER_ANCHORER_KEY")
+    key = Settings().anchorer_private_key()
     return ChainClient.connect(rpc, private_key=key, deployment=Deployment.load(deployment))
 
 

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import typer
 
-from cli._common import DataDir, console, fail, settings
+from cli._common import DataDir, configured_passphrase, console, fail, settings
 from ledger.keys import Signer, save_key
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -35,7 +34,7 @@ def new(
         )
         path.chmod(0o600)
     else:
-        passphrase = os.environ.get("QLEDGER_KEY_PASSPHRASE") or typer.prompt(
+        passphrase = configured_passphrase() or typer.prompt(
             "passphrase", hide_input=True, confirmation_prompt=True
         )
         save_key(signer, path, passphrase)

@@ -9,6 +9,7 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from api.client import error_of
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
 from cli.chain import deployment_or_fail
 from ledger.chain import ChainClient
@@ -273,7 +274,7 @@ def submit(
     except httpx.HTTPError as exc:
         fail(f"service unreachable at {url}: {exc}")
     if response.status_code != 202:
-        fail(_refusal(response))
+        fail(str(error_of(response)))
     print_json(response.json())
 
 

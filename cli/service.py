@@ -12,6 +12,7 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
+from api.app_factory import ServeAppFactory
 from api.client import ServiceError
 from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, settings
@@ -27,8 +28,8 @@ ADMIN_KEY = typer.Option(..., "--key", help="key file of an ADMIN account")
 
 def prepare_chain(cfg: Settings) -> Settings:
     """Without QLEDGER_RPC_URL: start (or reuse) the data dir's anvil and use dev account 0 as
-    admin/anchorer. Deploy the contracts if the data dir has no deployment yet. The resolved
-    settings are exported as QLEDGER_* so that every uvicorn worker sees the same."""
+    admin/anchorer. Deploy the contracts if the data dir has no deployment yet. Returns the
+    resolved settings (the environment is left as it is: callers hand the result on)."""
     updates: dict[str, object] = {}
     local_chain = not cfg.rpc_url
     if local_chain:
@@ -55,18 +56,7 @@ def prepare_chain(cfg: Settings) -> Settings:
             private_key=cfg.anchorer_private_key(),
             deployment=Deployment.load(cfg.deployment_path),
         )
-    os.environ.update(
-        {
-            "QLEDGER_DATA_DIR": str(cfg.data_dir.resolve()),
-            "QLEDGER_RPC_URL": cfg.rpc_url,
-            **(
-                {"QLEDGER_ANCHORER_KEY": cfg.anchorer_key.get_secret_value()}
-                if cfg.anchorer_key
-                else {}
-            ),
-        }
-    )
-    return cfg
+    return cfg.model_copy(update={"data_dir": cfg.data_dir.resolve()})
 
 
 def _die_with_parent() -> None:
@@ -92,13 +82,10 @@ def serve(
 ) -> None:
     """Run the API and the anchorer. Starts the local chain and deploys if none is
     configured (QLEDGER_RPC_URL)."""
-    import uvicorn
-
     try:
         cfg = prepare_chain(settings(data_dir, host=host, port=port, workers=workers))
     except (ChainError, RuntimeError) as exc:
         fail(str(exc))
-    os.environ.update({"QLEDGER_HOST": host, "QLEDGER_PORT": str(port)})
     if workers > 1 and cfg.db_url.startswith("sqlite"):
         # Measured (docs/benchmarks.md): two processes contending for SQLite's one write
         # lock push single-record p99 from ~18 ms to ~80 ms; its busy handler sleeps in
@@ -112,28 +99,52 @@ def serve(
     # The anchorer runs in its own process (measured: inside an API process its batch work
     # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
     # whatever stops serve stops it; the API workers stand in if it dies.
-    inside = os.environ.get("QLEDGER_SERVE_ANCHORER") == "inside"  # for comparisons only
+    inside = cfg.serve_anchorer == "inside"  # for comparisons only
+    # The child resolves the same settings: the data dir by argument, the rest from the same
+    # environment (and the data dir's running chain and deployment, which exist by now).
     anchorer = (
         None
         if inside
         else subprocess.Popen(
-            [sys.executable, "-m", "cli", "anchorer"], preexec_fn=_die_with_parent
+            [sys.executable, "-m", "cli", "anchorer", "--data-dir", str(cfg.data_dir)],
+            preexec_fn=_die_with_parent,
         )
     )
     try:
-        uvicorn.run(
-            "api.main:serve_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level="warning",
-            access_log=False,
-        )
+        run_server(cfg)
     finally:
         if anchorer is not None:
             anchorer.terminate()
             anchorer.wait(20)
+
+
+def run_server(cfg: Settings) -> None:
+    """uvicorn with these settings handed to every worker as an object: the app factory is
+    ``create_app`` bound to ``cfg`` (pickled into spawned workers), so nothing travels through
+    the environment. ``uvicorn.run`` takes only import strings for several workers, hence its
+    supervisor is driven here directly (as ``uvicorn.run`` itself does)."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    config = uvicorn.Config(
+        ServeAppFactory(cfg),
+        factory=True,
+        host=cfg.host,
+        port=cfg.port,
+        workers=cfg.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    try:
+        if cfg.workers > 1:
+            Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+        else:
+            server.run()
+    except KeyboardInterrupt:
+        return
+    if cfg.workers == 1 and not server.started:
+        fail(f"the server did not start on {cfg.host}:{cfg.port} (see the log above)")
 
 
 def anchorer(data_dir: Path | None = DataDir) -> None:

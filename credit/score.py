@@ -30,14 +30,22 @@ from credit.features import (
 from credit.gates import GatePolicy, GateResult, default_policy
 from credit.model import ADDITIVITY_TOL, CreditModel, Explained, band_of, default_model
 from ledger.canonical import canonical_json
+from ledger.errors import LedgerError
 from ledger.merkle import StandardMerkleTree
 
 RESPONSE_VERSION = "credit-response/1"
 CREDIT_TOPIC = "credit-score"  # CommitmentLog topic of published credit responses
 
 
-class AdditivityError(AssertionError):
-    """base value + sum of contributions != score: the explanation would be false."""
+class AdditivityError(LedgerError):
+    """base value + sum of contributions != score: the explanation would be false.
+
+    Not a ValueError or AssertionError on purpose: pydantic turns those, raised in a validator,
+    into a ValidationError that reads as bad input. This is the service's own fault (500).
+    """
+
+    code = "additivity_violated"
+    http_status = 500
 
 
 class Contribution(BaseModel):

@@ -44,6 +44,7 @@ class ArtifactError(ChainError):
     """A compiled artifact is missing or unreadable, or the contracts do not compile."""
 
     code = "artifact_error"
+    http_status = 500  # the service's own installation is broken, not its upstream
 
 
 def artifacts_dir() -> Path:

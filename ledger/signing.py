@@ -9,7 +9,7 @@ from eth_utils import to_checksum_address
 
 from ledger.canonical import payload_hash
 from ledger.eip712 import domain_separator, record_digest, record_struct_hash, typed_data_digest
-from ledger.errors import InvalidSignature, KindNotAllowed
+from ledger.errors import InvalidSignature, KindNotAllowed, WrongDomain
 from ledger.keys import Signer, recover_digest_raw
 from ledger.records import (
     KIND_SIGNER_ROLE,
@@ -69,6 +69,20 @@ def check_signature(signed: SignedRecord) -> bytes:
             got=to_checksum_address(recovered),
         )
     return struct_hash
+
+
+def check_domain(signed: SignedRecord, deployment_domain: Domain) -> None:
+    """The record must be signed for this deployment's chain and ledger contract.
+
+    A signature for another chain or contract is valid there, not here: accepting it would
+    let a record signed for a test deployment be replayed into this ledger.
+    """
+    if signed.domain != deployment_domain:
+        raise WrongDomain(
+            "record is signed for another chain or contract",
+            expected=deployment_domain.model_dump(),
+            got=signed.domain.model_dump(),
+        )
 
 
 def check_kind_allowed(kind: RecordKind, role: Role) -> None:

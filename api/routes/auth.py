@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from eth_utils import to_checksum_address
 from fastapi import APIRouter, Request, Response
@@ -18,7 +17,7 @@ from api.auth import (
     revoke_token,
 )
 from api.deps import Ctx, CurrentUser
-from api.errors import ApiError
+from api.errors import ApiError, problems
 from api.store.models import AuthChallenge
 
 router = APIRouter(prefix="/v1/auth", tags=["auth"])
@@ -51,9 +50,8 @@ class TokenResponse(BaseModel):
     orgId: str | None
 
 
-RATE_LIMITED: dict[int | str, dict[str, Any]] = {
-    429: {"description": "rate_limited: too many sign-in requests (Retry-After)"}
-}
+# rate_limited: too many sign-in requests (answered with Retry-After).
+RATE_LIMITED = problems(429)
 
 
 @router.post(
@@ -120,7 +118,9 @@ def logout(user: CurrentUser, request: Request, ctx: Ctx) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/token", response_model=TokenResponse, responses=RATE_LIMITED)
+@router.post(
+    "/token", response_model=TokenResponse, responses={**problems(401, 403), **RATE_LIMITED}
+)
 def token(body: TokenRequest, request: Request, ctx: Ctx) -> TokenResponse:
     """Exchange the signed challenge (EIP-191 personal_sign) for a short-lived bearer token."""
     address = to_checksum_address(body.address)
@@ -151,7 +151,7 @@ def token(body: TokenRequest, request: Request, ctx: Ctx) -> TokenResponse:
         raise ApiError(403, "signer_not_registered", "this key holds no role on chain", got=address)
     principal = Principal(address=address, role=role, org_id=org)
     token, expires = issue_token(
-        ctx.settings.resolved_token_secret(), principal, ctx.settings.token_ttl_seconds
+        ctx.settings.token_secret_value, principal, ctx.settings.token_ttl_seconds
     )
     return TokenResponse(
         accessToken=token, expiresAt=expires, address=address, role=role.value, orgId=org

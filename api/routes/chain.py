@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from api.deps import Ctx
@@ -13,8 +13,23 @@ from ledger.verify import verify_receipt
 router = APIRouter(prefix="/v1", tags=["chain"])
 
 
+class ServiceCounts(BaseModel):
+    records: int
+    pending: int
+    confirmedBatches: int
+
+
+class CheckpointView(BaseModel):
+    chainId: int
+    contract: str
+    batchCount: int
+    accumulator: str = Field(description="0x-prefixed 32-byte hex")
+    leafTotal: int
+    service: ServiceCounts
+
+
 @router.get("/checkpoint")
-def checkpoint(ctx: Ctx) -> dict[str, Any]:
+def checkpoint(ctx: Ctx) -> CheckpointView:
     """The chain's checkpoint (batch count, accumulator, leaf total) beside the service's view.
 
     Public: it reveals only counts and a hash, and lets anyone detect a forked log.
@@ -27,14 +42,14 @@ def checkpoint(ctx: Ctx) -> dict[str, Any]:
             s.scalar(select(func.count()).select_from(Batch).where(Batch.status == "confirmed"))
             or 0
         )
-    return {
-        "chainId": ctx.deployment.chain_id,
-        "contract": ctx.deployment.ledger,
-        "batchCount": cp.batch_count,
-        "accumulator": "0x" + cp.accumulator.hex(),
-        "leafTotal": cp.leaf_total,
-        "service": {"records": records, "pending": pending, "confirmedBatches": confirmed},
-    }
+    return CheckpointView(
+        chainId=ctx.deployment.chain_id,
+        contract=ctx.deployment.ledger,
+        batchCount=cp.batch_count,
+        accumulator="0x" + cp.accumulator.hex(),
+        leafTotal=cp.leaf_total,
+        service=ServiceCounts(records=records, pending=pending, confirmedBatches=confirmed),
+    )
 
 
 class VerifyRequest(BaseModel):

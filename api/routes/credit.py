@@ -13,8 +13,8 @@ from api.credit_service import publish_scores, score_json, supplier_ids
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.store.models import Commitment, Score
-from credit.explain import plot_waterfall
 from credit.score import CreditResponse
+from credit.waterfall import plot_waterfall
 from ledger.records import Role
 
 router = APIRouter(prefix="/v1", tags=["credit"])

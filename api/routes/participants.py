@@ -1,14 +1,12 @@
 from __future__ import annotations
 
-from typing import Any
-
 from eth_utils import to_checksum_address
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import AdminUser, Ctx, CurrentUser
-from api.errors import ApiError
+from api.errors import ApiError, problems
 from api.store.models import Participant, utcnow
 from ledger.records import ID_PATTERN, Role
 
@@ -24,21 +22,36 @@ class RegisterRequest(BaseModel):
     name: str = Field("", max_length=200)
 
 
-def _json(p: Participant) -> dict[str, Any]:
-    return {
-        "address": p.address,
-        "role": p.role,
-        "orgId": p.org_id,
-        "name": p.name,
-        "active": p.active,
-        "registeredAt": p.registered_at.isoformat(),
-        "revokedAt": p.revoked_at.isoformat() if p.revoked_at else None,
-        "txHash": p.tx_hash,
-    }
+class ParticipantView(BaseModel):
+    address: str
+    role: str
+    orgId: str
+    name: str
+    active: bool
+    registeredAt: str = Field(description="ISO 8601")
+    revokedAt: str | None = Field(description="ISO 8601; null while active")
+    txHash: str | None = Field(description="the registering or revoking transaction")
 
 
-@router.post("", status_code=201)
-def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
+class ParticipantList(BaseModel):
+    participants: list[ParticipantView]
+
+
+def _json(p: Participant) -> ParticipantView:
+    return ParticipantView(
+        address=p.address,
+        role=p.role,
+        orgId=p.org_id,
+        name=p.name,
+        active=p.active,
+        registeredAt=p.registered_at.isoformat(),
+        revokedAt=p.revoked_at.isoformat() if p.revoked_at else None,
+        txHash=p.tx_hash,
+    )
+
+
+@router.post("", status_code=201, responses=problems(409))
+def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> ParticipantView:
     """Register a key with a role and organisation: written on chain, then mirrored here."""
     if body.role not in REGISTRABLE:
         raise ApiError(
@@ -71,7 +84,7 @@ def register(body: RegisterRequest, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
 
 
 @router.delete("/{address}")
-def revoke(address: str, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
+def revoke(address: str, ctx: Ctx, _: AdminUser) -> ParticipantView:
     """Revoke a key's role on chain. What it signed before stays valid; later signatures fail."""
     try:
         address = to_checksum_address(address)
@@ -95,10 +108,10 @@ def revoke(address: str, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
 
 
 @router.get("")
-def list_participants(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+def list_participants(ctx: Ctx, user: CurrentUser) -> ParticipantList:
     """Admins, auditors and OEMs see the registry; a supplier sees its own keys."""
     query = select(Participant).order_by(Participant.org_id, Participant.address)
     if user.role is Role.SUPPLIER:
         query = query.where(Participant.org_id == user.org_id)
     with ctx.sessions() as s:
-        return {"participants": [_json(p) for p in s.scalars(query)]}
+        return ParticipantList(participants=[_json(p) for p in s.scalars(query)])

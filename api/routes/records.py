@@ -1,16 +1,17 @@
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.auth import Principal
-from api.deps import Ctx, CurrentUser
-from api.errors import ApiError
+from api.deps import Committer, Ctx, CurrentUser
+from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
 from api.store.models import Batch, Record
 from api.tlog_service import log_proof
@@ -51,12 +52,38 @@ async def _json_body(request: Request, limit: int) -> Any:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
 
 
-@router.post("/records", status_code=202, responses={202: {"description": "accepted"}})
-async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
+class SubmitAccepted(BaseModel):
+    structHash: str
+    status: Literal["pending"] = Field(description="anchoring follows; poll the receipt")
+    duplicate: bool = Field(description="the same record was accepted before")
+
+
+class BatchItem(BaseModel):
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    structHash: str | None = None
+    error: Problem | None = Field(None, description="why a rejected record was refused")
+
+
+class BatchResult(BaseModel):
+    accepted: int
+    rejected: int
+    results: list[BatchItem]
+
+
+@router.post(
+    "/records",
+    status_code=202,
+    responses={
+        202: {"model": SubmitAccepted, "description": "accepted"},
+        **problems(400, 401, 403, 409, 413, 422),
+    },
+)
+async def submit_record(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
     """Submit one signed record. Idempotent: the same record again gets the same answer."""
     data = await _json_body(request, ctx.settings.max_record_bytes + ENVELOPE_OVERHEAD_BYTES)
     ctx.limits.intake_check([data])
-    outcome = (await run_in_threadpool(submit_many, ctx, [data]))[0]
+    outcome = (await run_in_threadpool(submit_many, ctx, [data], committer))[0]
     ctx.limits.intake_charge([data], [0] if outcome.status == "accepted" else [])
     if outcome.error is not None:
         raise outcome.error
@@ -70,8 +97,16 @@ async def submit_record(request: Request, ctx: Ctx) -> JSONResponse:
     )
 
 
-@router.post("/records:batch", status_code=207)
-async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
+@router.post(
+    "/records:batch",
+    status_code=207,
+    responses={
+        202: {"model": BatchResult, "description": "every record accepted"},
+        207: {"model": BatchResult, "description": "some records rejected (see results)"},
+        **problems(400, 409, 413, 422),
+    },
+)
+async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
     """Up to 1,000 signed records; each accepted or rejected on its own, stored in one
     transaction. Answers 202 if all were accepted, 207 (multi-status) otherwise."""
     data = await _json_body(request, ctx.settings.max_batch_bytes)
@@ -87,7 +122,7 @@ async def submit_batch(request: Request, ctx: Ctx) -> JSONResponse:
             got=len(records),
         )
     ctx.limits.intake_check(records)
-    outcomes = await run_in_threadpool(submit_many, ctx, records)
+    outcomes = await run_in_threadpool(submit_many, ctx, records, committer)
     ctx.limits.intake_charge(records, [o.index for o in outcomes if o.status == "accepted"])
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(

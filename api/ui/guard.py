@@ -16,7 +16,7 @@ import logging
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError
@@ -113,7 +113,7 @@ class UiGuard:
             if reason is not None:
                 log.warning("refused cross-site %s %s: %s", scope["method"], scope["path"], reason)
                 error = ApiError(403, "cross_site_request", f"refused: {reason}")
-                await JSONResponse(error.body(), status_code=403)(scope, receive, send_secured)
+                await error.response()(scope, receive, send_secured)
                 return
         try:
             await self.app(scope, receive, send_secured)

@@ -24,11 +24,13 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import OperationalError
 
 from api.auth import Principal, revoke_token
 from api.context import ServiceContext
 from api.deps import Ctx, get_principal
-from api.errors import ApiError, from_ledger
+from api.errors import ApiError, from_typed, validation_problem
+from api.store.errors import StoreUnavailable, store_error
 from api.ui import charts, data, fmt
 from credit.features import DEFAULT_WINDOW_DAYS
 from ledger.errors import LedgerError
@@ -165,15 +167,23 @@ def render(
     return response  # security headers: api/ui/guard.py, on every /ui response
 
 
-def error_page(request: Request, status: int, code: str, message: str) -> Response:
+def error_page(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> Response:
     user = _quiet_user(request)
     titles = {
         403: "Not for your role",
         404: "Not found",
         422: "Invalid request",
-        503: "Chain unavailable",
+        500: "Something went wrong",
+        502: "Chain error",
+        503: "Temporarily unavailable",
     }
-    return render(
+    response = render(
         request,
         "error.html",
         user,
@@ -184,6 +194,8 @@ def error_page(request: Request, status: int, code: str, message: str) -> Respon
         code=code,
         message=message,
     )
+    response.headers.update(headers or {})
+    return response
 
 
 def _login_redirect(exc: LoginRequired) -> Response:
@@ -207,15 +219,18 @@ class PageRoute(APIRoute):
                 return await handler(request)
             except LoginRequired as exc:
                 return _login_redirect(exc)
-            except ApiError as exc:
-                return error_page(request, exc.status, exc.code, exc.message)
             except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid"}
-                where = ".".join(str(p) for p in first.get("loc", ()))
-                return error_page(request, 422, "invalid_request", f"{where}: {first.get('msg')}")
-            except LedgerError as exc:
-                err = from_ledger(exc)
-                return error_page(request, err.status, err.code, err.message)
+                err = validation_problem(exc)
+            except (LedgerError, StoreUnavailable) as exc:
+                err = from_typed(exc)
+            except OperationalError as exc:  # the database is down or full: 503, not a crash
+                typed = store_error(exc)
+                if typed is None:
+                    raise
+                err = from_typed(typed)
+            except ApiError as exc:
+                err = exc
+            return error_page(request, err.status, err.code, err.message, err.headers)
 
         return page_handler
 

@@ -27,7 +27,9 @@ def main() -> int:
     from api.settings import Settings
     from api.store.db import make_engine, migrate
 
-    engine = make_engine(Settings().db_url)
+    settings = Settings()
+    settings.prepare_data_dir()  # a SQLite database lives in the data dir
+    engine = make_engine(settings.db_url)
     try:
         if engine.dialect.name == "postgresql":
             with engine.connect() as conn:

@@ -14,6 +14,7 @@ from ledger.chain import run_id
 from ledger.signing import resign, sign_record
 from simulator.population import MONTH, simulate_population
 from tests.api.conftest import Party, make_service
+from tests.helpers import error_code
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +221,7 @@ def test_model_rounds_are_checked_against_the_chain(world: dict[str, Any]) -> No
         headers=admin,
         json={"runId": "0x" + run.hex(), "round": 1, "participants": ["SUP-00001"]},
     )
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "participants_mismatch"
+    assert bad.status_code == 422 and error_code(bad) == "participants_mismatch"
     missing = svc.client.post(
         "/v1/models/rounds",
         headers=admin,
@@ -264,13 +265,11 @@ def test_anchored_federated_model_serves_predictions_and_the_matrix(world: dict[
     )
     oem = _auth(world, "OEM-0001")
     assert (
-        svc.client.post("/v1/models/predict", headers=oem, json={"rows": [{"x": 1}]}).json()[
-            "error"
-        ]["code"]
+        error_code(svc.client.post("/v1/models/predict", headers=oem, json={"rows": [{"x": 1}]}))
         == "no_model"
     )
     forged = svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=admin, content=body + b"\x00")
-    assert forged.status_code == 422 and forged.json()["error"]["code"] == "model_hash_mismatch"
+    assert forged.status_code == 422 and error_code(forged) == "model_hash_mismatch"
     assert (
         svc.client.put(f"/v1/models/0x{run.hex()}/file", headers=oem, content=body).status_code
         == 403
@@ -286,7 +285,7 @@ def test_anchored_federated_model_serves_predictions_and_the_matrix(world: dict[
     assert answer.json()["modelHash"] == "0x" + keccak(body).hex()
     assert all(0 <= r <= 1 for r in answer.json()["risks"])
     bad = svc.client.post("/v1/models/predict", headers=oem, json={"rows": [{"nope": 1}]})
-    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_rows"
+    assert bad.status_code == 422 and error_code(bad) == "invalid_rows"
     # An incident whose lots carry process readings: the matrix blends the model in.
     lots = []
     for truth in pop.suppliers[:2]:

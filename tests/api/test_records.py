@@ -8,7 +8,7 @@ from ledger.records import Domain, Role
 from ledger.signing import sign_record
 from ledger.verify import verify_receipt
 from tests.api.conftest import Party, Service
-from tests.helpers import inspection_payload
+from tests.helpers import error_code, inspection_payload
 
 
 def _post(svc: Service, signed) -> object:  # type: ignore[no-untyped-def]
@@ -49,7 +49,7 @@ def test_same_record_twice_is_idempotent(service: Service) -> None:
 
 
 def _error(response) -> str:  # type: ignore[no-untyped-def]
-    return response.json()["error"]["code"]
+    return error_code(response)
 
 
 def test_rejections_have_codes(service: Service) -> None:
@@ -171,9 +171,7 @@ def test_reads_are_authenticated_and_scoped(service: Service) -> None:
     theirs = _post(service, service.inspection(other)).json()["structHash"]
     assert service.client.get(f"/v1/records/{mine}").status_code == 401
     assert (
-        service.client.get("/v1/records", headers={"Authorization": "Bearer x"}).json()["error"][
-            "code"
-        ]
+        error_code(service.client.get("/v1/records", headers={"Authorization": "Bearer x"}))
         == "invalid_token"
     )
     auth = service.login(supplier)
@@ -231,7 +229,7 @@ def test_tokens_without_an_id_are_refused(service: Service) -> None:
     auditor = service.parties["auditor"]
     legacy = jwt.encode(
         {"sub": auditor.address, "role": "AUDITOR", "org": None, "exp": int(time.time()) + 600},
-        service.ctx.settings.resolved_token_secret(),
+        service.ctx.settings.token_secret_value,
         algorithm="HS256",
     )
     response = service.client.get("/v1/records", headers={"Authorization": f"Bearer {legacy}"})

@@ -82,19 +82,19 @@ def test_a_full_database_answers_503_json_and_loses_nothing_acknowledged(svc: Se
         assert full.status_code == 503, full.text
         assert full.headers["content-type"].startswith("application/")
         assert "json" in full.headers["content-type"]
-        assert error_code(full) == "store_full"
+        assert error_code(full) == "database_full"
         assert int(full.headers["Retry-After"]) > 0
         # Still full: every further write is refused the same way, never a 500; a batch too.
         for _ in range(3):
             again = submit()
             if again.status_code == 503:
-                assert error_code(again) == "store_full"
+                assert error_code(again) == "database_full"
                 refused.append("x")
         batch = svc.client.post(
             "/v1/records:batch",
             json={"records": [svc.inspection(supplier).model_dump(mode="json") for _ in range(50)]},
         )
-        assert batch.status_code == 503 and error_code(batch) == "store_full"
+        assert batch.status_code == 503 and error_code(batch) == "database_full"
         # The anchorer cannot write either; it fails (and its loop backs off), storing nothing.
         with pytest.raises(DBAPIError) as failed:
             Anchorer(svc.ctx).run_once(force=True)
@@ -141,7 +141,7 @@ def test_a_database_that_cannot_be_opened_answers_503(svc: Service, tmp_path: Pa
         event.remove(engine, "connect", read_only)
         engine.dispose()
     assert answer.status_code == 503, answer.text
-    assert error_code(answer) == "store_unavailable" and "Retry-After" in answer.headers
+    assert error_code(answer) == "database_unavailable" and "Retry-After" in answer.headers
     later = svc.client.post("/v1/records", json=svc.inspection(supplier).model_dump(mode="json"))
     assert later.status_code == 202
 
@@ -193,7 +193,7 @@ def test_a_real_full_disk_answers_503_and_recovers(tiny_disk: Path) -> None:
                     break
             assert answer is not None
             assert answer.status_code == 503, answer.text
-            assert error_code(answer) == "store_full" and int(answer.headers["Retry-After"]) > 0
+            assert error_code(answer) == "database_full" and int(answer.headers["Retry-After"]) > 0
             ballast.unlink()  # an operator frees space
             assert submit().status_code == 202
             anchorer = Anchorer(svc.ctx)

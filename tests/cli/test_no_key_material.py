@@ -223,7 +223,7 @@ def test_signer_and_settings_reprs_mask_the_key(tmp_path: Path) -> None:
     ):
         assert_no_key(text)
     assert settings.anchorer_private_key() == "0x" + SECRET_HEX
-    assert settings.resolved_token_secret() == SECRET_HEX
+    assert settings.token_secret_value == SECRET_HEX
 
 
 def test_settings_from_environment_mask_the_key(

@@ -7,10 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from credit.explain import MAX_REASONS, REASON_TABLE, plot_waterfall, reason_codes
+from credit.explain import MAX_REASONS, REASON_TABLE, reason_codes
 from credit.features import FEATURE_INDEX, FEATURE_NAMES, compute_features
 from credit.model import CreditModel
 from credit.score import CreditResponse, score_supplier
+from credit.waterfall import plot_waterfall
 from simulator.population import Population
 
 

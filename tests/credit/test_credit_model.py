@@ -58,8 +58,12 @@ def test_responses_refuse_a_false_explanation(
         assert abs(r.base_value + sum(c.points for c in r.contributions) - r.score) < 1e-9
     data = responses[0].model_dump()
     data["contributions"][0]["points"] += 0.5
-    with pytest.raises(ValidationError, match="additivity violated"):
+    # A false explanation is the service's fault, not bad input: it surfaces as itself (a typed
+    # 500), never as a pydantic ValidationError that an edge would answer as a client's 422.
+    with pytest.raises(AdditivityError, match="additivity violated") as caught:
         type(responses[0]).model_validate(data)
+    assert not isinstance(caught.value, (ValidationError, AssertionError, ValueError))
+    assert (caught.value.code, caught.value.http_status) == ("additivity_violated", 500)
     tampered = responses[0].model_copy(deep=True)
     tampered.contributions[0].points += 0.5
     with pytest.raises(AdditivityError):

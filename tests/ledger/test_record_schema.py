@@ -1,6 +1,6 @@
 import pytest
 
-from ledger.errors import InvalidRecord, KindNotAllowed
+from ledger.errors import InvalidRecord, KindNotAllowed, WrongDomain
 from ledger.keys import Signer
 from ledger.records import (
     KIND_SIGNER_ROLE,
@@ -9,7 +9,7 @@ from ledger.records import (
     Role,
     load_signed_record,
 )
-from ledger.signing import check_kind_allowed, sign_record
+from ledger.signing import check_domain, check_kind_allowed, sign_record
 from tests.helpers import inspection_payload
 
 DOMAIN = Domain(chainId=31337, verifyingContract="0x5FbDB2315678afecb367f032d93F642f64180aa3")
@@ -96,3 +96,17 @@ def test_address_checksum_is_enforced() -> None:
         data["record"]["signer"] = swapped
         with pytest.raises(InvalidRecord, match="checksum"):
             load_signed_record(data)
+
+
+def test_a_record_signed_for_another_deployment_raises_wrong_domain() -> None:
+    signed = _sign()
+    check_domain(signed, DOMAIN)  # this deployment's own records pass
+    # Look-alikes: the same contract on another chain, another contract on the same chain.
+    other_chain = Domain(chainId=1, verifyingContract=DOMAIN.verifyingContract)
+    other_contract = Domain(chainId=DOMAIN.chainId, verifyingContract="0x" + "11" * 20)
+    for deployment in (other_chain, other_contract):
+        with pytest.raises(WrongDomain) as caught:
+            check_domain(signed, deployment)
+        assert caught.value.code == "wrong_domain" and caught.value.http_status == 422
+        assert caught.value.expected == deployment.model_dump()
+        assert caught.value.got == DOMAIN.model_dump()

@@ -22,7 +22,7 @@ from ledger.records import Role
 from ledger.signing import sign_record
 from simulator.population import AUDITOR_ID, OEM_ID
 from tests.api.conftest import make_service
-from tests.helpers import inspection_payload
+from tests.helpers import error_code, inspection_payload
 from tests.ui.demo_service import Demo, build_demo
 
 PAGES = ["/ui/suppliers", "/ui/suppliers/SUP-00001", "/ui/incidents", "/ui/records", "/ui/models"]
@@ -133,7 +133,7 @@ def test_session_cookie_is_httponly_strict_and_checked_like_the_api(demo: Demo) 
     form = client.post("/ui/session", data={"accessToken": token})
     assert form.status_code in (415, 422)  # a cross-site form cannot set a session
     bad = client.post("/ui/session", json={"accessToken": "x" * 40})
-    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_token"
+    assert bad.status_code == 401 and error_code(bad) == "invalid_token"
     answer = client.post(
         "/ui/session", json={"accessToken": token, "next": "https://evil.example/"}
     )
@@ -156,13 +156,13 @@ def test_session_cookie_is_httponly_strict_and_checked_like_the_api(demo: Demo) 
     assert client.get("/ui/suppliers").status_code == 303
     # Signing out ended the token itself: a copy of it opens neither the API nor a new session.
     api = client.get("/v1/suppliers", headers={"Authorization": f"Bearer {token}"})
-    assert api.status_code == 401 and api.json()["error"]["code"] == "token_revoked"
+    assert api.status_code == 401 and error_code(api) == "token_revoked"
     again = client.post("/ui/session", json={"accessToken": token})
-    assert again.status_code == 401 and again.json()["error"]["code"] == "token_revoked"
+    assert again.status_code == 401 and error_code(again) == "token_revoked"
 
 
 def test_expired_or_forged_cookies_go_back_to_login(demo: Demo) -> None:
-    secret = demo.ctx.settings.resolved_token_secret()
+    secret = demo.ctx.settings.token_secret_value
     signer = demo.signers[OEM_ID]
     expired, _ = issue_token(secret, Principal(signer.address, Role.OEM, OEM_ID), -10)
     client = _client(demo)

@@ -52,8 +52,11 @@
       data = null;
     }
     if (!res.ok) {
-      const err = data && data.error;
-      throw new Error(err ? `${err.message} (${err.code})` : `${url} answered HTTP ${res.status}`);
+      // Errors are RFC 9457 problem+json: {type, title, status, detail, code, ...}.
+      const code = data && data.code;
+      throw new Error(
+        code ? `${data.detail || data.title} (${code})` : `${url} answered HTTP ${res.status}`,
+      );
     }
     return data;
   }
