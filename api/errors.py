@@ -23,6 +23,9 @@ LEDGER_STATUS = {
     "wrong_domain": 422,
     "merkle_error": 422,
     "chain_unavailable": 503,
+    # The chain answers but the ledger contract is gone (reset chain): the operator must
+    # restore the chain; a client should retry later, never treat the record as refused.
+    "ledger_contract_missing": 503,
 }
 
 

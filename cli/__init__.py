@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, fl, keys, records, service
+from cli import chain, credit, fl, keys, records, service, trust
 
 app = typer.Typer(
     name="qledger",
@@ -24,6 +24,7 @@ app.add_typer(
     name="participants",
     help="Register, revoke and list participants (admin, through the service).",
 )
+app.add_typer(trust.app, name="trust", help="The auditor's pinned trust root: init / show.")
 app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
 app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
 app.command("deploy")(chain.deploy)

@@ -10,12 +10,14 @@ from rich.table import Table
 
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
 from cli.chain import deployment_or_fail
+from cli.trust import trust_from_options
 from ledger.chain import ChainClient
 from ledger.eip712 import record_struct_hash, record_typed_data
 from ledger.errors import ChainError, LedgerError
 from ledger.keys import Signer
 from ledger.records import Domain, SignedRecord, load_signed_record
 from ledger.signing import sign_record
+from ledger.trust import TrustRoot
 from ledger.verify import verify_receipt
 
 DRAFT_FIELDS = (
@@ -52,9 +54,9 @@ def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedR
     )
 
 
-def verifier_client(rpc: str, contract: str) -> ChainClient:
-    """A read-only client on the receipt's own contract: the verifier trusts nothing else."""
-    return ChainClient.connect_ledger(rpc, contract)
+def verifier_client(rpc: str, trust: TrustRoot) -> ChainClient:
+    """A read-only client on the pinned ledger (never the contract a receipt names)."""
+    return ChainClient.connect_ledger(rpc, trust.ledger)
 
 
 def sign(
@@ -90,20 +92,25 @@ def verify(
     record: Path = typer.Argument(..., help="signed record JSON (envelope)"),
     receipt: Path = typer.Argument(..., help="receipt JSON"),
     rpc: str = typer.Option(..., "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL"),
+    trust: Path | None = typer.Option(
+        None, "--trust", envvar="QLEDGER_TRUST_FILE", help="trust file (qledger trust init)"
+    ),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="pinned chain id (no file)"),
+    ledger: str | None = typer.Option(None, "--ledger", help="pinned ledger (no file)"),
+    anchor: str | None = typer.Option(None, "--anchor", help="pinned block NUMBER:0xHASH"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Verify a record and its receipt against the chain, trusting no service: signature,
-    signer's role at signing time, kind rule, Merkle proof, root anchored in that contract.
-    Exit 0 only if every check passes."""
+    """Verify a record and its receipt against the chain, trusting no service: the receipt
+    names the pinned ledger and chain, the RPC serves that chain, signature, signer's role at
+    signing time, kind rule, Merkle proof, anchoring block still canonical, root anchored in
+    the pinned ledger. Exit 0 only if every check passes."""
+    pinned = trust_from_options(trust, chain_id, ledger, anchor)
     record_data, receipt_data = read_json(record), read_json(receipt)
     if isinstance(record_data, dict) and "signed" in record_data:
         record_data = record_data["signed"]  # accept `qledger sign` output as well
-    contract = receipt_data.get("contract") if isinstance(receipt_data, dict) else None
-    if not isinstance(contract, str):
-        fail("receipt has no contract address")
     try:
-        client = verifier_client(rpc, contract)
-        report = verify_receipt(record_data, receipt_data, client)
+        client = verifier_client(rpc, pinned)
+        report = verify_receipt(record_data, receipt_data, client, pinned)
     except ChainError as exc:
         fail(f"chain: {exc}")
     if as_json:

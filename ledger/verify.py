@@ -18,6 +18,7 @@ from ledger.merkle import leaf_hash, process_proof
 from ledger.receipts import Receipt
 from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
 from ledger.signing import check_signature
+from ledger.trust import TrustRoot
 
 # A signer's clock may run ahead of the chain's block timestamps by this much before a record
 # counts as "signed after it was anchored" (5 minutes, the usual NTP-less office tolerance).
@@ -33,11 +34,14 @@ class Check(StrEnum):
     SIGNATURE = "signature"
     STRUCT_HASH = "struct_hash"
     DOMAIN = "domain_matches_contract"
+    TRUST_ROOT = "trust_root"
     CHAIN_ID = "chain_id"
+    PINNED_CHAIN = "rpc_serves_pinned_chain"
     SIGNER_ROLE = "signer_role_at_signing"
     KIND_ALLOWED = "kind_allowed_for_role"
     SUBJECT = "supplier_files_about_itself"
     PROOF = "merkle_proof"
+    BLOCK_CANONICAL = "block_canonical"
     ANCHORED = "root_anchored"
     ANCHOR_DETAILS = "anchor_matches_receipt"
     SIGNED_BEFORE_ANCHOR = "signed_before_anchor"
@@ -48,6 +52,15 @@ class ChainReader(Protocol):
 
     @property
     def chain_id(self) -> int: ...
+
+    @property
+    def ledger_address(self) -> str | None:
+        """The QualityLedger this reader asks (the pinned one, never the receipt's)."""
+        ...
+
+    def block_hash(self, number: int) -> str | None:
+        """0x-hex hash of the canonical block at ``number``; None beyond the tip."""
+        ...
 
     def role_history(self, account: str, role: Role) -> list[tuple[int, int]]: ...
 
@@ -69,9 +82,15 @@ class CheckResult:
     check: Check
     ok: bool
     detail: str
+    # A check that could not be run (e.g. an old receipt without blockHash): it fails nothing,
+    # and says so, so that nobody reads "ok" as "checked".
+    skipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"check": self.check.value, "ok": self.ok, "detail": self.detail}
+        out: dict[str, Any] = {"check": self.check.value, "ok": self.ok, "detail": self.detail}
+        if self.skipped:
+            out["skipped"] = True
+        return out
 
 
 @dataclass
@@ -89,6 +108,9 @@ class VerificationReport:
     def add(self, check: Check, ok: bool, detail: str) -> bool:
         self.checks.append(CheckResult(check, ok, detail))
         return ok
+
+    def skip(self, check: Check, why: str) -> None:
+        self.checks.append(CheckResult(check, True, f"not performed: {why}", skipped=True))
 
     def to_json(self) -> dict[str, Any]:
         failure = self.first_failure
@@ -126,10 +148,15 @@ def verify_receipt(
     record: SignedRecord | dict[str, Any] | None,
     receipt: Receipt | dict[str, Any],
     chain: ChainReader,
+    trust: TrustRoot | None = None,
 ) -> VerificationReport:
     """Run every check of ``record`` + ``receipt`` against ``chain``.
 
-    ``record`` may be None to verify the record embedded in the receipt alone.
+    ``record`` may be None to verify the record embedded in the receipt alone. ``trust`` is
+    the auditor's pinned trust root: the receipt must name its chain and ledger, and ``chain``
+    must serve that chain (same chain id, same hash at the pinned block) and read that ledger.
+    Without it the ledger ``chain`` is attached to is the pin (the service's own endpoint
+    uses that); the address a receipt names is never trusted either way.
     """
     report = VerificationReport()
     if not isinstance(receipt, Receipt):
@@ -180,11 +207,56 @@ def verify_receipt(
         f"receipt {receipt.chainId}/{receipt.contract}",
     )
 
+    pinned_chain = trust.chain_id if trust is not None else chain.chain_id
+    pinned_ledger = trust.ledger if trust is not None else (chain.ledger_address or "")
+    pinned = receipt.chainId == pinned_chain and receipt.contract.lower() == pinned_ledger.lower()
+    report.add(
+        Check.TRUST_ROOT,
+        pinned,
+        f"receipt names {receipt.chainId}/{receipt.contract}, the pinned ledger is "
+        f"{pinned_chain}/{pinned_ledger}"
+        + ("" if trust is not None else " (pinned by the verifier's chain connection)"),
+    )
+
     try:
-        _verify_on_chain(signed, receipt, computed, chain, report)
+        _verify_on_chain(signed, receipt, computed, chain, report, trust)
     except ChainError as exc:
         report.add(Check.CHAIN_ID, False, f"chain unreachable or refused: {exc}")
     return report
+
+
+def _serves_pinned_chain(
+    chain: ChainReader, trust: TrustRoot | None, report: VerificationReport
+) -> bool:
+    """Whether the endpoint is the pinned chain and reads the pinned ledger."""
+    if trust is None:
+        report.skip(Check.PINNED_CHAIN, "no trust root given; the connection itself is the pin")
+        return True
+    reads = chain.ledger_address or ""
+    if reads.lower() != trust.ledger.lower():
+        return report.add(
+            Check.PINNED_CHAIN, False, f"the reader asks {reads}, not the pinned {trust.ledger}"
+        )
+    if chain.chain_id != trust.chain_id:
+        return report.add(
+            Check.PINNED_CHAIN,
+            False,
+            f"RPC serves chain id {chain.chain_id}, the trust root pins {trust.chain_id}",
+        )
+    if trust.anchor is None:
+        return report.add(
+            Check.PINNED_CHAIN,
+            True,
+            f"chain id {chain.chain_id} as pinned; no block pinned, so a fresh chain with the "
+            "same id is not ruled out (pin one with a trust file)",
+        )
+    seen = chain.block_hash(trust.anchor.number)
+    return report.add(
+        Check.PINNED_CHAIN,
+        seen == trust.anchor.hash,
+        f"block {trust.anchor.number} has hash {seen}, the trust root pins {trust.anchor.hash}"
+        + ("" if seen == trust.anchor.hash else " (another chain, a reset or a fork)"),
+    )
 
 
 def _verify_on_chain(
@@ -193,6 +265,7 @@ def _verify_on_chain(
     struct_hash: bytes,
     chain: ChainReader,
     report: VerificationReport,
+    trust: TrustRoot | None,
 ) -> None:
     chain_id = chain.chain_id
     report.add(
@@ -200,6 +273,8 @@ def _verify_on_chain(
         chain_id == receipt.chainId,
         f"RPC chain id {chain_id}, receipt {receipt.chainId}",
     )
+    if not _serves_pinned_chain(chain, trust, report):
+        return  # nothing a chain other than the pinned one says can be believed
 
     record = signed.record
     held = {role: chain.role_history(record.signer, role) for role in PARTICIPANT_ROLES}
@@ -240,13 +315,27 @@ def _verify_on_chain(
         else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}",
     )
 
+    if receipt.blockHash is None:
+        report.skip(Check.BLOCK_CANONICAL, "the receipt carries no blockHash (an older receipt)")
+    else:
+        canonical = chain.block_hash(receipt.blockNumber)
+        report.add(
+            Check.BLOCK_CANONICAL,
+            canonical == receipt.blockHash,
+            f"block {receipt.blockNumber} is {receipt.blockHash} on the canonical chain"
+            if canonical == receipt.blockHash
+            else f"block {receipt.blockNumber} of the canonical chain is {canonical}, the "
+            f"receipt says {receipt.blockHash} (the anchoring block was reorganised away or "
+            "the chain rolled back)",
+        )
+
     anchor = chain.anchored_at(root)
     if not report.add(
         Check.ANCHORED,
         anchor is not None,
         f"root anchored in batch {anchor.batch_id} at block {anchor.block_number}"
         if anchor
-        else f"root {receipt.root} is not anchored in {receipt.contract}",
+        else f"root {receipt.root} is not anchored in {chain.ledger_address}",
     ):
         return
     tx = chain.transaction_block(receipt.transactionHash)

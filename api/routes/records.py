@@ -12,7 +12,7 @@ from api.auth import Principal
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.intake import submit_many
-from api.store.models import Batch, Record
+from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
 from api.views import envelope, receipt, record_summary
 from ledger.records import Role
 
@@ -153,9 +153,7 @@ def get_record(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     return {**record_summary(row, batch), "signed": envelope(row)}
 
 
-@router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
-def get_receipt(struct_hash: str, ctx: Ctx, user: CurrentUser) -> JSONResponse:
-    """The receipt once the record's batch is anchored and confirmed; 202 while pending."""
+def _receipt_reader(user: Principal) -> None:
     if user.role is Role.OEM:
         raise ApiError(
             403,
@@ -164,7 +162,46 @@ def get_receipt(struct_hash: str, ctx: Ctx, user: CurrentUser) -> JSONResponse:
             expected=["SUPPLIER", "AUDITOR", "ADMIN"],
             got=user.role.value,
         )
+
+
+@router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
+def get_receipt(struct_hash: str, ctx: Ctx, user: CurrentUser) -> JSONResponse:
+    """The receipt once the record's batch is anchored and confirmed; 202 while pending
+    (also while a batch the chain lost is being re-anchored)."""
+    _receipt_reader(user)
     row, batch = _load(ctx, user, struct_hash)
     if batch is None or batch.status != "confirmed" or row.proof is None:
         return JSONResponse({"structHash": row.struct_hash, "status": "pending"}, status_code=202)
     return JSONResponse(receipt(row, batch))
+
+
+@router.get("/records/{struct_hash}/receipts")
+def get_receipts(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Every receipt ever issued for the record: the current one (null while pending) and the
+    superseded ones, each with the reconciliation that withdrew it (oldest first)."""
+    _receipt_reader(user)
+    row, batch = _load(ctx, user, struct_hash)
+    current = None
+    if batch is not None and batch.status == "confirmed" and row.proof is not None:
+        current = receipt(row, batch)
+    with ctx.sessions() as s:
+        old = s.execute(
+            select(SupersededReceipt, Reconciliation)
+            .join(Reconciliation, Reconciliation.id == SupersededReceipt.reconciliation_id)
+            .where(SupersededReceipt.struct_hash == row.struct_hash)
+            .order_by(SupersededReceipt.id)
+        ).all()
+    return {
+        "structHash": row.struct_hash,
+        "current": current,
+        "superseded": [
+            {
+                "receipt": sup.receipt,
+                "supersededAt": sup.superseded_at.isoformat(),
+                "reconciliationId": rec.id,
+                "reason": rec.reason,
+                "detail": rec.detail,
+            }
+            for sup, rec in old
+        ],
+    }
