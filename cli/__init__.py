@@ -34,6 +34,7 @@ app.command("verify")(records.verify)
 app.command("submit")(records.submit)
 app.command("serve")(service.serve)
 app.command("anchorer")(service.anchorer)
+app.command("reconcile")(service.reconcile)
 app.command("demo")(service.demo)
 
 

@@ -1,0 +1,167 @@
+"""Reconciliation: a chain that forgets confirmed batches (rolled back, reset), and the store
+that must end with every acknowledged record in exactly one batch the chain holds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from api.anchorer import Anchorer, Reconciler
+from api.store.models import Batch, Outbox, Reconciliation, Record, SupersededReceipt
+from ledger.keys import Signer
+from ledger.records import Role
+from ledger.trust import BlockAnchor, TrustRoot
+from ledger.verify import verify_receipt
+from tests.api.conftest import Service
+from tests.helpers import error_code
+
+
+def _submit(service: Service, n: int) -> list[str]:
+    supplier = service.parties["supplier"]
+    hashes = []
+    for _ in range(n):
+        answer = service.client.post(
+            "/v1/records", json=service.inspection(supplier).model_dump(mode="json")
+        )
+        assert answer.status_code == 202, answer.text
+        hashes.append(answer.json()["structHash"])
+    return hashes
+
+
+def _trust(service: Service) -> TrustRoot:
+    genesis = service.chain.block_hash(0)
+    assert genesis is not None
+    return TrustRoot(
+        chain_id=service.ctx.deployment.chain_id,
+        ledger=service.ctx.deployment.ledger,
+        anchor=BlockAnchor(0, genesis),
+    )
+
+
+def _assert_consistent(service: Service, acknowledged: list[str]) -> None:
+    """Every acknowledged record in exactly one confirmed batch that the chain holds as
+    recorded; batch ids unique; the chain counts every record once."""
+    chain = service.chain
+    with service.ctx.sessions() as s:
+        records = {r.struct_hash: r for r in s.scalars(select(Record))}
+        batches = {b.id: b for b in s.scalars(select(Batch))}
+        outbox = s.scalar(select(func.count()).select_from(Outbox))
+    assert set(records) == set(acknowledged)
+    assert outbox == 0
+    for struct_hash in acknowledged:
+        batch = batches[records[struct_hash].batch_id]
+        assert batch.status == "confirmed" and records[struct_hash].proof is not None
+        info = chain.anchored_at(bytes.fromhex(batch.root[2:]))
+        assert info is not None and info.batch_id == batch.chain_batch_id
+        assert chain.block_hash(batch.block_number) == batch.block_hash
+    chain_ids = [b.chain_batch_id for b in batches.values()]
+    assert len(chain_ids) == len(set(chain_ids))
+    assert sum(b.leaf_count for b in batches.values()) == len(acknowledged)
+    assert chain.checkpoint().leaf_total == len(acknowledged)  # counted once on chain too
+    assert chain.checkpoint().batch_count == len(batches)
+
+
+def _receipt(service: Service, struct_hash: str) -> Any:
+    auditor = service.login(service.parties["auditor"])
+    return service.client.get(f"/v1/records/{struct_hash}/receipt", headers=auditor)
+
+
+def test_rollback_past_a_confirmed_batch_is_reconciled(service: Service) -> None:
+    """The chain rolls back past a confirmed batch: reconcile re-anchors it, issues new
+    receipts, and keeps the old ones as superseded."""
+    anchorer, chain, trust = Anchorer(service.ctx), service.chain, _trust(service)
+    first = _submit(service, 3)
+    anchorer.run_once(force=True)
+    snapshot = chain._tester.take_snapshot()
+    second = _submit(service, 4)
+    anchorer.run_once(force=True)
+    old = {h: _receipt(service, h).json() for h in second}
+    assert all(verify_receipt(None, r, chain, trust).ok for r in old.values())
+    assert Reconciler(service.ctx).check() == []
+
+    chain._tester.revert_to_snapshot(snapshot)  # the chain forgets batch 2
+    # ... and goes on with other history (an in-process chain would otherwise mine the very
+    # same transaction into the very same block again).
+    chain.register_participant(Signer.generate().address, Role.OEM, "OEM-02")
+    lost = Reconciler(service.ctx).check()
+    assert [(b.reason, b.leaf_count) for b in lost] == [("root_missing", 4)]
+    # Until reconciled, the service still calls them anchored: that is the hole.
+    assert _receipt(service, second[0]).status_code == 200
+
+    reconciled = anchorer.reconcile(reanchor=True)
+    assert [b.reconciliation_id for b in reconciled] == [1]
+    _assert_consistent(service, first + second)
+
+    auditor = service.login(service.parties["auditor"])
+    for struct_hash in second:
+        new = _receipt(service, struct_hash).json()
+        assert verify_receipt(None, new, chain, trust).ok
+        assert new["transactionHash"] != old[struct_hash]["transactionHash"]
+        history = service.client.get(f"/v1/records/{struct_hash}/receipts", headers=auditor)
+        assert history.status_code == 200
+        body = history.json()
+        assert body["current"] == new
+        assert [s["receipt"] for s in body["superseded"]] == [old[struct_hash]]
+        assert body["superseded"][0]["reason"] == "root_missing"
+        # The old receipt is kept, and says why it no longer verifies.
+        report = verify_receipt(None, old[struct_hash], chain, trust)
+        assert not report.ok
+        assert report.first_failure.check.value in ("block_canonical", "anchor_matches_receipt")
+    for struct_hash in first:  # untouched batch, untouched receipts
+        body = service.client.get(f"/v1/records/{struct_hash}/receipts", headers=auditor).json()
+        assert body["superseded"] == [] and body["current"] is not None
+
+    events = service.client.get("/v1/reconciliations", headers=auditor).json()["reconciliations"]
+    assert len(events) == 1 and events[0]["leafCount"] == 4
+    assert events[0]["lost"]["batchId"] == 2 and events[0]["reanchored"]["batchId"] == 2
+    service_view = service.client.get("/v1/checkpoint").json()["service"]
+    assert service_view["reconciliations"] == 1 and service_view["reanchoring"] == 0
+    assert Reconciler(service.ctx).check() == []  # idempotent: nothing more to do
+    assert anchorer.reconcile() == []
+
+
+def test_new_batches_after_a_rollback_never_share_a_chain_batch_id(service: Service) -> None:
+    """After the rollback the anchorer anchors new records first: the chain hands out the lost
+    batch's id again. The store must not hold two batches with one id, nor lose either."""
+    anchorer, chain = Anchorer(service.ctx), service.chain
+    snapshot = chain._tester.take_snapshot()
+    lost = _submit(service, 2)
+    anchorer.run_once(force=True)
+    chain._tester.revert_to_snapshot(snapshot)
+    later = _submit(service, 3)
+    pending = _receipt(service, lost[0])
+    anchorer.run_once(force=True)  # takes chain id 1; withdraws the batch that claimed it
+    assert _receipt(service, lost[0]).status_code == 202  # withdrawn: pending, not "anchored"
+    assert pending.status_code == 200
+    anchorer.run_once(force=True)  # re-anchors the withdrawn batch
+    _assert_consistent(service, lost + later)
+    with service.ctx.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Reconciliation)) == 1
+        assert s.scalar(select(func.count()).select_from(SupersededReceipt)) == 2
+
+
+def test_a_reset_chain_is_a_loud_503_not_a_400(service: Service) -> None:
+    """The chain comes back empty (anvil restarted without its state): the ledger contract is
+    gone. Intake, the checkpoint and reconciliation all say so with one code."""
+    _submit(service, 1)
+    Anchorer(service.ctx).run_once(force=True)
+    service.chain._tester.reset_to_genesis()
+    service.ctx.roles.forget(service.parties["supplier2"].address)
+    record = service.inspection(service.parties["supplier2"])
+    answer = service.client.post("/v1/records", json=record.model_dump(mode="json"))
+    assert answer.status_code == 503, answer.text
+    assert error_code(answer) == "ledger_contract_missing"
+    assert "Restore the chain" in answer.text
+    checkpoint = service.client.get("/v1/checkpoint")
+    assert checkpoint.status_code == 503 and error_code(checkpoint) == "ledger_contract_missing"
+    from ledger.errors import LedgerContractMissing
+
+    try:
+        Reconciler(service.ctx).check()
+    except LedgerContractMissing as exc:
+        assert exc.code == "ledger_contract_missing"
+    else:  # pragma: no cover - the assertion is the point
+        raise AssertionError("reconciling against a chain without the ledger must raise")
+    with service.ctx.sessions() as s:  # and nothing was withdrawn on the strength of it
+        assert s.scalar(select(func.count()).select_from(Reconciliation)) == 0
