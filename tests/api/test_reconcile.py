@@ -3,18 +3,29 @@ that must end with every acknowledged record in exactly one batch the chain hold
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from api.anchorer import Anchorer, Reconciler
 from api.store.models import Batch, Outbox, Reconciliation, Record, SupersededReceipt
+from ledger.chain import ChainClient
+from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
 from ledger.keys import Signer
 from ledger.records import Role
 from ledger.trust import BlockAnchor, TrustRoot
 from ledger.verify import verify_receipt
-from tests.api.conftest import Service
-from tests.helpers import error_code
+from tests.api.conftest import Party, Service
+from tests.conftest import _anvil_missing_reason
+from tests.helpers import ROOT, error_code
 
 
 def _submit(service: Service, n: int) -> list[str]:
@@ -167,3 +178,91 @@ def test_a_reset_chain_is_a_loud_503_not_a_400(service: Service) -> None:
         raise AssertionError("reconciling against a chain without the ledger must raise")
     with service.ctx.sessions() as s:  # and nothing was withdrawn on the strength of it
         assert s.scalar(select(func.count()).select_from(Reconciliation)) == 0
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_anvil_killed_between_state_writes_then_reconciled(tmp_path: Path) -> None:
+    """The embedded chain dies by SIGKILL after a confirmed batch but before its next state
+    write, restarts from its state file without that batch, and `qledger reconcile` (run as
+    an operator runs it) re-anchors it."""
+    from api.context import ServiceContext
+    from api.main import create_app
+    from api.settings import Settings
+
+    reason = _anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    chain_dir = tmp_path / "chain"
+    # Only explicit state writes in this test, so the kill falls between two of them for sure.
+    local = start_anvil(chain_dir, state_interval=3600)
+    try:
+        key = dev_private_keys()[0]
+        chain = ChainClient.connect(local.rpc_url, private_key=key)
+        deployment = chain.deploy()
+        data_dir = tmp_path / "data"
+        deployment.save(data_dir / "deployment.json")
+        cfg = Settings(data_dir=data_dir, rpc_url=local.rpc_url, anchorer_key=key)
+        cfg = cfg.model_copy(update={"token_secret": "t" * 40, "batch_max_seconds": 0.01})
+        ctx = ServiceContext.create(cfg, chain=chain)
+        supplier = Party(Signer.generate(), "SUP-01", Role.SUPPLIER)
+        chain.register_participant(supplier.address, Role.SUPPLIER, "SUP-01")
+        admin = Party(Signer.from_hex(key), "ADMIN", Role.ADMIN)
+        service = Service(ctx=ctx, client=TestClient(create_app(ctx=ctx)), chain=chain, admin=admin)
+        service.parties["supplier"] = supplier
+        anchorer = Anchorer(ctx)
+        kept = _submit(service, 3)
+        anchorer.run_once(force=True)
+        assert local.dump_state()  # a state write: batch 1 is in the file
+        lost = _submit(service, 4)
+        anchorer.run_once(force=True)  # batch 2 confirmed, receipts served ...
+        headers = service.login(admin)
+        old = _receipt(service, lost[0], headers).json()
+        os.kill(local.pid, signal.SIGKILL)  # ... and the chain dies before writing it
+        if local.process is not None:
+            local.process.wait(10)
+        ctx.engine.dispose()
+
+        local = start_anvil(chain_dir)  # restarts from the state file, at batch 1
+        env = {
+            **os.environ,
+            "QLEDGER_DATA_DIR": str(data_dir),
+            "QLEDGER_RPC_URL": local.rpc_url,
+            "QLEDGER_ANCHORER_KEY": key,
+        }
+
+        def reconcile(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "cli", "reconcile", "--json", *args],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+
+        checked = reconcile("--check-only")
+        assert checked.returncode == 1, checked.stdout + checked.stderr
+        found = json.loads(checked.stdout)["lost"]
+        assert [(b["batch"], b["records"], b["reason"]) for b in found] == [(2, 4, "root_missing")]
+        done = reconcile()
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert json.loads(done.stdout)["lost"][0]["reconciliation"] == 1
+        assert reconcile("--check-only").returncode == 0  # consistent now
+
+        chain = ChainClient.connect(local.rpc_url, private_key=key, deployment=deployment)
+        ctx = ServiceContext.create(cfg, chain=chain)
+        service = Service(ctx=ctx, client=TestClient(create_app(ctx=ctx)), chain=chain, admin=admin)
+        _assert_consistent(service, kept + lost)
+        genesis = chain.block_hash(0)
+        assert genesis is not None
+        trust = TrustRoot(deployment.chain_id, deployment.ledger, BlockAnchor(0, genesis))
+        headers = service.login(admin)
+        new = _receipt(service, lost[0], headers).json()
+        assert verify_receipt(None, new, chain, trust).ok
+        assert not verify_receipt(None, old, chain, trust).ok
+        history = service.client.get(f"/v1/records/{lost[0]}/receipts", headers=headers).json()
+        assert [s["receipt"] for s in history["superseded"]] == [old]
+        ctx.engine.dispose()
+    finally:
+        stop_anvil(chain_dir)
