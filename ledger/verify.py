@@ -312,7 +312,10 @@ def _verify_on_chain(
         folded == root and on_chain,
         "proof folds to the root and MerkleProof.verify agrees on chain"
         if on_chain
-        else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}",
+        else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}"
+        if folded != root
+        else "proof folds to the root, but MerkleProof.verify in the pinned ledger says no "
+        "(the root is not anchored there)",
     )
 
     if receipt.blockHash is None:
