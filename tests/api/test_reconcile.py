@@ -122,6 +122,12 @@ def test_rollback_past_a_confirmed_batch_is_reconciled(service: Service) -> None
         body = service.client.get(f"/v1/records/{struct_hash}/receipts", headers=auditor).json()
         assert body["superseded"] == [] and body["current"] is not None
 
+    # The dashboard's record page says so too.
+    token = auditor["Authorization"].removeprefix("Bearer ")
+    assert service.client.post("/ui/session", json={"accessToken": token}).status_code == 200
+    page = service.client.get(f"/ui/records/{second[0]}")
+    assert page.status_code == 200 and 'data-test="reconciliation"' in page.text
+    assert "root missing" in page.text
     events = service.client.get("/v1/reconciliations", headers=auditor).json()["reconciliations"]
     assert len(events) == 1 and events[0]["leafCount"] == 4
     assert events[0]["lost"]["batchId"] == 2 and events[0]["reanchored"]["batchId"] == 2
