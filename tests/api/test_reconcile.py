@@ -272,3 +272,39 @@ def test_anvil_killed_between_state_writes_then_reconciled(tmp_path: Path) -> No
         ctx.engine.dispose()
     finally:
         stop_anvil(chain_dir)
+
+
+def test_migration_0004_frees_duplicate_chain_batch_ids(tmp_path: Path) -> None:
+    """A store that met a forgetful chain before 0004 holds two batches with one chain batch
+    id. The migration keeps it on the newest and clears it on the older, which then fails
+    reconciliation (confirmed, unlike the chain) and is re-anchored."""
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    from api.store.db import MIGRATIONS_DIR, make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    with engine.begin() as conn:
+        for n, chain_id in enumerate([1, 2, 2, 3, 2], start=1):
+            conn.execute(
+                text(
+                    "INSERT INTO batches (id, root, leaf_count, status, chain_batch_id, "
+                    "attempts, created_at) VALUES (:id, :root, 1, 'confirmed', :chain, 0, "
+                    "'2026-01-01')"
+                ),
+                {"id": n, "root": f"0x{n:064x}", "chain": chain_id},
+            )
+    migrate(engine)
+    with engine.begin() as conn:
+        rows = dict(conn.execute(text("SELECT id, chain_batch_id FROM batches")).all())
+        assert rows == {1: 1, 2: None, 3: None, 4: 3, 5: 2}
+        with pytest.raises(IntegrityError, match="UNIQUE"):
+            conn.execute(text("UPDATE batches SET chain_batch_id = 1 WHERE id = 2"))
+    engine.dispose()
