@@ -13,7 +13,7 @@ from cli.chain import deployment_or_fail
 from cli.trust import trust_from_options
 from ledger.chain import ChainClient
 from ledger.eip712 import record_struct_hash, record_typed_data
-from ledger.errors import ChainError, LedgerError
+from ledger.errors import ChainError, LedgerContractMissing, LedgerError
 from ledger.keys import Signer
 from ledger.records import Domain, SignedRecord, load_signed_record
 from ledger.signing import sign_record
@@ -55,8 +55,13 @@ def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedR
 
 
 def verifier_client(rpc: str, trust: TrustRoot) -> ChainClient:
-    """A read-only client on the pinned ledger (never the contract a receipt names)."""
-    return ChainClient.connect_ledger(rpc, trust.ledger)
+    """A read-only client on the pinned ledger (never the contract a receipt names). Where
+    the ledger has no code (a reset chain, another chain) the client stays detached, and
+    verification names the failed check (``rpc_serves_pinned_chain``)."""
+    try:
+        return ChainClient.connect_ledger(rpc, trust.ledger)
+    except LedgerContractMissing:
+        return ChainClient.connect(rpc)
 
 
 def sign(

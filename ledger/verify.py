@@ -228,35 +228,38 @@ def verify_receipt(
 def _serves_pinned_chain(
     chain: ChainReader, trust: TrustRoot | None, report: VerificationReport
 ) -> bool:
-    """Whether the endpoint is the pinned chain and reads the pinned ledger."""
+    """Whether the endpoint is the pinned chain (chain id, pinned block) and reads the pinned
+    ledger, which must have code there (a reset chain has none)."""
     if trust is None:
         report.skip(Check.PINNED_CHAIN, "no trust root given; the connection itself is the pin")
         return True
-    reads = chain.ledger_address or ""
-    if reads.lower() != trust.ledger.lower():
-        return report.add(
-            Check.PINNED_CHAIN, False, f"the reader asks {reads}, not the pinned {trust.ledger}"
-        )
     if chain.chain_id != trust.chain_id:
         return report.add(
             Check.PINNED_CHAIN,
             False,
             f"RPC serves chain id {chain.chain_id}, the trust root pins {trust.chain_id}",
         )
-    if trust.anchor is None:
+    pinned_block = "no block pinned, so a fresh chain with the same id is not ruled out"
+    if trust.anchor is not None:
+        seen = chain.block_hash(trust.anchor.number)
+        if seen != trust.anchor.hash:
+            return report.add(
+                Check.PINNED_CHAIN,
+                False,
+                f"block {trust.anchor.number} has hash {seen}, the trust root pins "
+                f"{trust.anchor.hash} (another chain, a reset or a fork)",
+            )
+        pinned_block = f"block {trust.anchor.number} has the pinned hash {seen}"
+    reads = chain.ledger_address
+    if reads is None or reads.lower() != trust.ledger.lower():
         return report.add(
             Check.PINNED_CHAIN,
-            True,
-            f"chain id {chain.chain_id} as pinned; no block pinned, so a fresh chain with the "
-            "same id is not ruled out (pin one with a trust file)",
+            False,
+            f"the pinned ledger {trust.ledger} has no code on this chain (reset?)"
+            if reads is None
+            else f"the reader asks {reads}, not the pinned {trust.ledger}",
         )
-    seen = chain.block_hash(trust.anchor.number)
-    return report.add(
-        Check.PINNED_CHAIN,
-        seen == trust.anchor.hash,
-        f"block {trust.anchor.number} has hash {seen}, the trust root pins {trust.anchor.hash}"
-        + ("" if seen == trust.anchor.hash else " (another chain, a reset or a fork)"),
-    )
+    return report.add(Check.PINNED_CHAIN, True, f"chain id {chain.chain_id}; {pinned_block}")
 
 
 def _verify_on_chain(

@@ -151,6 +151,12 @@ def test_an_rpc_serving_another_chain_fails_before_anything_it_says(
     assert report.first_failure.check.value == "rpc_serves_pinned_chain"
     assert [c.check.value for c in report.checks][-1] == "rpc_serves_pinned_chain"
 
+    # A chain reset to genesis (no ledger at all): the verifier's reader stays detached and
+    # the same check names it, whether or not the genesis hash gives the reset away.
+    empty = ChainClient.in_process()
+    report = verify_receipt(None, receipt, empty, trust)
+    assert report.first_failure.check.value == "rpc_serves_pinned_chain"
+
     # The pinned block hash itself wrong: the same named check.
     wrong = TrustRoot(
         chain_id=trust.chain_id, ledger=trust.ledger, anchor=BlockAnchor(0, "0x" + "ab" * 32)
