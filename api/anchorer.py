@@ -9,6 +9,15 @@ Exactly-once, whatever dies when:
 - Only after the anchoring block has the configured confirmations are proofs written, the
   batch marked confirmed and its outbox rows deleted, in one transaction.
 On restart every unconfirmed batch is resumed before new ones are built.
+
+Reconciliation (at start and every ``reconcile_seconds``): every confirmed batch is checked
+against the chain (root anchored under the same batch id at the same block, that block still
+canonical). A batch the chain lost (rolled back, reset, reorganised deeper than the
+confirmation depth) is withdrawn in one transaction: its receipts are copied to
+``superseded_receipts`` (kept, never deleted), its records go back to the outbox under the same
+batch, which returns to ``built`` without chain fields, and a ``reconciliations`` row says what
+happened. The normal path then re-anchors it (same root, a new on-chain batch) and issues new
+receipts. Records never leave their one batch, so nothing is lost or counted twice.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -36,16 +45,23 @@ from api.store.models import (
     Commitment,
     LogEntry,
     Outbox,
+    Reconciliation,
     Record,
     Responsibility,
     Score,
+    SupersededReceipt,
     utcnow,
 )
-from api.tlog_service import NewEntry, append_and_sign
+from api.tlog_service import NewEntry, append_and_sign, served_receipt
 from credit.score import CREDIT_TOPIC
 from ledger.chain import AnchorInfo
 from ledger.chain.types import topic_id
-from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
+from ledger.errors import (
+    ChainError,
+    ChainUnavailable,
+    LedgerContractMissing,
+    TransactionReverted,
+)
 from ledger.merkle import StandardMerkleTree
 from ledger.tlog import commitment_entry, record_entry
 
@@ -82,6 +98,18 @@ def failpoint(settings: Settings, name: str) -> None:
             with open(settings.failpoint_log, "a") as handle:
                 handle.write(f"{name} {os.getpid()}\n")
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class LostBatch:
+    """A confirmed batch the chain no longer backs, as reconciliation found it."""
+
+    batch_id: int
+    root: str
+    leaf_count: int
+    reason: str  # root_missing | batch_id_mismatch | block_not_canonical
+    detail: str
+    reconciliation_id: int | None = None  # None when only checked (nothing changed)
 
 
 @dataclass(frozen=True)
@@ -167,6 +195,16 @@ class Anchorer:
             done.append(self._finish(batch_id))
         self.commit_published()
         return [d for d in done if d is not None]
+
+    def reconcile(self, *, reanchor: bool = False) -> list[LostBatch]:
+        """Withdraw every confirmed batch the chain lost; with ``reanchor``, anchor them again
+        right away (otherwise the next :meth:`run_once` does)."""
+        reconciler = Reconciler(self.ctx)
+        withdrawn = [reconciler.withdraw(lost) for lost in reconciler.check()]
+        if reanchor:
+            for lost in withdrawn:
+                self._finish(lost.batch_id)
+        return withdrawn
 
     # -- commitments of published artefacts -------------------------------------------------
 
@@ -265,17 +303,26 @@ class Anchorer:
             )
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
-        """Loop until ``stop`` is set; chain outages back off exponentially up to the cap."""
+        """Loop until ``stop`` is set; chain outages back off exponentially up to the cap.
+        Reconciles at start and every ``reconcile_seconds``."""
         delay = poll_seconds
+        next_reconcile = 0.0  # at start
         while not stop.is_set():
             try:
+                if time.monotonic() >= next_reconcile:
+                    self.reconcile()
+                    next_reconcile = time.monotonic() + self.settings.reconcile_seconds
                 self.run_once()
                 delay = poll_seconds
             except (ChainError, DBAPIError) as exc:
                 # A chain outage, a reverted send, or a database restart/failover: every step
                 # is transactional and resumable, so waiting and starting over is safe.
                 delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
-                if isinstance(exc, ChainUnavailable):
+                if isinstance(exc, LedgerContractMissing):
+                    # Not an outage: retrying will not bring the contract back. Say so loudly
+                    # each time; intake answers 503 ledger_contract_missing meanwhile.
+                    log.critical("LEDGER CONTRACT MISSING: %s; retrying in %.1f s", exc, delay)
+                elif isinstance(exc, ChainUnavailable):
                     log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
                 elif isinstance(exc, DBAPIError):
                     log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
@@ -361,6 +408,16 @@ class Anchorer:
         else:
             tx_hash = self._anchor_tx(root, info)
             log.info("batch %s (%s) was already anchored; resuming", batch_id, status)
+        if self._chain_id_taken(info.batch_id, batch_id):
+            # Another stored batch claims this on-chain id: the chain forgot that one and
+            # handed its id out again. Withdraw it before this batch takes the id.
+            self.reconcile()
+            if self._chain_id_taken(info.batch_id, batch_id):
+                raise ChainError(
+                    f"on-chain batch {info.batch_id} is claimed by another stored batch that the "
+                    "chain still backs",
+                    got=batch_id,
+                )
         with self.ctx.sessions() as s, s.begin():
             s.execute(
                 update(Batch)
@@ -375,8 +432,15 @@ class Anchorer:
                 )
             )
         failpoint(self.settings, "anchorer.after_anchored")
-        chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
-        self._write_receipts(batch_id)
+        block = chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
+        block_hash = chain.block_hash(block)
+        if block != info.block_number or block_hash is None:
+            raise ChainError(
+                f"batch {batch_id}'s transaction moved to block {block} while confirming",
+                expected=info.block_number,
+                got=block,
+            )
+        self._write_receipts(batch_id, block_hash)
         return BatchOutcome(
             batch_id,
             "0x" + root.hex(),
@@ -387,6 +451,17 @@ class Anchorer:
             gas_used,
         )
 
+    def _chain_id_taken(self, chain_batch_id: int, batch_id: int) -> bool:
+        with self.ctx.sessions() as s:
+            return (
+                s.scalar(
+                    select(Batch.id).where(
+                        Batch.chain_batch_id == chain_batch_id, Batch.id != batch_id
+                    )
+                )
+                is not None
+            )
+
     def _anchor_tx(self, root: bytes, info: AnchorInfo) -> str:
         """The transaction that anchored ``root`` (after a crash we may not have its hash)."""
         for event in self.ctx.chain.anchored_batches(from_block=info.block_number):
@@ -394,7 +469,7 @@ class Anchorer:
                 return event["tx_hash"]
         raise ChainError(f"root 0x{root.hex()} is anchored but its BatchAnchored log is missing")
 
-    def _write_receipts(self, batch_id: int) -> None:
+    def _write_receipts(self, batch_id: int, block_hash: str) -> None:
         hashes = self._leaves(batch_id)
         tree = tree_of(hashes)
         rows = [
@@ -424,7 +499,18 @@ class Anchorer:
             s.execute(
                 update(Batch)
                 .where(Batch.id == batch_id)
-                .values(status="confirmed", confirmed_at=utcnow())
+                .values(status="confirmed", confirmed_at=utcnow(), block_hash=block_hash)
+            )
+            batch = s.get(Batch, batch_id)
+            assert batch is not None
+            s.execute(
+                update(Reconciliation)
+                .where(Reconciliation.batch_id == batch_id, Reconciliation.reanchored_at.is_(None))
+                .values(
+                    new_chain_batch_id=batch.chain_batch_id,
+                    new_tx_hash=batch.tx_hash,
+                    reanchored_at=utcnow(),
+                )
             )
             repaired = sorted(
                 set(
@@ -441,6 +527,151 @@ class Anchorer:
             # so the supplier's score is recomputed (and published) right away.
             publish_scores(self.ctx, repaired, with_what_if=True, trigger="repair")
             log.info("recomputed credit after repair evidence: %s", ", ".join(repaired))
+
+
+class Reconciler:
+    """Checks confirmed batches against the chain and withdraws the ones it lost."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    def check(self) -> list[LostBatch]:
+        """Every confirmed batch the chain no longer backs (changes nothing).
+
+        Raises LedgerContractMissing when the ledger has gone altogether: that is not a batch
+        to re-anchor but a chain to restore.
+        """
+        chain = self.ctx.chain
+        with self.ctx.sessions() as s:
+            batches = list(
+                s.execute(
+                    select(
+                        Batch.id,
+                        Batch.root,
+                        Batch.leaf_count,
+                        Batch.chain_batch_id,
+                        Batch.block_number,
+                        Batch.block_hash,
+                    )
+                    .where(Batch.status == "confirmed")
+                    .order_by(Batch.id)
+                )
+            )
+        lost: list[LostBatch] = []
+        hashes: dict[int, str | None] = {}  # one lookup per block, however many batches
+        backfill: dict[int, str] = {}
+        for b in batches:
+            info = chain.anchored_at(bytes.fromhex(b.root[2:]))
+            problem: tuple[str, str] | None = None
+            if info is None:
+                problem = (
+                    "root_missing",
+                    f"root {b.root} (on-chain batch {b.chain_batch_id}, block "
+                    f"{b.block_number}) is not anchored in {chain.ledger_address}",
+                )
+            elif info.batch_id != b.chain_batch_id or info.block_number != b.block_number:
+                problem = (
+                    "batch_id_mismatch",
+                    f"the chain holds root {b.root} as batch {info.batch_id} at block "
+                    f"{info.block_number}; the store says batch {b.chain_batch_id} at block "
+                    f"{b.block_number}",
+                )
+            else:
+                if b.block_number not in hashes:
+                    hashes[b.block_number] = chain.block_hash(b.block_number)
+                canonical = hashes[b.block_number]
+                if b.block_hash is None and canonical is not None:
+                    backfill[b.id] = canonical  # confirmed before block hashes were kept
+                elif canonical != b.block_hash:
+                    problem = (
+                        "block_not_canonical",
+                        f"block {b.block_number} is now {canonical}, the batch was anchored "
+                        f"in {b.block_hash}",
+                    )
+            if problem is not None:
+                lost.append(LostBatch(b.id, b.root, b.leaf_count, *problem))
+        if backfill:
+            with self.ctx.sessions() as s, s.begin():
+                s.execute(update(Batch), [{"id": k, "block_hash": v} for k, v in backfill.items()])
+        return lost
+
+    def withdraw(self, lost: LostBatch) -> LostBatch:
+        """Supersede the batch's receipts and send its records back for re-anchoring, in one
+        transaction. Returns ``lost`` with its reconciliation id."""
+        # The receipts exactly as they were served (log proof included), read before the write
+        # transaction: a second session inside it would wait on its own lock under SQLite.
+        with self.ctx.sessions() as s:
+            old_batch = s.get(Batch, lost.batch_id)
+            assert old_batch is not None
+            old_rows = list(s.scalars(select(Record).where(Record.batch_id == old_batch.id)))
+        served = {
+            row.struct_hash: served_receipt(self.ctx, row, old_batch)
+            for row in old_rows
+            if row.proof is not None
+        }
+        with self.ctx.sessions() as s, s.begin():
+            batch = s.get(Batch, lost.batch_id)
+            assert batch is not None
+            if batch.status != "confirmed":  # another process withdrew it first
+                return lost
+            event = Reconciliation(
+                batch_id=batch.id,
+                root=batch.root,
+                leaf_count=batch.leaf_count,
+                reason=lost.reason,
+                detail=lost.detail,
+                lost_chain_batch_id=batch.chain_batch_id,
+                lost_tx_hash=batch.tx_hash,
+                lost_block_number=batch.block_number,
+                lost_block_hash=batch.block_hash,
+            )
+            s.add(event)
+            s.flush()
+            rows = list(s.scalars(select(Record).where(Record.batch_id == batch.id)))
+            now = utcnow()
+            s.add_all(
+                SupersededReceipt(
+                    struct_hash=row.struct_hash,
+                    reconciliation_id=event.id,
+                    receipt=served[row.struct_hash],
+                    superseded_at=now,
+                )
+                for row in rows
+                if row.struct_hash in served
+            )
+            seq = time.time_ns()
+            s.execute(
+                insert(Outbox),
+                [
+                    {"struct_hash": row.struct_hash, "seq": seq + i, "batch_id": batch.id}
+                    for i, row in enumerate(rows)
+                ],
+            )
+            s.execute(update(Record).where(Record.batch_id == batch.id).values(proof=None))
+            s.execute(
+                update(Batch)
+                .where(Batch.id == batch.id)
+                .values(
+                    status="built",
+                    chain_batch_id=None,
+                    tx_hash=None,
+                    block_number=None,
+                    block_hash=None,
+                    block_timestamp=None,
+                    confirmed_at=None,
+                )
+            )
+        log.error(
+            "reconciliation %s: batch %s (%d records) lost by the chain (%s: %s); re-anchoring",
+            event.id,
+            lost.batch_id,
+            lost.leaf_count,
+            lost.reason,
+            lost.detail,
+        )
+        return LostBatch(
+            lost.batch_id, lost.root, lost.leaf_count, lost.reason, lost.detail, event.id
+        )
 
 
 def anchor_when_leader(

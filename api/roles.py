@@ -44,7 +44,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.settings import Settings
 from api.store.models import ChainCursor, Participant, RoleEventRow, utcnow
 from ledger.chain import PARTICIPANT_ROLES, ChainClient, Deployment, RoleEvent
-from ledger.errors import ChainError, ChainUnavailable
+from ledger.errors import ChainError, ChainUnavailable, LedgerContractMissing
 from ledger.records import Role
 
 
@@ -61,6 +61,11 @@ class FollowerContext(Protocol):
 log = logging.getLogger("qledger.roles")
 
 CURSOR_NAME = "roles"
+LEDGER_MISSING_MESSAGE = (
+    "the chain answers but the ledger contract is gone (a reset chain, or another chain behind "
+    "the RPC URL): no record can be anchored. Restore the chain (its state file or a node that "
+    "kept it) and restart; retry later, nothing was refused"
+)
 # Rows per INSERT statement: 9 columns x 500 stays far below SQLite's 32,766 bound variables.
 INSERT_CHUNK = 500
 
@@ -120,6 +125,7 @@ class RoleMirror:
         self._state: dict[str, tuple[Role | None, str | None]] = {}
         self._seen_id = 0
         self._generation = 0
+        self._ledger_missing: str | None = None
         self._refreshing = threading.Lock()
         self._refreshed_at = float("-inf")
         self.refresh()
@@ -127,9 +133,15 @@ class RoleMirror:
     # -- reading (the request path) ---------------------------------------------------------
 
     def get(self, address: str) -> tuple[Role | None, str | None]:
-        """(role, organisation) of ``address`` now; (None, None) for an unknown key."""
+        """(role, organisation) of ``address`` now; (None, None) for an unknown key.
+
+        Raises LedgerContractMissing while the follower finds the ledger contract gone (a reset
+        chain): no answer about roles would be true then, and a 403 would read as final.
+        """
         if time.monotonic() - self._refreshed_at >= self.refresh_seconds:
             self.refresh(wait=False)
+        if self._ledger_missing is not None:
+            raise LedgerContractMissing(self._ledger_missing)
         return self._state.get(_key(address), (None, None))
 
     def role_history(self, address: str, role: Role) -> list[tuple[int, int]]:
@@ -169,6 +181,9 @@ class RoleMirror:
             with self.sessions() as s:
                 cursor = s.get(ChainCursor, CURSOR_NAME)
                 generation = cursor.generation if cursor is not None else 0
+                self._ledger_missing = (
+                    LEDGER_MISSING_MESSAGE if cursor is not None and cursor.ledger_missing else None
+                )
                 since = 0 if generation != self._generation else self._seen_id
                 rows = list(
                     s.scalars(
@@ -330,10 +345,12 @@ class RoleFollower:
         elif cursor is not None and cursor.block_number <= tip:
             _, block_hash, _ = chain.block_header(cursor.block_number)
             if block_hash != cursor.block_hash:
+                self._unless_ledger_missing()
                 self._rebuild(cursor, block_hash)
                 cursor, rebuilt = None, True
         elif cursor is not None:
             # The chain is shorter than what we read: it was reset or reorganised under us.
+            self._unless_ledger_missing()
             self._rebuild(cursor, None)
             cursor, rebuilt = None, True
         first = cursor.block_number + 1 if cursor is not None else self.start_block
@@ -378,11 +395,13 @@ class RoleFollower:
             tip=tip,
             synced_at=utcnow(),
             generation=0,
+            ledger_missing=False,
         )
         s.execute(
             statement.on_conflict_do_update(
                 index_elements=["name"],
                 set_={
+                    "ledger_missing": False,
                     "block_number": statement.excluded.block_number,
                     "block_hash": statement.excluded.block_hash,
                     "tip": statement.excluded.tip,
@@ -391,6 +410,20 @@ class RoleFollower:
                 where=ChainCursor.block_number <= statement.excluded.block_number,
             )
         )
+
+    def _unless_ledger_missing(self) -> None:
+        """Before a rebuild: a chain without the ledger contract (reset, or another chain behind
+        the URL) must not empty the mirror, which would refuse every key as unregistered (a
+        403 reads as final). Flag it instead (intake answers 503) and raise."""
+        missing = self.ctx.chain.ledger_missing()
+        if missing is None:
+            return
+        with self.ctx.sessions() as s, s.begin():
+            row = s.get(ChainCursor, CURSOR_NAME)
+            if row is not None:
+                row.ledger_missing = True
+        self.ctx.roles.refresh()
+        raise missing
 
     def _rebuild(self, cursor: ChainCursor, now_hash: str | None) -> None:
         log.error(

@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     batch_max_seconds: float = Field(2.0, gt=0)
     confirmations: int = Field(1, ge=0, description="blocks on top of the anchoring block")
     retry_max_seconds: float = Field(30.0, gt=0, description="cap of the anchorer's backoff")
+    # How often the anchorer rechecks every confirmed batch against the chain (and at start).
+    # A minute bounds how long a receipt the chain lost stays served as anchored; each check
+    # costs one eth_call per confirmed batch.
+    reconcile_seconds: float = Field(60.0, gt=0, description="recheck confirmed batches")
     # Intake limits: one record's body, a batch request's body and its record count.
     max_record_bytes: int = 64 * 1024
     max_batch_bytes: int = 32 * 1024 * 1024

@@ -16,13 +16,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import ApiError
-from api.store.models import LogCheckpoint, LogCosignature, LogEntry
+from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Record
+from api.views import receipt
 from ledger.tlog import (
     COSIGNATURE_V1,
     Checkpoint,
@@ -37,6 +39,7 @@ from ledger.tlog import (
     ledger_origin,
     note_signature_valid,
     parse_note,
+    record_entry,
     sign_checkpoint,
 )
 
@@ -297,3 +300,18 @@ def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dic
             )
         )
     return {"size": size, "witness": witness.vkey, "stored": True, "duplicate": False}
+
+
+def served_receipt(
+    ctx: ServiceContext, row: Record, batch: Batch, log_size: int | None = None
+) -> dict[str, Any]:
+    """A confirmed record's receipt as the service serves it: with its transparency-log proof
+    once the record is logged (what ``GET /v1/records/{hash}/receipt`` answers, and what a
+    reconciliation keeps of a receipt it supersedes)."""
+    body = receipt(row, batch)
+    logged = log_proof(
+        ctx, "record", row.struct_hash, log_size, data=record_entry(row.struct_hash, batch.root)
+    )
+    if logged is not None:
+        body["log"] = logged.model_dump()
+    return body

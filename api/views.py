@@ -50,6 +50,7 @@ def receipt(row: Record, batch: Batch) -> dict[str, Any]:
         "transactionHash": batch.tx_hash,
         "blockNumber": batch.block_number,
         "blockTimestamp": batch.block_timestamp,
+        "blockHash": batch.block_hash,
     }
 
 

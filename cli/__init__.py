@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, fl, keys, records, service, witness
+from cli import chain, credit, fl, keys, records, service, trust, witness
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app.add_typer(
     name="participants",
     help="Register, revoke and list participants (admin, through the service).",
 )
+app.add_typer(trust.app, name="trust", help="The auditor's pinned trust root: init / show.")
 app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
 app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
 app.command("deploy")(chain.deploy)
@@ -43,6 +44,7 @@ app.add_typer(
 app.command("submit")(records.submit)
 app.command("serve")(service.serve)
 app.command("anchorer")(service.anchorer)
+app.command("reconcile")(service.reconcile)
 app.command("demo")(service.demo)
 
 

@@ -281,7 +281,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         # Stop the service first: verification needs the chain and the files, nothing else.
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
-        _verify_samples(samples, chain.rpc_url, result, console)
+        # The auditor pins the deployment it was handed (chain id, ledger, genesis hash) once,
+        # in a file it keeps; verify then trusts that file, never a receipt's contract.
+        trust_file = data_dir / "audit-sample" / "trust.json"
+        _trust_init(data_dir / "deployment.json", chain.rpc_url, trust_file)
+        console.print(f"trust root pinned in {trust_file}")
+        _verify_samples(samples, chain.rpc_url, trust_file, result, console)
 
         result.seconds = time.monotonic() - started
         result.report = _write_report(cfg, data_dir, pop, result)
@@ -583,8 +588,36 @@ def _fetch_samples(
     return out
 
 
+def _trust_init(deployment: Path, rpc_url: str, out: Path) -> None:
+    """`qledger trust init`, as the auditor runs it."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "trust",
+            "init",
+            "--deployment",
+            str(deployment),
+            "--rpc",
+            rpc_url,
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
 def _verify_samples(
-    samples: list[tuple[Path, Path]], rpc_url: str, result: DemoResult, console: Console
+    samples: list[tuple[Path, Path]],
+    rpc_url: str,
+    trust_file: Path,
+    result: DemoResult,
+    console: Console,
 ) -> None:
     table = Table("record", "verdict", "failed check", title="qledger verify (service stopped)")
     for record, receipt in samples:
@@ -598,6 +631,8 @@ def _verify_samples(
                 str(receipt),
                 "--rpc",
                 rpc_url,
+                "--trust",
+                str(trust_file),
                 "--json",
             ],
             cwd=ROOT,

@@ -12,9 +12,10 @@ from rich.table import Table
 from api.client import error_of
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
 from cli.chain import deployment_or_fail
+from cli.trust import trust_from_options
 from ledger.chain import ChainClient
 from ledger.eip712 import record_struct_hash, record_typed_data
-from ledger.errors import ChainError, LedgerError
+from ledger.errors import ChainError, LedgerContractMissing, LedgerError
 from ledger.keys import Signer
 from ledger.records import Domain, SignedRecord, load_signed_record
 from ledger.signing import sign_record
@@ -25,9 +26,11 @@ from ledger.tlog import (
     LogError,
     LogProof,
     Verifier,
+    ledger_origin,
     parse_note,
 )
 from ledger.tlog.verify import check_against, verify_certificate, verify_receipt_offline
+from ledger.trust import TrustRoot
 from ledger.verify import Check, VerificationReport, verify_receipt
 
 DRAFT_FIELDS = (
@@ -64,9 +67,14 @@ def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedR
     )
 
 
-def verifier_client(rpc: str, contract: str) -> ChainClient:
-    """A read-only client on the receipt's own contract: the verifier trusts nothing else."""
-    return ChainClient.connect_ledger(rpc, contract)
+def verifier_client(rpc: str, trust: TrustRoot) -> ChainClient:
+    """A read-only client on the pinned ledger (never the contract a receipt names). Where
+    the ledger has no code (a reset chain, another chain) the client stays detached, and
+    verification names the failed check (``rpc_serves_pinned_chain``)."""
+    try:
+        return ChainClient.connect_ledger(rpc, trust.ledger)
+    except LedgerContractMissing:
+        return ChainClient.connect(rpc)
 
 
 def sign(
@@ -104,11 +112,21 @@ def verify(
     rpc: str | None = typer.Option(
         None, "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"
     ),
-    log_key: str | None = typer.Option(
-        None, "--log-key", help="the log's pinned vkey: check the receipt's log proof"
+    trust: Path | None = typer.Option(
+        None, "--trust", envvar="QLEDGER_TRUST_FILE", help="trust file (qledger trust init)"
     ),
-    witness: list[str] = typer.Option([], "--witness", help="a pinned witness vkey (repeatable)"),
-    quorum: int = typer.Option(0, "--quorum", min=0, help="cosignatures required (k of n)"),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="pinned chain id (no file)"),
+    ledger: str | None = typer.Option(None, "--ledger", help="pinned ledger (no file)"),
+    anchor: str | None = typer.Option(None, "--anchor", help="pinned block NUMBER:0xHASH"),
+    log_key: str | None = typer.Option(
+        None, "--log-key", help="the log's vkey (default: the trust file's logKey)"
+    ),
+    witness: list[str] = typer.Option(
+        [], "--witness", help="a witness vkey, repeatable (default: the trust file's witnesses)"
+    ),
+    quorum: int | None = typer.Option(
+        None, "--quorum", min=0, help="cosignatures required (default: the trust file's)"
+    ),
     against: Path | None = typer.Option(
         None, "--against", help="a newer checkpoint note: the receipt's must be extended by it"
     ),
@@ -118,18 +136,24 @@ def verify(
     url: str = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Verify a record and its receipt, trusting no service: signature, signer's role at
-    signing time, kind rule, Merkle proof, root anchored in that contract (with --rpc); or
-    offline, with the pinned log key and k-of-n witness keys: the receipt's log entry, its
-    signed and cosigned checkpoint (--log-key, --witness, --quorum). --against checks the
+    """Verify a record and its receipt, trusting no service, against the auditor's pinned trust
+    root (--trust FILE, or --chain-id/--ledger/--anchor): the receipt names the pinned chain
+    and ledger, signature, Merkle proof, and either with --rpc the chain itself (it serves the
+    pinned chain, the signer's role at signing time, the anchoring block still canonical, the
+    root anchored in the pinned ledger) or offline the pinned log key and k-of-n witness keys
+    (the receipt's log entry, its signed and cosigned checkpoint). --against checks the
     receipt's checkpoint is extended by a newer one. Exit 0 only if every check passes."""
+    pinned = trust_from_options(trust, chain_id, ledger, anchor)
     record_data, receipt_data = read_json(record), read_json(receipt)
     if isinstance(record_data, dict) and "signed" in record_data:
         record_data = record_data["signed"]  # accept `qledger sign` output as well
     if not isinstance(receipt_data, dict):
         fail("a receipt is a JSON object")
+    log_key = log_key or pinned.log_key
+    witness = witness or list(pinned.witnesses)
+    quorum = pinned.witness_quorum if quorum is None else quorum
     if rpc is None and log_key is None:
-        fail("give --rpc (check against the chain) or --log-key (offline, with witnesses)")
+        fail("give --rpc (check against the chain) or a log key (offline, with witnesses)")
     if quorum > len(witness):
         fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
     try:
@@ -138,27 +162,29 @@ def verify(
     except LogError as exc:
         fail(f"key: {exc}")
     if rpc is not None:
-        contract = receipt_data.get("contract")
-        if not isinstance(contract, str):
-            fail("receipt has no contract address")
         try:
-            report = verify_receipt(record_data, receipt_data, verifier_client(rpc, contract))
+            report = verify_receipt(record_data, receipt_data, verifier_client(rpc, pinned), pinned)
         except ChainError as exc:
             fail(f"chain: {exc}")
         if log is not None:
             offline = verify_receipt_offline(
-                record_data, receipt_data, log_key=log, witnesses=witnesses, quorum=quorum
+                record_data,
+                receipt_data,
+                log_key=log,
+                witnesses=witnesses,
+                quorum=quorum,
+                trust=pinned,
             )
             known = {c.check for c in report.checks}
             report.checks.extend(c for c in offline.checks if c.check not in known)
     else:
         assert log is not None
         report = verify_receipt_offline(
-            record_data, receipt_data, log_key=log, witnesses=witnesses, quorum=quorum
+            record_data, receipt_data, log_key=log, witnesses=witnesses, quorum=quorum, trust=pinned
         )
     if against is not None:
         if log is None:
-            fail("--against needs --log-key")
+            fail("--against needs a log key")
         _check_against(report, receipt_data, against, consistency, url, log)
     _print_report(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
@@ -211,7 +237,8 @@ def _print_report(report: VerificationReport, as_json: bool) -> None:
     table.add_column("result")
     table.add_column("detail", overflow="fold")
     for c in report.checks:
-        table.add_row(c.check.value, "[green]pass[/]" if c.ok else "[red]FAIL[/]", c.detail)
+        result = "[yellow]skip[/]" if c.skipped else "[green]pass[/]" if c.ok else "[red]FAIL[/]"
+        table.add_row(c.check.value, result, c.detail)
     console.print(table)
     failure = report.first_failure
     console.print(
@@ -223,14 +250,40 @@ def _print_report(report: VerificationReport, as_json: bool) -> None:
 
 def verify_score(
     certificate: Path = typer.Argument(..., help="score certificate (.qcert.json)"),
-    log_key: str = typer.Option(..., "--log-key", help="the log's pinned vkey"),
-    witness: list[str] = typer.Option([], "--witness", help="a pinned witness vkey (repeatable)"),
-    quorum: int = typer.Option(0, "--quorum", min=0, help="cosignatures required (k of n)"),
+    trust: Path | None = typer.Option(
+        None,
+        "--trust",
+        envvar="QLEDGER_TRUST_FILE",
+        help="trust file with the log and witness keys",
+    ),
+    log_key: str | None = typer.Option(
+        None, "--log-key", help="the log's vkey (default: the trust file's logKey)"
+    ),
+    witness: list[str] = typer.Option(
+        [], "--witness", help="a witness vkey, repeatable (default: the trust file's witnesses)"
+    ),
+    quorum: int | None = typer.Option(
+        None, "--quorum", min=0, help="cosignatures required (default: the trust file's)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Verify a portable score certificate offline, byte for byte: the score hashes to the
     committed hash, its proof reaches the commitment root, the root is in the log at a
-    checkpoint the pinned log key signed and k of the pinned witnesses cosigned."""
+    checkpoint the pinned log key signed (its name is the pinned ledger) and k of the pinned
+    witnesses cosigned. A bank, an insurer or another OEM needs only the file and its trust
+    file."""
+    pinned = None
+    if trust is not None:
+        try:
+            pinned = TrustRoot.load(trust)
+        except LedgerError as exc:
+            fail(str(exc))
+        log_key = log_key or pinned.log_key
+        witness = witness or list(pinned.witnesses)
+        quorum = pinned.witness_quorum if quorum is None else quorum
+    quorum = quorum or 0
+    if log_key is None:
+        fail("no log key: give --trust FILE with a logKey, or --log-key")
     if quorum > len(witness):
         fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
     try:
@@ -241,6 +294,8 @@ def verify_score(
         fail(f"key: {exc}")
     except OSError as exc:
         fail(f"cannot read {certificate}: {exc.strerror}")
+    if pinned is not None and log.name != ledger_origin(pinned.chain_id, pinned.ledger):
+        fail(f"the log key names {log.name}, not the pinned ledger {pinned.ledger}")
     report = verify_certificate(raw, log_key=log, witnesses=witnesses, quorum=quorum)
     _print_report(report, as_json)
     raise typer.Exit(0 if report.ok else 1)

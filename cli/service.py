@@ -15,7 +15,7 @@ from rich.table import Table
 from api.app_factory import ServeAppFactory
 from api.client import ServiceError
 from api.settings import Settings
-from cli._common import DataDir, console, fail, logged_in, settings
+from cli._common import DataDir, console, fail, logged_in, print_json, settings
 from cli.chain import chain_dir
 from ledger.chain import ChainClient, Deployment
 from ledger.chain.local import dev_private_keys, start_anvil
@@ -162,6 +162,62 @@ def anchorer(data_dir: Path | None = DataDir) -> None:
     except KeyboardInterrupt:
         stop.set()
     logging.getLogger("qledger.anchorer").info("anchorer stopped (pid %s)", os.getpid())
+
+
+def reconcile(
+    data_dir: Path | None = DataDir,
+    check_only: bool = typer.Option(
+        False, "--check-only", help="report lost batches, change nothing (exit 1 if any)"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+) -> None:
+    """Check every confirmed batch against the chain (root anchored under the same batch id,
+    anchoring block still canonical) and re-anchor the ones the chain lost: new receipts,
+    the old ones kept as superseded. The anchorer does the same at start and periodically."""
+    from api.anchorer import Anchorer, Reconciler, anchorer_lock
+    from api.context import ServiceContext
+
+    cfg = settings(data_dir)
+    if not cfg.deployment_path.exists():
+        fail(f"no deployment at {cfg.deployment_path}: nothing to reconcile")
+    try:
+        ctx = ServiceContext.create(prepare_chain(cfg))
+        if check_only:
+            lost = Reconciler(ctx).check()
+        else:
+            with anchorer_lock(ctx.settings.data_dir) as held:
+                if not held:
+                    fail(
+                        "another process anchors for this data dir (qledger serve or qledger "
+                        "anchorer); it reconciles at start and every "
+                        f"{cfg.reconcile_seconds:g} s. Stop it first, or use --check-only"
+                    )
+                lost = Anchorer(ctx).reconcile(reanchor=True)
+    except ChainError as exc:
+        fail(f"chain: {exc}")
+    rows = [
+        {
+            "batch": b.batch_id,
+            "root": b.root,
+            "records": b.leaf_count,
+            "reason": b.reason,
+            "detail": b.detail,
+            "reconciliation": b.reconciliation_id,
+        }
+        for b in lost
+    ]
+    if as_json:
+        print_json({"lost": rows, "reanchored": not check_only})
+    elif not rows:
+        console.print("every confirmed batch is anchored as recorded")
+    else:
+        table = Table(title="batches the chain lost" + ("" if check_only else " (re-anchored)"))
+        for column in ("batch", "records", "reason", "detail"):
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(str(row[c]) for c in ("batch", "records", "reason", "detail")))
+        console.print(table)
+    raise typer.Exit(1 if check_only and rows else 0)
 
 
 @participants.command("add")

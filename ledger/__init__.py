@@ -8,5 +8,6 @@ Public surface:
 - ``ledger.merkle``: ``StandardMerkleTree``
 - ``ledger.chain``: ``ChainClient``, ``Deployment``
 - ``ledger.receipts``: ``Receipt``; ``ledger.verify``: ``verify_receipt``
+- ``ledger.trust``: ``TrustRoot`` (the auditor's pinned chain, ledger and block)
 - ``ledger.errors``: the typed errors
 """

@@ -101,3 +101,21 @@ class KeyFileError(LedgerError):
     """A key file is missing, unreadable or its passphrase is wrong."""
 
     code = "key_file_error"
+
+
+class LedgerContractMissing(ChainUnavailable):
+    """The chain answers but the ledger contract has no code there any more (a reset or a
+    fresh chain under the same URL): nothing can be anchored or verified until the chain
+    is restored. Not a client error, and not one that retrying soon will fix."""
+
+    code = "ledger_contract_missing"
+    # What to do is the point of this error, and its messages name the contract and chain id,
+    # never the RPC endpoint.
+    message_is_public = True
+    retry_after_seconds = 60  # an operator restores the chain: retrying sooner cannot help
+
+
+class TrustRootError(LedgerError):
+    """A trust file is missing, malformed, or names something other than what it pins."""
+
+    code = "invalid_trust_root"

@@ -31,6 +31,9 @@ class Receipt(BaseModel):
     transactionHash: Hex32
     blockNumber: Annotated[int, Field(ge=0)]
     blockTimestamp: Annotated[int, Field(ge=0)]
+    # Hash of the anchoring block, so a verifier with RPC can tell that block is still on the
+    # canonical chain. Absent from receipts issued before it existed (verified without it).
+    blockHash: Hex32 | None = None
     # The record's transparency-log entry, its inclusion proof and the (cosigned) checkpoint
     # it leads to: what lets the receipt verify with no RPC (ledger.tlog.verify).
     log: LogProof | None = None
@@ -39,6 +42,11 @@ class Receipt(BaseModel):
     @classmethod
     def _lower(cls, value: str) -> str:
         return value.lower()
+
+    @field_validator("blockHash")
+    @classmethod
+    def _lower_optional(cls, value: str | None) -> str | None:
+        return value.lower() if value is not None else None
 
     @field_validator("proof")
     @classmethod
@@ -54,6 +62,7 @@ def build_receipt(
     transaction_hash: str,
     block_number: int,
     block_timestamp: int,
+    block_hash: str | None = None,
 ) -> Receipt:
     """The receipt of one leaf of an anchored tree."""
     struct_hash = record_struct_hash(signed.record)
@@ -69,4 +78,5 @@ def build_receipt(
         transactionHash=transaction_hash,
         blockNumber=block_number,
         blockTimestamp=block_timestamp,
+        blockHash=block_hash,
     )

@@ -18,6 +18,7 @@ from ledger.merkle import leaf_hash, process_proof
 from ledger.receipts import Receipt
 from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
 from ledger.signing import check_signature
+from ledger.trust import TrustRoot
 
 # A signer's clock may run ahead of the chain's block timestamps by this much before a record
 # counts as "signed after it was anchored" (5 minutes, the usual NTP-less office tolerance).
@@ -33,11 +34,14 @@ class Check(StrEnum):
     SIGNATURE = "signature"
     STRUCT_HASH = "struct_hash"
     DOMAIN = "domain_matches_contract"
+    TRUST_ROOT = "trust_root"
     CHAIN_ID = "chain_id"
+    PINNED_CHAIN = "rpc_serves_pinned_chain"
     SIGNER_ROLE = "signer_role_at_signing"
     KIND_ALLOWED = "kind_allowed_for_role"
     SUBJECT = "supplier_files_about_itself"
     PROOF = "merkle_proof"
+    BLOCK_CANONICAL = "block_canonical"
     ANCHORED = "root_anchored"
     ANCHOR_DETAILS = "anchor_matches_receipt"
     SIGNED_BEFORE_ANCHOR = "signed_before_anchor"
@@ -62,6 +66,15 @@ class ChainReader(Protocol):
     @property
     def chain_id(self) -> int: ...
 
+    @property
+    def ledger_address(self) -> str | None:
+        """The QualityLedger this reader asks (the pinned one, never the receipt's)."""
+        ...
+
+    def block_hash(self, number: int) -> str | None:
+        """0x-hex hash of the canonical block at ``number``; None beyond the tip."""
+        ...
+
     def role_history(self, account: str, role: Role) -> list[tuple[int, int]]: ...
 
     def org_of(self, account: str) -> str | None: ...
@@ -82,9 +95,15 @@ class CheckResult:
     check: Check
     ok: bool
     detail: str
+    # A check that could not be run (e.g. an old receipt without blockHash): it fails nothing,
+    # and says so, so that nobody reads "ok" as "checked".
+    skipped: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"check": self.check.value, "ok": self.ok, "detail": self.detail}
+        out: dict[str, Any] = {"check": self.check.value, "ok": self.ok, "detail": self.detail}
+        if self.skipped:
+            out["skipped"] = True
+        return out
 
 
 @dataclass
@@ -102,6 +121,9 @@ class VerificationReport:
     def add(self, check: Check, ok: bool, detail: str) -> bool:
         self.checks.append(CheckResult(check, ok, detail))
         return ok
+
+    def skip(self, check: Check, why: str) -> None:
+        self.checks.append(CheckResult(check, True, f"not performed: {why}", skipped=True))
 
     def to_json(self) -> dict[str, Any]:
         failure = self.first_failure
@@ -139,10 +161,15 @@ def verify_receipt(
     record: SignedRecord | dict[str, Any] | None,
     receipt: Receipt | dict[str, Any],
     chain: ChainReader,
+    trust: TrustRoot | None = None,
 ) -> VerificationReport:
     """Run every check of ``record`` + ``receipt`` against ``chain``.
 
-    ``record`` may be None to verify the record embedded in the receipt alone.
+    ``record`` may be None to verify the record embedded in the receipt alone. ``trust`` is
+    the auditor's pinned trust root: the receipt must name its chain and ledger, and ``chain``
+    must serve that chain (same chain id, same hash at the pinned block) and read that ledger.
+    Without it the ledger ``chain`` is attached to is the pin (the service's own endpoint
+    uses that); the address a receipt names is never trusted either way.
     """
     report = VerificationReport()
     if not isinstance(receipt, Receipt):
@@ -193,11 +220,59 @@ def verify_receipt(
         f"receipt {receipt.chainId}/{receipt.contract}",
     )
 
+    pinned_chain = trust.chain_id if trust is not None else chain.chain_id
+    pinned_ledger = trust.ledger if trust is not None else (chain.ledger_address or "")
+    pinned = receipt.chainId == pinned_chain and receipt.contract.lower() == pinned_ledger.lower()
+    report.add(
+        Check.TRUST_ROOT,
+        pinned,
+        f"receipt names {receipt.chainId}/{receipt.contract}, the pinned ledger is "
+        f"{pinned_chain}/{pinned_ledger}"
+        + ("" if trust is not None else " (pinned by the verifier's chain connection)"),
+    )
+
     try:
-        _verify_on_chain(signed, receipt, computed, chain, report)
+        _verify_on_chain(signed, receipt, computed, chain, report, trust)
     except ChainError as exc:
         report.add(Check.CHAIN_ID, False, f"chain unreachable or refused: {exc}")
     return report
+
+
+def _serves_pinned_chain(
+    chain: ChainReader, trust: TrustRoot | None, report: VerificationReport
+) -> bool:
+    """Whether the endpoint is the pinned chain (chain id, pinned block) and reads the pinned
+    ledger, which must have code there (a reset chain has none)."""
+    if trust is None:
+        report.skip(Check.PINNED_CHAIN, "no trust root given; the connection itself is the pin")
+        return True
+    if chain.chain_id != trust.chain_id:
+        return report.add(
+            Check.PINNED_CHAIN,
+            False,
+            f"RPC serves chain id {chain.chain_id}, the trust root pins {trust.chain_id}",
+        )
+    pinned_block = "no block pinned, so a fresh chain with the same id is not ruled out"
+    if trust.anchor is not None:
+        seen = chain.block_hash(trust.anchor.number)
+        if seen != trust.anchor.hash:
+            return report.add(
+                Check.PINNED_CHAIN,
+                False,
+                f"block {trust.anchor.number} has hash {seen}, the trust root pins "
+                f"{trust.anchor.hash} (another chain, a reset or a fork)",
+            )
+        pinned_block = f"block {trust.anchor.number} has the pinned hash {seen}"
+    reads = chain.ledger_address
+    if reads is None or reads.lower() != trust.ledger.lower():
+        return report.add(
+            Check.PINNED_CHAIN,
+            False,
+            f"the pinned ledger {trust.ledger} has no code on this chain (reset?)"
+            if reads is None
+            else f"the reader asks {reads}, not the pinned {trust.ledger}",
+        )
+    return report.add(Check.PINNED_CHAIN, True, f"chain id {chain.chain_id}; {pinned_block}")
 
 
 def _verify_on_chain(
@@ -206,6 +281,7 @@ def _verify_on_chain(
     struct_hash: bytes,
     chain: ChainReader,
     report: VerificationReport,
+    trust: TrustRoot | None,
 ) -> None:
     chain_id = chain.chain_id
     report.add(
@@ -213,6 +289,8 @@ def _verify_on_chain(
         chain_id == receipt.chainId,
         f"RPC chain id {chain_id}, receipt {receipt.chainId}",
     )
+    if not _serves_pinned_chain(chain, trust, report):
+        return  # nothing a chain other than the pinned one says can be believed
 
     record = signed.record
     held = {role: chain.role_history(record.signer, role) for role in PARTICIPANT_ROLES}
@@ -250,8 +328,25 @@ def _verify_on_chain(
         folded == root and on_chain,
         "proof folds to the root and MerkleProof.verify agrees on chain"
         if on_chain
-        else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}",
+        else f"proof folds to 0x{folded.hex()}, not the receipt's root {receipt.root}"
+        if folded != root
+        else "proof folds to the root, but MerkleProof.verify in the pinned ledger says no "
+        "(the root is not anchored there)",
     )
+
+    if receipt.blockHash is None:
+        report.skip(Check.BLOCK_CANONICAL, "the receipt carries no blockHash (an older receipt)")
+    else:
+        canonical = chain.block_hash(receipt.blockNumber)
+        report.add(
+            Check.BLOCK_CANONICAL,
+            canonical == receipt.blockHash,
+            f"block {receipt.blockNumber} is {receipt.blockHash} on the canonical chain"
+            if canonical == receipt.blockHash
+            else f"block {receipt.blockNumber} of the canonical chain is {canonical}, the "
+            f"receipt says {receipt.blockHash} (the anchoring block was reorganised away or "
+            "the chain rolled back)",
+        )
 
     anchor = chain.anchored_at(root)
     if not report.add(
@@ -259,7 +354,7 @@ def _verify_on_chain(
         anchor is not None,
         f"root anchored in batch {anchor.batch_id} at block {anchor.block_number}"
         if anchor
-        else f"root {receipt.root} is not anchored in {receipt.contract}",
+        else f"root {receipt.root} is not anchored in {chain.ledger_address}",
     ):
         return
     tx = chain.transaction_block(receipt.transactionHash)

@@ -1,13 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from api.deps import Ctx
-from api.store.models import Batch, Outbox, Record
+from api.deps import Ctx, CurrentUser
+from api.store.models import Batch, Outbox, Reconciliation, Record
 from ledger.verify import verify_receipt
 
 router = APIRouter(prefix="/v1", tags=["chain"])
@@ -17,6 +17,10 @@ class ServiceCounts(BaseModel):
     records: int
     pending: int
     confirmedBatches: int
+    # Monotonic counters for monitoring (checkpoint-monitor exports them): batches the chain
+    # lost after confirming them, and those not yet anchored again.
+    reconciliations: int
+    reanchoring: int
 
 
 class CheckpointView(BaseModel):
@@ -42,14 +46,78 @@ def checkpoint(ctx: Ctx) -> CheckpointView:
             s.scalar(select(func.count()).select_from(Batch).where(Batch.status == "confirmed"))
             or 0
         )
+        reconciliations = s.scalar(select(func.count()).select_from(Reconciliation)) or 0
+        reanchoring = (
+            s.scalar(
+                select(func.count())
+                .select_from(Reconciliation)
+                .where(Reconciliation.reanchored_at.is_(None))
+            )
+            or 0
+        )
     return CheckpointView(
         chainId=ctx.deployment.chain_id,
         contract=ctx.deployment.ledger,
         batchCount=cp.batch_count,
         accumulator="0x" + cp.accumulator.hex(),
         leafTotal=cp.leaf_total,
-        service=ServiceCounts(records=records, pending=pending, confirmedBatches=confirmed),
+        service=ServiceCounts(
+            records=records,
+            pending=pending,
+            confirmedBatches=confirmed,
+            reconciliations=reconciliations,
+            reanchoring=reanchoring,
+        ),
     )
+
+
+def reconciliation_json(row: Reconciliation) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "batch": row.batch_id,
+        "root": row.root,
+        "leafCount": row.leaf_count,
+        "reason": row.reason,
+        "detail": row.detail,
+        "detectedAt": row.detected_at.isoformat(),
+        "lost": {
+            "batchId": row.lost_chain_batch_id,
+            "transactionHash": row.lost_tx_hash,
+            "blockNumber": row.lost_block_number,
+            "blockHash": row.lost_block_hash,
+        },
+        "reanchored": None
+        if row.reanchored_at is None
+        else {
+            "batchId": row.new_chain_batch_id,
+            "transactionHash": row.new_tx_hash,
+            "at": row.reanchored_at.isoformat(),
+        },
+    }
+
+
+@router.get("/reconciliations")
+def reconciliations(
+    ctx: Ctx,
+    _user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Confirmed batches the chain lost, newest first, and whether each is anchored again."""
+    with ctx.sessions() as s:
+        rows = list(
+            s.scalars(
+                select(Reconciliation)
+                .order_by(Reconciliation.id.desc())
+                .limit(limit)
+                .offset(offset)
+            )
+        )
+        return {
+            "reconciliations": [reconciliation_json(r) for r in rows],
+            "limit": limit,
+            "offset": offset,
+        }
 
 
 class VerifyRequest(BaseModel):

@@ -13,11 +13,10 @@ from api.auth import Principal
 from api.deps import Committer, Ctx, CurrentUser
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
-from api.store.models import Batch, Record
-from api.tlog_service import log_proof
-from api.views import envelope, receipt, record_summary
+from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
+from api.tlog_service import served_receipt
+from api.views import envelope, record_summary
 from ledger.records import Role
-from ledger.tlog import record_entry
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
@@ -197,18 +196,7 @@ def get_record(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     return {**record_summary(row, batch), "signed": envelope(row)}
 
 
-@router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
-def get_receipt(
-    struct_hash: str,
-    ctx: Ctx,
-    user: CurrentUser,
-    log_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-) -> JSONResponse:
-    """The receipt once the record's batch is anchored and confirmed; 202 while pending.
-
-    It always carries ``log``: the record's transparency-log entry, its inclusion proof and
-    the checkpoint at ``log_size`` (default: the newest cosigned checkpoint covering it, else
-    the newest), so it verifies with no RPC against pinned log and witness keys."""
+def _receipt_reader(user: Principal) -> None:
     if user.role is Role.OEM:
         raise ApiError(
             403,
@@ -217,13 +205,55 @@ def get_receipt(
             expected=["SUPPLIER", "AUDITOR", "ADMIN"],
             got=user.role.value,
         )
+
+
+@router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
+def get_receipt(
+    struct_hash: str,
+    ctx: Ctx,
+    user: CurrentUser,
+    log_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+) -> JSONResponse:
+    """The receipt once the record's batch is anchored and confirmed; 202 while pending (also
+    while a batch the chain lost is being re-anchored).
+
+    It always carries ``log``: the record's transparency-log entry, its inclusion proof and
+    the checkpoint at ``log_size`` (default: the newest cosigned checkpoint covering it, else
+    the newest), so it verifies with no RPC against pinned log and witness keys."""
+    _receipt_reader(user)
     row, batch = _load(ctx, user, struct_hash)
     if batch is None or batch.status != "confirmed" or row.proof is None:
         return JSONResponse({"structHash": row.struct_hash, "status": "pending"}, status_code=202)
-    body = receipt(row, batch)
-    logged = log_proof(
-        ctx, "record", row.struct_hash, log_size, data=record_entry(row.struct_hash, batch.root)
-    )
-    if logged is not None:
-        body["log"] = logged.model_dump()
-    return JSONResponse(body)
+    return JSONResponse(served_receipt(ctx, row, batch, log_size))
+
+
+@router.get("/records/{struct_hash}/receipts")
+def get_receipts(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+    """Every receipt ever issued for the record: the current one (null while pending) and the
+    superseded ones, each with the reconciliation that withdrew it (oldest first)."""
+    _receipt_reader(user)
+    row, batch = _load(ctx, user, struct_hash)
+    current = None
+    if batch is not None and batch.status == "confirmed" and row.proof is not None:
+        current = served_receipt(ctx, row, batch)
+    with ctx.sessions() as s:
+        old = s.execute(
+            select(SupersededReceipt, Reconciliation)
+            .join(Reconciliation, Reconciliation.id == SupersededReceipt.reconciliation_id)
+            .where(SupersededReceipt.struct_hash == row.struct_hash)
+            .order_by(SupersededReceipt.id)
+        ).all()
+    return {
+        "structHash": row.struct_hash,
+        "current": current,
+        "superseded": [
+            {
+                "receipt": sup.receipt,
+                "supersededAt": sup.superseded_at.isoformat(),
+                "reconciliationId": rec.id,
+                "reason": rec.reason,
+                "detail": rec.detail,
+            }
+            for sup, rec in old
+        ],
+    }

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -85,20 +86,29 @@ class ChainCursor(Base):
     synced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Bumped when the follower rebuilds from scratch, so every process drops what it folded.
     generation: Mapped[int] = mapped_column(Integer, default=0)
+    # The chain answers but the ledger contract is gone (a reset chain): the mirror is kept as
+    # it was and intake answers 503 ledger_contract_missing until the chain is restored.
+    ledger_missing: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Batch(Base):
-    """One Merkle tree. Status: built -> sent -> anchored -> confirmed."""
+    """One Merkle tree. Status: built -> sent -> anchored -> confirmed. A confirmed batch the
+    chain lost goes back to built (same root, re-anchored as a new on-chain batch); its old
+    receipts are kept in ``superseded_receipts``, the event in ``reconciliations``."""
 
     __tablename__ = "batches"
+    __table_args__ = (UniqueConstraint("chain_batch_id", name="uq_batches_chain_batch_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     root: Mapped[str] = mapped_column(String(66), unique=True)
     leaf_count: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), index=True, default="built")
+    # The on-chain batch id: one store batch per chain batch (a chain that forgot batches hands
+    # their ids out again; the store must not then hold two batches claiming one id).
     chain_batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
     block_timestamp: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     gas_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -137,6 +147,42 @@ class Record(Base):
         ForeignKey("batches.id"), nullable=True, index=True
     )
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
+
+
+class Reconciliation(Base):
+    """A confirmed batch the chain no longer held as anchored (rolled back, reset, reorganised
+    deeper than the confirmation depth), and its re-anchoring."""
+
+    __tablename__ = "reconciliations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
+    root: Mapped[str] = mapped_column(String(66))
+    leaf_count: Mapped[int] = mapped_column(Integer)
+    # root_missing | batch_id_mismatch | block_not_canonical
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    lost_chain_batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lost_tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    lost_block_number: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    lost_block_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    detected_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    new_chain_batch_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    new_tx_hash: Mapped[str | None] = mapped_column(String(66), nullable=True)
+    reanchored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class SupersededReceipt(Base):
+    """A receipt the service issued and then withdrew because the chain lost its batch. Kept
+    as issued, forever: whoever holds it can learn why it no longer verifies."""
+
+    __tablename__ = "superseded_receipts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    struct_hash: Mapped[str] = mapped_column(ForeignKey("records.struct_hash"), index=True)
+    reconciliation_id: Mapped[int] = mapped_column(ForeignKey("reconciliations.id"), index=True)
+    receipt: Mapped[dict] = mapped_column(JSON)
+    superseded_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Outbox(Base):

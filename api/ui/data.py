@@ -19,7 +19,17 @@ from api.routes.credit import PURCHASING, _known, _may_see
 from api.routes.incidents import _matrix_json, _visible
 from api.routes.models import list_models
 from api.routes.records import _load, list_records
-from api.store.models import Batch, Decision, Incident, Participant, Record, Responsibility, Score
+from api.store.models import (
+    Batch,
+    Decision,
+    Incident,
+    Participant,
+    Reconciliation,
+    Record,
+    Responsibility,
+    Score,
+    SupersededReceipt,
+)
 from api.views import receipt, record_summary
 from credit.features import DEFAULT_WINDOW_DAYS
 from ledger.errors import ChainError
@@ -269,6 +279,18 @@ def record(ctx: ServiceContext, user: Principal, struct_hash: str) -> dict[str, 
         "batch": None,
         "receiptAllowed": may_get_receipt(user),
     }
+    with ctx.sessions() as s:
+        # Batches the chain lost under this record, and why: the old receipts stay valid
+        # evidence of what the service once said, and the page says they were withdrawn.
+        out["reconciliations"] = [
+            {"id": r.id, "reason": r.reason, "lostBatch": r.lost_chain_batch_id}
+            for r in s.scalars(
+                select(Reconciliation)
+                .join(SupersededReceipt, SupersededReceipt.reconciliation_id == Reconciliation.id)
+                .where(SupersededReceipt.struct_hash == row.struct_hash)
+                .order_by(Reconciliation.id)
+            )
+        ]
     if batch is not None:
         out["batch"] = {
             "id": batch.chain_batch_id,

@@ -135,6 +135,12 @@ def main(argv: list[str] | None = None) -> int:
         metrics.append(f"qledger_service_pending {pending}")
         records = int(service.get("service", {}).get("records", 0))
         metrics.append(f"qledger_service_records {records}")
+        # Confirmed batches the chain lost (a counter: alert on any increase) and those the
+        # anchorer has not yet anchored again.
+        reconciliations = int(service.get("service", {}).get("reconciliations", 0))
+        metrics.append(f"qledger_reconciliations_total {reconciliations}")
+        reanchoring = int(service.get("service", {}).get("reanchoring", 0))
+        metrics.append(f"qledger_reanchoring_batches {reanchoring}")
         if args.state_file:
             now = time.time()
             last = json.loads(args.state_file.read_text()) if args.state_file.exists() else None

@@ -33,7 +33,7 @@ from ledger.chain.types import (
     _uint32,
     topic_id,
 )
-from ledger.errors import ChainError, ChainUnavailable
+from ledger.errors import ChainError, ChainUnavailable, LedgerContractMissing
 from ledger.records import Role
 
 
@@ -99,6 +99,42 @@ class Contracts(Transport):
         artifact = load_artifact(name)
         return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact["abi"])
 
+    def ledger_missing(self) -> LedgerContractMissing | None:
+        """A LedgerContractMissing if the attached QualityLedger has no code now, else None."""
+        return self._missing(self.ledger.address)
+
+    def _missing(self, address: str, name: str = "QualityLedger") -> LedgerContractMissing | None:
+        """A LedgerContractMissing if no code lives at ``address`` now, else None."""
+        with _translated("eth_getCode"):
+            if self.w3.eth.get_code(to_checksum_address(address)):
+                return None
+        return LedgerContractMissing(
+            f"no {name} contract at {address} on chain {self.chain_id}: the chain was reset or "
+            "this endpoint serves another chain. Restore the chain (its state file or a node "
+            "that kept it) and restart; deploying again makes a new ledger whose EIP-712 "
+            "domain no stored record is signed for"
+        )
+
+    def _call(self, fn: Any, action: str, block: int | str = "latest") -> Any:
+        """A read; a call that fails because the contract has gone raises
+        LedgerContractMissing (a 503 to clients), not a generic ChainError."""
+        try:
+            return super()._call(fn, action, block)
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            missing = self._missing(fn.address)
+            if missing is not None:
+                raise missing from exc
+            raise
+
+    def _transact_event(self, fn: Any, action: str, event: Any) -> tuple[str, TxReceipt, Any]:
+        # A transaction to an address without code succeeds and does nothing: say why.
+        missing = self._missing(fn.address)
+        if missing is not None:
+            raise missing
+        return super()._transact_event(fn, action, event)
+
     def _deploy_one(self, name: str, *args: Any) -> tuple[ChecksumAddress, TxReceipt]:
         """Deploy contract ``name``; returns its address and the deployment's receipt."""
         artifact = load_artifact(name)
@@ -124,10 +160,9 @@ class Contracts(Transport):
             for name, address in addresses.items():
                 code = self.w3.eth.get_code(to_checksum_address(address))
                 if not code:
-                    raise ChainError(
-                        f"no {name} contract at {address} on chain {self.chain_id} "
-                        "(was the chain reset? deploy again)"
-                    )
+                    missing = self._missing(address, name)
+                    assert missing is not None
+                    raise missing
         ledger = self._contract("QualityLedger", deployment.ledger)
         registry = self._contract("ModelRegistry", deployment.model_registry)
         log = self._contract("CommitmentLog", deployment.commitment_log)
@@ -160,8 +195,9 @@ class Contracts(Transport):
         address = to_checksum_address(ledger)
         contract = self._contract("QualityLedger", address)
         with _translated("attach ledger"):
-            if not self.w3.eth.get_code(address):
-                raise ChainError(f"no contract at {address} on chain {self.chain_id}")
+            missing = self._missing(address)
+            if missing is not None:
+                raise missing
         try:
             with _translated("attach ledger"):
                 anchorer = bytes(contract.functions.ANCHORER_ROLE().call())

@@ -27,6 +27,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract.contract import ContractFunction
 from web3.exceptions import (
+    BlockNotFound,
     ContractLogicError,
     ContractPanicError,
     ProviderConnectionError,
@@ -349,6 +350,15 @@ class Transport:
     def block_number(self) -> int:
         with _translated("eth_blockNumber"):
             return int(self.w3.eth.block_number)
+
+    def block_hash(self, number: int) -> str | None:
+        """Hash of the canonical block at height ``number`` (0x-hex), None beyond the tip."""
+        with _translated(f"get block {number}"):
+            try:
+                block = self.w3.eth.get_block(int(number))
+            except BlockNotFound:
+                return None
+        return _hex(block["hash"]).lower()
 
     def balance(self, account: str | None = None) -> int:
         with _translated("eth_getBalance"):

@@ -37,6 +37,7 @@ from ledger.tlog.entries import (
 from ledger.tlog.errors import LogError
 from ledger.tlog.note import Verifier, open_checkpoint
 from ledger.tlog.tree import leaf_hash, verify_inclusion
+from ledger.trust import TrustRoot
 from ledger.verify import Check, VerificationReport
 
 CERTIFICATE_FORMAT = "qledger-score-certificate/v1"
@@ -122,8 +123,13 @@ def verify_receipt_offline(
     log_key: Verifier,
     witnesses: Sequence[Verifier] = (),
     quorum: int = 0,
+    trust: TrustRoot | None = None,
 ) -> VerificationReport:
-    """Every check that needs no chain: see the module docstring."""
+    """Every check that needs no chain: see the module docstring.
+
+    With ``trust`` (the auditor's pinned trust root) the receipt must name the pinned chain and
+    ledger, and the log's origin is the pinned ledger's, never the one the receipt names.
+    """
     report = VerificationReport()
     if not isinstance(receipt, Receipt):
         try:
@@ -132,6 +138,15 @@ def verify_receipt_offline(
             report.add(Check.RECEIPT_FORMAT, False, _reason(exc))
             return report
     report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
+    chain_id, ledger = receipt.chainId, receipt.contract
+    if trust is not None:
+        chain_id, ledger = trust.chain_id, trust.ledger
+        report.add(
+            Check.TRUST_ROOT,
+            receipt.chainId == trust.chain_id and receipt.contract.lower() == trust.ledger.lower(),
+            f"receipt names {receipt.chainId}/{receipt.contract}, the pinned ledger is "
+            f"{trust.chain_id}/{trust.ledger}",
+        )
     signed = receipt.record
     if record is not None:
         if not isinstance(record, SignedRecord):
@@ -185,7 +200,7 @@ def verify_receipt_offline(
         record_entry(struct_hash, root),
         receipt.log,
         log_key,
-        ledger_origin(receipt.chainId, receipt.contract),
+        ledger_origin(chain_id, ledger),
         witnesses,
         quorum,
     )

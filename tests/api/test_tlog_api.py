@@ -26,6 +26,7 @@ from ledger.tlog import (
     verify_consistency,
 )
 from ledger.tlog.verify import check_against, verify_certificate, verify_receipt_offline
+from ledger.trust import BlockAnchor, TrustRoot
 from ledger.verify import VerificationReport
 from tests.api.conftest import Service
 from tests.helpers import error_code
@@ -333,11 +334,31 @@ def test_cli_verifies_offline_against_and_scores(service: Service, tmp_path: Pat
     receipt_file.write_text(json.dumps(receipt))
     record_file = tmp_path / "record.json"
     record_file.write_text(json.dumps(receipt["record"]))
-    offline = ["verify", str(record_file), str(receipt_file), "--log-key", log_key.vkey]
-    pinned = [*offline, "--witness", witness.verifier.vkey, "--quorum", "1", "--json"]
-    result = runner.invoke(app, pinned, env={"QLEDGER_RPC_URL": ""})
+    # What the auditor keeps: the pinned ledger, a known block, the log key and the witness
+    # keys with the quorum it requires. With it, verification needs no RPC and no flags.
+    deployment = service.ctx.deployment
+    genesis = service.chain.block_hash(0)
+    assert genesis is not None
+    trust_file = tmp_path / "trust.json"
+    TrustRoot(
+        chain_id=deployment.chain_id,
+        ledger=deployment.ledger,
+        anchor=BlockAnchor(number=0, hash=genesis),
+        log_key=log_key.vkey,
+        witnesses=(witness.verifier.vkey,),
+        witness_quorum=1,
+    ).save(trust_file)
+    result = runner.invoke(
+        app,
+        ["verify", str(record_file), str(receipt_file), "--trust", str(trust_file), "--json"],
+        env={"QLEDGER_RPC_URL": ""},
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["ok"] is True
+    report = json.loads(result.output)
+    assert report["ok"] is True
+    assert {"trust_root", "witness_quorum"} <= {c["check"] for c in report["checks"]}
+    pin = ["--chain-id", str(deployment.chain_id), "--ledger", deployment.ledger]
+    offline = ["verify", str(record_file), str(receipt_file), *pin, "--log-key", log_key.vkey]
     stranger = Signer.generate("w9.example/x", COSIGNATURE_V1).verifier.vkey
     result = runner.invoke(
         app,

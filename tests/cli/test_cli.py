@@ -264,8 +264,35 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
             f"{_holders(tmp_path / 'anchorer.lock')}; serve's log ends:\n"
             f"{serve_log.read_text(errors='replace')[-3000:]}"
         )
+        # Without a trust root verify refuses, and says how to make one.
+        refused = run(
+            "verify",
+            str(tmp_path / "record.json"),
+            str(tmp_path / "receipt.json"),
+            "--rpc",
+            rpc,
+            check=False,
+        )
+        assert refused.returncode == 1 and "trust init" in " ".join(refused.stderr.split())
+        trust = tmp_path / "trust.json"
+        run(
+            "trust",
+            "init",
+            "--deployment",
+            str(tmp_path / "deployment.json"),
+            "--rpc",
+            rpc,
+            "--out",
+            str(trust),
+        )
         ok = run(
-            "verify", str(tmp_path / "record.json"), str(tmp_path / "receipt.json"), "--rpc", rpc
+            "verify",
+            str(tmp_path / "record.json"),
+            str(tmp_path / "receipt.json"),
+            "--rpc",
+            rpc,
+            "--trust",
+            str(trust),
         )
         assert "VALID" in ok.stdout
         receipt["proof"] = [p[:-1] + ("0" if p[-1] != "0" else "1") for p in receipt["proof"]]
@@ -277,6 +304,8 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
             str(tmp_path / "bad.json"),
             "--rpc",
             rpc,
+            "--trust",
+            str(trust),
             "--json",
             check=False,
         )
@@ -291,6 +320,8 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
             str(tmp_path / "receipt.json"),
             "--rpc",
             rpc,
+            "--trust",
+            str(trust),
             check=False,
         )
         assert again.returncode == 0, again.stdout

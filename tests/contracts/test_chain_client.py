@@ -21,7 +21,12 @@ from ledger.chain import (
     with_retries,
 )
 from ledger.chain.local import LocalChain
-from ledger.errors import ChainError, ChainUnavailable, TransactionReverted
+from ledger.errors import (
+    ChainError,
+    ChainUnavailable,
+    LedgerContractMissing,
+    TransactionReverted,
+)
 from ledger.records import Role
 
 
@@ -199,7 +204,8 @@ def test_ledger_only_client_reads_what_a_verifier_needs(any_chain: ChainClient) 
         reader.model_round(b"\1" * 32, 1)
     with pytest.raises(ChainError, match="not a QualityLedger"):
         reader.attach_ledger(deployment.model_registry)
-    with pytest.raises(ChainError, match="no contract"):
+    # No code there: the typed, 503-mapped error, not a generic chain error.
+    with pytest.raises(LedgerContractMissing, match="no QualityLedger contract"):
         reader.attach_ledger("0x" + "22" * 20)
     reader.read_only = True
     with pytest.raises(ChainError, match="cannot send"):

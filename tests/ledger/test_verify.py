@@ -13,6 +13,7 @@ from ledger.merkle import StandardMerkleTree
 from ledger.receipts import build_receipt
 from ledger.records import Domain, Role, SignedRecord
 from ledger.signing import sign_record
+from ledger.trust import BlockAnchor, TrustRoot
 from ledger.verify import verify_receipt
 from tests.helpers import inspection_payload
 
@@ -77,22 +78,36 @@ def world() -> dict[str, Any]:
             transaction_hash=result.tx_hash,
             block_number=result.block_number,
             block_timestamp=result.timestamp,
+            block_hash=chain.block_hash(result.block_number),
         )
         for r in records
     }
-    return {"chain": chain, "records": {r.record.nonce: r for r in records}, "receipts": receipts}
+    genesis = chain.block_hash(0)
+    assert genesis is not None
+    trust = TrustRoot(
+        chain_id=deployment.chain_id,
+        ledger=deployment.ledger,
+        anchor=BlockAnchor(number=0, hash=genesis),
+    )
+    return {
+        "chain": chain,
+        "records": {r.record.nonce: r for r in records},
+        "receipts": receipts,
+        "trust": trust,
+    }
 
 
 def _verify(world: dict[str, Any], nonce: int, record: Any = None, receipt: Any = None):  # type: ignore[no-untyped-def]
     rec = world["records"][nonce] if record is None else record
     rcpt = world["receipts"][nonce] if receipt is None else receipt
-    return verify_receipt(rec, rcpt, world["chain"])
+    return verify_receipt(rec, rcpt, world["chain"], world["trust"])
 
 
 def test_valid_record_passes_every_check(world: dict[str, Any]) -> None:
     report = _verify(world, 0)
     assert report.ok, report.to_json()
-    assert len(report.checks) == 14
+    assert len(report.checks) == 17
+    assert not any(c.skipped for c in report.checks)
 
 
 def test_revocation_invalidates_only_later_signatures(world: dict[str, Any]) -> None:
@@ -168,7 +183,8 @@ RECEIPT_TAMPERS = {
     "root": "merkle_proof",
     "batchId": "anchor_matches_receipt",
     "leafCount": "anchor_matches_receipt",
-    "blockNumber": "anchor_matches_receipt",
+    "blockNumber": "block_canonical",
+    "blockHash": "block_canonical",
     "blockTimestamp": "anchor_matches_receipt",
     "transactionHash": "anchor_matches_receipt",
     "chainId": "domain_matches_contract",

@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("tip", sa.BigInteger(), nullable=False),
         sa.Column("synced_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("generation", sa.Integer(), nullable=False),
+        sa.Column("ledger_missing", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.PrimaryKeyConstraint("name"),
     )
 
