@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api import ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
+from api.edges import StrictJsonMiddleware
 from api.errors import install_handlers
 from api.routes import auth, chain, credit, incidents, models, participants, records
 from api.settings import Settings
@@ -65,6 +66,8 @@ def create_app(
     if ctx is not None:
         app.state.ctx = ctx
     install_handlers(app)
+    # Strict JSON, media type and body bounds on every /v1 body (api/edges.py).
+    app.add_middleware(StrictJsonMiddleware)
     for module in (auth, records, chain, participants, credit, incidents, models, ui):
         app.include_router(module.router)
 

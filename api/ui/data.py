@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.context import ServiceContext
-from api.credit_service import publish_scores, score_json, supplier_ids
+from api.credit_service import (
+    Unavailable,
+    publish_scores,
+    publish_scores_isolated,
+    score_json,
+    supplier_ids,
+)
 from api.errors import ApiError
 from api.routes.credit import PURCHASING, _known, _may_see
 from api.routes.incidents import _matrix_json, _visible
@@ -71,13 +77,19 @@ def _trend(points: list[tuple[int, float]], as_of: int, score: float) -> float |
 
 
 def ranking(
-    ctx: ServiceContext, user: Principal, window_days: int = DEFAULT_WINDOW_DAYS
+    ctx: ServiceContext,
+    user: Principal,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    unavailable: list[Unavailable] | None = None,
 ) -> list[RankRow]:
-    """The purchasing ranking (GET /v1/suppliers): best score first, ties by supplier id."""
+    """The purchasing ranking (GET /v1/suppliers): best score first, ties by supplier id.
+    Suppliers whose score cannot be computed are appended to ``unavailable`` (not ranked)."""
     user.require(*PURCHASING)
     with ctx.sessions() as s:
         ids = supplier_ids(s)
-    published = publish_scores(ctx, ids, window_days=window_days)
+    published, failed = publish_scores_isolated(ctx, ids, window_days=window_days)
+    if unavailable is not None:
+        unavailable.extend(failed)
     with ctx.sessions() as s:
         history = score_history(s, ids, window_days)
     out = []
