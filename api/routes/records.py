@@ -132,7 +132,7 @@ def list_records(
     if subject:
         query = query.where(Record.subject == subject)
     if kind:
-        query = query.where(Record.kind == kind.value)
+        query = query.where(Record.kind == str(kind))  # StrEnum: its value
     with ctx.sessions() as s:
         rows = list(s.scalars(query.limit(limit).offset(offset)))
         batches = {
