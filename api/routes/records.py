@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from api.auth import Principal
 from api.deps import Ctx, CurrentUser
+from api.edges import ENVELOPE_OVERHEAD_BYTES
 from api.errors import ApiError
 from api.intake import submit_many
 from api.store.models import Batch, Record
@@ -18,8 +19,6 @@ from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, RecordKind,
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
-# Envelope overhead on top of the payload limit: domain, struct fields, signature (~1 KiB).
-ENVELOPE_OVERHEAD_BYTES = 4096
 # Page offsets stay far below every database's 64-bit integer (a larger one was a 500).
 MAX_OFFSET = 2**31 - 1
 StructHash = Annotated[str, Path(pattern=HEX32_PATTERN)]

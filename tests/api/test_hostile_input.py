@@ -92,7 +92,15 @@ BAD_IDS = [
     "a b",
 ]
 BAD_TEXT = ["a\x00b", "\ud800", "x\udc00y", "bell\x07", "esc\x1b[31m", "c1\x9b", "del\x7f"]
-HUGE_INTS = [2**32, 2**63, 2**64, 2**256, 10**30]
+HUGE_INTS = [2**64, 2**65, 2**256, 10**30]  # beyond every integer field of the API
+# Largest valid value of the integer fields the leaf mutations meet (one past it is refused).
+FIELD_UPPER = {
+    "round": 2**32 - 1,
+    "lotSize": 2**32 - 1,
+    "sampleSize": 2**32 - 1,
+    "count": 2**32 - 1,
+    "occurred_at": 253_402_300_799,
+}
 NON_FINITE = [Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e400"), Raw("9" * 5000)]
 
 
@@ -113,7 +121,7 @@ def bad_int(value: int, rng: random.Random, upper: int) -> Any:
             non_canonical_int(value, rng),
             -1,
             upper + 1,
-            rng.choice(HUGE_INTS + [u for u in (2**64,) if u > upper]),
+            rng.choice(HUGE_INTS),
             rng.choice(NON_FINITE),
             1e30,
             None,
@@ -177,7 +185,7 @@ def mutate_leaf(body: Any, rng: random.Random) -> Any:
     if isinstance(old, bool):
         new: Any = rng.choice(["true", 1, 0.0, None, [old]])
     elif isinstance(old, int):
-        new = bad_int(old, rng, 2**64)
+        new = bad_int(old, rng, FIELD_UPPER.get(str(where[-1]), 2**64 - 1))
     elif isinstance(old, float):
         new = rng.choice([*NON_FINITE, str(old), True, [old]])  # None: optional limits take it
     else:
@@ -339,10 +347,28 @@ def record_probe_body(svc: Service, rng: random.Random) -> str:
 
 
 def route_bodies(svc: Service) -> list[tuple[str, str, str, dict[str, Any], bool]]:
-    """(path, who, class, valid body, whether the valid body itself is refused here)."""
+    """(path, who, class, valid body, lenient). Lenient: the route answers any well-formed
+    JSON with a report (the verifier), so only the edge's refusals are required there, not
+    the route's; it must still never fail."""
     now = int(time.time())
     supplier = svc.parties["supplier"]
+    signed = svc.inspection(supplier).model_dump(mode="json")
+    receipt = {
+        "version": 1,
+        "record": signed,
+        "structHash": "0x" + "56" * 32,
+        "proof": ["0x" + "78" * 32],
+        "root": "0x" + "9a" * 32,
+        "batchId": 0,
+        "leafCount": 2,
+        "chainId": svc.ctx.domain.chainId,
+        "contract": svc.ctx.domain.verifyingContract,
+        "transactionHash": "0x" + "bc" * 32,
+        "blockNumber": 1,
+        "blockTimestamp": now,
+    }
     return [
+        ("/v1/verify", "", "verify", {"receipt": receipt, "record": signed}, True),
         (
             "/v1/incidents",
             "oem",
@@ -370,7 +396,7 @@ def route_bodies(svc: Service) -> list[tuple[str, str, str, dict[str, Any], bool
                 "signer": supplier.address,
                 "signature": "0x" + "22" * 65,
             },
-            True,  # no such incident or matrix
+            False,  # refused: no such incident or matrix
         ),
         (
             "/v1/participants",
@@ -384,7 +410,7 @@ def route_bodies(svc: Service) -> list[tuple[str, str, str, dict[str, Any], bool
             "admin",
             "round",
             {"runId": "0x" + "34" * 32, "round": 1, "participants": ["SUP-01"], "metrics": {}},
-            True,  # no such round anchored
+            False,  # refused: no such round anchored
         ),
         ("/v1/auth/challenge", "", "challenge", {"address": supplier.address}, False),
         (
@@ -392,9 +418,9 @@ def route_bodies(svc: Service) -> list[tuple[str, str, str, dict[str, Any], bool
             "",
             "token",
             {"address": supplier.address, "nonce": "n" * 16, "signature": "0x" + "33" * 65},
-            True,  # no such challenge
+            False,  # refused: no such challenge
         ),
-        ("/v1/models/predict", "oem", "predict", {"rows": [{"mold_temp_c": 210.0}]}, True),
+        ("/v1/models/predict", "oem", "predict", {"rows": [{"mold_temp_c": 210.0}]}, False),
     ]
 
 
@@ -402,7 +428,7 @@ ID_KEYS = {"incident_id", "supplier_id", "lot_id", "part_number", "orgId", "inci
 
 
 def route_probe(svc: Service, rng: random.Random) -> Probe:
-    path, who, name, valid, _ = rng.choice(route_bodies(svc))
+    path, who, name, valid, lenient = rng.choice(route_bodies(svc))
     cls = rng.choice(["leaf", "leaf", "leaf", "duplicate_key", "content_type", "oversize", "id"])
     body: Any = valid
     content_type = "application/json"
@@ -417,8 +443,9 @@ def route_probe(svc: Service, rng: random.Random) -> Probe:
         if lists and rng.random() < 0.5:
             where, items = rng.choice(lists)
             body = _set(valid, where, items * 10_001)  # past every list bound, < 10 MB
+            cls = "oversize_list"  # the route's bound (the verifier reports it instead)
         else:
-            body = {**valid, "padding": "x" * (2 * 1024 * 1024)}
+            body = {**valid, "padding": "x" * (2 * 1024 * 1024)}  # past the edge's bound
     elif cls == "id":
         ids = [
             (p, v)
@@ -430,7 +457,16 @@ def route_probe(svc: Service, rng: random.Random) -> Probe:
         else:
             where, _ = rng.choice(ids)
             body = _set(valid, where, rng.choice(BAD_IDS))
-    return Probe(f"{name}:{cls}", "POST", path, write(body).encode(), content_type, who)
+    edge_refusal = cls in ("duplicate_key", "content_type", "oversize")
+    return Probe(
+        f"{name}:{cls}",
+        "POST",
+        path,
+        write(body).encode(),
+        content_type,
+        who,
+        must_refuse=edge_refusal or not lenient,
+    )
 
 
 # -- query and path parameters -----------------------------------------------------------------
