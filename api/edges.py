@@ -22,6 +22,7 @@ import math
 import re
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import ApiError
@@ -38,6 +39,11 @@ ENVELOPE_OVERHEAD_BYTES = 4096
 MAX_JSON_DEPTH = 64
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Nesting is measured before parsing: deep enough nesting overflows the C stack of Python's
+# JSON scanner (a segfault, not a RecursionError, where the recursion limit has been raised).
+_STRING_LITERAL = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENING = frozenset(b"[{")
 _BAD_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
@@ -91,8 +97,22 @@ def _check_text(value: Any, path: str, depth: int = 0) -> None:
             _check_text(item, f"{path}[{i}]", depth + 1)
 
 
+def json_depth(body: bytes) -> int:
+    """Deepest bracket nesting of a JSON text, strings left out (an upper bound is enough)."""
+    skeleton = _STRING_LITERAL.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for byte in skeleton:
+        depth += 1 if byte in _OPENING else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_strict_json(body: bytes) -> Any:
     """Parse a request body as strict JSON (see the module docstring); raises ApiError."""
+    if json_depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(
+            400, "malformed_json", "JSON nested too deeply", expected=f"<= {MAX_JSON_DEPTH}"
+        )
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -116,9 +136,30 @@ def parse_strict_json(body: bytes) -> Any:
     return data
 
 
+def _too_large(limit: int, got: int | str) -> ApiError:
+    return ApiError(
+        413, "request_too_large", "request body is too large", expected=f"<= {limit} bytes", got=got
+    )
+
+
+async def read_bounded(request: Request, limit: int) -> bytes:
+    """A route's raw body (a model file), read no further than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit, int(declared))
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _too_large(limit, f"> {limit}")
+    return bytes(body)
+
+
 def body_limit(scope: Scope) -> int | None:
     """The byte bound of this route's body; None where the route reads no JSON."""
     path: str = scope["path"]
+    if path == "/ui/session":
+        return DEFAULT_BODY_BYTES  # the dashboard's one JSON body (its access token)
     if not path.startswith("/v1/"):
         return None  # the dashboard's forms and the health check
     if scope["method"] == "PUT" and path.startswith("/v1/models/") and path.endswith("/file"):
@@ -200,13 +241,7 @@ class StrictJsonMiddleware:
     async def _read(scope: Scope, receive: Receive, limit: int) -> bytes:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise ApiError(
-                413,
-                "request_too_large",
-                "request body is too large",
-                expected=f"<= {limit} bytes",
-                got=int(declared),
-            )
+            raise _too_large(limit, int(declared))
         body = bytearray()  # appending to bytes would copy the whole body on every chunk
         while True:
             message = await receive()
@@ -214,13 +249,7 @@ class StrictJsonMiddleware:
                 break
             body += message.get("body", b"")
             if len(body) > limit:
-                raise ApiError(
-                    413,
-                    "request_too_large",
-                    "request body is too large",
-                    expected=f"<= {limit} bytes",
-                    got=f"> {limit}",
-                )
+                raise _too_large(limit, f"> {limit}")
             if not message.get("more_body", False):
                 break
         return bytes(body)

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, Ctx, CurrentUser
+from api.edges import read_bounded
 from api.errors import ApiError
 from api.fl_service import current_model, model_path, store_model_file
 from api.store.models import ModelRound
@@ -117,15 +118,7 @@ async def upload_model(run_id: str, request: Request, ctx: Ctx, _: AdminUser) ->
     the run's latest round. From then on the service predicts with it."""
     if re.fullmatch(HEX32_PATTERN, run_id) is None:
         raise ApiError(422, "invalid_run_id", "run ids are 0x-prefixed 32-byte hex", got=run_id)
-    body = await request.body()
-    if len(body) > MAX_MODEL_BYTES:
-        raise ApiError(
-            413,
-            "request_too_large",
-            "model file too large",
-            expected=f"<= {MAX_MODEL_BYTES} bytes",
-            got=len(body),
-        )
+    body = await read_bounded(request, MAX_MODEL_BYTES)  # never more than the bound in memory
     return await run_in_threadpool(store_model_file, ctx, run_id.lower(), body)
 
 
