@@ -617,6 +617,73 @@ def still_works(svc: Service) -> None:
     assert page.status_code == 200 and "SUP-01" in page.text
 
 
+def reproductions(svc: Service) -> list[Probe]:
+    """The issue's reproductions, and a crash found here: importing py-evm raises Python's
+    recursion limit to 100,000, so 100,000 nested brackets overflowed the C stack of the JSON
+    scanner (a segfault of the whole service) on every JSON route."""
+    incident = {
+        "incident_id": "INC-R",
+        "product": "P",
+        "occurred_at": 1_700_000_000,
+        "lots": [{"supplier_id": "SUP-01", "part_number": "P-100", "lot_id": "L1"}],
+    }
+    deep = b"[" * 100_000 + b"]" * 100_000
+    return [
+        Probe("repro", "GET", "/v1/records?offset=99999999999999999999", auth="oem"),
+        Probe("repro", "GET", "/v1/suppliers/SUP-01/credit?as_of=253402300800", auth="oem"),
+        Probe(
+            "repro",
+            "POST",
+            "/v1/incidents",
+            write({**incident, "occurred_at": 1e30}).encode(),
+            auth="oem",
+        ),
+        Probe(
+            "repro",
+            "POST",
+            "/v1/incidents",
+            write({**incident, "description": "\ud800"}).encode(),
+            auth="oem",
+        ),
+        Probe(
+            "repro",
+            "POST",
+            "/v1/incidents",
+            write({**incident, "incident_id": "a\x00b"}).encode(),
+            auth="oem",
+        ),
+        Probe(
+            "repro",
+            "POST",
+            "/v1/models/rounds",
+            write(
+                {"runId": "0x" + "11" * 32, "round": 4294967296, "participants": ["SUP-01"]}
+            ).encode(),
+            auth="admin",
+        ),
+        Probe(
+            "repro",
+            "PUT",
+            "/v1/models/0x" + "zz" * 32 + "/file",
+            b"x",
+            "application/octet-stream",
+            "admin",
+        ),
+        Probe("repro", "POST", "/v1/incidents", b"a" * (10 * 1024 * 1024), auth="oem"),
+        *(
+            Probe("repro", "POST", path, deep, auth="oem")
+            for path in (
+                "/v1/incidents",
+                "/v1/records",
+                "/v1/records:batch",
+                "/v1/verify",
+                "/v1/auth/challenge",
+                "/ui/session",
+            )
+        ),
+    ]
+
+
 @pytest.fixture
 def svc(tmp_path: Path) -> Iterator[Service]:
     service = make_service(tmp_path, "sqlite")
@@ -628,7 +695,7 @@ def svc(tmp_path: Path) -> Iterator[Service]:
 def test_hostile_sample_fast(svc: Service) -> None:
     """The fast tier's share: 120 probes of the same generator (another seed each day would
     find more; a fixed one keeps failures reproducible)."""
-    seen = fire(svc, generate(svc, 120))
+    seen = fire(svc, reproductions(svc) + generate(svc, 120))
     assert len(seen) >= 10, seen
     still_works(svc)
 
