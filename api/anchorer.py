@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from api.context import ServiceContext
-from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores
+from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores_isolated
 from api.settings import Settings
 from api.store.models import (
     Batch,
@@ -525,7 +525,11 @@ class Anchorer:
         if repaired:
             # Credit repair: an auditor's improvement counts from the moment it is anchored,
             # so the supplier's score is recomputed (and published) right away.
-            publish_scores(self.ctx, repaired, with_what_if=True, trigger="repair")
+            _, failed = publish_scores_isolated(
+                self.ctx, repaired, with_what_if=True, trigger="repair"
+            )
+            for u in failed:
+                log.warning("credit of %s unavailable after repair: %s", u.supplier_id, u.code)
             log.info("recomputed credit after repair evidence: %s", ", ".join(repaired))
 
 

@@ -7,15 +7,18 @@ and responsibility matrix is stored (score history) and committed on chain in Me
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
+from api.errors import ApiError
 from api.fl_service import current_model
 from api.store.models import (
     Batch,
@@ -33,12 +36,25 @@ from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibility_matrix
 from credit.score import CreditResponse, response_hash, score_vectors
 from federated.model import predict_defect_risk
+from ledger.errors import InvalidRecord
+from ledger.records import validated_payload
+
+log = logging.getLogger("qledger.credit")
 
 RESPONSIBILITY_TOPIC = "responsibility-matrix"  # CommitmentLog topic of published matrices
 
 
-def evidence_items(session: Session, subjects: Collection[str] | None = None) -> list[EvidenceItem]:
-    """Every stored record as credit evidence; ``anchored`` only once its batch is confirmed."""
+def evidence_items(
+    session: Session,
+    subjects: Collection[str] | None = None,
+    unreadable: dict[str, str] | None = None,
+) -> list[EvidenceItem]:
+    """Every stored record as credit evidence; ``anchored`` only once its batch is confirmed.
+
+    Stored as signed, read as validated: each payload reaches the credit code through its kind's
+    model with the schema's defaults applied (``validated_payload``), so a field the schema calls
+    optional is never a missing key to a reader. A stored payload that no longer validates (a
+    row from before a schema change) is left out and its subject named in ``unreadable``."""
     query = select(Record, Batch.status, Batch.block_timestamp).outerjoin(
         Batch, Record.batch_id == Batch.id
     )
@@ -46,6 +62,13 @@ def evidence_items(session: Session, subjects: Collection[str] | None = None) ->
         query = query.where(Record.subject.in_(list(subjects)))
     items = []
     for r, status, ts in session.execute(query):
+        try:
+            payload = validated_payload(r.kind, r.payload)
+        except (InvalidRecord, ValueError) as exc:
+            log.warning("stored record %s does not validate: %s", r.struct_hash, exc)
+            if unreadable is not None:
+                unreadable.setdefault(r.subject, f"stored record {r.struct_hash}: {exc}")
+            continue
         confirmed = status == "confirmed" and r.proof is not None
         items.append(
             EvidenceItem(
@@ -60,7 +83,7 @@ def evidence_items(session: Session, subjects: Collection[str] | None = None) ->
                 signed_at=r.signed_at,
                 quantity=r.quantity,
                 defects=r.defects,
-                payload=r.payload,
+                payload=payload,
                 anchored=confirmed,
                 anchored_at=ts if confirmed else None,
             )
@@ -116,6 +139,97 @@ def fl_participation(rounds: Sequence[list[str]], supplier_id: str) -> float | N
     return sum(supplier_id in participants for participants in rounds) / len(rounds)
 
 
+@dataclass(frozen=True)
+class Unavailable:
+    """A supplier whose score could not be computed now, and why (shown, never a 500)."""
+
+    supplier_id: str
+    code: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"supplierId": self.supplier_id, "code": self.code, "reason": self.reason}
+
+
+# What scoring one supplier's evidence can raise when that evidence is unusable; anything
+# else is a bug and still propagates.
+_SCORING_ERRORS = (KeyError, TypeError, ValueError, ArithmeticError, IndexError, InvalidRecord)
+
+
+def check_as_of(ctx: ServiceContext, as_of: int | None) -> None:
+    """A score is never dated in the future (beyond the clock skew allowed for signatures):
+    a far-future as-of would be published and committed as history that never happened."""
+    if as_of is None:
+        return
+    latest = int(time.time()) + ctx.settings.clock_skew_seconds
+    if not 0 < as_of <= latest:
+        raise ApiError(
+            422,
+            "as_of_out_of_range",
+            "as_of must be a Unix time not in the future",
+            expected=f"1..{latest}",
+            got=as_of,
+        )
+
+
+def publish_scores_isolated(
+    ctx: ServiceContext,
+    suppliers: Sequence[str],
+    *,
+    as_of: int | None = None,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    with_what_if: bool = False,
+    trigger: str = "request",
+) -> tuple[list[Score], list[Unavailable]]:
+    """Score ``suppliers``, store each response not stored before (score history) and return
+    the rows, plus the suppliers whose score could not be computed: one supplier's unusable
+    evidence never takes the others' scores down."""
+    check_as_of(ctx, as_of)
+    unavailable: dict[str, Unavailable] = {}
+    with ctx.sessions() as s:
+        as_of = as_of or default_as_of(s)
+        by_subject: dict[str, list[EvidenceItem]] = defaultdict(list)
+        unreadable: dict[str, str] = {}
+        for item in evidence_items(s, suppliers, unreadable):
+            by_subject[item.subject].append(item)
+        for sid, reason in unreadable.items():
+            unavailable[sid] = Unavailable(sid, "evidence_unreadable", reason)
+        rounds = fl_rounds_in_window(s, as_of, window_days)
+        vectors = []
+        for sid in suppliers:
+            if sid in unavailable:
+                continue
+            try:
+                vectors.append(
+                    compute_features(
+                        by_subject[sid],
+                        sid,
+                        as_of,
+                        window_days,
+                        fl_participation=fl_participation(rounds, sid),
+                    )
+                )
+            except _SCORING_ERRORS as exc:
+                log.warning("features of %s failed: %r", sid, exc)
+                unavailable[sid] = Unavailable(sid, "features_failed", f"{type(exc).__name__}")
+    responses: list[CreditResponse] = []
+    if vectors:
+        try:
+            responses = score_vectors(vectors, with_what_if=with_what_if)
+        except _SCORING_ERRORS:
+            # One vector broke the batch: score them one by one to find it.
+            for vec in vectors:
+                try:
+                    responses.extend(score_vectors([vec], with_what_if=with_what_if))
+                except _SCORING_ERRORS as exc:
+                    log.warning("score of %s failed: %r", vec.supplier_id, exc)
+                    unavailable[vec.supplier_id] = Unavailable(
+                        vec.supplier_id, "score_failed", type(exc).__name__
+                    )
+    rows = [_store_score(ctx, r, trigger) for r in responses]
+    return rows, [unavailable[sid] for sid in suppliers if sid in unavailable]
+
+
 def publish_scores(
     ctx: ServiceContext,
     suppliers: Sequence[str],
@@ -125,26 +239,25 @@ def publish_scores(
     with_what_if: bool = False,
     trigger: str = "request",
 ) -> list[Score]:
-    """Score ``suppliers``, store each response not stored before (score history) and return
-    the rows. An identical response (same evidence, model, policy and instant) is one row."""
-    with ctx.sessions() as s:
-        as_of = as_of or default_as_of(s)
-        by_subject: dict[str, list[EvidenceItem]] = defaultdict(list)
-        for item in evidence_items(s, suppliers):
-            by_subject[item.subject].append(item)
-        rounds = fl_rounds_in_window(s, as_of, window_days)
-        vectors = [
-            compute_features(
-                by_subject[sid],
-                sid,
-                as_of,
-                window_days,
-                fl_participation=fl_participation(rounds, sid),
-            )
-            for sid in suppliers
-        ]
-    responses = score_vectors(vectors, with_what_if=with_what_if) if vectors else []
-    return [_store_score(ctx, r, trigger) for r in responses]
+    """Score ``suppliers`` (see ``publish_scores_isolated``); any supplier whose score cannot
+    be computed is a 409 ``score_unavailable`` naming it and the reason."""
+    rows, unavailable = publish_scores_isolated(
+        ctx,
+        suppliers,
+        as_of=as_of,
+        window_days=window_days,
+        with_what_if=with_what_if,
+        trigger=trigger,
+    )
+    if unavailable:
+        first = unavailable[0]
+        raise ApiError(
+            409,
+            "score_unavailable",
+            f"the score of {first.supplier_id} cannot be computed now ({first.code})",
+            got=[u.to_json() for u in unavailable],
+        )
+    return rows
 
 
 def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Score:

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from api import ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
+from api.edges import StrictJsonMiddleware
 from api.errors import ApiError, install_handlers, install_openapi, problems
 from api.intake import GroupCommitter
 from api.routes import auth, chain, credit, incidents, models, participants, records, status
@@ -83,6 +84,8 @@ def create_app(
     install_openapi(app)
     # Security headers and the same-origin (CSRF) check on every /ui response and POST.
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
+    # Strict JSON, media type and body bounds on every /v1 body (api/edges.py).
+    app.add_middleware(StrictJsonMiddleware)
     for module in (auth, records, chain, tlog, participants, credit, incidents, models, status, ui):
         app.include_router(module.router)
     app.include_router(tlog.certificates)

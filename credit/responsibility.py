@@ -28,7 +28,7 @@ import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from statistics import NormalDist
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from eth_hash.auto import keccak
@@ -38,7 +38,7 @@ from credit.evidence import DAY, EvidenceItem, counts_as_of, evidence_root
 from ledger.canonical import canonical_json
 from ledger.eip712 import EIP712_DOMAIN_TYPE, domain_separator, hash_struct, typed_data_digest
 from ledger.keys import Signer, recover_digest
-from ledger.records import Domain
+from ledger.records import HEX32_PATTERN, Domain, Identifier, UnixTime
 
 METHOD_ID = "shapley-noisy-or/1"
 AROUND_DAYS = 30  # lots of the same part made within a month before the incident share a process
@@ -53,10 +53,18 @@ _NORMAL = NormalDist()
 RiskModel = Callable[[str, Sequence[EvidenceItem]], float | None]
 
 
+# Bounds of an incident body (POST /v1/incidents): ids by the one id pattern, times as canonical
+# integers no later than 9999-12-31 (the last second a datetime can show), lists and text bounded.
+MAX_INCIDENT_TIME = 253_402_300_799
+MAX_INCIDENT_LOTS = 100
+IncidentTime = Annotated[int, Field(ge=0, le=MAX_INCIDENT_TIME, strict=True)]
+Text = Annotated[str, Field(max_length=2000)]
+
+
 class IncidentLot(BaseModel):
-    supplier_id: str
-    part_number: str
-    lot_id: str
+    supplier_id: Identifier
+    part_number: Identifier
+    lot_id: Identifier
     # Production readings of this lot (the federated model's feature schema, e.g. mold_temp_c,
     # hold_pressure_bar, ...), shared by the supplier for this incident only; the anchored
     # federated model turns them into a defect risk.
@@ -66,11 +74,11 @@ class IncidentLot(BaseModel):
 class Incident(BaseModel):
     """A field incident on a product built from the listed lots (the body of POST /incidents)."""
 
-    incident_id: str
-    product: str
-    occurred_at: int
-    lots: list[IncidentLot] = Field(min_length=1)
-    description: str = ""
+    incident_id: Identifier
+    product: Annotated[str, Field(min_length=1, max_length=200)]
+    occurred_at: IncidentTime
+    lots: list[IncidentLot] = Field(min_length=1, max_length=MAX_INCIDENT_LOTS)
+    description: Text = ""
 
 
 # Which evidence a supplier's risk estimate rests on.
@@ -307,14 +315,14 @@ DECISION_TYPES: dict[str, list[dict[str, str]]] = {
 
 
 class ResponsibilityDecision(BaseModel):
-    matrixHash: str
-    incidentId: str
-    supplier: str
+    matrixHash: Annotated[str, Field(pattern=HEX32_PATTERN)]
+    incidentId: Identifier
+    supplier: Identifier
     decision: Literal["accept", "dispute"]
-    comment: str = ""
-    signedAt: int
-    signer: str
-    signature: str
+    comment: Text = ""
+    signedAt: UnixTime
+    signer: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
+    signature: Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
 
     def message(self) -> dict[str, object]:
         return self.model_dump(exclude={"signer", "signature"})

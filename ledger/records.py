@@ -30,8 +30,12 @@ from ledger.errors import InvalidRecord
 
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
-# Free-text identifiers are kept short and printable: they are hashed on chain and shown in UIs.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:/#-]{0,63}$"
+# Free-text identifiers are kept short and printable: they are hashed on chain, shown in UIs and
+# used in URLs. One pattern wherever an id enters (records, incidents, participants, paths):
+# printable ASCII only (no NUL or control characters), never two dots in a row (no ``../``).
+# Written without look-around so pydantic's (Rust) regex engine and OpenAPI clients accept it.
+ID_MAX_LENGTH = 64
+ID_PATTERN = r"^[A-Za-z0-9](?:[A-Za-z0-9_:/#-]|\.[A-Za-z0-9_:/#-])*\.?$"
 HEX32_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 
 
@@ -64,11 +68,25 @@ KIND_SIGNER_ROLE: dict[RecordKind, Role] = {
     RecordKind.IMPROVEMENT: Role.AUDITOR,
 }
 
-Identifier = Annotated[str, Field(pattern=ID_PATTERN)]
+Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH)]
 Hex32 = Annotated[str, Field(pattern=HEX32_PATTERN)]
-Uint32 = Annotated[int, Field(ge=0, le=UINT32_MAX)]
-Uint64 = Annotated[int, Field(ge=0, le=UINT64_MAX)]
-UnixTime = Annotated[int, Field(ge=0, le=UINT64_MAX, description="seconds since 1970-01-01 UTC")]
+# Signed integers have one canonical form, a JSON number (strict: never a boolean, a float such
+# as 50.0 or -0.0, or a decimal string such as "50"): two encodings of one value would give two
+# payload hashes, and another parser could read another value.
+Uint32 = Annotated[int, Field(ge=0, le=UINT32_MAX, strict=True)]
+Uint64 = Annotated[int, Field(ge=0, le=UINT64_MAX, strict=True)]
+UnixTime = Annotated[
+    int, Field(ge=0, le=UINT64_MAX, strict=True, description="seconds since 1970-01-01 UTC")
+]
+
+
+def is_identifier(value: object) -> bool:
+    """Whether ``value`` is an id by the one pattern (for ids that enter outside a model)."""
+    return (
+        isinstance(value, str)
+        and len(value) <= ID_MAX_LENGTH
+        and re.fullmatch(ID_PATTERN, value) is not None
+    )
 
 
 def new_salt() -> str:
@@ -124,7 +142,9 @@ class QualityRecord(BaseModel):
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: the payload is hashed as sent, so a value the model would coerce ("50" for 50,
+    # 1 for true) is refused rather than read as something else than what was signed.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     eventType: Literal["ObjectEvent"] = "ObjectEvent"
     readPoint: Identifier | None = Field(None, description="EPCIS readPoint: where it happened")
@@ -132,7 +152,7 @@ class _Payload(BaseModel):
 
 
 class Attachment(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     name: Annotated[str, Field(min_length=1, max_length=200)]
     mediaType: Annotated[str, Field(max_length=100)] = "application/octet-stream"
@@ -143,7 +163,7 @@ Severity = Literal["critical", "major", "minor"]
 
 
 class DefectCount(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     code: Identifier
     count: Uint32
@@ -153,7 +173,7 @@ class DefectCount(BaseModel):
 class Characteristic(BaseModel):
     """A measured characteristic (EPCIS sensorReport element) with its specification limits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     type: Identifier = Field(description="characteristic name, e.g. bore_diameter")
     uom: Annotated[str, Field(min_length=1, max_length=8)] = Field(
@@ -227,7 +247,7 @@ class CorrectiveActionPayload(_Payload):
 
 
 class Finding(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     id: Identifier
     severity: Literal["major", "minor", "observation"]
@@ -307,6 +327,13 @@ def parse_payload(kind: RecordKind, payload: dict[str, Any]) -> _Payload:
         raise InvalidRecord(f"{kind.value} payload: {_first_error(exc)}") from exc
 
 
+def validated_payload(kind: RecordKind | str, payload: dict[str, Any]) -> dict[str, Any]:
+    """A stored payload as every reader must see it: validated by its kind's model with the
+    schema's defaults applied (an optional field left out reads as its default, never as a
+    missing key). The stored payload itself stays exactly as signed. Raises InvalidRecord."""
+    return parse_payload(RecordKind(kind), payload).model_dump(mode="json")
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     where = ".".join(str(p) for p in err["loc"]) or "payload"
@@ -320,7 +347,7 @@ class Domain(BaseModel):
 
     name: Literal["QualityLedger"] = "QualityLedger"
     version: Literal["1"] = "1"
-    chainId: Annotated[int, Field(gt=0)]
+    chainId: Annotated[int, Field(gt=0, le=UINT64_MAX, strict=True)]
     verifyingContract: str
 
     @field_validator("verifyingContract")
@@ -362,7 +389,21 @@ class SignedRecord(BaseModel):
 
 
 def load_signed_record(data: dict[str, Any]) -> SignedRecord:
-    """Validate a signed envelope from JSON, raising InvalidRecord with the first problem."""
+    """Validate a signed envelope from JSON, raising InvalidRecord with the first problem.
+
+    The domain's name and version are part of what was signed: on the wire they must be
+    present, never defaulted (the model's defaults are for building a domain in code)."""
+    domain = data.get("domain") if isinstance(data, dict) else None
+    if isinstance(domain, dict):
+        missing = [
+            f for f in ("name", "version", "chainId", "verifyingContract") if f not in domain
+        ]
+        if missing:
+            raise InvalidRecord(
+                f"domain.{missing[0]}: field required",
+                expected=["name", "version", "chainId", "verifyingContract"],
+                got=sorted(domain),
+            )
     try:
         return SignedRecord.model_validate(data)
     except ValidationError as exc:

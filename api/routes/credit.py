@@ -5,21 +5,32 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from sqlalchemy import select
 
 from api.auth import Principal
-from api.credit_service import publish_scores, score_json, supplier_ids
+from api.credit_service import (
+    publish_scores,
+    publish_scores_isolated,
+    score_json,
+    supplier_ids,
+)
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.store.models import Commitment, Score
 from credit.score import CreditResponse
 from credit.waterfall import plot_waterfall
-from ledger.records import Role
+from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, UINT64_MAX, Role
 
 router = APIRouter(prefix="/v1", tags=["credit"])
 
 PURCHASING = (Role.OEM, Role.AUDITOR, Role.ADMIN)
+
+SupplierId = Annotated[str, PathParam(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
+# Bounded here so no client value overflows a database integer; the service refuses an as-of in
+# the future beyond the clock skew (api.credit_service.check_as_of).
+AsOf = Annotated[int | None, Query(ge=1, le=UINT64_MAX, description="Unix seconds, not future")]
 
 
 def _may_see(user: Principal, supplier_id: str) -> None:
@@ -53,7 +64,7 @@ def ranking(
     user.require(*PURCHASING)
     with ctx.sessions() as s:
         ids = supplier_ids(s)
-    rows = publish_scores(ctx, ids, window_days=window_days)
+    rows, unavailable = publish_scores_isolated(ctx, ids, window_days=window_days)
     order = {
         "score": lambda r: (-r.score, r.supplier_id),
         "-score": lambda r: (r.score, r.supplier_id),
@@ -81,15 +92,21 @@ def ranking(
                 "responseHash": row.response_hash,
             }
         )
-    return {"suppliers": out, "count": len(out)}
+    # A supplier whose score cannot be computed is listed with the reason, not ranked: it never
+    # takes the ranking down for everyone.
+    return {
+        "suppliers": out,
+        "count": len(out),
+        "unavailable": [u.to_json() for u in unavailable],
+    }
 
 
 @router.get("/suppliers/{supplier_id}/credit")
 def credit(
-    supplier_id: str,
+    supplier_id: SupplierId,
     ctx: Ctx,
     user: CurrentUser,
-    as_of: int | None = None,
+    as_of: AsOf = None,
     window_days: Annotated[int, Query(ge=30, le=730)] = 180,
 ) -> dict[str, Any]:
     """Score 0-100 with band, exact SHAP contributions (base + sum == score, asserted), up to
@@ -105,7 +122,10 @@ def credit(
 
 @router.get("/suppliers/{supplier_id}/credit/history")
 def history(
-    supplier_id: str, ctx: Ctx, user: CurrentUser, limit: Annotated[int, Query(ge=1, le=1000)] = 200
+    supplier_id: SupplierId,
+    ctx: Ctx,
+    user: CurrentUser,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """One entry per state the score was in: responses published for the same instant,
     evidence and model (a ranking's and a detail view's) are one point of history."""
@@ -149,7 +169,7 @@ def history(
 @router.get(
     "/suppliers/{supplier_id}/credit/waterfall.png", responses={200: {"content": {"image/png": {}}}}
 )
-def waterfall(supplier_id: str, ctx: Ctx, user: CurrentUser) -> Response:
+def waterfall(supplier_id: SupplierId, ctx: Ctx, user: CurrentUser) -> Response:
     """The SHAP waterfall of the current score as a PNG."""
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
@@ -162,7 +182,9 @@ def waterfall(supplier_id: str, ctx: Ctx, user: CurrentUser) -> Response:
 
 
 @router.get("/scores/{response_hash}")
-def published_score(response_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+def published_score(
+    response_hash: Annotated[str, PathParam(pattern=HEX32_PATTERN)], ctx: Ctx, user: CurrentUser
+) -> dict[str, Any]:
     """A published response by its hash, with its commitment proof and an on-chain check."""
     with ctx.sessions() as s:
         row = s.scalar(select(Score).where(Score.response_hash == response_hash.lower()))

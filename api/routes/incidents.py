@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -13,9 +13,11 @@ from api.errors import ApiError
 from api.store.models import Decision, Incident, Responsibility
 from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityDecision, verify_decision
-from ledger.records import Role
+from ledger.records import ID_MAX_LENGTH, ID_PATTERN, Role
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
+
+IncidentId = Annotated[str, Path(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]
 
 
 def _visible(user: Any, body: dict[str, Any]) -> bool:
@@ -78,7 +80,7 @@ def _matrix_json(ctx: Ctx, incident_id: str) -> dict[str, Any]:
 
 
 @router.get("/{incident_id}/responsibility")
-def responsibility(incident_id: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+def responsibility(incident_id: IncidentId, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """The responsibility weight matrix (sums to 1), its method and version, the evidence it
     rests on, the suppliers' signed decisions and the on-chain commitment."""
     with ctx.sessions() as s:
@@ -89,7 +91,9 @@ def responsibility(incident_id: str, ctx: Ctx, user: CurrentUser) -> dict[str, A
 
 
 @router.post("/{incident_id}/responsibility/decisions", status_code=201)
-def decide(incident_id: str, body: dict[str, Any], ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+def decide(
+    incident_id: IncidentId, body: dict[str, Any], ctx: Ctx, user: CurrentUser
+) -> dict[str, Any]:
     """A supplier signs (EIP-712) acceptance or dispute of one version of the matrix."""
     user.require(Role.SUPPLIER)
     try:

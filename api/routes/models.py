@@ -1,19 +1,22 @@
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from api.deps import AdminUser, Ctx, CurrentUser
+from api.edges import read_bounded
 from api.errors import ApiError
 from api.fl_service import current_model, model_path, store_model_file
 from api.store.models import ModelRound
 from federated.model import predict_defect_risk
 from federated.provenance import participants_root
+from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, UINT32_MAX
 
 MAX_MODEL_BYTES = 64 * 1024 * 1024  # a tabular MLP is tens of KiB; this only bounds abuse
 
@@ -21,10 +24,17 @@ router = APIRouter(prefix="/v1/models", tags=["federated models"])
 
 
 class RoundReport(BaseModel):
-    runId: str = Field(pattern=r"^0x[0-9a-fA-F]{64}$")
-    round: int = Field(ge=0)
-    participants: list[str] = Field(min_length=1, max_length=1000)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    # strict: a round number is one canonical JSON integer (uint32 on chain), never "5" or 5.0
+    model_config = ConfigDict(strict=True)
+
+    runId: str = Field(pattern=HEX32_PATTERN)
+    round: int = Field(ge=0, le=UINT32_MAX)
+    participants: list[Annotated[str, Field(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)]] = Field(
+        min_length=1, max_length=1000
+    )
+    metrics: dict[Annotated[str, Field(max_length=100)], float] = Field(
+        default_factory=dict, max_length=100
+    )
 
 
 @router.post("/rounds", status_code=201)
@@ -106,17 +116,9 @@ def list_models(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
 async def upload_model(run_id: str, request: Request, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     """The run's final model file (.qlm); kept only if its keccak256 is the hash anchored for
     the run's latest round. From then on the service predicts with it."""
-    if len(run_id) != 66 or not run_id.startswith("0x"):
+    if re.fullmatch(HEX32_PATTERN, run_id) is None:
         raise ApiError(422, "invalid_run_id", "run ids are 0x-prefixed 32-byte hex", got=run_id)
-    body = await request.body()
-    if len(body) > MAX_MODEL_BYTES:
-        raise ApiError(
-            413,
-            "request_too_large",
-            "model file too large",
-            expected=f"<= {MAX_MODEL_BYTES} bytes",
-            got=len(body),
-        )
+    body = await read_bounded(request, MAX_MODEL_BYTES)  # never more than the bound in memory
     return await run_in_threadpool(store_model_file, ctx, run_id.lower(), body)
 
 

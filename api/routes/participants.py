@@ -8,7 +8,7 @@ from sqlalchemy import select
 from api.deps import AdminUser, Ctx, CurrentUser
 from api.errors import ApiError, problems
 from api.store.models import Participant, utcnow
-from ledger.records import ID_PATTERN, Role
+from ledger.records import Identifier, Role
 
 router = APIRouter(prefix="/v1/participants", tags=["participants"])
 
@@ -18,7 +18,7 @@ REGISTRABLE = (Role.SUPPLIER, Role.OEM, Role.AUDITOR)
 class RegisterRequest(BaseModel):
     address: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
     role: Role
-    orgId: str = Field(pattern=ID_PATTERN)
+    orgId: Identifier
     name: str = Field("", max_length=200)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
@@ -11,17 +11,19 @@ from sqlalchemy import select
 
 from api.auth import Principal
 from api.deps import Committer, Ctx, CurrentUser
+from api.edges import ENVELOPE_OVERHEAD_BYTES
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
 from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
 from api.tlog_service import served_receipt
 from api.views import envelope, record_summary
-from ledger.records import Role
+from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, RecordKind, Role
 
 router = APIRouter(prefix="/v1", tags=["records"])
 
-# Envelope overhead on top of the payload limit: domain, struct fields, signature (~1 KiB).
-ENVELOPE_OVERHEAD_BYTES = 4096
+# Page offsets stay far below every database's 64-bit integer (a larger one was a 500).
+MAX_OFFSET = 2**31 - 1
+StructHash = Annotated[str, Path(pattern=HEX32_PATTERN)]
 
 
 async def _json_body(request: Request, limit: int) -> Any:
@@ -156,10 +158,10 @@ def _load(ctx: Ctx, user: Principal, struct_hash: str) -> tuple[Record, Batch | 
 def list_records(
     ctx: Ctx,
     user: CurrentUser,
-    subject: str | None = None,
-    kind: str | None = None,
+    subject: Annotated[str | None, Query(pattern=ID_PATTERN, max_length=ID_MAX_LENGTH)] = None,
+    kind: RecordKind | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     query = select(Record).order_by(Record.event_time.desc(), Record.struct_hash)
     if user.role is Role.SUPPLIER:
@@ -169,7 +171,7 @@ def list_records(
     if subject:
         query = query.where(Record.subject == subject)
     if kind:
-        query = query.where(Record.kind == kind)
+        query = query.where(Record.kind == str(kind))  # StrEnum: its value
     with ctx.sessions() as s:
         rows = list(s.scalars(query.limit(limit).offset(offset)))
         batches = {
@@ -191,7 +193,7 @@ def list_records(
 
 
 @router.get("/records/{struct_hash}")
-def get_record(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+def get_record(struct_hash: StructHash, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     row, batch = _load(ctx, user, struct_hash)
     return {**record_summary(row, batch), "signed": envelope(row)}
 
@@ -209,7 +211,7 @@ def _receipt_reader(user: Principal) -> None:
 
 @router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
 def get_receipt(
-    struct_hash: str,
+    struct_hash: StructHash,
     ctx: Ctx,
     user: CurrentUser,
     log_size: Annotated[int | None, Query(ge=1, le=2**62)] = None,
@@ -228,7 +230,7 @@ def get_receipt(
 
 
 @router.get("/records/{struct_hash}/receipts")
-def get_receipts(struct_hash: str, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
+def get_receipts(struct_hash: StructHash, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Every receipt ever issued for the record: the current one (null while pending) and the
     superseded ones, each with the reconciliation that withdrew it (oldest first)."""
     _receipt_reader(user)

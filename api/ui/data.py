@@ -13,7 +13,13 @@ from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.context import ServiceContext
-from api.credit_service import publish_scores, score_json, supplier_ids
+from api.credit_service import (
+    Unavailable,
+    publish_scores,
+    publish_scores_isolated,
+    score_json,
+    supplier_ids,
+)
 from api.errors import ApiError
 from api.routes.credit import PURCHASING, _known, _may_see
 from api.routes.incidents import _matrix_json, _visible
@@ -33,7 +39,7 @@ from api.store.models import (
 from api.views import receipt, record_summary
 from credit.features import DEFAULT_WINDOW_DAYS
 from ledger.errors import ChainError
-from ledger.records import Role
+from ledger.records import RecordKind, Role
 from ledger.verify import verify_receipt
 
 KINDS = ("inspection", "delivery", "complaint", "corrective_action", "audit", "improvement")
@@ -81,13 +87,19 @@ def _trend(points: list[tuple[int, float]], as_of: int, score: float) -> float |
 
 
 def ranking(
-    ctx: ServiceContext, user: Principal, window_days: int = DEFAULT_WINDOW_DAYS
+    ctx: ServiceContext,
+    user: Principal,
+    window_days: int = DEFAULT_WINDOW_DAYS,
+    unavailable: list[Unavailable] | None = None,
 ) -> list[RankRow]:
-    """The purchasing ranking (GET /v1/suppliers): best score first, ties by supplier id."""
+    """The purchasing ranking (GET /v1/suppliers): best score first, ties by supplier id.
+    Suppliers whose score cannot be computed are appended to ``unavailable`` (not ranked)."""
     user.require(*PURCHASING)
     with ctx.sessions() as s:
         ids = supplier_ids(s)
-    published = publish_scores(ctx, ids, window_days=window_days)
+    published, failed = publish_scores_isolated(ctx, ids, window_days=window_days)
+    if unavailable is not None:
+        unavailable.extend(failed)
     with ctx.sessions() as s:
         history = score_history(s, ids, window_days)
     out = []
@@ -252,7 +264,12 @@ def records(
     """GET /v1/records: a supplier sees records about itself, an OEM what it signed, an
     auditor or admin everything."""
     return list_records(
-        ctx, user, subject=subject or None, kind=kind or None, limit=limit, offset=offset
+        ctx,
+        user,
+        subject=subject or None,
+        kind=RecordKind(kind) if kind else None,
+        limit=limit,
+        offset=offset,
     )
 
 

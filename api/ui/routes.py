@@ -354,7 +354,8 @@ Window = Annotated[int, Query(ge=30, le=730)]
 def ranking_page(
     request: Request, ctx: Ctx, user: PageUser, window_days: Window = DEFAULT_WINDOW_DAYS
 ) -> Response:
-    rows = data.ranking(ctx, user, window_days)
+    unavailable: list[data.Unavailable] = []
+    rows = data.ranking(ctx, user, window_days, unavailable)
     threshold = next((r.threshold for r in rows if r.threshold is not None), None)
     chart = charts.bar_chart(
         [
@@ -399,6 +400,7 @@ def ranking_page(
         near=near,
         near_points=NEAR_GATE_POINTS,
         movers=movers,
+        unavailable=unavailable,
     )
 
 

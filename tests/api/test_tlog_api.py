@@ -445,7 +445,12 @@ def test_hostile_inputs_to_the_log_routes_get_4xx(service: Service) -> None:
         service.client.get("/v1/log/consistency", params={"from": "x", "to": 1}),
         service.client.get("/v1/log/inclusion/" + "0x" + "g" * 64),
         service.client.get("/v1/log/inclusion/1", params={"size": 0}),
-        service.client.post("/v1/log/cosignatures", content=b"{not json"),
+        service.client.post(
+            "/v1/log/cosignatures",
+            content=b"{not json",
+            headers={"content-type": "application/json"},
+        ),
+        service.client.post("/v1/log/cosignatures", content=b"{}"),  # no JSON content type
         service.client.post("/v1/log/cosignatures", json={"size": 1, "vkey": 5}),
         service.client.post(
             "/v1/log/cosignatures",
@@ -475,7 +480,8 @@ def test_hostile_inputs_to_the_log_routes_get_4xx(service: Service) -> None:
         422,
         422,
         422,
-        422,
+        400,
+        415,
         422,
         404,
         422,
