@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     max_batch_records: int = 1000
     # A signer's clock may differ from ours by this much (signedAt is checked against it).
     clock_skew_seconds: int = 300
+    # eventTime may lie at most this long before signedAt (ledger.records.check_event_time):
+    # evidence cannot be dated into or out of a scoring window after the fact (issue 16).
+    max_event_age_seconds: int = Field(30 * 86_400, ge=0)
     role_cache_seconds: float = Field(15.0, ge=0, description="how stale a cached role may be")
     token_secret: str | None = Field(
         None, description="HMAC key for access tokens; default: generated once into data_dir"

@@ -20,7 +20,6 @@ from pydantic import BaseModel, model_validator
 from credit.evidence import EvidenceItem
 from credit.explain import reason_codes, what_if
 from credit.features import (
-    DEFAULT_WINDOW_DAYS,
     FEATURE_NAMES,
     FEATURES,
     FeatureVector,
@@ -66,14 +65,22 @@ class WhatIf(BaseModel):
     score_after: float
 
 
+INSUFFICIENT = "insufficient_evidence"  # the status (and band) of a thin file: no number
+
+
 class CreditResponse(BaseModel):
     response_version: str = RESPONSE_VERSION
     supplier_id: str
     as_of: int
     window_days: int
-    score: float
+    # "scored", or "insufficient_evidence" for a thin file (score None, no contributions)
+    status: Literal["scored", "insufficient_evidence"] = "scored"
+    # "published": the policy's window at a bounded as_of, stored and committed; "what_if": any
+    # other window or date, labelled, never committed, never in history
+    reading: Literal["published", "what_if"] = "published"
+    score: float | None
     band: str
-    incident_probability: float  # predicted probability of a major incident next period
+    incident_probability: float | None  # predicted probability of a major incident next period
     base_value: float  # SHAP base value in points: the model's expected score
     contributions: list[Contribution]
     reason_codes: list[ReasonCode]
@@ -94,6 +101,10 @@ class CreditResponse(BaseModel):
 
 
 def assert_additive(resp: CreditResponse) -> None:
+    if resp.score is None:
+        if resp.contributions:
+            raise AdditivityError("an unscored (thin-file) response carries no contributions")
+        return
     total = resp.base_value + sum(c.points for c in resp.contributions)
     if abs(total - resp.score) > ADDITIVITY_TOL:
         raise AdditivityError(
@@ -154,6 +165,9 @@ def _response(
     """One response: the k-th row of a batch explanation, gate, reasons, what-if."""
     if vec.schema_version != model.meta["schema_version"]:
         raise ValueError(f"features {vec.schema_version} != model {model.meta['schema_version']}")
+    thin = policy.thin_file(vec.facts)
+    if thin:
+        return _insufficient(vec, explained, model, policy)
     score = float(explained.scores[k])
     pts = explained.points[k]
     points = {n: float(p) for n, p in zip(FEATURE_NAMES, pts, strict=True)}
@@ -163,6 +177,7 @@ def _response(
         supplier_id=vec.supplier_id,
         as_of=vec.as_of,
         window_days=vec.window_days,
+        reading=_reading(vec, policy),
         score=score,
         band=band_of(score),
         incident_probability=float(explained.probability[k]),
@@ -205,18 +220,59 @@ def _response(
     )
 
 
+def _reading(vec: FeatureVector, policy: GatePolicy) -> Literal["published", "what_if"]:
+    return "published" if vec.window_days == policy.window_days else "what_if"
+
+
+def _insufficient(
+    vec: FeatureVector, explained: Explained, model: CreditModel, policy: GatePolicy
+) -> CreditResponse:
+    """A thin file's answer: no number, no contributions, the gate failed for that reason."""
+    gate = policy.insufficient(vec.facts)
+    return CreditResponse(
+        supplier_id=vec.supplier_id,
+        as_of=vec.as_of,
+        window_days=vec.window_days,
+        status=INSUFFICIENT,
+        reading=_reading(vec, policy),
+        score=None,
+        band=INSUFFICIENT,
+        incident_probability=None,  # not estimated: too little evidence to predict from
+        base_value=explained.base_points,
+        contributions=[],
+        reason_codes=[
+            ReasonCode(code="INSUFFICIENT_OEM_EVIDENCE", text=b.reason, features=[], points=0.0)
+            for b in gate.blocking
+        ][:4],
+        model_version=model.version,
+        feature_schema_version=vec.schema_version,
+        evidence_root=vec.evidence_root,
+        evidence_count=len(vec.evidence_ids),
+        evidence_ids=list(vec.evidence_ids),
+        missing_evidence=list(vec.missing),
+        repairs_applied=list(vec.repairs),
+        gate=gate,
+        what_if=[],
+    )
+
+
 def score_supplier(
     items: Iterable[EvidenceItem],
     supplier_id: str,
     as_of: int,
     *,
-    window_days: int = DEFAULT_WINDOW_DAYS,
+    window_days: int | None = None,
     fl_participation: float | None = None,
     model: CreditModel | None = None,
     policy: GatePolicy | None = None,
     with_what_if: bool = True,
 ) -> CreditResponse:
-    """Score one supplier from its evidence (only anchored, confirmed evidence counts)."""
+    """Score one supplier from its evidence (only anchored, confirmed evidence counts).
+
+    The window is the policy's; a caller-chosen other window gives a reading labelled what-if.
+    """
+    policy = policy or default_policy()
+    window_days = policy.window_days if window_days is None else window_days
     vec = compute_features(
         items, supplier_id, as_of, window_days, fl_participation=fl_participation
     )
