@@ -28,7 +28,8 @@ from api.store.models import (
     Score,
 )
 from credit.evidence import EvidenceItem
-from credit.features import DEFAULT_WINDOW_DAYS, compute_features
+from credit.features import compute_features
+from credit.gates import default_policy
 from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibility_matrix
 from credit.score import CreditResponse, response_hash, score_vectors
@@ -116,17 +117,43 @@ def fl_participation(rounds: Sequence[list[str]], supplier_id: str) -> float | N
     return sum(supplier_id in participants for participants in rounds) / len(rounds)
 
 
-def publish_scores(
+class AsOfOutOfBounds(ValueError):
+    """A requested scoring instant lies in the future or before the ledger's first record."""
+
+    def __init__(self, code: str, message: str, expected: str, got: int) -> None:
+        super().__init__(message)
+        self.code, self.expected, self.got = code, expected, got
+
+
+def check_as_of(session: Session, as_of: int, now: int, skew: int) -> None:
+    """as_of must not lie in the future, nor before the ledger's first record was signed."""
+    if as_of > now + skew:
+        raise AsOfOutOfBounds(
+            "as_of_in_future", "as_of is in the future", f"<= {now + skew}", as_of
+        )
+    first = session.scalar(select(func.min(Record.signed_at)))
+    if first is None or as_of < first:
+        raise AsOfOutOfBounds(
+            "as_of_before_ledger",
+            "as_of lies before the ledger's first record",
+            f">= {first}" if first is not None else "a ledger with records",
+            as_of,
+        )
+
+
+def score_responses(
     ctx: ServiceContext,
     suppliers: Sequence[str],
     *,
     as_of: int | None = None,
-    window_days: int = DEFAULT_WINDOW_DAYS,
+    window_days: int | None = None,
     with_what_if: bool = False,
-    trigger: str = "request",
-) -> list[Score]:
-    """Score ``suppliers``, store each response not stored before (score history) and return
-    the rows. An identical response (same evidence, model, policy and instant) is one row."""
+) -> list[CreditResponse]:
+    """Responses for ``suppliers`` without storing them (a what-if reading, or before storing).
+
+    The window defaults to the gate policy's; as_of to the newest anchor."""
+    policy = default_policy()
+    window_days = policy.window_days if window_days is None else window_days
     with ctx.sessions() as s:
         as_of = as_of or default_as_of(s)
         by_subject: dict[str, list[EvidenceItem]] = defaultdict(list)
@@ -143,8 +170,39 @@ def publish_scores(
             )
             for sid in suppliers
         ]
+    return score_vectors(vectors, with_what_if=with_what_if, policy=policy) if vectors else []
+
+
+def publish_scores(
+    ctx: ServiceContext,
+    suppliers: Sequence[str],
+    *,
+    with_what_if: bool = False,
+    trigger: str = "request",
+) -> list[Score]:
+    """Score ``suppliers`` at the newest anchor over the policy's window (the published reading),
+    store each response not stored before (score history) and return the rows. An identical
+    response (same evidence, model, policy and instant) is one row. Any other instant or window
+    is a what-if (``score_responses``): never stored, never committed."""
+    window_days = default_policy().window_days
+    with ctx.sessions() as s:
+        as_of = default_as_of(s)
+        by_subject: dict[str, list[EvidenceItem]] = defaultdict(list)
+        for item in evidence_items(s, suppliers):
+            by_subject[item.subject].append(item)
+        rounds = fl_rounds_in_window(s, as_of, window_days)
+        vectors = [
+            compute_features(
+                by_subject[sid],
+                sid,
+                as_of,
+                window_days,
+                fl_participation=fl_participation(rounds, sid),
+            )
+            for sid in suppliers
+        ]
     responses = score_vectors(vectors, with_what_if=with_what_if) if vectors else []
-    return [_store_score(ctx, r, trigger) for r in responses]
+    return [_store_score(ctx, r, trigger) for r in responses if r.reading == "published"]
 
 
 def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Score:

@@ -362,6 +362,7 @@ def ranking_page(
                 note=f" points, band {r.band}, gate {r.outcome}",
             )
             for r in rows
+            if r.score is not None  # thin files have no bar: the table says why
         ],
         title=f"Credit score by supplier ({window_days}-day window)",
         axis_title="credit score (points, 0-100)",
@@ -428,13 +429,17 @@ def supplier_page(
         steps.append(
             charts.Step(f"{len(rest)} other features", "combined", sum(c["points"] for c in rest))
         )
-    waterfall = charts.waterfall(
-        credit["base_value"],
-        steps,
-        credit["score"],
-        threshold=threshold,
-        title=f"Why {supplier_id} scores {credit['score']:.1f}: contribution of each "
-        "feature in score points (SHAP)",
+    waterfall = (
+        charts.waterfall(
+            credit["base_value"],
+            steps,
+            credit["score"],
+            threshold=threshold,
+            title=f"Why {supplier_id} scores {credit['score']:.1f}: contribution of each "
+            "feature in score points (SHAP)",
+        )
+        if credit["score"] is not None
+        else ""  # a thin file: no number, so nothing to explain (the reasons say why)
     )
     history = charts.history_line(
         view.history,

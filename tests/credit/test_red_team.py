@@ -161,7 +161,9 @@ def widen_own_limits(pop: Population, sid: str) -> None:
             if lo is not None and hi is not None:
                 mid, half = (lo + hi) / 2, (hi - lo)
                 ch["lsl"], ch["usl"] = mid - half, mid + half
-        payload["defectList"] = [d for d in payload["defectList"] if not d["code"].startswith("DIM")]
+        payload["defectList"] = [
+            d for d in payload["defectList"] if not d["code"].startswith("DIM")
+        ]
         payload["disposition"] = "conformant" if not payload["defectList"] else "non_conformant"
         return payload
 
@@ -302,7 +304,9 @@ def test_a_re_signed_lot_counts_once_and_both_stay(pop: Population) -> None:
     assert copy_.struct_hash not in vec.superseded
 
 
-def test_a_favourable_window_is_a_what_if(pop: Population, honest: dict[str, CreditResponse]) -> None:
+def test_a_favourable_window_is_a_what_if(
+    pop: Population, honest: dict[str, CreditResponse]
+) -> None:
     sid = pop.suppliers[0].supplier_id
     assert honest[sid].reading == "published" and honest[sid].window_days == WINDOW
     for days in (60, 90, 365):
