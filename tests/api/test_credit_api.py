@@ -11,14 +11,23 @@ from api.anchorer import Anchorer
 from credit.responsibility import ResponsibilityMatrix, sign_decision
 from federated.provenance import participants_root
 from ledger.chain import run_id
+from ledger.keys import Signer
+from ledger.records import Role
 from ledger.signing import resign, sign_record
 from simulator.population import MONTH, simulate_population
 from tests.api.conftest import Party, make_service
+from tests.helpers import error_code
+
+MAX_EVENT_AGE = 200 * 86_400
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    svc = make_service(tmp_path_factory.mktemp("credit"), "sqlite")
+    # Six months of simulated history are filed in one go (signed now): the eventTime bound is
+    # widened for this service, as a deployment importing its history would configure it.
+    svc = make_service(
+        tmp_path_factory.mktemp("credit"), "sqlite", max_event_age_seconds=MAX_EVENT_AGE
+    )
     svc.client.__enter__()
     now = int(time.time())
     pop = simulate_population(4, months=6, seed=3, start=now - 6 * MONTH, domain=svc.ctx.domain)
@@ -316,3 +325,87 @@ def test_anchored_federated_model_serves_predictions_and_the_matrix(world: dict[
     matrix = opened.json()["responsibility"]
     assert matrix["risk_model"] == "0x" + keccak(body).hex()
     assert all(r["model_risk"] is not None for r in matrix["rows"])
+
+
+def _inspection(party: Party, svc: Any, *, lot: str, event_time: int) -> dict[str, Any]:
+    return sign_record(
+        party.signer,
+        svc.ctx.domain,
+        subject=party.org,
+        kind="inspection",
+        part_number="NEW-1",
+        lot_id=lot,
+        event_time=event_time,
+        quantity=10,
+        defects=0,
+        nonce=party.next_nonce(),
+        payload={
+            "disposition": "conformant",
+            "inspectionType": "final",
+            "lotSize": 100,
+            "sampleSize": 10,
+        },
+    ).model_dump(mode="json")
+
+
+def test_event_time_bound_is_enforced_at_intake(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    party = world["parties"]["SUP-00004"]
+    now = int(time.time())
+    old = svc.client.post(
+        "/v1/records",
+        json=_inspection(party, svc, lot="OLD-1", event_time=now - MAX_EVENT_AGE - 60),
+    )
+    assert old.status_code == 422 and error_code(old) == "event_time_out_of_bounds"
+    ok = svc.client.post(
+        "/v1/records", json=_inspection(party, svc, lot="OK-1", event_time=now - 3600)
+    )
+    assert ok.status_code == 202, ok.text
+
+
+def test_as_of_is_bounded_and_other_readings_are_what_ifs(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    oem = _auth(world, "OEM-0001")
+    url = "/v1/suppliers/SUP-00002/credit"
+    future = svc.client.get(url, params={"as_of": int(time.time()) + 86_400}, headers=oem)
+    assert future.status_code == 422 and error_code(future) == "as_of_in_future"
+    ancient = svc.client.get(url, params={"as_of": 1}, headers=oem)
+    assert ancient.status_code == 422 and error_code(ancient) == "as_of_before_ledger"
+    published = svc.client.get(url, headers=oem).json()
+    assert published["reading"] == "published" and published["commitment"]
+    history = svc.client.get(f"{url}/history", headers=oem).json()["history"]
+    for params in ({"window_days": 90}, {"window_days": 365}, {"as_of": int(time.time()) - 3600}):
+        what_if = svc.client.get(url, params=params, headers=oem)
+        assert what_if.status_code == 200, what_if.text
+        body = what_if.json()
+        assert body["reading"] == "what_if" and body["commitment"] is None
+        assert "responseHash" not in body
+    # Never stored, never in history.
+    assert svc.client.get(f"{url}/history", headers=oem).json()["history"] == history
+    ranked = svc.client.get("/v1/suppliers", params={"window_days": 90}, headers=oem)
+    assert ranked.status_code == 422 and error_code(ranked) == "window_fixed_by_policy"
+
+
+def test_a_thin_file_gets_insufficient_evidence(world: dict[str, Any]) -> None:
+    """A brand-new supplier files two perfect self-signed inspections: no number, gate fails."""
+    svc = world["svc"]
+    newcomer = Party(Signer.generate(), "SUP-NEW99", Role.SUPPLIER)
+    svc.chain.register_participant(newcomer.address, Role.SUPPLIER, newcomer.org)
+    now = int(time.time())
+    for k in range(2):
+        answer = svc.client.post(
+            "/v1/records", json=_inspection(newcomer, svc, lot=f"N-{k}", event_time=now - 60)
+        )
+        assert answer.status_code == 202, answer.text
+    Anchorer(svc.ctx).run_once(force=True)
+    oem = _auth(world, "OEM-0001")
+    body = svc.client.get("/v1/suppliers/SUP-NEW99/credit", headers=oem).json()
+    assert body["status"] == "insufficient_evidence" and body["score"] is None
+    assert body["gate"]["outcome"] == "fail" and body["gate"]["insufficient_evidence"]
+    assert body["contributions"] == []
+    assert body["reason_codes"][0]["code"] == "INSUFFICIENT_OEM_EVIDENCE"
+    rows = svc.client.get("/v1/suppliers", headers=oem).json()["suppliers"]
+    assert rows[-1]["supplierId"] == "SUP-NEW99" and rows[-1]["score"] is None
+    assert rows[-1]["status"] == "insufficient_evidence"
+    png = svc.client.get("/v1/suppliers/SUP-NEW99/credit/waterfall.png", headers=oem)
+    assert png.status_code == 409 and error_code(png) == "insufficient_evidence"
