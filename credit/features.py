@@ -51,6 +51,9 @@ class FeatureSpec:
     missing_value: float
     lo: float
     hi: float
+    # Whether the supplier's own records supply the values (its measurements, its filings):
+    # what-ifs never propose moving such a feature (issue 16), only evidence others sign.
+    self_written: bool = False
 
     @property
     def monotone(self) -> int:
@@ -87,6 +90,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         0.0,
         -1.0,
         5.0,
+        self_written=True,
     ),
     FeatureSpec(
         "cpk_trend",
@@ -98,6 +102,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         0.0,
         -3.0,
         3.0,
+        self_written=True,
     ),
     FeatureSpec(
         "on_time_delivery",
@@ -178,6 +183,7 @@ FEATURES: tuple[FeatureSpec, ...] = (
         0.0,
         0.0,
         1.0,
+        self_written=True,
     ),
     FeatureSpec(
         "fl_participation",
@@ -736,6 +742,7 @@ def schema_document() -> dict[str, object]:
                 "missing_policy": f.missing_policy,
                 "missing_value": f.missing_value,
                 "range": [f.lo, f.hi],
+                "self_written": f.self_written,
             }
             for f in FEATURES
         ],

@@ -27,7 +27,7 @@ from credit.features import (
     feature_matrix,
 )
 from credit.gates import GatePolicy, GateResult, default_policy
-from credit.model import ADDITIVITY_TOL, CreditModel, Explained, band_of, default_model
+from credit.model import ADDITIVITY_TOL, BANDS, CreditModel, Explained, band_of, default_model
 from ledger.canonical import canonical_json
 from ledger.merkle import StandardMerkleTree
 
@@ -53,6 +53,25 @@ class ReasonCode(BaseModel):
     text: str
     features: list[str]
     points: float
+
+
+class StandIn(BaseModel):
+    """A feature scored on its documented stand-in value because its evidence was missing."""
+
+    feature: str
+    value: float
+    points: float
+    adds_points: bool  # flagged: a stand-in that raises the score above the base value
+
+
+class ReasonTarget(BaseModel):
+    """What the reason codes explain (adverse-action style): why the score is not past the gate,
+    or, past it, not in the next band up."""
+
+    target: Literal["gate", "next_band"]
+    name: str  # the gate policy (id@version) or the band
+    threshold: float
+    short_by: float  # points
 
 
 class WhatIf(BaseModel):
@@ -84,6 +103,8 @@ class CreditResponse(BaseModel):
     base_value: float  # SHAP base value in points: the model's expected score
     contributions: list[Contribution]
     reason_codes: list[ReasonCode]
+    reasons_for: ReasonTarget | None = None  # None: band A and past the gate
+    stand_ins: list[StandIn] = []
     model_version: str
     feature_schema_version: str
     evidence_root: str
@@ -197,6 +218,17 @@ def _response(
             ReasonCode(code=r.code, text=r.text, features=list(r.features), points=r.points)
             for r in reason_codes(points, vec.observed, vec.details)
         ],
+        reasons_for=_reason_target(score, gate, policy),
+        stand_ins=[
+            StandIn(
+                feature=f.name,
+                value=vec.values[i],
+                points=points[f.name],
+                adds_points=points[f.name] > 0,
+            )
+            for i, f in enumerate(FEATURES)
+            if vec.observed.get(f.name) is None
+        ],
         model_version=model.version,
         feature_schema_version=vec.schema_version,
         evidence_root=vec.evidence_root,
@@ -218,6 +250,23 @@ def _response(
             for c in changes
         ],
     )
+
+
+def _reason_target(score: float, gate: GateResult, policy: GatePolicy) -> ReasonTarget | None:
+    """The bar the reason codes explain the distance to: the gate if it failed on the score,
+    else the next band up (None in the top band)."""
+    if score < policy.min_score:
+        return ReasonTarget(
+            target="gate",
+            name=policy.ref,
+            threshold=policy.min_score,
+            short_by=policy.min_score - score,
+        )
+    higher = [(name, floor) for name, floor in BANDS if floor > score]
+    if not higher:
+        return None
+    name, floor = higher[-1]
+    return ReasonTarget(target="next_band", name=name, threshold=floor, short_by=floor - score)
 
 
 def _reading(vec: FeatureVector, policy: GatePolicy) -> Literal["published", "what_if"]:
