@@ -387,3 +387,42 @@ def test_windows_sit_on_anchoring_time(pop: Population) -> None:
     it = _own(pop, pop.suppliers[0].supplier_id, "inspection")[0]
     assert anchor_time(it) == it.signed_at + ANCHOR_DELAY
     assert anchor_time(replace(it, event_time=0)) == anchor_time(it)
+
+
+# -- reasons that tell the truth --------------------------------------------------------------
+
+
+def test_reasons_name_the_bar_and_stand_ins_are_flagged(
+    pop: Population, honest: dict[str, CreditResponse]
+) -> None:
+    policy = default_policy()
+    for resp in honest.values():
+        assert resp.score is not None and len(resp.reason_codes) <= 4
+        assert not any(r.code.endswith("BELOW_PEERS") for r in resp.reason_codes)
+        target = resp.reasons_for
+        if resp.score < policy.min_score:
+            assert target is not None and target.target == "gate"
+        elif resp.band != "A":
+            assert target is not None and target.target == "next_band"
+        if target is not None:
+            assert target.short_by == pytest.approx(target.threshold - resp.score)
+        missing = {c.feature for c in resp.contributions if not c.observed}
+        assert {s.feature for s in resp.stand_ins} == missing
+        for s in resp.stand_ins:
+            assert s.adds_points == (s.points > 0)
+        for r in resp.reason_codes:  # every code is tied to features that cost points
+            assert r.points < 0 and r.features
+
+
+def test_what_ifs_only_propose_evidence_others_sign(pop: Population) -> None:
+    from credit.features import SPECS
+
+    proposed = set()
+    for truth in pop.suppliers[:5]:
+        sid = truth.supplier_id
+        resp = score_supplier(
+            pop.items, sid, pop.end, fl_participation=pop.fl_participation(sid, pop.end, WINDOW)
+        )
+        proposed |= {w.feature for w in resp.what_if}
+    assert proposed  # there is something to propose
+    assert not {f for f in proposed if SPECS[f].self_written}
