@@ -439,11 +439,13 @@ def _capability(
         sources = []
         # The measurements are the lot's first timely statement: a later version of the same
         # lot counts once, but cannot rewrite the values the lot was first reported with.
+        if any(v.struct_hash.lower() in repairs.superseded for v in lot.outgoing):
+            # An auditor-verified study replaces this lot's measurements (the supplier's and the
+            # OEM's alike: both show the process before the fix) for capability only.
+            superseded_parts.add(lot.part)
+            continue
         if lot.first is not None:
-            if any(v.struct_hash.lower() in repairs.superseded for v in lot.outgoing):
-                superseded_parts.add(lot.part)
-            else:
-                sources.append(lot.first.payload.get("sensorReport", ()))
+            sources.append(lot.first.payload.get("sensorReport", ()))
         if lot.incoming:
             sources.append(lot.incoming.get("sensorReport", ()))
         for chars in sources:

@@ -265,6 +265,7 @@ def test_no_trick_pays(
     assert max(gains.values()) <= MAX_GAIN, (trick, {k: round(v, 2) for k, v in gains.items()})
 
 
+@pytest.mark.slow  # ~20 s: every trick at once, for four suppliers
 def test_all_tricks_together_do_not_pay(pop: Population, honest: dict[str, CreditResponse]) -> None:
     for truth in pop.suppliers[:4]:
         sid = truth.supplier_id
