@@ -210,7 +210,7 @@ class GateFacts:
     open_major_nonconformities: int
     anchored_records: int
     oem_received_lots: int = 0  # OEM goods receipts in the window (the thin-file test)
-    oem_evidence_months: int = 0  # distinct 30-day periods of the window with a goods receipt
+    oem_evidence_months: int = 0  # distinct 30-day periods with a goods receipt (received date)
     inspection_disagreements: int = 0  # lots the OEM found defective, the supplier called clean
 
 
@@ -697,7 +697,9 @@ def compute_features(
         if c.severity == "critical" and c.status == "open"
         for r in c.records
     )
-    months = {(anchor_time(it) - start) // (30 * DAY) for it in receipts}
+    # Months of receiving: by the OEM's own received date (an OEM-signed time, bounded at intake),
+    # so a ledger that anchored a backlog at once still shows when the lots arrived.
+    months = {it.event_time // (30 * DAY) for it in receipts}
     facts = GateFacts(
         open_critical_complaints=open_critical,
         open_major_nonconformities=int(observed["audit_major_nc"] or 0),
