@@ -409,3 +409,107 @@ def test_a_thin_file_gets_insufficient_evidence(world: dict[str, Any]) -> None:
     assert rows[-1]["status"] == "insufficient_evidence"
     png = svc.client.get("/v1/suppliers/SUP-NEW99/credit/waterfall.png", headers=oem)
     assert png.status_code == 409 and error_code(png) == "insufficient_evidence"
+
+
+@pytest.mark.slow  # ~30 s: four tricks by every supplier through the live HTTP API
+def test_red_team_tricks_through_the_api(world: dict[str, Any]) -> None:
+    """Each supplier plays tricks with its own key over HTTP; none gains > 0.5 points."""
+    svc, pop = world["svc"], world["pop"]
+    oem = _auth(world, "OEM-0001")
+    now = int(time.time())
+    before = {
+        r["supplierId"]: r for r in svc.client.get("/v1/suppliers", headers=oem).json()["suppliers"]
+    }
+    nonce = 800_000
+    for truth in pop.suppliers:
+        sid = truth.supplier_id
+        signer = pop.signers[sid]
+        own = [
+            r for r in pop.records if r.record.subject == sid and r.record.signer == signer.address
+        ]
+        inspections = [r for r in own if r.record.kind.value == "inspection"]
+        deliveries = [r for r in own if r.record.kind.value == "delivery"]
+        actions = [r for r in own if r.record.kind.value == "corrective_action"]
+        forged: list[dict[str, Any]] = []
+        template = inspections[-1]
+        for k in range(20):  # flood: perfect lots nobody received
+            nonce += 1
+            payload = {**template.payload, "defectList": [], "disposition": "conformant"}
+            forged.append(
+                sign_record(
+                    signer,
+                    svc.ctx.domain,
+                    subject=sid,
+                    kind="inspection",
+                    part_number=template.record.partNumber,
+                    lot_id=f"{sid}-FLOOD{k}",
+                    event_time=now - 3600,
+                    quantity=template.record.quantity,
+                    defects=0,
+                    nonce=nonce,
+                    payload=payload,
+                ).model_dump(mode="json")
+            )
+        for r in inspections[-10:]:  # the same lot again with a new nonce
+            nonce += 1
+            forged.append(resign(r, signer, signed_at=now, nonce=nonce).model_dump(mode="json"))
+        for r in deliveries[-10:]:  # promised dates moved to after delivery
+            nonce += 1
+            payload = {**r.payload, "promisedTime": r.payload["deliveredTime"] + 86_400}
+            forged.append(
+                sign_record(
+                    signer,
+                    svc.ctx.domain,
+                    subject=sid,
+                    kind="delivery",
+                    part_number=r.record.partNumber,
+                    lot_id=r.record.lotId,
+                    event_time=r.record.eventTime,
+                    quantity=r.record.quantity,
+                    defects=0,
+                    nonce=nonce,
+                    payload=payload,
+                ).model_dump(mode="json")
+            )
+        for r in actions:  # 8D answered "at once"
+            nonce += 1
+            opened = min(r.payload["eightD"].values())
+            payload = {
+                **r.payload,
+                "firstResponseTime": opened,
+                "eightD": dict.fromkeys(r.payload["eightD"], opened),
+            }
+            forged.append(
+                sign_record(
+                    signer,
+                    svc.ctx.domain,
+                    subject=sid,
+                    kind="corrective_action",
+                    part_number=r.record.partNumber,
+                    lot_id=r.record.lotId,
+                    event_time=max(opened, r.record.eventTime),
+                    quantity=0,
+                    defects=0,
+                    nonce=nonce,
+                    payload=payload,
+                ).model_dump(mode="json")
+            )
+        answer = svc.client.post("/v1/records:batch", json={"records": forged})
+        assert answer.status_code in (202, 207), answer.text[:300]
+    Anchorer(svc.ctx).run_once(force=True)
+    after = {
+        r["supplierId"]: r for r in svc.client.get("/v1/suppliers", headers=oem).json()["suppliers"]
+    }
+    for truth in pop.suppliers:
+        sid = truth.supplier_id
+        b, a = before[sid], after[sid]
+        assert a["score"] is not None and b["score"] is not None
+        assert a["score"] - b["score"] <= 0.5, (sid, b["score"], a["score"])
+        assert not (b["gate"]["outcome"] == "fail" and a["gate"]["outcome"] == "pass"), sid
+    # A favourable window is a what-if: labelled, never the published number.
+    sid = pop.suppliers[0].supplier_id
+    for days in (60, 90, 365):
+        body = svc.client.get(
+            f"/v1/suppliers/{sid}/credit", params={"window_days": days}, headers=oem
+        ).json()
+        assert body["reading"] == "what_if" and body["commitment"] is None
