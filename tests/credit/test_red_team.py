@@ -427,3 +427,43 @@ def test_what_ifs_only_propose_evidence_others_sign(pop: Population) -> None:
         proposed |= {w.feature for w in resp.what_if}
     assert proposed  # there is something to propose
     assert not {f for f in proposed if SPECS[f].self_written}
+
+
+def test_filings_after_an_incident_move_no_share() -> None:
+    """Every supplier of a 6-supplier incident in turn files perfect re-inspections of its
+    incident lot after the incident was reported: no share moves."""
+    from credit.responsibility import Incident, IncidentLot, responsibility_matrix
+    from simulator.population import simulate_incident
+
+    sc = simulate_incident(6, seed=5, drifted_index=2)
+    reported = sc.occurred_at + 3600
+    incident = Incident(
+        incident_id=sc.incident_id,
+        product=sc.product,
+        occurred_at=sc.occurred_at,
+        reported_at=reported,
+        lots=[IncidentLot(supplier_id=s, part_number=p, lot_id=lot) for s, p, lot in sc.lots],
+    )
+    pop = _fresh(sc.population)
+    before = {r.supplier_id: r.weight for r in responsibility_matrix(incident, pop.items).rows}
+    played_by = 0
+    for sid, _part, lot in sc.lots:
+        played = _fresh(pop)
+        shown = [it for it in _own(played, sid, "inspection") if it.lot_id == lot]
+        if not shown:
+            continue  # the supplier never inspected that lot: nothing to re-file
+        original = shown[-1]
+        played_by += 1
+        _sign_like(
+            played,
+            original,
+            signed_at=reported + 60,
+            event_time=reported,
+            defects=0,
+            payload=_perfect_inspection(original),
+        )
+        after = {
+            r.supplier_id: r.weight for r in responsibility_matrix(incident, played.items).rows
+        }
+        assert after == before, sid
+    assert played_by >= 4
