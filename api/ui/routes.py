@@ -31,6 +31,7 @@ from api.deps import Ctx, get_principal
 from api.errors import ApiError, from_ledger
 from api.ui import charts, data, fmt
 from credit.features import DEFAULT_WINDOW_DAYS
+from credit.gates import default_policy
 from ledger.errors import LedgerError
 from ledger.records import Role
 
@@ -350,6 +351,9 @@ Window = Annotated[int, Query(ge=30, le=730)]
 def ranking_page(
     request: Request, ctx: Ctx, user: PageUser, window_days: Window = DEFAULT_WINDOW_DAYS
 ) -> Response:
+    # Published scores use the gate policy's window (issue 16); another window would be a
+    # what-if, which the dashboard does not publish.
+    window_days = default_policy().window_days
     rows = data.ranking(ctx, user, window_days)
     threshold = next((r.threshold for r in rows if r.threshold is not None), None)
     chart = charts.bar_chart(
@@ -407,6 +411,7 @@ def supplier_page(
     user: PageUser,
     window_days: Window = DEFAULT_WINDOW_DAYS,
 ) -> Response:
+    window_days = default_policy().window_days  # the published reading's window (issue 16)
     view = data.supplier(ctx, user, supplier_id, window_days)
     credit = view.credit
     gate = credit.get("gate") or None
