@@ -31,7 +31,8 @@ from api.store.models import (
     Score,
 )
 from credit.evidence import EvidenceItem
-from credit.features import DEFAULT_WINDOW_DAYS, compute_features
+from credit.features import compute_features
+from credit.gates import default_policy
 from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibility_matrix
 from credit.score import CreditResponse, response_hash, score_vectors
@@ -156,35 +157,42 @@ class Unavailable:
 _SCORING_ERRORS = (KeyError, TypeError, ValueError, ArithmeticError, IndexError, InvalidRecord)
 
 
-def check_as_of(ctx: ServiceContext, as_of: int | None) -> None:
-    """A score is never dated in the future (beyond the clock skew allowed for signatures):
-    a far-future as-of would be published and committed as history that never happened."""
-    if as_of is None:
-        return
-    latest = int(time.time()) + ctx.settings.clock_skew_seconds
-    if not 0 < as_of <= latest:
-        raise ApiError(
-            422,
-            "as_of_out_of_range",
-            "as_of must be a Unix time not in the future",
-            expected=f"1..{latest}",
-            got=as_of,
+class AsOfOutOfBounds(ValueError):
+    """A requested scoring instant lies in the future or before the ledger's first record."""
+
+    def __init__(self, code: str, message: str, expected: str, got: int) -> None:
+        super().__init__(message)
+        self.code, self.expected, self.got = code, expected, got
+
+
+def check_as_of(session: Session, as_of: int, now: int, skew: int) -> None:
+    """as_of must not lie in the future, nor before the ledger's first record was signed."""
+    if as_of > now + skew:
+        raise AsOfOutOfBounds(
+            "as_of_in_future", "as_of is in the future", f"<= {now + skew}", as_of
+        )
+    first = session.scalar(select(func.min(Record.signed_at)))
+    if first is None or as_of < first:
+        raise AsOfOutOfBounds(
+            "as_of_before_ledger",
+            "as_of lies before the ledger's first record",
+            f">= {first}" if first is not None else "a ledger with records",
+            as_of,
         )
 
 
-def publish_scores_isolated(
+def _score_isolated(
     ctx: ServiceContext,
     suppliers: Sequence[str],
-    *,
-    as_of: int | None = None,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-    with_what_if: bool = False,
-    trigger: str = "request",
-) -> tuple[list[Score], list[Unavailable]]:
-    """Score ``suppliers``, store each response not stored before (score history) and return
-    the rows, plus the suppliers whose score could not be computed: one supplier's unusable
-    evidence never takes the others' scores down."""
-    check_as_of(ctx, as_of)
+    as_of: int | None,
+    window_days: int | None,
+    with_what_if: bool,
+) -> tuple[list[CreditResponse], list[Unavailable]]:
+    """Responses for ``suppliers`` (not stored), plus those whose score cannot be computed: one
+    supplier's unusable evidence never takes the others' scores down. The window defaults to
+    the gate policy's, ``as_of`` to the newest anchor."""
+    policy = default_policy()
+    window_days = policy.window_days if window_days is None else window_days
     unavailable: dict[str, Unavailable] = {}
     with ctx.sessions() as s:
         as_of = as_of or default_as_of(s)
@@ -215,40 +223,21 @@ def publish_scores_isolated(
     responses: list[CreditResponse] = []
     if vectors:
         try:
-            responses = score_vectors(vectors, with_what_if=with_what_if)
+            responses = score_vectors(vectors, with_what_if=with_what_if, policy=policy)
         except _SCORING_ERRORS:
             # One vector broke the batch: score them one by one to find it.
             for vec in vectors:
                 try:
-                    responses.extend(score_vectors([vec], with_what_if=with_what_if))
+                    responses.extend(score_vectors([vec], with_what_if=with_what_if, policy=policy))
                 except _SCORING_ERRORS as exc:
                     log.warning("score of %s failed: %r", vec.supplier_id, exc)
                     unavailable[vec.supplier_id] = Unavailable(
                         vec.supplier_id, "score_failed", type(exc).__name__
                     )
-    rows = [_store_score(ctx, r, trigger) for r in responses]
-    return rows, [unavailable[sid] for sid in suppliers if sid in unavailable]
+    return responses, [unavailable[sid] for sid in suppliers if sid in unavailable]
 
 
-def publish_scores(
-    ctx: ServiceContext,
-    suppliers: Sequence[str],
-    *,
-    as_of: int | None = None,
-    window_days: int = DEFAULT_WINDOW_DAYS,
-    with_what_if: bool = False,
-    trigger: str = "request",
-) -> list[Score]:
-    """Score ``suppliers`` (see ``publish_scores_isolated``); any supplier whose score cannot
-    be computed is a 409 ``score_unavailable`` naming it and the reason."""
-    rows, unavailable = publish_scores_isolated(
-        ctx,
-        suppliers,
-        as_of=as_of,
-        window_days=window_days,
-        with_what_if=with_what_if,
-        trigger=trigger,
-    )
+def _refuse_unavailable(unavailable: Sequence[Unavailable]) -> None:
     if unavailable:
         first = unavailable[0]
         raise ApiError(
@@ -257,6 +246,53 @@ def publish_scores(
             f"the score of {first.supplier_id} cannot be computed now ({first.code})",
             got=[u.to_json() for u in unavailable],
         )
+
+
+def score_responses(
+    ctx: ServiceContext,
+    suppliers: Sequence[str],
+    *,
+    as_of: int | None = None,
+    window_days: int | None = None,
+    with_what_if: bool = False,
+) -> list[CreditResponse]:
+    """Responses for ``suppliers`` without storing them (a what-if reading, or before storing);
+    a supplier whose score cannot be computed is a 409 ``score_unavailable``."""
+    responses, unavailable = _score_isolated(ctx, suppliers, as_of, window_days, with_what_if)
+    _refuse_unavailable(unavailable)
+    return responses
+
+
+def publish_scores_isolated(
+    ctx: ServiceContext,
+    suppliers: Sequence[str],
+    *,
+    with_what_if: bool = False,
+    trigger: str = "request",
+) -> tuple[list[Score], list[Unavailable]]:
+    """Score ``suppliers`` at the newest anchor over the policy's window (the published reading),
+    store each response not stored before (score history) and return the rows, plus the
+    suppliers whose score cannot be computed now. An identical response (same evidence, model,
+    policy and instant) is one row. Any other instant or window is a what-if
+    (``score_responses``): never stored, never committed."""
+    responses, unavailable = _score_isolated(ctx, suppliers, None, None, with_what_if)
+    rows = [_store_score(ctx, r, trigger) for r in responses if r.reading == "published"]
+    return rows, unavailable
+
+
+def publish_scores(
+    ctx: ServiceContext,
+    suppliers: Sequence[str],
+    *,
+    with_what_if: bool = False,
+    trigger: str = "request",
+) -> list[Score]:
+    """``publish_scores_isolated``, where any supplier whose score cannot be computed is a 409
+    ``score_unavailable`` naming it and the reason."""
+    rows, unavailable = publish_scores_isolated(
+        ctx, suppliers, with_what_if=with_what_if, trigger=trigger
+    )
+    _refuse_unavailable(unavailable)
     return rows
 
 

@@ -23,7 +23,14 @@ from api.errors import ApiError, from_typed
 from api.store.errors import store_error
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
-from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
+from ledger.records import (
+    KIND_SIGNER_ROLE,
+    EventTimeOutOfBounds,
+    Role,
+    SignedRecord,
+    check_event_time,
+    load_signed_record,
+)
 from ledger.signing import check_domain, check_kind_allowed, check_signature
 
 log = logging.getLogger("qledger.intake")
@@ -124,6 +131,12 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
             expected=f"<= {now + skew}",
             got=record.eventTime,
         )
+    try:
+        check_event_time(
+            record, max_age_seconds=ctx.settings.max_event_age_seconds, skew_seconds=skew
+        )
+    except EventTimeOutOfBounds as exc:
+        raise ApiError(422, exc.code, str(exc), expected=exc.expected, got=exc.got) from exc
     return Checked(signed=signed, struct_hash=struct_hash, role=role)
 
 

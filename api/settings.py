@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     )
     # 2,000 blocks per eth_getLogs: under the smallest cap common providers put on one call.
     roles_max_block_range: int = Field(2000, ge=1, le=100_000)
+    # eventTime may lie at most this long before signedAt (ledger.records.check_event_time):
+    # evidence cannot be dated into or out of a scoring window after the fact.
+    max_event_age_seconds: int = Field(30 * 86_400, ge=0)
     token_secret: SecretStr | None = Field(
         None, description="HMAC key for access tokens; default: generated once into data_dir"
     )

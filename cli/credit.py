@@ -27,7 +27,7 @@ def show(
     client = logged_in(url, key)
     try:
         credit = client.get(f"/v1/suppliers/{supplier}/credit")
-        if plot is not None:
+        if plot is not None and credit["score"] is not None:
             response = client.http.get(
                 f"/v1/suppliers/{supplier}/credit/waterfall.png",
                 headers={"Authorization": f"Bearer {client.token}"},
@@ -40,6 +40,15 @@ def show(
         typer.echo(json.dumps(credit, indent=2))
         return
     gate = credit["gate"] or {}
+    if credit["score"] is None:
+        # A thin file (issue 16): no number, the gate fails for that reason.
+        console.print(
+            f"[bold]{supplier}[/]: [bold]insufficient evidence[/]; {gate.get('policy')}: "
+            f"[bold]{gate.get('outcome')}[/]"
+        )
+        for r in credit["reason_codes"]:
+            console.print(f"  {r['code']}: {r['text']}")
+        return
     console.print(
         f"[bold]{supplier}[/]: score [bold]{credit['score']:.1f}[/] band "
         f"{credit['band']}; {gate.get('policy')}: [bold]{gate.get('outcome')}[/] "
@@ -87,7 +96,7 @@ def rank(key: Path = KEY, url: str = URL) -> None:
         distance = r["gate"]["distance"]
         table.add_row(
             r["supplierId"],
-            f"{r['score']:.1f}",
+            f"{r['score']:.1f}" if r["score"] is not None else "insufficient evidence",
             r["band"],
             r["gate"]["outcome"],
             f"{distance:+.1f}" if distance is not None else "-",

@@ -46,6 +46,9 @@ from ledger.records import Domain, RecordKind
 from ledger.signing import resign, sign_record
 from simulator.population import MONTH, Population, draw_truth, simulate_population
 
+THIN_FILE_SUPPLIER = "SUP-NEW01"  # the demo's newcomer with too little OEM-side evidence
+HISTORY_IMPORT_MAX_AGE = 365 * 86_400  # seconds: the demo's history reaches 6 months back
+
 ROOT = Path(__file__).resolve().parent.parent
 SUBMIT_CHUNK = 1000  # records per POST /v1/records:batch (the API's limit)
 
@@ -120,6 +123,9 @@ def _service(data_dir: Path, rpc_url: str, port: int) -> Iterator[tuple[str, sub
         "QLEDGER_ANCHORER_KEY": dev_private_keys()[0],
         "QLEDGER_BATCH_MAX_SECONDS": "1.0",
         "QLEDGER_PORT": str(port),
+        # The demo files six months of simulated history at once, signed now: the eventTime
+        # bound (30 days in production) is widened to a year for this import.
+        "QLEDGER_MAX_EVENT_AGE_SECONDS": str(HISTORY_IMPORT_MAX_AGE),
     }
     log = (data_dir / "service.log").open("w")
     proc = subprocess.Popen(
@@ -240,6 +246,31 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
             )
             for r in sorted(pop.records, key=lambda r: r.record.eventTime)
         ]
+        # A newcomer with nothing but two perfect self-signed inspections: a thin file, which
+        # must get "insufficient evidence", not a number (issue 16).
+        newcomer = Signer(bytes.fromhex("11" * 32))
+        admin.register(newcomer.address, "SUPPLIER", THIN_FILE_SUPPLIER, name=THIN_FILE_SUPPLIER)
+        signed_now += [
+            sign_record(
+                newcomer,
+                domain,
+                subject=THIN_FILE_SUPPLIER,
+                kind=RecordKind.INSPECTION,
+                part_number="NEW-1",
+                lot_id=f"{THIN_FILE_SUPPLIER}-L{k}",
+                event_time=now - 3600 * (k + 1),
+                quantity=10,
+                defects=0,
+                nonce=k + 1,
+                payload={
+                    "disposition": "conformant",
+                    "inspectionType": "final",
+                    "lotSize": 100,
+                    "sampleSize": 10,
+                },
+            ).model_dump(mode="json")
+            for k in range(2)
+        ]
         with _progress(console) as progress:
             task = progress.add_task("submit signed records (HTTP)", total=len(signed_now))
             for i in range(0, len(signed_now), SUBMIT_CHUNK):
@@ -266,6 +297,12 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         for row in result.ranking:
             result.credits[row["supplierId"]] = oem.get(f"/v1/suppliers/{row['supplierId']}/credit")
         console.print(_ranking_table(result))
+        thin = result.credits.get(THIN_FILE_SUPPLIER, {})
+        console.print(
+            f"{THIN_FILE_SUPPLIER} (two self-signed inspections, no OEM goods receipt): "
+            f"[bold]{thin.get('status')}[/], score {thin.get('score')}, trial gate "
+            f"{(thin.get('gate') or {}).get('outcome')}"
+        )
 
         console.rule("[bold]5. Credit repair with auditor-verified evidence")
         auditor = QledgerClient(url)
@@ -387,7 +424,7 @@ def _ranking_table(result: DemoResult) -> Table:
         reasons = result.credits[row["supplierId"]]["reason_codes"][:2]
         table.add_row(
             row["supplierId"],
-            f"{row['score']:.1f}",
+            f"{row['score']:.1f}" if row["score"] is not None else "insufficient evidence",
             row["band"],
             "[green]eligible[/]" if gate["outcome"] == "pass" else f"[red]{gate['outcome']}[/]",
             f"{gate['distance']:+.1f}" if gate["distance"] is not None else "-",
@@ -408,11 +445,10 @@ def _repair(
     """A supplier just below the trial gate fixes its process; an auditor verifies it (a process
     capability study, closure of complaints and findings) and signs improvements naming the
     records they remedy."""
-    failing = [r for r in result.ranking if r["gate"]["outcome"] != "pass"]
+    scored = [r for r in result.ranking if r["score"] is not None]  # thin files have no number
+    failing = [r for r in scored if r["gate"]["outcome"] != "pass"]
     target = (
-        max(failing, key=lambda r: r["score"])
-        if failing
-        else min(result.ranking, key=lambda r: r["score"])
+        max(failing, key=lambda r: r["score"]) if failing else min(scored, key=lambda r: r["score"])
     )["supplierId"]
     before = result.credits[target]
     records = auditor.get("/v1/records", subject=target, limit=1000)["records"]
@@ -510,7 +546,11 @@ def _incident(
     }
     field = pop.field_incidents[-1] if pop.field_incidents else None
     culprit = (
-        field.supplier_id if field else min(result.ranking, key=lambda r: r["score"])["supplierId"]
+        field.supplier_id
+        if field
+        else min((r for r in result.ranking if r["score"] is not None), key=lambda r: r["score"])[
+            "supplierId"
+        ]
     )
     others = [s for s in records if s != culprit][:2]
     lots = [
@@ -724,7 +764,7 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: Demo
 
     images: list[tuple[str, str]] = []
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    rows = result.ranking
+    rows = [r for r in result.ranking if r["score"] is not None]  # thin files: no bar
     colors = ["#2e7d32" if r["gate"]["outcome"] == "pass" else "#c62828" for r in rows]
     ax.barh(
         [r["supplierId"] for r in rows][::-1], [r["score"] for r in rows][::-1], color=colors[::-1]

@@ -66,7 +66,7 @@ def _below(name: str, limit: float) -> Callable[[Observed], bool]:
 
 
 def _costs_points(feature: str) -> Callable[[Observed, Mapping[str, str]], str]:
-    text = f"{feature.replace('_', ' ')} costs points against the model's average supplier"
+    text = f"{feature.replace('_', ' ')} holds the score down"
     return lambda o, d: text
 
 
@@ -79,7 +79,7 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         "PPM_MISSING",
         ("defect_ppm",),
         _missing("defect_ppm"),
-        lambda o, d: "No anchored inspection evidence in the window",
+        lambda o, d: "No OEM incoming inspection of a received lot in the window (stand-in used)",
     ),
     ReasonRule(
         "PPM_POOR_LINE",
@@ -97,7 +97,7 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         "CPK_MISSING",
         ("cpk_min", "cpk_trend"),
         _missing("cpk_min"),
-        lambda o, d: "No key-characteristic measurements to estimate Cpk",
+        lambda o, d: "No estimable capability of the OEM's key characteristics (stand-in used)",
     ),
     ReasonRule(
         "CPK_BELOW_133",
@@ -130,7 +130,7 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         "OTD_MISSING",
         ("on_time_delivery",),
         _missing("on_time_delivery"),
-        lambda o, d: "No anchored delivery records in the window",
+        lambda o, d: "No OEM goods receipt in the window (stand-in used)",
     ),
     ReasonRule(
         "OTD_LOW",
@@ -143,6 +143,12 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         ("complaints_per_month",),
         _above("complaints_per_month", 0.0),
         lambda o, d: f"{o['complaints_per_month']:.1f} OEM complaints per month",
+    ),
+    ReasonRule(
+        "RESPONSE_MISSING",
+        ("complaint_response_hours",),
+        _missing("complaint_response_hours"),
+        lambda o, d: "No complaint due an answer in the window (24 h stand-in used)",
     ),
     ReasonRule(
         "RESPONSE_OVER_48H",
@@ -159,6 +165,12 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         lambda o, d: (
             f"Complaint response slower than 24 hours (mean {o['complaint_response_hours']:.0f} h)"
         ),
+    ),
+    ReasonRule(
+        "EIGHT_D_MISSING",
+        ("eight_d_closure_days",),
+        _missing("eight_d_closure_days"),
+        lambda o, d: "No 8D due closure in the window (11.7-day stand-in used)",
     ),
     ReasonRule(
         "EIGHT_D_OVER_30D",
@@ -198,8 +210,15 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         ("evidence_completeness",),
         _below("evidence_completeness", 1.0),
         lambda o, d: (
-            f"Inspection evidence for only {o['evidence_completeness']:.0%} of delivered lots"
+            f"Outgoing inspection for only {o['evidence_completeness']:.0%} of the lots the OEM "
+            "received"
         ),
+    ),
+    ReasonRule(
+        "FL_MISSING",
+        ("fl_participation",),
+        _missing("fl_participation"),
+        lambda o, d: "No federated-learning round recorded in the window (stand-in 0 used)",
     ),
     ReasonRule(
         "FL_NOT_PARTICIPATING",
@@ -214,10 +233,12 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
         lambda o, d: f"Took part in {o['fl_participation']:.0%} of federated rounds",
     ),
 )
-# Whatever the curated rules do not cover still gets a code (never an unexplained loss).
+# Whatever the curated rules do not cover still gets a code (never an unexplained loss). It
+# says what the feature costs, not that the supplier is "below peers": a missing feature has
+# its own *_MISSING code above.
 _FALLBACK = {
     f.name: ReasonRule(
-        f"{f.name.upper()}_BELOW_PEERS",
+        f"{f.name.upper()}_COSTS_POINTS",
         (f.name,),
         lambda o: True,
         _costs_points(f.name),
@@ -281,6 +302,13 @@ class WhatIfChange:
 
 
 def what_if(
+    model: CreditModel, row: np.ndarray, score: float, threshold: float
+) -> list[WhatIfChange]:
+    """See ``_what_if``; only features the supplier cannot write for itself are proposed."""
+    return [c for c in _what_if(model, row, score, threshold) if not SPECS[c.feature].self_written]
+
+
+def _what_if(
     model: CreditModel, row: np.ndarray, score: float, threshold: float
 ) -> list[WhatIfChange]:
     """For each feature, the nearest single-feature change that crosses ``threshold``.

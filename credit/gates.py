@@ -50,8 +50,10 @@ class GateResult(BaseModel):
     policy_sha256: str
     outcome: Literal["pass", "fail"]
     threshold: float
-    distance: float  # score - threshold: negative = points missing, positive = headroom
+    # score - threshold: negative = points missing, positive = headroom; None without a score
+    distance: float | None
     blocking: list[Blocking]
+    insufficient_evidence: bool = False  # a thin file: no number, the gate fails for that
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,42 @@ class GatePolicy:
     min_score: float
     requirements: tuple[Requirement, ...]
     sha256: str
+    window_days: int = 180  # the published score's window; any other is a what-if
+    min_received_lots: int = 0  # OEM goods receipts in the window below which a file is thin
+    min_evidence_months: int = 0  # distinct months of the window holding a goods receipt
+
+    def thin_file(self, facts: GateFacts) -> list[Blocking]:
+        """Why the OEM-side evidence is too thin to score (empty when it is enough)."""
+        out = []
+        for fact, limit, what in (
+            ("oem_received_lots", self.min_received_lots, "received lots"),
+            ("oem_evidence_months", self.min_evidence_months, "months with a goods receipt"),
+        ):
+            actual = getattr(facts, fact)
+            if actual < limit:
+                out.append(
+                    Blocking(
+                        fact=fact,
+                        op=">=",
+                        limit=float(limit),
+                        actual=float(actual),
+                        reason=f"insufficient evidence: {actual} OEM-signed {what} in the "
+                        f"window, the policy needs {limit}",
+                    )
+                )
+        return out
+
+    def insufficient(self, facts: GateFacts) -> GateResult:
+        """The gate of a thin file: failed, with the thin-file reasons, no distance."""
+        return GateResult(
+            policy=self.ref,
+            policy_sha256=self.sha256,
+            outcome="fail",
+            threshold=self.min_score,
+            distance=None,
+            blocking=self.thin_file(facts),
+            insufficient_evidence=True,
+        )
 
     @property
     def ref(self) -> str:
@@ -121,6 +159,9 @@ def parse_policy(raw: bytes) -> GatePolicy:
             min_score=float(doc["score"]["min"]),
             requirements=reqs,
             sha256=hashlib.sha256(raw).hexdigest(),
+            window_days=int(doc["score"].get("window_days", 180)),
+            min_received_lots=int(doc.get("evidence", {}).get("min_received_lots", 0)),
+            min_evidence_months=int(doc.get("evidence", {}).get("min_months", 0)),
         )
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:
         raise PolicyError(f"bad gate policy: {exc}") from exc

@@ -9,7 +9,11 @@ improvement) verifies the fix and names, by struct hash, the records it remedies
   list is empty) closed, so they no longer count as open nonconformities;
 * remedied **inspection** lots are superseded for capability: their measurements leave the Cpk
   estimate and the auditor's ``verifiedCpk`` study for that part takes their place. Their
-  defects stay in the PPM: a repair fixes the process, it does not un-ship defectives.
+  defects stay in the PPM: a repair fixes the process, it does not un-ship defectives. The
+  ``verifiedCpk`` applies only to the part(s) of the inspection records it supersedes.
+
+A remedy must postdate what it remedies (anchored and dated no earlier than its target): a
+closure cannot close something that did not exist yet.
 
 Only improvements that count (anchored and confirmed by the scoring instant, signed by an
 auditor) take effect: the caller passes items already filtered by ``usable_evidence``. References
@@ -57,13 +61,17 @@ def repair_view(items: Sequence[EvidenceItem]) -> RepairView:
         payload = imp.payload
         effective = False
         closes = set(payload.get("closesNonconformities") or ()) or {ALL_FINDINGS}
+        cpk_parts: set[str] = set()
         for ref in payload.get("remedies", ()):
             target = by_hash.get(ref.lower())
             if target is None or target.subject != imp.subject or target.kind == "improvement":
                 continue
+            if _seen(target) > _seen(imp) or target.event_time > imp.event_time:
+                continue  # a closure must postdate what it closes
             effective = True
             if target.kind == "inspection":
                 superseded.add(target.struct_hash.lower())
+                cpk_parts.add(target.part_number)
             elif target.kind in ("complaint", "corrective_action"):
                 cid = target.payload.get("complaintId")
                 if cid is not None:
@@ -72,7 +80,9 @@ def repair_view(items: Sequence[EvidenceItem]) -> RepairView:
                 closed_findings.setdefault(target.struct_hash.lower(), set()).update(closes)
         cpk = payload.get("verifiedCpk")
         if effective and cpk is not None:
-            verified.setdefault(imp.part_number, []).append((imp.event_time, float(cpk)))
+            # A verified Cpk speaks only for the part(s) of the inspection records it supersedes.
+            for part in sorted(cpk_parts):
+                verified.setdefault(part, []).append((imp.event_time, float(cpk)))
         if effective:
             applied.append(imp.struct_hash)
     return RepairView(
@@ -82,6 +92,11 @@ def repair_view(items: Sequence[EvidenceItem]) -> RepairView:
         closed_findings={k: frozenset(v) for k, v in closed_findings.items()},
         verified_cpk=verified,
     )
+
+
+def _seen(item: EvidenceItem) -> int:
+    """When the chain saw ``item`` (its anchoring block time; signedAt where unknown)."""
+    return item.anchored_at if item.anchored_at is not None else item.signed_at
 
 
 def triggers_recompute(item: EvidenceItem) -> bool:

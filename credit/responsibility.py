@@ -7,9 +7,11 @@ Method ``shapley-noisy-or/1``:
    from that lot's measured mean and the within-lot sigma pooled over the supplier's lots of the
    same part within ``around_days`` before the incident (an SQE's normal-tail estimate), and the
    lot's observed defect fraction; the larger of the two counts. Without measurements of the
-   incident lot, the nearby lots stand in; without any evidence the supplier carries the poor-line
-   prior (800 ppm, docs/domain.md): missing evidence never lowers a share. Optionally averaged
-   with a federated defect model's risk (``risk_model``).
+   incident lot, the nearby lots stand in; without any evidence the supplier carries a prior no
+   better than the worst observed supplier's risk (and at least docs/domain.md's poor-line 800 ppm):
+   missing evidence never lowers a share. Only evidence anchored by the time the incident was
+   reported counts (``evidence_cutoff``, recorded in the matrix). Optionally averaged with a
+   federated defect model's risk (``risk_model``).
 2. **Game**: the product fails if any part is defective (noisy-OR):
    ``v(S) = 1 - prod_{i in S} (1 - r_i)``.
 3. **Weights**: the Shapley values of that game divided by ``v(N)``, so they sum to 1 and reward
@@ -79,6 +81,14 @@ class Incident(BaseModel):
     occurred_at: IncidentTime
     lots: list[IncidentLot] = Field(min_length=1, max_length=MAX_INCIDENT_LOTS)
     description: Text = ""
+    # When the incident was reported (the service sets it from its clock on POST /incidents;
+    # default: when it occurred). Only evidence anchored by then counts: filings made once a
+    # supplier knows of the incident cannot move its share.
+    reported_at: IncidentTime | None = None
+
+    @property
+    def evidence_cutoff(self) -> int:
+        return self.reported_at if self.reported_at is not None else self.occurred_at
 
 
 # Which evidence a supplier's risk estimate rests on.
@@ -103,6 +113,7 @@ class ResponsibilityMatrix(BaseModel):
     occurred_at: int
     method: str = METHOD_ID
     version: str  # method + hash of every input: a new estimate is a new version
+    evidence_cutoff: int  # only evidence anchored by this instant (the report) was read
     risk_model: str | None = None  # hash of the defect model blended in (anchored FL model)
     joint_risk: float  # v(N): probability the product fails from any of its parts
     evidence_root: str
@@ -231,7 +242,7 @@ def responsibility_matrix(
     ``as_of`` (default: no cut-off) limits the evidence to what was anchored by then, so a matrix
     can be recomputed for the instant it was published.
     """
-    cutoff = as_of if as_of is not None else 2**63
+    cutoff = min(incident.evidence_cutoff, as_of if as_of is not None else 2**63)
     by_supplier: dict[str, list[IncidentLot]] = defaultdict(list)
     for lot in incident.lots:
         by_supplier[lot.supplier_id].append(lot)
@@ -251,6 +262,11 @@ def responsibility_matrix(
             model_risk = float(min(1.0, max(0.0, predicted)))
             risk = max(RISK_FLOOR, (risk + model_risk) / 2)
         rows.append((sid, risk, basis, cpk, fraction, model_risk, ids))
+    # A supplier that showed no evidence carries a prior no better than the worst supplier that
+    # did: staying silent must never buy a smaller share than showing bad evidence.
+    observed = [r[1] for r in rows if r[2] != "no_evidence"]
+    prior = max([NO_EVIDENCE_RISK, *observed])
+    rows = [(r[0], prior, *r[2:]) if r[2] == "no_evidence" else r for r in rows]
     phi = shapley_noisy_or([r[1] for r in rows])
     joint = float(phi.sum())  # Shapley efficiency: the values sum to v(N)
     weights = phi / joint
@@ -260,6 +276,7 @@ def responsibility_matrix(
             "method": METHOD_ID,
             "incident": incident.model_dump(mode="json"),
             "around_days": around_days,
+            "cutoff": cutoff,
             "risk_model": risk_model_id,
             "risks": [[r[0], repr(r[1]), r[2]] for r in rows],
             "evidence": all_ids,
@@ -270,6 +287,7 @@ def responsibility_matrix(
         product=incident.product,
         occurred_at=incident.occurred_at,
         version=f"{METHOD_ID}:{hashlib.sha256(inputs).hexdigest()[:16]}",
+        evidence_cutoff=cutoff,
         joint_risk=joint,
         risk_model=risk_model_id,
         evidence_root=evidence_root(all_ids),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Literal
+from typing import Final, Literal
 
 from eth_hash.auto import keccak
 from pydantic import BaseModel, model_validator
@@ -20,7 +20,6 @@ from pydantic import BaseModel, model_validator
 from credit.evidence import EvidenceItem
 from credit.explain import reason_codes, what_if
 from credit.features import (
-    DEFAULT_WINDOW_DAYS,
     FEATURE_NAMES,
     FEATURES,
     FeatureVector,
@@ -28,7 +27,7 @@ from credit.features import (
     feature_matrix,
 )
 from credit.gates import GatePolicy, GateResult, default_policy
-from credit.model import ADDITIVITY_TOL, CreditModel, Explained, band_of, default_model
+from credit.model import ADDITIVITY_TOL, BANDS, CreditModel, Explained, band_of, default_model
 from ledger.canonical import canonical_json
 from ledger.errors import LedgerError
 from ledger.merkle import StandardMerkleTree
@@ -64,6 +63,25 @@ class ReasonCode(BaseModel):
     points: float
 
 
+class StandIn(BaseModel):
+    """A feature scored on its documented stand-in value because its evidence was missing."""
+
+    feature: str
+    value: float
+    points: float
+    adds_points: bool  # flagged: a stand-in that raises the score above the base value
+
+
+class ReasonTarget(BaseModel):
+    """What the reason codes explain (adverse-action style): why the score is not past the gate,
+    or, past it, not in the next band up."""
+
+    target: Literal["gate", "next_band"]
+    name: str  # the gate policy (id@version) or the band
+    threshold: float
+    short_by: float  # points
+
+
 class WhatIf(BaseModel):
     feature: str
     unit: str
@@ -74,17 +92,28 @@ class WhatIf(BaseModel):
     score_after: float
 
 
+# The status (and band) of a thin file: no number.
+INSUFFICIENT: Final = "insufficient_evidence"
+
+
 class CreditResponse(BaseModel):
     response_version: str = RESPONSE_VERSION
     supplier_id: str
     as_of: int
     window_days: int
-    score: float
+    # "scored", or "insufficient_evidence" for a thin file (score None, no contributions)
+    status: Literal["scored", "insufficient_evidence"] = "scored"
+    # "published": the policy's window at a bounded as_of, stored and committed; "what_if": any
+    # other window or date, labelled, never committed, never in history
+    reading: Literal["published", "what_if"] = "published"
+    score: float | None
     band: str
-    incident_probability: float  # predicted probability of a major incident next period
+    incident_probability: float | None  # predicted probability of a major incident next period
     base_value: float  # SHAP base value in points: the model's expected score
     contributions: list[Contribution]
     reason_codes: list[ReasonCode]
+    reasons_for: ReasonTarget | None = None  # None: band A and past the gate
+    stand_ins: list[StandIn] = []
     model_version: str
     feature_schema_version: str
     evidence_root: str
@@ -102,6 +131,10 @@ class CreditResponse(BaseModel):
 
 
 def assert_additive(resp: CreditResponse) -> None:
+    if resp.score is None:
+        if resp.contributions:
+            raise AdditivityError("an unscored (thin-file) response carries no contributions")
+        return
     total = resp.base_value + sum(c.points for c in resp.contributions)
     if abs(total - resp.score) > ADDITIVITY_TOL:
         raise AdditivityError(
@@ -162,6 +195,9 @@ def _response(
     """One response: the k-th row of a batch explanation, gate, reasons, what-if."""
     if vec.schema_version != model.meta["schema_version"]:
         raise ValueError(f"features {vec.schema_version} != model {model.meta['schema_version']}")
+    thin = policy.thin_file(vec.facts)
+    if thin:
+        return _insufficient(vec, explained, model, policy)
     score = float(explained.scores[k])
     pts = explained.points[k]
     points = {n: float(p) for n, p in zip(FEATURE_NAMES, pts, strict=True)}
@@ -171,6 +207,7 @@ def _response(
         supplier_id=vec.supplier_id,
         as_of=vec.as_of,
         window_days=vec.window_days,
+        reading=_reading(vec, policy),
         score=score,
         band=band_of(score),
         incident_probability=float(explained.probability[k]),
@@ -189,6 +226,17 @@ def _response(
         reason_codes=[
             ReasonCode(code=r.code, text=r.text, features=list(r.features), points=r.points)
             for r in reason_codes(points, vec.observed, vec.details)
+        ],
+        reasons_for=_reason_target(score, gate, policy),
+        stand_ins=[
+            StandIn(
+                feature=f.name,
+                value=vec.values[i],
+                points=points[f.name],
+                adds_points=points[f.name] > 0,
+            )
+            for i, f in enumerate(FEATURES)
+            if vec.observed.get(f.name) is None
         ],
         model_version=model.version,
         feature_schema_version=vec.schema_version,
@@ -213,18 +261,76 @@ def _response(
     )
 
 
+def _reason_target(score: float, gate: GateResult, policy: GatePolicy) -> ReasonTarget | None:
+    """The bar the reason codes explain the distance to: the gate if it failed on the score,
+    else the next band up (None in the top band)."""
+    if score < policy.min_score:
+        return ReasonTarget(
+            target="gate",
+            name=policy.ref,
+            threshold=policy.min_score,
+            short_by=policy.min_score - score,
+        )
+    higher = [(name, floor) for name, floor in BANDS if floor > score]
+    if not higher:
+        return None
+    name, floor = higher[-1]
+    return ReasonTarget(target="next_band", name=name, threshold=floor, short_by=floor - score)
+
+
+def _reading(vec: FeatureVector, policy: GatePolicy) -> Literal["published", "what_if"]:
+    return "published" if vec.window_days == policy.window_days else "what_if"
+
+
+def _insufficient(
+    vec: FeatureVector, explained: Explained, model: CreditModel, policy: GatePolicy
+) -> CreditResponse:
+    """A thin file's answer: no number, no contributions, the gate failed for that reason."""
+    gate = policy.insufficient(vec.facts)
+    return CreditResponse(
+        supplier_id=vec.supplier_id,
+        as_of=vec.as_of,
+        window_days=vec.window_days,
+        status=INSUFFICIENT,
+        reading=_reading(vec, policy),
+        score=None,
+        band=INSUFFICIENT,
+        incident_probability=None,  # not estimated: too little evidence to predict from
+        base_value=explained.base_points,
+        contributions=[],
+        reason_codes=[
+            ReasonCode(code="INSUFFICIENT_OEM_EVIDENCE", text=b.reason, features=[], points=0.0)
+            for b in gate.blocking
+        ][:4],
+        model_version=model.version,
+        feature_schema_version=vec.schema_version,
+        evidence_root=vec.evidence_root,
+        evidence_count=len(vec.evidence_ids),
+        evidence_ids=list(vec.evidence_ids),
+        missing_evidence=list(vec.missing),
+        repairs_applied=list(vec.repairs),
+        gate=gate,
+        what_if=[],
+    )
+
+
 def score_supplier(
     items: Iterable[EvidenceItem],
     supplier_id: str,
     as_of: int,
     *,
-    window_days: int = DEFAULT_WINDOW_DAYS,
+    window_days: int | None = None,
     fl_participation: float | None = None,
     model: CreditModel | None = None,
     policy: GatePolicy | None = None,
     with_what_if: bool = True,
 ) -> CreditResponse:
-    """Score one supplier from its evidence (only anchored, confirmed evidence counts)."""
+    """Score one supplier from its evidence (only anchored, confirmed evidence counts).
+
+    The window is the policy's; a caller-chosen other window gives a reading labelled what-if.
+    """
+    policy = policy or default_policy()
+    window_days = policy.window_days if window_days is None else window_days
     vec = compute_features(
         items, supplier_id, as_of, window_days, fl_participation=fl_participation
     )
@@ -248,4 +354,5 @@ def commitment_tree(responses: Sequence[CreditResponse]) -> StandardMerkleTree:
 
 def rank(responses: Iterable[CreditResponse]) -> list[CreditResponse]:
     """Best score first; ties by supplier id so the order is reproducible."""
-    return sorted(responses, key=lambda r: (-r.score, r.supplier_id))
+    # Thin files (no number) come last.
+    return sorted(responses, key=lambda r: (r.score is None, -(r.score or 0.0), r.supplier_id))

@@ -42,7 +42,8 @@ def plot_waterfall(response: CreditResponse, path: Path | str, *, top: int = 11)
     ax.set_yticks(range(len(values)), labels, fontsize=8)
     ax.invert_yaxis()
     ax.axvline(response.base_value, color="grey", ls=":", lw=1, label="base value")
-    ax.axvline(response.score, color="black", lw=1, label="score")
+    if response.score is not None:  # a thin file has contributions but no number
+        ax.axvline(response.score, color="black", lw=1, label="score")
     if response.gate is not None:
         visited.append(response.gate.threshold)
         ax.axvline(

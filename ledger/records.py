@@ -46,6 +46,9 @@ class RecordKind(StrEnum):
     CORRECTIVE_ACTION = "corrective_action"
     AUDIT = "audit"
     IMPROVEMENT = "improvement"
+    # OEM-side counter-evidence (issue 16): the supplier's key cannot write these.
+    PART_SPEC = "part_spec"
+    GOODS_RECEIPT = "goods_receipt"
 
 
 class Role(StrEnum):
@@ -66,6 +69,8 @@ KIND_SIGNER_ROLE: dict[RecordKind, Role] = {
     RecordKind.COMPLAINT: Role.OEM,
     RecordKind.AUDIT: Role.AUDITOR,
     RecordKind.IMPROVEMENT: Role.AUDITOR,
+    RecordKind.PART_SPEC: Role.OEM,
+    RecordKind.GOODS_RECEIPT: Role.OEM,
 }
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH)]
@@ -128,9 +133,12 @@ class QualityRecord(BaseModel):
 
     @model_validator(mode="after")
     def _counts(self) -> QualityRecord:
-        if self.kind in (RecordKind.INSPECTION, RecordKind.DELIVERY, RecordKind.COMPLAINT) and (
-            self.defects > self.quantity
-        ):
+        if self.kind in (
+            RecordKind.INSPECTION,
+            RecordKind.DELIVERY,
+            RecordKind.COMPLAINT,
+            RecordKind.GOODS_RECEIPT,
+        ) and (self.defects > self.quantity):
             raise ValueError(f"defects ({self.defects}) exceed quantity ({self.quantity})")
         return self
 
@@ -277,6 +285,106 @@ class ImprovementPayload(_Payload):
     closesNonconformities: list[Identifier] = Field(default_factory=list, max_length=100)
 
 
+# -- OEM-side evidence (issue 16) -------------------------------------------------------------
+
+
+class SpecCharacteristic(BaseModel):
+    """One characteristic of an OEM control plan: its limits and whether it is key (CC/SC)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Identifier = Field(description="characteristic name, e.g. bore_diameter")
+    uom: Annotated[str, Field(min_length=1, max_length=8)]
+    lsl: float | None = None
+    usl: float | None = None
+    # AIAG/IATF 16949: CC = critical characteristic (safety/regulation), SC = significant
+    # characteristic (fit/function). Either makes it a key characteristic whose Cpk is scored.
+    specialCharacteristic: Literal["CC", "SC"] | None = None
+
+    @model_validator(mode="after")
+    def _limits(self) -> SpecCharacteristic:
+        if self.lsl is None and self.usl is None:
+            raise ValueError(f"characteristic {self.type!r} needs lsl, usl or both")
+        if self.lsl is not None and self.usl is not None and self.lsl >= self.usl:
+            raise ValueError(f"characteristic {self.type!r}: lsl {self.lsl} >= usl {self.usl}")
+        return self
+
+
+class PartSpecPayload(_Payload):
+    """The OEM's signed part specification (control plan) for one part number.
+
+    The record's ``lotId`` is the revision and its ``eventTime`` the ``effectiveTime``: the
+    revision in force at a lot's time is the latest one effective by then. EPCIS has no bizStep
+    for a specification, so none is claimed; ``documentType`` says what it is.
+    """
+
+    documentType: Literal["control_plan"] = "control_plan"
+    revision: Identifier
+    effectiveTime: UnixTime
+    characteristics: Annotated[list[SpecCharacteristic], Field(min_length=1, max_length=50)]
+
+    @model_validator(mode="after")
+    def _unique(self) -> PartSpecPayload:
+        names = [c.type for c in self.characteristics]
+        if len(set(names)) != len(names):
+            raise ValueError("characteristic types must be unique within a specification")
+        return self
+
+
+class Measurement(BaseModel):
+    """Measured values of one characteristic without limits (the limits are the OEM's spec)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Identifier
+    uom: Annotated[str, Field(min_length=1, max_length=8)]
+    values: Annotated[list[float], Field(min_length=1, max_length=2000)]
+
+
+class IncomingInspection(BaseModel):
+    """The OEM's incoming inspection of a received lot (sampled units, defects found)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sampleSize: Uint32
+    defectList: list[DefectCount] = Field(default_factory=list, max_length=200)
+    sensorReport: list[Measurement] = Field(default_factory=list, max_length=50)
+
+    @property
+    def defects(self) -> int:
+        return sum(d.count for d in self.defectList)
+
+
+class GoodsReceiptPayload(_Payload):
+    """The OEM's signed goods receipt of one supplier lot (EPCIS bizStep ``receiving``).
+
+    ``promisedTime`` comes from the OEM's own order/schedule, so on-time delivery is measured
+    against a date the supplier did not write. The record's ``quantity`` is the quantity received
+    and its ``defects`` the incoming inspection's defects (0 when the lot was not inspected).
+    """
+
+    bizStep: Literal["receiving"] = "receiving"
+    disposition: Literal["in_progress", "conformant", "non_conformant", "damaged"] = "in_progress"
+    purchaseOrder: Identifier
+    promisedTime: UnixTime
+    receivedTime: UnixTime
+    quantity: Uint32
+    uom: Annotated[str, Field(min_length=1, max_length=8)] = "EA"
+    incomingInspection: IncomingInspection | None = None
+
+    @model_validator(mode="after")
+    def _sample(self) -> GoodsReceiptPayload:
+        insp = self.incomingInspection
+        if insp is not None:
+            if insp.sampleSize > self.quantity:
+                raise ValueError(
+                    f"incoming sample {insp.sampleSize} larger than received {self.quantity}"
+                )
+            if insp.defects > insp.sampleSize:
+                raise ValueError(f"incoming defects {insp.defects} exceed {insp.sampleSize}")
+        return self
+
+
 PAYLOAD_MODELS: dict[RecordKind, type[_Payload]] = {
     RecordKind.INSPECTION: InspectionPayload,
     RecordKind.DELIVERY: DeliveryPayload,
@@ -284,6 +392,8 @@ PAYLOAD_MODELS: dict[RecordKind, type[_Payload]] = {
     RecordKind.CORRECTIVE_ACTION: CorrectiveActionPayload,
     RecordKind.AUDIT: AuditPayload,
     RecordKind.IMPROVEMENT: ImprovementPayload,
+    RecordKind.PART_SPEC: PartSpecPayload,
+    RecordKind.GOODS_RECEIPT: GoodsReceiptPayload,
 }
 
 
@@ -311,10 +421,60 @@ def _check_counts(record: QualityRecord, payload: _Payload) -> None:
                 expected=(total, payload.majorNonconformities),
                 got=(record.quantity, record.defects),
             )
+    elif isinstance(payload, GoodsReceiptPayload):
+        insp = payload.incomingInspection
+        want = (payload.receivedTime, payload.quantity, insp.defects if insp else 0)
+        got = (record.eventTime, record.quantity, record.defects)
+        if want != got:
+            raise InvalidRecord(
+                "goods receipt: eventTime = receivedTime, quantity = quantity received, "
+                "defects = incoming-inspection defects",
+                expected=want,
+                got=got,
+            )
+    elif isinstance(payload, PartSpecPayload):
+        want_spec = (payload.effectiveTime, payload.revision)
+        if (record.eventTime, record.lotId) != want_spec:
+            raise InvalidRecord(
+                "part spec: eventTime = effectiveTime, lotId = revision",
+                expected=want_spec,
+                got=(record.eventTime, record.lotId),
+            )
     elif isinstance(payload, DeliveryPayload) and payload.deliveredTime != record.eventTime:
         raise InvalidRecord(
             "a delivery's eventTime is its deliveredTime",
             expected=payload.deliveredTime,
+            got=record.eventTime,
+        )
+
+
+# -- time discipline (issue 16) ----------------------------------------------------------------
+
+# How long before its signature an event may have happened. 30 days covers a monthly quality
+# report and a late goods-receipt booking; anything older would let a signer date evidence into
+# (or out of) a scoring window after the fact. Deployments set their own bound in Settings.
+DEFAULT_MAX_EVENT_AGE_SECONDS = 30 * 86_400
+
+
+class EventTimeOutOfBounds(InvalidRecord):
+    """``eventTime`` lies too long before ``signedAt``, or after it beyond the clock skew."""
+
+    code = "event_time_out_of_bounds"
+
+
+def check_event_time(
+    record: QualityRecord,
+    *,
+    max_age_seconds: int = DEFAULT_MAX_EVENT_AGE_SECONDS,
+    skew_seconds: int = 300,
+) -> None:
+    """eventTime must lie in [signedAt - max_age, signedAt + skew] (raises EventTimeOutOfBounds)."""
+    lo, hi = record.signedAt - max_age_seconds, record.signedAt + skew_seconds
+    if not lo <= record.eventTime <= hi:
+        raise EventTimeOutOfBounds(
+            "eventTime must lie within the policy bound before signedAt and never after it "
+            "beyond the clock skew",
+            expected=f"{lo} <= eventTime <= {hi}",
             got=record.eventTime,
         )
 

@@ -360,6 +360,11 @@ def _simulate_supplier(
     fl_rounds: dict[str, np.ndarray],
 ) -> None:
     sid = truth.supplier_id
+    # The OEM's draws (which lots it inspects at receipt, what it finds) come from their own
+    # stream, so adding OEM-side evidence left every supplier-side draw as it was.
+    oem_rng = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])  # type: ignore[attr-defined]
+    for part in truth.parts:
+        _part_spec(emit, sid, part, start)
     fl_rounds[sid] = rng.binomial(FL_ROUNDS_PER_MONTH, truth.fl_rate, size=months)
     audit_phase = int(rng.integers(0, 6))
     lot_seq = 0
@@ -456,6 +461,20 @@ def _simulate_supplier(
                         "promisedTime": promised,
                         "deliveredTime": delivered,
                     },
+                )
+                _goods_receipt(
+                    emit,
+                    oem_rng,
+                    sid,
+                    part,
+                    lot_id,
+                    f"PO-{sid}-{month:03d}",
+                    promised,
+                    delivered,
+                    lot_size,
+                    mean,
+                    sigma,
+                    truth.out_of_spec(part, t_month) + truth.attr_ppm * 1e-6,
                 )
                 # Defectives that left the plant: the line's true rate (inspection samples, it
                 # does not sort) over the lot.
@@ -567,22 +586,24 @@ def _complaint(
         f"D{i}": max(response, when + int(f * (planned - when))) for i, f in enumerate(fractions)
     }
     closed = dates["D8"]
-    if dates["D3"] <= end:
+    # The first answer is an 8D record signed at the response: its anchoring is the response
+    # time the score reads (chain time), whatever dates it carries.
+    if response <= end:
         emit(
             sid,
             RecordKind.CORRECTIVE_ACTION,
             sid,
             part.part_number,
             lot_id,
-            dates["D3"],
-            dates["D3"] + 600,
+            response,
+            response + 600,
             0,
             0,
             {
                 "complaintId": cid,
                 "status": "open",
                 "firstResponseTime": response,
-                "eightD": {d: t for d, t in dates.items() if d in ("D0", "D1", "D2", "D3")},
+                "eightD": {d: t for d, t in dates.items() if t <= response},
             },
         )
     if closed <= end:
@@ -618,6 +639,91 @@ def _complaint(
                 found,
                 {**base, "status": "closed"},
             )
+
+
+# Share of received lots the OEM samples at its incoming inspection (skip-lot inspection, as
+# ISO 2859-3 allows for suppliers with a record), its sample size and the key-characteristic
+# values it keeps (an SPC subgroup of 5, AIAG SPC manual).
+OEM_INSPECT_SHARE = 0.3
+OEM_SAMPLE = 50
+OEM_SUBGROUP = 5
+
+
+def _part_spec(emit: Emit, sid: str, part: PartSpec, start: int) -> None:
+    """The OEM's control plan for ``part``: limits and the key (SC) flag, effective from start."""
+    chars = [
+        {
+            "type": c.name,
+            "uom": c.uom,
+            **({"lsl": c.lsl} if c.lsl is not None else {}),
+            **({"usl": c.usl} if c.usl is not None else {}),
+            **({"specialCharacteristic": "SC"} if c.key else {}),
+        }
+        for c in part.characteristics
+    ]
+    emit(
+        OEM_ID,
+        RecordKind.PART_SPEC,
+        sid,
+        part.part_number,
+        "rev-A",
+        start,
+        start + 600,
+        len(chars),
+        0,
+        {"revision": "rev-A", "effectiveTime": start, "characteristics": chars},
+    )
+
+
+def _goods_receipt(
+    emit: Emit,
+    rng: np.random.Generator,
+    sid: str,
+    part: PartSpec,
+    lot_id: str,
+    order: str,
+    promised: int,
+    received: int,
+    quantity: int,
+    key_mean: float,
+    key_sigma: float,
+    p_defective: float,
+) -> None:
+    """The OEM's goods receipt of a delivered lot, with an incoming inspection on some lots."""
+    payload: dict[str, Any] = {
+        "purchaseOrder": order,
+        "promisedTime": promised,
+        "receivedTime": received,
+        "quantity": quantity,
+        "readPoint": "OEM-DOCK",
+    }
+    defects = 0
+    if rng.random() < OEM_INSPECT_SHARE:
+        key = part.characteristics[0]
+        defects = int(rng.binomial(OEM_SAMPLE, min(1.0, p_defective)))
+        values = rng.normal(key_mean, key_sigma, size=OEM_SUBGROUP)
+        payload["incomingInspection"] = {
+            "sampleSize": OEM_SAMPLE,
+            "defectList": (
+                [{"code": f"DIM-{key.name}", "count": defects, "severity": "major"}]
+                if defects
+                else []
+            ),
+            "sensorReport": [{"type": key.name, "uom": key.uom, "values": _round(values, key)}],
+        }
+        payload["disposition"] = "non_conformant" if defects else "conformant"
+    emit(
+        OEM_ID,
+        RecordKind.GOODS_RECEIPT,
+        sid,
+        part.part_number,
+        lot_id,
+        received,
+        received + 1800,
+        quantity,
+        defects,
+        payload,
+    )
 
 
 def _audit(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,14 +12,19 @@ from sqlalchemy import select
 
 from api.auth import Principal
 from api.credit_service import (
+    AsOfOutOfBounds,
+    check_as_of,
+    default_as_of,
     publish_scores,
     publish_scores_isolated,
     score_json,
+    score_responses,
     supplier_ids,
 )
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.store.models import Commitment, Score
+from credit.gates import default_policy
 from credit.score import CreditResponse
 from credit.waterfall import plot_waterfall
 from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, UINT64_MAX, Role
@@ -58,16 +64,27 @@ def ranking(
     ctx: Ctx,
     user: CurrentUser,
     sort: Literal["score", "-score", "supplier"] = "score",
-    window_days: Annotated[int, Query(ge=30, le=730)] = 180,
+    window_days: Annotated[int | None, Query(ge=30, le=730)] = None,
 ) -> dict[str, Any]:
-    """Suppliers ranked by credit score with band, gate outcome and trend (purchasing view)."""
+    """Suppliers ranked by their published credit score with band, gate outcome and trend
+    (purchasing view). The window is the gate policy's; ``window_days`` other than that is
+    refused here (a what-if is a per-supplier reading). Thin files (no number) come last."""
     user.require(*PURCHASING)
+    policy_window = default_policy().window_days
+    if window_days is not None and window_days != policy_window:
+        raise ApiError(
+            422,
+            "window_fixed_by_policy",
+            "the ranking uses the gate policy's window; ask a supplier's credit for a what-if",
+            expected=policy_window,
+            got=window_days,
+        )
     with ctx.sessions() as s:
         ids = supplier_ids(s)
-    rows, unavailable = publish_scores_isolated(ctx, ids, window_days=window_days)
+    rows, unavailable = publish_scores_isolated(ctx, ids)
     order = {
-        "score": lambda r: (-r.score, r.supplier_id),
-        "-score": lambda r: (r.score, r.supplier_id),
+        "score": lambda r: (r.score is None, -(r.score or 0.0), r.supplier_id),
+        "-score": lambda r: (r.score is None, r.score or 0.0, r.supplier_id),
         "supplier": lambda r: (r.supplier_id,),
     }[sort]
     out = []
@@ -79,6 +96,7 @@ def ranking(
             {
                 "supplierId": row.supplier_id,
                 "score": row.score,
+                "status": resp.get("status", "scored"),
                 "band": row.band,
                 "gate": {
                     "outcome": gate.get("outcome"),
@@ -107,17 +125,37 @@ def credit(
     ctx: Ctx,
     user: CurrentUser,
     as_of: AsOf = None,
-    window_days: Annotated[int, Query(ge=30, le=730)] = 180,
+    window_days: Annotated[int | None, Query(ge=30, le=730)] = None,
 ) -> dict[str, Any]:
     """Score 0-100 with band, exact SHAP contributions (base + sum == score, asserted), up to
-    4 reason codes, the gate outcome with distance, a what-if, and the on-chain commitment."""
+    4 reason codes, the gate outcome with distance, a what-if, and the on-chain commitment.
+
+    Without ``as_of``/``window_days`` this is the published reading (newest anchor, the policy's
+    window), stored and committed. Any other instant or window is a what-if: ``reading`` says
+    so, it is never stored, never committed and never in history. ``as_of`` may not lie in the
+    future nor before the ledger's first record. A thin file answers ``status``
+    "insufficient_evidence" with no score."""
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
-    row = publish_scores(
+    policy_window = default_policy().window_days
+    with ctx.sessions() as s:
+        newest = default_as_of(s)
+        if as_of is not None:
+            try:
+                check_as_of(s, as_of, int(time.time()), ctx.settings.clock_skew_seconds)
+            except AsOfOutOfBounds as exc:
+                raise ApiError(422, exc.code, str(exc), expected=exc.expected, got=exc.got) from exc
+    if (as_of is None or as_of == newest) and window_days in (None, policy_window):
+        row = publish_scores(ctx, [supplier_id], with_what_if=True)[0]
+        with ctx.sessions() as s:
+            return score_json(s, row)
+    resp = score_responses(
         ctx, [supplier_id], as_of=as_of, window_days=window_days, with_what_if=True
     )[0]
-    with ctx.sessions() as s:
-        return score_json(s, row)
+    body = resp.model_dump(mode="json")
+    body["reading"] = "what_if"  # another instant or window: labelled, never committed
+    body["commitment"] = None
+    return body
 
 
 @router.get("/suppliers/{supplier_id}/credit/history")
@@ -174,6 +212,13 @@ def waterfall(supplier_id: SupplierId, ctx: Ctx, user: CurrentUser) -> Response:
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
     row = publish_scores(ctx, [supplier_id])[0]
+    if row.score is None:
+        raise ApiError(
+            409,
+            "insufficient_evidence",
+            "too little OEM-signed evidence to score: there is no number to explain",
+            got=supplier_id,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = plot_waterfall(
             CreditResponse.model_validate(row.response), Path(tmp) / "waterfall.png"

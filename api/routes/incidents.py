@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
@@ -31,6 +32,9 @@ def open_incident(body: IncidentBody, ctx: Ctx, user: CurrentUser) -> dict[str, 
     """An OEM opens a field incident on a product built from several suppliers' lots; the
     responsibility matrix is computed at once from their anchored evidence."""
     user.require(Role.OEM, Role.ADMIN)
+    # The service's clock says when the incident was reported: evidence anchored after that
+    # (a supplier's filings once it knows) never counts in the matrix (issue 16).
+    body = body.model_copy(update={"reported_at": int(time.time())})
     try:
         with ctx.sessions() as s, s.begin():
             s.add(

@@ -248,8 +248,8 @@ class Score(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     supplier_id: Mapped[str] = mapped_column(String(64))
     as_of: Mapped[int] = mapped_column(BigInteger)
-    score: Mapped[float] = mapped_column()
-    band: Mapped[str] = mapped_column(String(8))
+    score: Mapped[float | None] = mapped_column(nullable=True)  # None: insufficient evidence
+    band: Mapped[str] = mapped_column(String(32))
     gate_outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
     model_version: Mapped[str] = mapped_column(String(80))
     evidence_root: Mapped[str] = mapped_column(String(66))

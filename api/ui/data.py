@@ -48,7 +48,7 @@ KINDS = ("inspection", "delivery", "complaint", "corrective_action", "audit", "i
 @dataclass
 class RankRow:
     supplier_id: str
-    score: float
+    score: float | None  # None: insufficient evidence
     band: str
     outcome: str | None
     policy: str | None
@@ -77,7 +77,8 @@ def score_history(
     )
     by_supplier: dict[str, dict[int, float]] = defaultdict(dict)
     for sid, as_of, score in rows:
-        by_supplier[sid][int(as_of)] = float(score)
+        if score is not None:  # a thin file's answer has no number to plot
+            by_supplier[sid][int(as_of)] = float(score)
     return {sid: sorted(points.items()) for sid, points in by_supplier.items()}
 
 
@@ -97,13 +98,15 @@ def ranking(
     user.require(*PURCHASING)
     with ctx.sessions() as s:
         ids = supplier_ids(s)
-    published, failed = publish_scores_isolated(ctx, ids, window_days=window_days)
+    # the policy's window: other windows are what-ifs
+    published, failed = publish_scores_isolated(ctx, ids)
     if unavailable is not None:
         unavailable.extend(failed)
     with ctx.sessions() as s:
         history = score_history(s, ids, window_days)
     out = []
-    for row in sorted(published, key=lambda r: (-r.score, r.supplier_id)):
+    # Thin files (no number) rank after every scored supplier.
+    for row in sorted(published, key=lambda r: (r.score is None, -(r.score or 0.0), r.supplier_id)):
         resp = row.response
         gate = resp.get("gate") or {}
         points = history.get(row.supplier_id, [])
@@ -116,7 +119,7 @@ def ranking(
                 policy=gate.get("policy"),
                 threshold=gate.get("threshold"),
                 distance=gate.get("distance"),
-                trend=_trend(points, row.as_of, row.score),
+                trend=_trend(points, row.as_of, row.score) if row.score is not None else None,
                 history=[v for _, v in points][-12:],
                 reasons=resp["reason_codes"],
                 evidence_count=resp["evidence_count"],
@@ -181,7 +184,7 @@ def supplier(
     see every supplier, a supplier only itself."""
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
-    row = publish_scores(ctx, [supplier_id], window_days=window_days, with_what_if=True)[0]
+    row = publish_scores(ctx, [supplier_id], with_what_if=True)[0]
     with ctx.sessions() as s:
         credit = score_json(s, row)
         history = score_history(s, [supplier_id], window_days).get(supplier_id, [])

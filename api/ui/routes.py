@@ -33,6 +33,7 @@ from api.errors import ApiError, from_typed, validation_problem
 from api.store.errors import StoreUnavailable, store_error
 from api.ui import charts, data, fmt
 from credit.features import DEFAULT_WINDOW_DAYS
+from credit.gates import default_policy
 from ledger.errors import LedgerError
 from ledger.records import Role
 
@@ -354,6 +355,9 @@ Window = Annotated[int, Query(ge=30, le=730)]
 def ranking_page(
     request: Request, ctx: Ctx, user: PageUser, window_days: Window = DEFAULT_WINDOW_DAYS
 ) -> Response:
+    # Published scores use the gate policy's window; another window would be a what-if, which
+    # the dashboard does not publish.
+    window_days = default_policy().window_days
     unavailable: list[data.Unavailable] = []
     rows = data.ranking(ctx, user, window_days, unavailable)
     threshold = next((r.threshold for r in rows if r.threshold is not None), None)
@@ -367,6 +371,7 @@ def ranking_page(
                 note=f" points, band {r.band}, gate {r.outcome}",
             )
             for r in rows
+            if r.score is not None  # thin files have no bar: the table says why
         ],
         title=f"Credit score by supplier ({window_days}-day window)",
         axis_title="credit score (points, 0-100)",
@@ -412,6 +417,7 @@ def supplier_page(
     user: PageUser,
     window_days: Window = DEFAULT_WINDOW_DAYS,
 ) -> Response:
+    window_days = default_policy().window_days  # the published reading's window (issue 16)
     view = data.supplier(ctx, user, supplier_id, window_days)
     credit = view.credit
     gate = credit.get("gate") or None
@@ -434,13 +440,17 @@ def supplier_page(
         steps.append(
             charts.Step(f"{len(rest)} other features", "combined", sum(c["points"] for c in rest))
         )
-    waterfall = charts.waterfall(
-        credit["base_value"],
-        steps,
-        credit["score"],
-        threshold=threshold,
-        title=f"Why {supplier_id} scores {credit['score']:.1f}: contribution of each "
-        "feature in score points (SHAP)",
+    waterfall = (
+        charts.waterfall(
+            credit["base_value"],
+            steps,
+            credit["score"],
+            threshold=threshold,
+            title=f"Why {supplier_id} scores {credit['score']:.1f}: contribution of each "
+            "feature in score points (SHAP)",
+        )
+        if credit["score"] is not None
+        else ""  # a thin file: no number, so nothing to explain (the reasons say why)
     )
     history = charts.history_line(
         view.history,

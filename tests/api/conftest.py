@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +73,7 @@ class Service:
             kind="inspection",
             part_number="P-100",
             lot_id=f"LOT-{os.urandom(3).hex()}",
-            event_time=1_700_000_000,
+            event_time=int(time.time()) - 3600,  # within the 30-day eventTime bound
             quantity=50,
             defects=defects,
             nonce=party.next_nonce() if nonce is None else nonce,

@@ -120,7 +120,7 @@ def _signed(signer: Signer, org: str, domain: Domain, nonce: int) -> dict:
         kind="inspection",
         part_number="P-1",
         lot_id=f"L-{nonce}",
-        event_time=1_700_000_000,
+        event_time=int(time.time()) - 3600,  # within the 30-day eventTime bound
         quantity=50,
         defects=1,
         nonce=nonce,

@@ -11,15 +11,23 @@ from api.anchorer import Anchorer
 from credit.responsibility import ResponsibilityMatrix, sign_decision
 from federated.provenance import participants_root
 from ledger.chain import run_id
+from ledger.keys import Signer
+from ledger.records import Role
 from ledger.signing import resign, sign_record
 from simulator.population import MONTH, simulate_population
 from tests.api.conftest import Party, make_service
 from tests.helpers import error_code
 
+MAX_EVENT_AGE = 200 * 86_400
+
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    svc = make_service(tmp_path_factory.mktemp("credit"), "sqlite")
+    # Six months of simulated history are filed in one go (signed now): the eventTime bound is
+    # widened for this service, as a deployment importing its history would configure it.
+    svc = make_service(
+        tmp_path_factory.mktemp("credit"), "sqlite", max_event_age_seconds=MAX_EVENT_AGE
+    )
     svc.client.__enter__()
     now = int(time.time())
     pop = simulate_population(4, months=6, seed=3, start=now - 6 * MONTH, domain=svc.ctx.domain)
@@ -316,3 +324,198 @@ def test_anchored_federated_model_serves_predictions_and_the_matrix(world: dict[
     matrix = opened.json()["responsibility"]
     assert matrix["risk_model"] == "0x" + keccak(body).hex()
     assert all(r["model_risk"] is not None for r in matrix["rows"])
+
+
+def _inspection(party: Party, svc: Any, *, lot: str, event_time: int) -> dict[str, Any]:
+    return sign_record(
+        party.signer,
+        svc.ctx.domain,
+        subject=party.org,
+        kind="inspection",
+        part_number="NEW-1",
+        lot_id=lot,
+        event_time=event_time,
+        quantity=10,
+        defects=0,
+        nonce=900_000 + party.next_nonce(),  # above the simulator's nonces for this key
+        payload={
+            "disposition": "conformant",
+            "inspectionType": "final",
+            "lotSize": 100,
+            "sampleSize": 10,
+        },
+    ).model_dump(mode="json")
+
+
+def test_event_time_bound_is_enforced_at_intake(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    party = world["parties"]["SUP-00004"]
+    now = int(time.time())
+    old = svc.client.post(
+        "/v1/records",
+        json=_inspection(party, svc, lot="OLD-1", event_time=now - MAX_EVENT_AGE - 60),
+    )
+    assert old.status_code == 422 and error_code(old) == "event_time_out_of_bounds"
+    ok = svc.client.post(
+        "/v1/records", json=_inspection(party, svc, lot="OK-1", event_time=now - 3600)
+    )
+    assert ok.status_code == 202, ok.text
+
+
+def test_as_of_is_bounded_and_other_readings_are_what_ifs(world: dict[str, Any]) -> None:
+    svc = world["svc"]
+    oem = _auth(world, "OEM-0001")
+    url = "/v1/suppliers/SUP-00002/credit"
+    future = svc.client.get(url, params={"as_of": int(time.time()) + 86_400}, headers=oem)
+    assert future.status_code == 422 and error_code(future) == "as_of_in_future"
+    ancient = svc.client.get(url, params={"as_of": 1}, headers=oem)
+    assert ancient.status_code == 422 and error_code(ancient) == "as_of_before_ledger"
+    published = svc.client.get(url, headers=oem).json()
+    assert published["reading"] == "published" and published["commitment"]
+    history = svc.client.get(f"{url}/history", headers=oem).json()["history"]
+    for params in ({"window_days": 90}, {"window_days": 365}, {"as_of": published["as_of"] - 1}):
+        what_if = svc.client.get(url, params=params, headers=oem)
+        assert what_if.status_code == 200, what_if.text
+        body = what_if.json()
+        assert body["reading"] == "what_if" and body["commitment"] is None
+        assert "responseHash" not in body
+    # Never stored, never in history.
+    assert svc.client.get(f"{url}/history", headers=oem).json()["history"] == history
+    ranked = svc.client.get("/v1/suppliers", params={"window_days": 90}, headers=oem)
+    assert ranked.status_code == 422 and error_code(ranked) == "window_fixed_by_policy"
+
+
+def test_a_thin_file_gets_insufficient_evidence(world: dict[str, Any]) -> None:
+    """A brand-new supplier files two perfect self-signed inspections: no number, gate fails."""
+    svc = world["svc"]
+    newcomer = Party(Signer.generate(), "SUP-NEW99", Role.SUPPLIER)
+    svc.chain.register_participant(newcomer.address, Role.SUPPLIER, newcomer.org)
+    svc.ctx.follower.sync()  # intake reads roles from the mirror of the chain's events
+    now = int(time.time())
+    for k in range(2):
+        answer = svc.client.post(
+            "/v1/records", json=_inspection(newcomer, svc, lot=f"N-{k}", event_time=now - 60)
+        )
+        assert answer.status_code == 202, answer.text
+    Anchorer(svc.ctx).run_once(force=True)
+    oem = _auth(world, "OEM-0001")
+    body = svc.client.get("/v1/suppliers/SUP-NEW99/credit", headers=oem).json()
+    assert body["status"] == "insufficient_evidence" and body["score"] is None
+    assert body["gate"]["outcome"] == "fail" and body["gate"]["insufficient_evidence"]
+    assert body["contributions"] == []
+    assert body["reason_codes"][0]["code"] == "INSUFFICIENT_OEM_EVIDENCE"
+    rows = svc.client.get("/v1/suppliers", headers=oem).json()["suppliers"]
+    assert rows[-1]["supplierId"] == "SUP-NEW99" and rows[-1]["score"] is None
+    assert rows[-1]["status"] == "insufficient_evidence"
+    png = svc.client.get("/v1/suppliers/SUP-NEW99/credit/waterfall.png", headers=oem)
+    assert png.status_code == 409 and error_code(png) == "insufficient_evidence"
+
+
+@pytest.mark.slow  # ~30 s: four tricks by every supplier through the live HTTP API
+def test_red_team_tricks_through_the_api(world: dict[str, Any]) -> None:
+    """Each supplier plays tricks with its own key over HTTP; none gains > 0.5 points."""
+    svc, pop = world["svc"], world["pop"]
+    oem = _auth(world, "OEM-0001")
+    now = int(time.time())
+    before = {
+        r["supplierId"]: r for r in svc.client.get("/v1/suppliers", headers=oem).json()["suppliers"]
+    }
+    nonce = 800_000
+    for truth in pop.suppliers:
+        sid = truth.supplier_id
+        signer = pop.signers[sid]
+        own = [
+            r
+            for r in pop.records
+            if r.record.subject == sid
+            and r.record.signer == signer.address
+            and r.record.eventTime <= now  # what the world filed (nothing from the future)
+        ]
+        inspections = [r for r in own if r.record.kind.value == "inspection"]
+        deliveries = [r for r in own if r.record.kind.value == "delivery"]
+        actions = [r for r in own if r.record.kind.value == "corrective_action"]
+        forged: list[dict[str, Any]] = []
+        template = inspections[-1]
+        for k in range(20):  # flood: perfect lots nobody received
+            nonce += 1
+            payload = {**template.payload, "defectList": [], "disposition": "conformant"}
+            forged.append(
+                sign_record(
+                    signer,
+                    svc.ctx.domain,
+                    subject=sid,
+                    kind="inspection",
+                    part_number=template.record.partNumber,
+                    lot_id=f"{sid}-FLOOD{k}",
+                    event_time=now - 3600,
+                    quantity=template.record.quantity,
+                    defects=0,
+                    nonce=nonce,
+                    payload=payload,
+                ).model_dump(mode="json")
+            )
+        for r in inspections[-10:]:  # the same lot again with a new nonce
+            nonce += 1
+            forged.append(resign(r, signer, signed_at=now, nonce=nonce).model_dump(mode="json"))
+        for r in deliveries[-10:]:  # promised dates moved to after delivery
+            nonce += 1
+            payload = {**r.payload, "promisedTime": r.payload["deliveredTime"] + 86_400}
+            forged.append(
+                sign_record(
+                    signer,
+                    svc.ctx.domain,
+                    subject=sid,
+                    kind="delivery",
+                    part_number=r.record.partNumber,
+                    lot_id=r.record.lotId,
+                    event_time=r.record.eventTime,
+                    quantity=r.record.quantity,
+                    defects=0,
+                    nonce=nonce,
+                    payload=payload,
+                ).model_dump(mode="json")
+            )
+        for r in actions:  # 8D answered "at once"
+            nonce += 1
+            opened = min(r.payload["eightD"].values())
+            payload = {
+                **r.payload,
+                "firstResponseTime": opened,
+                "eightD": dict.fromkeys(r.payload["eightD"], opened),
+            }
+            forged.append(
+                sign_record(
+                    signer,
+                    svc.ctx.domain,
+                    subject=sid,
+                    kind="corrective_action",
+                    part_number=r.record.partNumber,
+                    lot_id=r.record.lotId,
+                    event_time=max(opened, r.record.eventTime),
+                    quantity=0,
+                    defects=0,
+                    nonce=nonce,
+                    payload=payload,
+                ).model_dump(mode="json")
+            )
+        answer = svc.client.post("/v1/records:batch", json={"records": forged})
+        rejected = [r for r in answer.json()["results"] if r["status"] != "accepted"]
+        assert answer.status_code == 202, rejected
+    Anchorer(svc.ctx).run_once(force=True)
+    after = {
+        r["supplierId"]: r for r in svc.client.get("/v1/suppliers", headers=oem).json()["suppliers"]
+    }
+    for truth in pop.suppliers:
+        sid = truth.supplier_id
+        b, a = before[sid], after[sid]
+        assert a["asOf"] > b["asOf"]  # a new published reading, with the tricks anchored
+        assert a["score"] is not None and b["score"] is not None
+        assert a["score"] - b["score"] <= 0.5, (sid, b["score"], a["score"])
+        assert not (b["gate"]["outcome"] == "fail" and a["gate"]["outcome"] == "pass"), sid
+    # A favourable window is a what-if: labelled, never the published number.
+    sid = pop.suppliers[0].supplier_id
+    for days in (60, 90, 365):
+        body = svc.client.get(
+            f"/v1/suppliers/{sid}/credit", params={"window_days": days}, headers=oem
+        ).json()
+        assert body["reading"] == "what_if" and body["commitment"] is None

@@ -82,7 +82,7 @@ def test_sign_prints_typed_data_signature_and_hash(tmp_path: Path) -> None:
                 "kind": "inspection",
                 "partNumber": "P-1",
                 "lotId": "L-1",
-                "eventTime": 1_700_000_000,
+                "eventTime": int(time.time()) - 3600,  # within the eventTime bound
                 "quantity": 50,
                 "defects": 1,
                 "payload": inspection_payload(),
@@ -189,7 +189,7 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
                     "kind": "inspection",
                     "partNumber": "P-1",
                     "lotId": "L-1",
-                    "eventTime": 1_700_000_000,
+                    "eventTime": int(time.time()) - 3600,  # within the eventTime bound
                     "quantity": 50,
                     "defects": 1,
                     "payload": inspection_payload(),

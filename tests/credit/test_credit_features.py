@@ -16,6 +16,7 @@ from credit.features import (
     schema_document,
 )
 from credit.score import score_supplier
+from credit.stats import capability_lower_bound, ppm_upper_bound
 from simulator.population import DAY, Population
 from tests.credit.credit_helpers import unanchored
 
@@ -81,31 +82,57 @@ def test_schema_documents_every_feature() -> None:
         assert f.lo <= f.missing_value <= f.hi
 
 
+def _spec(n: int, t: int, lsl: float = 9.0, usl: float = 11.0, key: bool = True) -> EvidenceItem:
+    chars = [{"type": "d", "uom": "MMT", "lsl": lsl, "usl": usl}]
+    if key:
+        chars[0]["specialCharacteristic"] = "SC"
+    payload = {"revision": f"r{n}", "effectiveTime": t, "characteristics": chars}
+    return _item("part_spec", payload, t=t, role="OEM", n=n, lot=f"r{n}", quantity=1)
+
+
+def _receipt(
+    n: int, t: int, lot: str, promised: int, sample: int = 0, defects: int = 0
+) -> EvidenceItem:
+    payload: dict = {
+        "purchaseOrder": "PO1",
+        "promisedTime": promised,
+        "receivedTime": t,
+        "quantity": 1000,
+    }
+    if sample:
+        payload["incomingInspection"] = {
+            "sampleSize": sample,
+            "defectList": [{"code": "X", "count": defects, "severity": "major"}] if defects else [],
+        }
+    return _item(
+        "goods_receipt", payload, t=t, role="OEM", n=n, lot=lot, quantity=1000, defects=defects
+    )
+
+
 def test_ppm_cpk_and_delivery_are_computed_from_the_records() -> None:
     end = T0 + 10 * DAY
     a = [9.8, 10.0, 10.2, 10.1, 9.9, 10.0, 10.1, 9.9, 10.0, 10.0]
     b = [v + 0.1 for v in a]
-    items = [_inspection(1, T0, a, defects=1), _inspection(2, T0 + DAY, b, defects=0, sample=75)]
+    # The supplier writes limits 0..20 and no key flag: neither is read.
+    ins = [_inspection(1, T0, a, defects=1), _inspection(2, T0 + DAY, b, defects=0, sample=75)]
+    for it in ins:
+        it.payload["sensorReport"][0].update(lsl=0.0, usl=20.0, key=False)
+    items = [_spec(9, T0 - DAY), *ins]
     items += [
-        _item(
-            "delivery",
-            {"purchaseOrder": "PO1", "promisedTime": T0, "deliveredTime": t},
-            t=t,
-            quantity=1000,
-            lot=f"L{k + 1}",
-            n=10 + k,
-        )
-        for k, t in enumerate((T0 - 3600, T0 + 2 * DAY))
+        _receipt(10, T0 + 3 * DAY, "L1", promised=T0 + 2 * DAY, sample=100, defects=1),
+        _receipt(11, T0 + 4 * DAY, "L2", promised=T0 + 5 * DAY, sample=200),
     ]
     vec = compute_features(items, "SUP-X", end)
-    assert vec.observed["defect_ppm"] == pytest.approx(1e6 * 1 / 200)
+    assert vec.observed["defect_ppm"] == pytest.approx(ppm_upper_bound(1, 300))
     mean = (sum(a) + sum(b)) / 20
     ss = sum((v - sum(a) / 10) ** 2 for v in a) + sum((v - sum(b) / 10) ** 2 for v in b)
     sigma = math.sqrt(ss / 18)
-    assert vec.observed["cpk_min"] == pytest.approx(min(11 - mean, mean - 9) / (3 * sigma))
-    assert vec.observed["on_time_delivery"] == 0.5
+    cpk = min(11 - mean, mean - 9) / (3 * sigma)  # the OEM's limits, not the supplier's
+    assert vec.observed["cpk_min"] == pytest.approx(capability_lower_bound(cpk, 20))
+    assert vec.observed["on_time_delivery"] == 0.5  # the OEM's promised and received times
     assert vec.observed["evidence_completeness"] == 1.0
     assert set(vec.evidence_ids) == {i.struct_hash for i in items}
+    assert vec.facts.oem_received_lots == 2
 
 
 def test_missing_evidence_is_flagged_and_never_perfect(model: object) -> None:
@@ -123,11 +150,11 @@ def test_missing_evidence_is_flagged_and_never_perfect(model: object) -> None:
     }
     for f in FEATURES:
         assert vec.value(f.name) == f.missing_value
+    # No evidence at all is a thin file: no number at all, and the gate fails for it.
     resp = score_supplier([], "SUP-NONE", T0, with_what_if=False)
-    assert resp.score < resp.gate.threshold < 100
-    assert resp.score < resp.base_value  # no evidence is below the average supplier
+    assert resp.score is None and resp.status == "insufficient_evidence"
+    assert resp.gate.outcome == "fail" and resp.gate.insufficient_evidence
     assert resp.evidence_count == 0 and resp.evidence_root == evidence_root([])
-    assert {"PPM_MISSING", "CPK_MISSING"} & {r.code for r in resp.reason_codes}
 
 
 def test_overdue_answers_count_at_their_age() -> None:
@@ -141,8 +168,10 @@ def test_overdue_answers_count_at_their_age() -> None:
     early = compute_features([complaint], "SUP-X", T0 + 24 * 3600)
     assert early.observed["complaint_response_hours"] is None  # not yet due: not judged
     late = compute_features([complaint], "SUP-X", T0 + 40 * DAY)
-    assert late.observed["complaint_response_hours"] == pytest.approx(40 * 24)
-    assert late.observed["eight_d_closure_days"] == pytest.approx(40)
+    # Chain time: the complaint is open from its anchoring (600 s after signing here).
+    age = 40 * DAY - 600
+    assert late.observed["complaint_response_hours"] == pytest.approx(age / 3600)
+    assert late.observed["eight_d_closure_days"] == pytest.approx(age / DAY)
 
 
 def test_unanchored_evidence_does_not_move_a_score(
@@ -189,11 +218,16 @@ def test_evidence_signed_by_the_wrong_role_is_ignored() -> None:
 
 
 def test_window_bounds_the_evidence() -> None:
-    vals = [10.0 + 0.1 * (k % 3) for k in range(10)]
-    old = _inspection(1, T0 - 200 * DAY, vals, defects=5)
-    new = _inspection(2, T0 - 10 * DAY, vals, defects=0)
+    """The window sits on anchoring time: what the chain saw before it does not count."""
+    old = _receipt(1, T0 - 200 * DAY, "L1", promised=T0, sample=100, defects=5)
+    new = _receipt(2, T0 - 10 * DAY, "L2", promised=T0, sample=100)
     vec = compute_features([old, new], "SUP-X", T0, window_days=180)
-    assert vec.observed["defect_ppm"] == 0.0
+    assert vec.observed["defect_ppm"] == pytest.approx(ppm_upper_bound(0, 100))
     assert old.struct_hash not in vec.evidence_ids
     wide = compute_features([old, new], "SUP-X", T0, window_days=365)
-    assert wide.observed["defect_ppm"] == pytest.approx(1e6 * 5 / 250)
+    assert wide.observed["defect_ppm"] == pytest.approx(ppm_upper_bound(5, 200))
+    # A date written into the record does not move it into the window: anchoring does.
+    redated = replace(old, event_time=T0 - DAY, signed_at=T0 - DAY)
+    assert compute_features([redated, new], "SUP-X", T0).observed["defect_ppm"] == pytest.approx(
+        ppm_upper_bound(0, 100)
+    )

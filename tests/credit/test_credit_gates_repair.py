@@ -19,7 +19,7 @@ from tests.credit.credit_helpers import unanchored
 def test_policy_file_is_versioned_and_hashed() -> None:
     policy = default_policy()
     raw = (POLICY_DIR / "trial_gate.toml").read_bytes()
-    assert policy.ref == "new-product-trial@1.0.0"
+    assert policy.ref == "new-product-trial@2.0.0"
     assert policy.sha256 == hashlib.sha256(raw).hexdigest()
     assert policy.min_score == 70.0
     assert {r.fact for r in policy.requirements} == {
@@ -255,3 +255,39 @@ def test_improvement_cannot_remedy_another_suppliers_records(
     )
     after = score_supplier(pop.items, victim, pop.end + DAY, with_what_if=False)
     assert after.repairs_applied == [] and after.score == before.score
+
+
+def test_a_verified_cpk_covers_only_the_parts_it_supersedes_and_never_predates_them(
+    population: Population,
+) -> None:
+    from credit.repair import repair_view
+
+    pop = population
+    truth = next(t for t in pop.suppliers if len(t.parts) >= 2)
+    sid = truth.supplier_id
+    part_a, part_b = truth.parts[0].part_number, truth.parts[1].part_number
+    lots_a = [i for i in pop.items if i.subject == sid and i.kind == "inspection"][-200:]
+    lots_a = [i for i in lots_a if i.part_number == part_a][:5]
+    study = _sign(
+        pop,
+        AUDITOR_ID,
+        True,
+        subject=sid,
+        kind="improvement",
+        part_number=part_b,  # the study names part B, but remedies lots of part A
+        lot_id=f"{sid}-STUDY-X",
+        event_time=pop.end,
+        signed_at=pop.end,
+        quantity=0,
+        defects=0,
+        payload={
+            "remedies": [i.struct_hash for i in lots_a],
+            "evidenceType": "process_capability_study",
+            "verifiedCpk": 2.0,
+        },
+    )
+    view = repair_view([*lots_a, study])
+    assert set(view.verified_cpk) == {part_a}  # never the part the study merely names
+    # A closure dated (and anchored) before what it closes closes nothing.
+    early = replace(study, event_time=lots_a[0].event_time - DAY, anchored_at=lots_a[0].signed_at)
+    assert repair_view([*lots_a, early]).applied == ()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -85,8 +86,55 @@ def test_missing_evidence_never_lowers_a_share(scenario: IncidentScenario) -> No
         r.supplier_id: r for r in responsibility_matrix(incident, scenario.population.items).rows
     }
     hidden = {r.supplier_id: r for r in responsibility_matrix(incident, items).rows}
-    assert hidden[quiet].basis == "no_evidence" and hidden[quiet].risk == NO_EVIDENCE_RISK
+    worst_shown = max(r.risk for r in hidden.values() if r.basis != "no_evidence")
+    assert hidden[quiet].basis == "no_evidence"
+    # The prior is no better than the worst supplier that showed its evidence.
+    assert hidden[quiet].risk == max(NO_EVIDENCE_RISK, worst_shown)
+    assert hidden[quiet].weight >= max(
+        r.weight for r in hidden.values() if r.basis != "no_evidence"
+    )
     assert hidden[quiet].weight > full[quiet].weight
+
+
+def test_filings_after_the_report_move_no_share(scenario: IncidentScenario) -> None:
+    """The drifted supplier files perfect re-inspections of its incident lot once it knows."""
+    pop = scenario.population
+    reported = scenario.occurred_at + 3600
+    incident = _incident(scenario).model_copy(update={"reported_at": reported})
+    before = responsibility_matrix(incident, pop.items)
+    assert before.evidence_cutoff == reported
+    own = [
+        it
+        for it in pop.items
+        if it.subject == scenario.drifted
+        and it.kind == "inspection"
+        and any(it.lot_id == lot for s, _, lot in scenario.lots if s == scenario.drifted)
+    ]
+    late = []
+    for it in own:
+        payload = {**it.payload, "defectList": [], "disposition": "conformant"}
+        payload["sensorReport"] = [
+            {**ch, "values": [((ch["lsl"] or 0) + (ch["usl"] or 0)) / 2] * len(ch["values"])}
+            for ch in it.payload["sensorReport"]
+        ]
+        late.append(
+            replace(
+                it,
+                struct_hash=it.struct_hash[:-4] + "f00d",
+                defects=0,
+                payload=payload,
+                signed_at=reported + 60,
+                anchored_at=reported + 660,
+            )
+        )
+    after = responsibility_matrix(incident, [*pop.items, *late])
+    assert after.model_dump() == before.model_dump()
+    # Without the cutoff (what the matrix did before issue 16) the same filings would move it.
+    no_cutoff = incident.model_copy(update={"reported_at": reported + 10 * 86_400})
+    moved = responsibility_matrix(no_cutoff, [*pop.items, *late])
+    w = {r.supplier_id: r.weight for r in moved.rows}
+    w0 = {r.supplier_id: r.weight for r in before.rows}
+    assert w[scenario.drifted] != w0[scenario.drifted]
 
 
 def test_a_federated_risk_model_is_blended_in(scenario: IncidentScenario) -> None:

@@ -46,7 +46,7 @@ def test_response_carries_everything_a_decision_needs(
         assert r.feature_schema_version == FEATURE_SCHEMA_VERSION
         assert r.evidence_root == evidence_root(r.evidence_ids)
         assert r.evidence_count == len(r.evidence_ids) > 0
-        assert r.gate is not None and r.gate.policy == "new-product-trial@1.0.0"
+        assert r.gate is not None and r.gate.policy == "new-product-trial@2.0.0"
         assert r.gate.distance == pytest.approx(r.score - r.gate.threshold)
         assert 0 < r.incident_probability < 1
 

@@ -253,7 +253,8 @@ def test_oem_records_are_what_it_signed(oem: TestClient, demo: Demo) -> None:
     page = oem.get("/ui/records")
     assert page.status_code == 200
     kinds = re.findall(r"</a></td>\s*<td>(\w+)</td>", page.text)
-    assert kinds and set(kinds) == {"complaint"}
+    # An OEM signs complaints, part specifications and goods receipts (issue 16).
+    assert kinds and set(kinds) <= {"complaint", "part_spec", "goods_receipt"}
     mine = re.search(r'href="/ui/records/(0x[0-9a-f]{64})"', page.text)
     assert mine is not None
     record = oem.get(f"/ui/records/{mine.group(1)}")
@@ -357,6 +358,33 @@ def test_empty_service_shows_empty_states(tmp_path: Path) -> None:
         assert "No incident has been opened" in client.get("/ui/incidents").text
         assert "No federated run recorded yet" in client.get("/ui/models").text
         assert "No records" in client.get("/ui/records").text
+    finally:
+        svc.ctx.engine.dispose()
+
+
+def test_a_thin_file_shows_insufficient_evidence(tmp_path: Path) -> None:
+    """A supplier with two self-signed inspections and no OEM goods receipt: no number on the
+    ranking or its page, "insufficient evidence" instead (issue 16)."""
+    from api.anchorer import Anchorer
+
+    svc = make_service(tmp_path, "sqlite")
+    try:
+        for _ in range(2):
+            rec = svc.inspection(svc.parties["supplier"], defects=0)
+            assert (
+                svc.client.post("/v1/records", json=rec.model_dump(mode="json")).status_code == 202
+            )
+        Anchorer(svc.ctx).run_once(force=True)
+        client = TestClient(create_app(ctx=svc.ctx), follow_redirects=False)
+        token = svc.login(svc.parties["oem"])["Authorization"].split()[1]
+        session = client.post(
+            "/ui/session", json={"accessToken": token}, headers={"Origin": "http://testserver"}
+        )
+        assert session.status_code == 200
+        ranking = client.get("/ui/suppliers")
+        assert ranking.status_code == 200 and "insufficient evidence" in ranking.text
+        page = client.get("/ui/suppliers/SUP-01")
+        assert page.status_code == 200 and "insufficient evidence" in page.text
     finally:
         svc.ctx.engine.dispose()
 
