@@ -80,8 +80,10 @@ def show(
         f"response {credit['responseHash']} commitment {credit['commitment']['status']}",
         style="dim",
     )
-    if plot is not None:
+    if plot is not None and credit["score"] is not None:
         console.print(f"waterfall written to {plot}")
+    elif plot is not None:
+        console.print("no waterfall: insufficient evidence, there is no score to explain")
 
 
 @app.command("rank")

@@ -242,8 +242,11 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
             "--plot",
             str(tmp_path / "w.png"),
         )
-        assert "base value" in shown.stdout and "score" in shown.stdout
-        assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+        # The journey's supplier has only its own inspections and no OEM goods receipt: a thin
+        # file, shown as such with the gate's reason, never a number.
+        assert "insufficient evidence" in shown.stdout
+        assert "INSUFFICIENT_OEM_EVIDENCE" in shown.stdout
+        assert "no waterfall" in shown.stdout and not (tmp_path / "w.png").exists()
         (tmp_path / "receipt.json").write_text(json.dumps(receipt))
         (tmp_path / "record.json").write_text(json.dumps(receipt["record"]))
         # The auditor's check: the chain alone, no service. Stopping serve (only its own

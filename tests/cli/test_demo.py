@@ -30,9 +30,16 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert result["accepted"] > 100 and result["rejected"] == 0
     assert result["anchored"] == result["accepted"]
     assert result["fl_rounds_anchored"] == 2 and result["fl_final_hash"].startswith("0x")
-    # Every supplier has an explained score whose contributions add up.
-    assert len(result["ranking"]) == 4
+    # Four suppliers with a history and one newcomer with two self-signed records: the
+    # newcomer gets "insufficient evidence" (no number) and ranks last.
+    assert len(result["ranking"]) == 5
+    thin = result["ranking"][-1]
+    assert thin["status"] == "insufficient_evidence" and thin["score"] is None
+    assert all(r["status"] == "scored" for r in result["ranking"][:-1])
+    # Every scored supplier has an explained score whose contributions add up.
     for credit in result["credits"].values():
+        if credit.get("status") == "insufficient_evidence":
+            continue
         total = credit["base_value"] + sum(c["points"] for c in credit["contributions"])
         assert abs(total - credit["score"]) < 1e-6
         assert len(credit["reason_codes"]) <= 4 and credit["gate"]["policy"]
