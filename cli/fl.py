@@ -21,6 +21,7 @@ from rich.console import Console
 
 from api.settings import Settings
 from federated.config import FLConfig, ServerSettings
+from federated.privacy import epsilon_reading
 
 if TYPE_CHECKING:  # the CLI is mounted in `qledger`; torch and flwr load only when a run starts
     from federated.provenance import ModelAnchor, RoundRecord
@@ -120,6 +121,7 @@ def _settings(
     round_timeout: float,
     local_epochs: int,
     seed: int,
+    aggregation: str = "fedavg",
 ) -> ServerSettings:
     if secagg and suppliers < 3:
         # With two, each could subtract its own update from the aggregate to get the other's.
@@ -137,6 +139,7 @@ def _settings(
         round_timeout=round_timeout,
         local_epochs=local_epochs,
         seed=seed,
+        aggregation=aggregation,
     )
 
 
@@ -148,10 +151,11 @@ def _finish(result: FLRunResult, as_json: bool) -> None:
     console.print(f"model hash   {result.final_model_hash}  (keccak256 of the file)")
     console.print(f"run id       0x{result.run_id.hex()}  ({result.run_name})")
     console.print(f"anchored     {result.anchored}")
-    if result.epsilon is not None:
+    if result.epsilon is not None and result.delta is not None:
         console.print(
             f"privacy      ε = {result.epsilon:.3f} at δ = {result.delta:g} (client-level, RDP)"
         )
+        console.print(f"             {epsilon_reading(result.epsilon, result.delta)}")
     shares = ", ".join(
         f"{sid} {p['rounds_participated']}/{p['rounds_aggregated']}"
         for sid, p in result.participation.items()
@@ -193,6 +197,14 @@ OutDir = Annotated[
 Epochs = Annotated[int, typer.Option("--local-epochs", min=1)]
 Seed = Annotated[int, typer.Option("--seed")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+Aggregation = Annotated[
+    str,
+    typer.Option(
+        "--aggregation",
+        help="fedavg | trimmed-mean | median | multikrum: a robust rule resists a poisoning "
+        "supplier (not with --secagg or DP; docs/federated.md).",
+    ),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show Flower's and Ray's logs.")]
 
 
@@ -212,6 +224,7 @@ def simulate(
     out_dir: OutDir = None,
     local_epochs: Epochs = 1,
     seed: Seed = 7,
+    aggregation: Aggregation = "fedavg",
     as_json: AsJson = False,
     verbose: Verbose = False,
 ) -> None:
@@ -224,7 +237,16 @@ def simulate(
         out_dir=out_dir,
         verbose=verbose,
         server=_settings(
-            rounds, secagg, dp_noise, dp_clip, min_fit, suppliers, round_timeout, local_epochs, seed
+            rounds,
+            secagg,
+            dp_noise,
+            dp_clip,
+            min_fit,
+            suppliers,
+            round_timeout,
+            local_epochs,
+            seed,
+            aggregation,
         ),
     )
     anchor = _chain(chain, rpc, deployment)
@@ -253,6 +275,7 @@ def deploy_local(
     out_dir: OutDir = None,
     local_epochs: Epochs = 1,
     seed: Seed = 7,
+    aggregation: Aggregation = "fedavg",
     node_poll: Annotated[
         float, typer.Option("--node-poll", help="SuperNode idle poll, s (Flower's own: 3).")
     ] = 0.2,
@@ -270,7 +293,16 @@ def deploy_local(
         data_dir=data_dir,
         out_dir=out_dir,
         server=_settings(
-            rounds, secagg, dp_noise, dp_clip, min_fit, suppliers, round_timeout, local_epochs, seed
+            rounds,
+            secagg,
+            dp_noise,
+            dp_clip,
+            min_fit,
+            suppliers,
+            round_timeout,
+            local_epochs,
+            seed,
+            aggregation,
         ),
     )
     anchor = _chain(chain, rpc, deployment)

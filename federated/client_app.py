@@ -98,6 +98,10 @@ def local_update(
         compute_clip_model_update(
             arrays, list(global_arrays), record_float(config[KEY_CLIPPING_NORM])
         )
+    elif record_float(config.get("update-clip", 0.0)) > 0:
+        # SecAgg+: bound this supplier's influence before masking; the server sees only the sum
+        # and refuses a round whose aggregate is longer than the bound (server_app.py).
+        compute_clip_model_update(arrays, list(global_arrays), record_float(config["update-clip"]))
     n = len(partition)
     if bool(config.get("uniform-weights", False)):
         weight = 1.0  # DP: the accountant assumes an unweighted mean
@@ -176,18 +180,20 @@ def _secagg_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
 
 
 def build_client_app(
-    data_dirs: Mapping[int, str] | None = None, extra_mods: Sequence[Mod] = ()
+    data_dirs: Mapping[int, str] | None = None,
+    extra_mods: Sequence[Mod] = (),
+    inner_mods: Sequence[Mod] = (),
 ) -> ClientApp:
     """The supplier ClientApp.
 
     ``data_dirs`` (simulation only) maps the simulation engine's partition-id to a partition
-    directory; ``extra_mods`` run outermost (fault injection in tests, see
-    :mod:`federated.faults`).
+    directory; ``extra_mods`` run outermost and ``inner_mods`` innermost, on the plain update
+    before SecAgg+ masks it (fault injection in tests, see :mod:`federated.faults`).
     """
     use_secagg_primitives()  # full-strength masks, P-256, fast Shamir (secagg_primitives.py)
     client = ClientApp()
 
-    @client.train(mods=[*extra_mods, _secagg_mod, _fitins_adapter_mod])
+    @client.train(mods=[*extra_mods, _secagg_mod, _fitins_adapter_mod, *inner_mods])
     def train(msg: Message, context: Context) -> Message:
         return _train(msg, context, data_dirs)
 

@@ -1,4 +1,4 @@
-"""Fault injection for the ClientApp: make a supplier drop out of a round.
+"""Fault injection for the ClientApp: make a supplier drop out of a round, or poison its update.
 
 Used by the tests and the demo to exercise the server's dropout handling in the simulation
 engine (in the deployment engine a dropout is a real SuperNode being killed). It is an ordinary
@@ -12,7 +12,8 @@ from __future__ import annotations
 import time
 from collections.abc import Collection
 
-from flwr.app import Context, Message
+import numpy as np
+from flwr.app import ArrayRecord, Context, Message
 from flwr.clientapp.typing import ClientAppCallable, Mod
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 
@@ -89,5 +90,36 @@ def forget_keys_mod(partition_ids: Collection[int], rounds: Collection[int]) -> 
         ):
             forget_advertised_keys(context)
         return call_next(msg, context)
+
+    return mod
+
+
+def poison_mod(partition_ids: Collection[int], factor: float) -> Mod:
+    """Make the given partitions send ``global + factor * (their update - global)``.
+
+    ``factor`` -10 is a scaled sign flip (the update pushed hard the wrong way), 10 a scaled
+    update, -1 a plain sign flip. It stands for a malicious supplier's own ClientApp code, so it
+    runs *inside* the protocol mods (``build_client_app(inner_mods=...)``), on the update before
+    SecAgg+ masks it and after any clipping an honest ClientApp does: a poisoner does not clip.
+    """
+    from federated.client_app import ARRAYS  # the ClientApp imports this module's mods
+
+    targets = {int(p) for p in partition_ids}
+
+    def mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+        partition = context.node_config.get("partition-id")
+        if partition is None or int(partition) not in targets or ARRAYS not in msg.content:
+            return call_next(msg, context)
+        global_arrays = msg.content[ARRAYS].to_numpy_ndarrays()  # type: ignore[union-attr]
+        reply = call_next(msg, context)
+        if reply.has_error():
+            return reply
+        local = reply.content[ARRAYS].to_numpy_ndarrays()  # type: ignore[union-attr]
+        poisoned = [
+            (g + factor * (u.astype(np.float64) - g)).astype(u.dtype)
+            for u, g in zip(local, global_arrays, strict=True)
+        ]
+        reply.content[ARRAYS] = ArrayRecord(poisoned)
+        return reply
 
     return mod

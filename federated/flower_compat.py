@@ -22,6 +22,7 @@ through and :data:`FLWR_VERIFIED` moved.
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import importlib
@@ -146,22 +147,22 @@ ADAPTATIONS: tuple[Adaptation, ...] = (
 # FLWR_VERIFIED. Recomputed by tests/federated/test_flower_compat.py: a mismatch names the
 # adaptation to re-read. `python -m federated.flower_compat` prints them for the installed flwr.
 PINNED_SOURCES: dict[str, str] = {
-    "flwr.client.mod.secure_aggregation.secaggplus_mod:_collect_masked_vectors": "d638fe6563407bc1f45623a677d0ac83bf1db577afc0127ec50a71928f8ead44",
-    "flwr.client.mod.secure_aggregation.secaggplus_mod:_setup": "f090c613f61c5b1eccd60e2b591a262bb02f556b1b0e476a6b6cd2c7348ee744",
-    "flwr.client.mod.secure_aggregation.secaggplus_mod:_share_keys": "0873eca66c3df037ec2dda9f725668b4e36d4e96f82d39cbd222316c1a17baca",
-    "flwr.client.mod.secure_aggregation.secaggplus_mod:_unmask": "076374c55e664774f048f4f468ac996115b4f11d9a04ec1c7fce2497cdc5a64a",
-    "flwr.server.superlink.fleet.vce.vce_api:add_messages_to_queue": "953f4bd41a931a7779a4a670ab17b633f6e20b08a0128535328674466419777a",
-    "flwr.server.superlink.fleet.vce.vce_api:put_message_into_state": "3622eb5bfcd9cd1a4cef3b1d5b8250a07af41a9439ea0379e0459d62e6fa5b35",
-    "flwr.server.superlink.fleet.vce.vce_api:start_vce": "2d5e267f893950a709c52adf9d6a90c81a7750d889b4eb99318dfffeea957f16",
-    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:SecAggPlusWorkflow.__call__": "204402b446244e5ec483089c16b212469adb8d6fcc2835a2704b94f91c358722",
-    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:SecAggPlusWorkflow.collect_masked_vectors_stage": "e2e2900e524ba35a03b0937c99c76a22e99ff655dbe890fbd6b2366dfdfd6959",
-    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:SecAggPlusWorkflow.unmask_stage": "c4639d18768446e9fba0c316b61977f2b440e8ec833b3c75651fda9365d68f62",
-    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:WorkflowState": "91415782137e66cd135b5eaf4d93c017251da8803ca2e8568653160eaf0a8d18",
-    "flwr.supercore.inflatable.inflatable_utils:pull_and_inflate_object_from_tree": "139811483a15e4a6c1f8523614c12f28dd3049194e5713816be0931387adb1cf",
-    "flwr.supercore.inflatable.inflatable_utils:pull_objects": "31bb2de46b450e6acfadb7a8bb15e3f2074bb112199826a40a5eaa648bad5b2b",
-    "flwr.supercore.superexec.executor.factory:get_executor": "891abfc53747803dd68ebd6e2f544b61b3aebc284391734178d0fc2561704d4a",
-    "flwr.supercore.superexec.run_superexec:run_superexec": "d11f4e7fbc8f0b121804772495484fae8987b2b52af8b2baa70baf40d5929e26",
-    "flwr.supernode.start_client_internal:start_client_internal": "9e89a6eb68fbec6821e817cd2c09f7894fc7b0f5725c2365b19a7122307f11f3",
+    "flwr.client.mod.secure_aggregation.secaggplus_mod:_collect_masked_vectors": "c8cc0c712d7c6cfdd0767dc8e779783dbb85ad2f698c2e34190cf2eb5d50d6f4",
+    "flwr.client.mod.secure_aggregation.secaggplus_mod:_setup": "01bb1d0861adf10d82bd1c07455dc8cab9c332db32a88d9da9e09b647870d92e",
+    "flwr.client.mod.secure_aggregation.secaggplus_mod:_share_keys": "79bfe0d2bce3357080dcc6f6001337240e5d23d5a370449c28e70c6726790f40",
+    "flwr.client.mod.secure_aggregation.secaggplus_mod:_unmask": "b097504741d96e16a79054c28b1c4940e6e3a8f967d71a6ac2e4305273876bde",
+    "flwr.server.superlink.fleet.vce.vce_api:add_messages_to_queue": "90669a453e0877556bd5640c89c6340a5f1f2f824ad4808a6a26b4e81a0c76f4",
+    "flwr.server.superlink.fleet.vce.vce_api:put_message_into_state": "e110a5b27cb4aa1b5025dc582441c59c58cd47234a95831700befe5966b552a6",
+    "flwr.server.superlink.fleet.vce.vce_api:start_vce": "d54a77ed45edf023b1d6d8e69994206a557b9cea500751862dd5e22d0878e914",
+    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:SecAggPlusWorkflow.__call__": "fc8cab32e6b1364d2c1d2631cb59293fbfc49b67d19811d790723f12bfab935a",
+    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:SecAggPlusWorkflow.collect_masked_vectors_stage": "c4608e61a1b5efe75245c8a114da0666e846e3c6a8e1b54045597cdd23d0fb52",
+    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:SecAggPlusWorkflow.unmask_stage": "a941c5367315c3c12a47c064da94152825596f435635be9f04191fbe58e0115c",
+    "flwr.server.workflow.secure_aggregation.secaggplus_workflow:WorkflowState": "d0f2af5954997182451e83552c01d030a4b2a0ae17db61bf135cdf8aa98fb1fc",
+    "flwr.supercore.inflatable.inflatable_utils:pull_and_inflate_object_from_tree": "977cb8a15932e73e659bdc6f74d42c7318a00e0b431f3c3eb45a45dece7a2c34",
+    "flwr.supercore.inflatable.inflatable_utils:pull_objects": "0f5b6d34fcd4fd2dbce7d3b1ce5b6e99c2f2c26f5841831debebc55480827381",
+    "flwr.supercore.superexec.executor.factory:get_executor": "9a4ba21e06f476f18edc16153ff95a4aba064e09098b6e32e615b9b8b5ac206d",
+    "flwr.supercore.superexec.run_superexec:run_superexec": "03d363749a0fb2b51f0cbdcf59f2cfd1ef4dab6a448535815b3884b0b3b03310",
+    "flwr.supernode.start_client_internal:start_client_internal": "1689ad636bd5386d906306f83c7de991b523780f50a2134358608e84769cc51c",
 }
 
 
@@ -194,7 +195,7 @@ def adaptation_enabled(name: str) -> bool:
 
 
 def resolve(target: str) -> Any:
-    """The object named ``"module:qualname"``."""
+    """The object named ``"module:qualname"`` (as it is now, patched or not)."""
     module_name, _, qualname = target.partition(":")
     obj: Any = importlib.import_module(module_name)
     for part in qualname.split("."):
@@ -202,9 +203,38 @@ def resolve(target: str) -> Any:
     return obj
 
 
+def source_of(target: str) -> str:
+    """The source text of ``"module:qualname"`` as installed, read from the module's file.
+
+    Read from the file, not from the live attribute: once a patch has replaced a module
+    attribute, the attribute is our code, and the pin is about Flower's.
+    """
+    module_name, _, qualname = target.partition(":")
+    text = inspect.getsource(importlib.import_module(module_name))
+    body: list[ast.stmt] = ast.parse(text).body
+    node: ast.stmt | None = None
+    for part in qualname.split("."):
+        node = next(
+            (
+                n
+                for n in body
+                if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)
+                and n.name == part
+            ),
+            None,
+        )
+        if node is None:
+            raise LookupError(f"{target}: no definition of {part!r} in {module_name}")
+        body = node.body
+    assert node is not None and node.end_lineno is not None
+    decorators = getattr(node, "decorator_list", [])
+    start = min([node.lineno, *(d.lineno for d in decorators)])
+    return "\n".join(text.splitlines()[start - 1 : node.end_lineno])
+
+
 def source_digest(target: str) -> str:
-    """SHA-256 of the source of ``target`` as installed (what ADAPTATIONS pins)."""
-    return hashlib.sha256(inspect.getsource(resolve(target)).encode()).hexdigest()
+    """SHA-256 of the source of ``target`` as installed (what PINNED_SOURCES holds)."""
+    return hashlib.sha256(source_of(target).encode()).hexdigest()
 
 
 # --- the patches --------------------------------------------------------------------------------

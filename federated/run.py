@@ -192,11 +192,13 @@ def simulate(
     on_round: Callable[[RoundRecord], None] | None = None,
     *,
     client_mods: Sequence[Mod] = (),
+    inner_mods: Sequence[Mod] = (),
     observer: ReplyObserver | None = None,
 ) -> FLRunResult:
     """Run with Flower's simulation engine (Ray backend, one process).
 
-    ``client_mods`` wrap every ClientApp (fault injection, :mod:`federated.faults`);
+    ``client_mods`` wrap every ClientApp and ``inner_mods`` sit inside its protocol mods,
+    where a supplier's own code would be (fault injection, :mod:`federated.faults`);
     ``observer`` is called with every reply message the ServerApp receives.
     """
     from flwr.simulation import run_simulation
@@ -229,7 +231,7 @@ def simulate(
             run_simulation(
                 server_app=build_server_app(prep.settings, observer),
                 client_app=build_client_app(
-                    {i: str(d) for i, d in enumerate(prep.data_dirs)}, client_mods
+                    {i: str(d) for i, d in enumerate(prep.data_dirs)}, client_mods, inner_mods
                 ),
                 num_supernodes=len(prep.data_dirs),
                 backend_config=backend_config,

@@ -18,7 +18,10 @@ Everything a round produces goes to ``out_dir`` (the OEM's disk):
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import logging
+import math
 import random
 import time
 import traceback
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import flwr.superlink.grid.http_grid as http_grid
+import numpy as np
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import (
@@ -39,7 +43,14 @@ from flwr.serverapp import (
     SamplingMethod,
     ServerApp,
 )
-from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, Strategy
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    FedAvg,
+    FedMedian,
+    FedTrimmedAvg,
+    MultiKrum,
+    Strategy,
+)
 from flwr.superlink.grid import InMemoryGrid
 
 from federated.client_app import ARRAYS, CONFIG, HELLO, SUPPLIER, SUPPLIER_ID
@@ -53,13 +64,15 @@ from federated.config import (
 from federated.data import load_partition
 from federated.flower_compat import patch_pull_backoff, secagg_keys_ahead_supported
 from federated.flower_tuning import SimulationWakeups, simulation_wakeups
-from federated.model import evaluate, get_arrays, new_model, save_model, set_arrays
+from federated.model import DefectMLP, evaluate, get_arrays, new_model, save_model, set_arrays
+from federated.privacy import epsilon_reading
 from federated.secagg import secagg_round
 from federated.secagg_ahead import KeysAhead
 
 ROUNDS_FILE = "rounds.jsonl"
 RESULT_FILE = "result.json"
 ERROR_FILE = "error.json"
+log = logging.getLogger(__name__)
 FINAL_MODEL = "final.qlm"
 
 ReplyObserver = Callable[[Message], None]
@@ -165,13 +178,20 @@ def roll_call(grid: Grid, nodes: list[int], timeout: float) -> dict[int, str]:
     }
 
 
-class SupplierFedAvg(FedAvg):
-    """FedAvg whose sampling waits for nodes with a deadline instead of forever.
+class DeadlineSampling(Strategy):
+    """Sampling that waits for nodes with a deadline instead of forever (a mixin for Flower's
+    FedAvg family).
 
     ``FedAvg.configure_train`` blocks in a 1-second polling loop until enough nodes connect; a
     run must instead fail or skip the round with a reason. ``aggregate_train`` is inherited
-    unchanged, which Flower's DP accountant requires.
+    unchanged from the Flower strategy it is mixed into (FedAvg: Flower's DP accountant requires
+    that; FedTrimmedAvg, FedMedian, MultiKrum: the robust rules).
     """
+
+    # Set by the Flower strategy this is mixed into (FedAvg's constructor).
+    min_available_nodes: int
+    min_train_nodes: int
+    fraction_train: float
 
     def __init__(self, *, connect_timeout: float, seed: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -198,6 +218,22 @@ class SupplierFedAvg(FedAvg):
             Message(content=content, dst_node_id=nid, message_type=MessageType.TRAIN)
             for nid in sampled
         ]
+
+
+class SupplierFedAvg(DeadlineSampling, FedAvg):
+    """Plain weighted FedAvg (the default; the only rule DP and SecAgg+ allow)."""
+
+
+class SupplierTrimmedAvg(DeadlineSampling, FedTrimmedAvg):
+    """Flower's FedTrimmedAvg: per coordinate, drop the top and bottom ``beta`` of the updates."""
+
+
+class SupplierMedian(DeadlineSampling, FedMedian):
+    """Flower's FedMedian: the coordinate-wise median of the updates."""
+
+
+class SupplierMultiKrum(DeadlineSampling, MultiKrum):
+    """Flower's MultiKrum: average the updates closest to their neighbours."""
 
 
 @dataclass
@@ -265,25 +301,115 @@ def _secagg_round(
     if len(sa.participants) < s.min_fit_clients:
         note = f"{len(sa.participants)} of {len(sampled)} in the sum"
         return RoundResult(None, sampled, sa.participants, note=note, stage_seconds=stages)
+    refused = aggregate_update_refusal(sa.arrays, arrays, s.secagg_update_clip)
+    if refused is not None:
+        # The server cannot see who sent the long update; it can refuse to take the round.
+        log.warning("round %d refused: %s", server_round, refused)
+        return RoundResult(None, sampled, sa.participants, note=refused, stage_seconds=stages)
     return RoundResult(
         sa.arrays, sampled, sa.participants, stage_seconds=stages, set_up_ahead=sa.set_up_ahead
     )
 
 
+# Slack on the aggregate-norm check for SecAgg+'s fixed-point quantization (each coordinate is
+# rounded to 2 * clipping_range / quantization_range, ~4e-6 at Flower's defaults) and float
+# summation: far below any update that was not clipped.
+AGGREGATE_NORM_SLACK = 1.01
+
+
+def update_norm(new: ArrayRecord, old: ArrayRecord) -> float:
+    """L2 norm of ``new - old`` over every array of the model."""
+    return math.sqrt(
+        sum(
+            float(np.sum((n.astype(np.float64) - o.astype(np.float64)) ** 2))
+            for n, o in zip(new.to_numpy_ndarrays(), old.to_numpy_ndarrays(), strict=True)
+        )
+    )
+
+
+def aggregate_update_refusal(
+    aggregate: ArrayRecord, global_arrays: ArrayRecord, bound: float
+) -> str | None:
+    """Why a SecAgg+ round's aggregate must be refused, or None.
+
+    Every honest supplier clips its update to ``bound`` before masking, so the (weighted)
+    average of the updates is at most ``bound`` long: a longer one contains an update that was
+    not clipped. What this cannot catch is stated in docs/federated.md: a supplier that clips
+    and still sends a harmful direction moves the average by at most ``bound / n`` a round.
+    """
+    if bound <= 0:
+        return None
+    norm = update_norm(aggregate, global_arrays)
+    if norm <= bound * AGGREGATE_NORM_SLACK:
+        return None
+    return (
+        f"aggregate update norm {norm:.3g} exceeds the clip bound {bound:g}: a supplier sent an "
+        "unclipped update; round refused, model kept"
+    )
+
+
+def holdout_refusal(
+    model: DefectMLP,
+    current: ArrayRecord,
+    aggregate: ArrayRecord,
+    holdout: Any,
+    tolerance: float,
+) -> str | None:
+    """Why a SecAgg+ aggregate must be refused on the OEM's own hold-out data, or None.
+
+    The norm check cannot see a scaled sign flip that cancels honest updates (the average gets
+    shorter, not longer); what the server can still do is evaluate the aggregate it would adopt
+    (server-side validation, as in Zeno/FLTrust). A round whose aggregate raises the hold-out
+    loss by more than ``tolerance`` (relative) is refused and the model kept. ``model`` is left
+    holding ``current``.
+    """
+    if tolerance <= 0:
+        return None
+    set_arrays(model, aggregate.to_numpy_ndarrays())
+    after = evaluate(model, holdout.X, holdout.y)["loss"]
+    set_arrays(model, current.to_numpy_ndarrays())
+    before = evaluate(model, holdout.X, holdout.y)["loss"]
+    if after <= before * (1 + tolerance):
+        return None
+    return (
+        f"the aggregate raises the OEM's hold-out loss from {before:.4f} to {after:.4f} "
+        f"(more than {tolerance:.0%}): round refused, model kept"
+    )
+
+
 def _make_strategy(
     s: ServerSettings, population: int
-) -> tuple[Strategy, PrivacyAccountant | None, SupplierFedAvg]:
-    base = SupplierFedAvg(
-        connect_timeout=s.connect_timeout,
-        seed=s.seed,
-        fraction_train=s.fraction_fit,
-        fraction_evaluate=0.0,  # central evaluation only: no second message round per round
-        min_train_nodes=population if s.dp else s.min_fit_clients,
-        min_available_nodes=population if s.dp else s.min_available_clients,
-        weighted_by_key=WEIGHT_KEY,
-        arrayrecord_key=ARRAYS,
-        configrecord_key=CONFIG,
-    )
+) -> tuple[Strategy, PrivacyAccountant | None, DeadlineSampling]:
+    common: dict[str, Any] = {
+        "connect_timeout": s.connect_timeout,
+        "seed": s.seed,
+        "fraction_train": s.fraction_fit,
+        "fraction_evaluate": 0.0,  # central evaluation only: no second message round per round
+        "min_train_nodes": population if s.dp else s.min_fit_clients,
+        "min_available_nodes": population if s.dp else s.min_available_clients,
+        "weighted_by_key": WEIGHT_KEY,
+        "arrayrecord_key": ARRAYS,
+        "configrecord_key": CONFIG,
+    }
+    base: DeadlineSampling
+    if s.aggregation == "trimmed-mean":
+        base = SupplierTrimmedAvg(beta=s.trim_beta, **common)
+    elif s.aggregation == "median":
+        base = SupplierMedian(**common)
+    elif s.aggregation == "multikrum":
+        # MultiKrum needs n >= 2f + 3 to pick honest updates (Blanchard et al. 2017).
+        if population < 2 * s.krum_malicious + 3:
+            raise ValueError(
+                f"multikrum with krum_malicious={s.krum_malicious} needs at least "
+                f"{2 * s.krum_malicious + 3} suppliers, got {population}"
+            )
+        base = SupplierMultiKrum(
+            num_malicious_nodes=s.krum_malicious,
+            num_nodes_to_select=max(1, population - s.krum_malicious),
+            **common,
+        )
+    else:
+        base = SupplierFedAvg(**common)
     if not s.dp:
         return base, None, base
     accountant = _accountant(s, population)
@@ -293,7 +419,7 @@ def _make_strategy(
     return strategy, accountant, base
 
 
-def _next_sample(sampler: SupplierFedAvg, server_round: int, grid: Grid) -> list[int] | None:
+def _next_sample(sampler: DeadlineSampling, server_round: int, grid: Grid) -> list[int] | None:
     """The nodes ``server_round`` will sample if the nodes connected now stay connected."""
     try:
         return sampler.sample(server_round, grid, timeout=0.0)
@@ -311,6 +437,8 @@ def train_config(s: ServerSettings) -> ConfigRecord:
             "lr": s.lr,
             "uniform-weights": s.dp,
             "max-weight": s.secagg_max_weight,
+            # Under SecAgg+ each supplier clips its own update (the server checks the sum).
+            "update-clip": s.secagg_update_clip if s.secagg else 0.0,
         }
     )
 
@@ -408,6 +536,11 @@ def run_server(
             else:
                 result = _plain_round(grid, strategy, messages, rnd, s)
         fit_seconds = time.monotonic() - t0
+        if s.secagg and result.arrays is not None:
+            refused = holdout_refusal(model, arrays, result.arrays, holdout, s.secagg_holdout_check)
+            if refused is not None:
+                log.warning("round %d refused: %s", rnd, refused)
+                result = dataclasses.replace(result, arrays=None, note=refused)
 
         aggregated = result.arrays is not None
         if result.arrays is not None:
@@ -459,6 +592,7 @@ def run_server(
             "clipping_norm": s.dp_clip,
             "accounting": "RDP (flwr RdpAccountant), client-level, add/remove-one,"
             " no sampling amplification",
+            "reading": epsilon_reading(_epsilon(accountant), s.dp_delta),
         }
     (out / RESULT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

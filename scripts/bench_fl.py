@@ -54,7 +54,9 @@ from federated.data import (
     load_partition,
     partition_dirs,
 )
+from federated.faults import poison_mod
 from federated.model import evaluate, get_arrays, new_model, set_arrays, train_epochs
+from federated.privacy import epsilon_reading
 from federated.run import FLRunResult, deploy_local, simulate
 from federated.secagg import SECAGG_STAGES
 
@@ -145,6 +147,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11, help="data seed")
     ap.add_argument("--dp-noise", default="0.3,1.0", help="two noise multipliers")
     ap.add_argument("--dp-clip", type=float, default=0.5)
+    ap.add_argument(
+        "--poison", action="store_true", help="add the poisoning rows (trimmed mean, SecAgg+)"
+    )
     ap.add_argument("--deploy-suppliers", type=int, default=3)
     ap.add_argument("--deploy-rounds", type=int, default=4)
     ap.add_argument("--skip-deploy", action="store_true")
@@ -206,12 +211,13 @@ def main() -> None:
     )
     print(f"alone: {rows[-1]}", flush=True)
 
-    def run(name: str, **changes: Any) -> None:
+    def run(name: str, poison: float | None = None, **changes: Any) -> None:
         cfg = FLConfig(
             suppliers=args.suppliers, data_dir=data, out_dir=work / name.replace(" ", "_")
         )
         cfg = cfg.with_server(**{**s.__dict__, **changes})
-        result = simulate(cfg)
+        # A poisoning supplier (partition 0) sends global + poison * (its update - global).
+        result = simulate(cfg, inner_mods=[poison_mod([0], poison)] if poison else [])
         rows.append(fl_row(name, result))
         print(f"{name}: {rows[-1]}", flush=True)
 
@@ -227,6 +233,13 @@ def main() -> None:
     run("FedAvg + SecAgg+, Flower's four stages every round", secagg=True, secagg_keys_ahead=False)
     for z in (float(v) for v in args.dp_noise.split(",")):
         run(f"FedAvg + DP (z={z}, C={args.dp_clip})", dp_noise=z, dp_clip=args.dp_clip)
+    if args.poison:
+        # One supplier of n sends a scaled sign-flipped update (docs/federated.md, "A supplier
+        # that poisons its update"): undefended, with the trimmed mean, and under SecAgg+.
+        run("trimmed mean", aggregation="trimmed-mean")
+        run("FedAvg, 1 poisoner (x-10)", poison=-10.0)
+        run("trimmed mean, 1 poisoner (x-10)", poison=-10.0, aggregation="trimmed-mean")
+        run("FedAvg + SecAgg+, 1 poisoner (x-10)", poison=-10.0, secagg=True)
 
     # Plain and SecAgg+ runs alternate, starting and ending with plain; each SecAgg+ run is
     # compared with the mean of the plain runs either side of it, so that a drift in the
@@ -306,6 +319,9 @@ def main() -> None:
         spr = f"{r['s_per_round']:.2f}" if r.get("s_per_round") is not None else "–"
         acc, auc, note = r["accuracy"], r["auc"], r.get("detail", "")
         print(f"| {r['setting']} | {acc:.4f} | {auc:.4f} | {spr} | {eps} | {note} |")
+    for r in rows:  # what each ε means for a supplier (federated/privacy.py)
+        if r.get("epsilon") is not None:
+            print(f"- {r['setting']}: {epsilon_reading(r['epsilon'], 1e-5)}")
     by_name = {r["setting"].split(" (")[0]: r for r in rows}
     central, fedavg = rows[0], by_name["FedAvg"]
     gap = 100 * (fedavg["accuracy"] - central["accuracy"])

@@ -36,6 +36,23 @@ def test_the_flower_code_an_adaptation_relies_on_is_unchanged(adaptation: str, t
     )
 
 
+def test_the_pin_reads_flowers_code_even_while_our_patch_is_installed() -> None:
+    import flwr.server.superlink.fleet.vce.vce_api as vce_api
+
+    from federated import flower_tuning
+
+    target = f"{flower_compat.VCE_API}:add_messages_to_queue"
+    original = vce_api.add_messages_to_queue
+    try:
+        flower_compat.patch_simulation_dispatch(
+            flower_tuning._add_messages_to_queue, flower_tuning._put_message_into_state
+        )
+        assert vce_api.add_messages_to_queue is not original
+        assert flower_compat.source_digest(target) == PINNED_SOURCES[target]
+    finally:
+        vce_api.add_messages_to_queue = original
+
+
 @pytest.fixture
 def another_flower(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr(flower_compat, "flower_version", lambda: "1.42.0")
