@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from eth_utils import to_checksum_address
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from api.deps import AdminUser, Ctx, CurrentUser
@@ -15,8 +15,21 @@ router = APIRouter(prefix="/v1/participants", tags=["participants"])
 REGISTRABLE = (Role.SUPPLIER, Role.OEM, Role.AUDITOR)
 
 
+ZERO_ADDRESS = "0x" + "0" * 40
+
+
 class RegisterRequest(BaseModel):
     address: str = Field(pattern=r"^0x[0-9a-fA-F]{40}$")
+
+    @field_validator("address")
+    @classmethod
+    def _not_zero(cls, value: str) -> str:
+        # No key signs for the zero address, and the contract refuses it (ZeroAddress): a
+        # client's mistake, answered 422 here rather than as a reverted transaction.
+        if value.lower() == ZERO_ADDRESS:
+            raise ValueError("the zero address cannot hold a role")
+        return value
+
     role: Role
     orgId: Identifier
     name: str = Field("", max_length=200)

@@ -115,7 +115,7 @@ def test_a_paused_node_does_not_slow_intake_and_nothing_is_lost(
                     kind="inspection",
                     part_number="P-1",
                     lot_id=f"L-{nonce}",
-                    event_time=1_700_000_000,
+                    event_time=int(time.time()) - 3600,  # within the eventTime bound
                     quantity=50,
                     defects=1,
                     nonce=nonce,

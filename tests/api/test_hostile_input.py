@@ -35,6 +35,7 @@ from ledger.errors import LedgerError
 from ledger.records import QualityRecord, RecordKind
 from ledger.signing import sign_record
 from tests.api.conftest import Party, Service, make_service
+from tests.helpers import error_code
 
 SEED = 18  # issue 18; change it to explore, the failures print the probe that broke
 
@@ -707,3 +708,17 @@ def test_hostile_barrage(svc: Service) -> None:
     seen = fire(svc, probes)
     assert sum(seen.values()) == 3000 and len(seen) >= 20, seen
     still_works(svc)
+
+
+def test_the_zero_address_is_refused_at_the_edge_not_by_a_reverted_transaction(
+    svc: Service,
+) -> None:
+    # Found by schemathesis: the contract's ZeroAddress revert surfaced as a 502.
+    admin = svc.login(svc.admin)
+    answer = svc.client.post(
+        "/v1/participants",
+        json={"address": "0x" + "0" * 40, "role": "SUPPLIER", "orgId": "SUP-ZERO"},
+        headers=admin,
+    )
+    assert answer.status_code == 422, answer.text
+    assert error_code(answer) == "invalid_request"

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.anchorer import Anchorer, Reconciler
@@ -214,10 +215,13 @@ def test_anvil_killed_between_state_writes_then_reconciled(tmp_path: Path) -> No
         data_dir = tmp_path / "data"
         deployment.save(data_dir / "deployment.json")
         cfg = Settings(data_dir=data_dir, rpc_url=local.rpc_url, anchorer_key=key)
-        cfg = cfg.model_copy(update={"token_secret": "t" * 40, "batch_max_seconds": 0.01})
+        cfg = cfg.model_copy(
+            update={"token_secret": SecretStr("t" * 40), "batch_max_seconds": 0.01}
+        )
         ctx = ServiceContext.create(cfg, chain=chain)
         supplier = Party(Signer.generate(), "SUP-01", Role.SUPPLIER)
         chain.register_participant(supplier.address, Role.SUPPLIER, "SUP-01")
+        ctx.follower.sync()  # intake reads roles from the mirror of the chain's events
         admin = Party(Signer.from_hex(key), "ADMIN", Role.ADMIN)
         service = Service(ctx=ctx, client=TestClient(create_app(ctx=ctx)), chain=chain, admin=admin)
         service.parties["supplier"] = supplier

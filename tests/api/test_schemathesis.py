@@ -32,7 +32,15 @@ MAX_EXAMPLES = int(os.environ.get("QLEDGER_SCHEMATHESIS_EXAMPLES", "25"))
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    svc = make_service(tmp_path_factory.mktemp("schemathesis"), "sqlite")
+    # Rate limits off: the logout cases sign in once each, far more often than the sign-in
+    # limit allows; the limits have their own tests (test_abuse_limits.py).
+    svc = make_service(
+        tmp_path_factory.mktemp("schemathesis"),
+        "sqlite",
+        auth_requests_per_minute_per_client=0,
+        auth_requests_per_minute_per_account=0,
+        intake_records_per_second_per_key=0,
+    )
     with svc.client:
         # Some anchored evidence, so the credit and record routes have something to compute.
         for _ in range(3):
