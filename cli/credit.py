@@ -48,6 +48,8 @@ def show(
         )
         for r in credit["reason_codes"]:
             console.print(f"  {r['code']}: {r['text']}")
+        if plot is not None:
+            console.print("no waterfall: insufficient evidence, there is no score to explain")
         return
     console.print(
         f"[bold]{supplier}[/]: score [bold]{credit['score']:.1f}[/] band "
@@ -80,10 +82,8 @@ def show(
         f"response {credit['responseHash']} commitment {credit['commitment']['status']}",
         style="dim",
     )
-    if plot is not None and credit["score"] is not None:
+    if plot is not None:
         console.print(f"waterfall written to {plot}")
-    elif plot is not None:
-        console.print("no waterfall: insufficient evidence, there is no score to explain")
 
 
 @app.command("rank")
