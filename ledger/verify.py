@@ -157,6 +157,43 @@ def _check_signature(signed: SignedRecord, report: VerificationReport) -> None:
         report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
 
 
+def check_record(
+    report: VerificationReport,
+    record: SignedRecord | dict[str, Any] | None,
+    receipt: Receipt,
+) -> tuple[SignedRecord, bytes] | None:
+    """The checks of a receipt's record that need no chain, for both verifiers (this one and
+    ``ledger.tlog.verify``): the record file parses and equals the receipt's record, its
+    signature recovers to its signer, and its struct hash is the receipt's. Returns the record
+    checked and its struct hash; None when the record file does not parse (reported)."""
+    signed = receipt.record
+    if record is not None:
+        if not isinstance(record, SignedRecord):
+            try:
+                record = load_signed_record(record)
+            except InvalidRecord as exc:
+                report.add(Check.RECORD_FORMAT, False, str(exc))
+                return None
+        report.add(Check.RECORD_FORMAT, True, "record parses and its payloadHash matches")
+        same = record.model_dump(mode="json") == signed.model_dump(mode="json")
+        report.add(
+            Check.RECORD_MATCHES_RECEIPT,
+            same,
+            "record file equals the receipt's record"
+            if same
+            else "the record differs from the one the receipt covers",
+        )
+        signed = record
+    _check_signature(signed, report)
+    computed = record_struct_hash(signed.record)
+    report.add(
+        Check.STRUCT_HASH,
+        computed.hex() == receipt.structHash[2:],
+        f"hashStruct = 0x{computed.hex()}, receipt says {receipt.structHash}",
+    )
+    return signed, computed
+
+
 def verify_receipt(
     record: SignedRecord | dict[str, Any] | None,
     receipt: Receipt | dict[str, Any],
@@ -180,32 +217,10 @@ def verify_receipt(
             return report
     report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
 
-    signed = receipt.record
-    if record is not None:
-        if not isinstance(record, SignedRecord):
-            try:
-                record = load_signed_record(record)
-            except InvalidRecord as exc:
-                report.add(Check.RECORD_FORMAT, False, str(exc))
-                return report
-        report.add(Check.RECORD_FORMAT, True, "record parses and its payloadHash matches")
-        same = record.model_dump(mode="json") == signed.model_dump(mode="json")
-        report.add(
-            Check.RECORD_MATCHES_RECEIPT,
-            same,
-            "record file equals the receipt's record"
-            if same
-            else "the record differs from the one the receipt covers",
-        )
-        signed = record
-
-    _check_signature(signed, report)
-    computed = record_struct_hash(signed.record)
-    report.add(
-        Check.STRUCT_HASH,
-        computed.hex() == receipt.structHash[2:],
-        f"hashStruct = 0x{computed.hex()}, receipt says {receipt.structHash}",
-    )
+    checked = check_record(report, record, receipt)
+    if checked is None:
+        return report
+    signed, computed = checked
 
     # The signature's domain must name this receipt's chain and contract, or a signature made
     # for a test deployment could be replayed against production.

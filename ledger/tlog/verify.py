@@ -20,13 +20,11 @@ from pydantic import ValidationError
 
 from ledger._hash import keccak
 from ledger.canonical import canonical_json
-from ledger.eip712 import record_struct_hash
-from ledger.errors import InvalidRecord, InvalidSignature, LedgerError
+from ledger.errors import InvalidRecord, LedgerError
 from ledger.merkle import leaf_hash as oz_leaf_hash
 from ledger.merkle import process_proof
 from ledger.receipts import Receipt
-from ledger.records import SignedRecord, load_signed_record
-from ledger.signing import check_signature
+from ledger.records import SignedRecord
 from ledger.tlog.entries import (
     LogProof,
     check_consistent,
@@ -38,7 +36,7 @@ from ledger.tlog.errors import LogError
 from ledger.tlog.note import Verifier, open_checkpoint
 from ledger.tlog.tree import leaf_hash, verify_inclusion
 from ledger.trust import TrustRoot
-from ledger.verify import Check, VerificationReport
+from ledger.verify import Check, VerificationReport, check_record
 
 CERTIFICATE_FORMAT = "qledger-score-certificate/v1"
 
@@ -147,35 +145,10 @@ def verify_receipt_offline(
             f"receipt names {receipt.chainId}/{receipt.contract}, the pinned ledger is "
             f"{trust.chain_id}/{trust.ledger}",
         )
-    signed = receipt.record
-    if record is not None:
-        if not isinstance(record, SignedRecord):
-            try:
-                record = load_signed_record(record)
-            except InvalidRecord as exc:
-                report.add(Check.RECORD_FORMAT, False, str(exc))
-                return report
-        report.add(Check.RECORD_FORMAT, True, "record parses and its payloadHash matches")
-        same = record.model_dump(mode="json") == signed.model_dump(mode="json")
-        report.add(
-            Check.RECORD_MATCHES_RECEIPT,
-            same,
-            "record file equals the receipt's record"
-            if same
-            else "the record differs from the one the receipt covers",
-        )
-        signed = record
-    try:
-        check_signature(signed)
-        report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
-    except InvalidSignature as exc:
-        report.add(Check.SIGNATURE, False, str(exc))
-    struct_hash = record_struct_hash(signed.record)
-    report.add(
-        Check.STRUCT_HASH,
-        struct_hash.hex() == receipt.structHash[2:],
-        f"hashStruct = 0x{struct_hash.hex()}, receipt says {receipt.structHash}",
-    )
+    checked = check_record(report, record, receipt)
+    if checked is None:
+        return report
+    signed, struct_hash = checked
     report.add(
         Check.DOMAIN,
         signed.domain.chainId == receipt.chainId

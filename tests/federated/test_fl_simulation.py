@@ -39,6 +39,11 @@ from ledger.chain import ChainClient
 pytestmark = pytest.mark.slow
 
 
+# These tests check the SecAgg+ protocol itself (exact sums, stages, dropouts); the poisoning
+# defences that change or refuse an aggregate are tested in test_fl_poisoning.py.
+NO_DEFENCES = {"secagg_update_clip": 0.0, "secagg_holdout_check": 0.0}
+
+
 def config(tmp_path: Path, n: int = 3, **server: object) -> FLConfig:
     settings = ServerSettings(
         rounds=int(server.pop("rounds", 3)),  # type: ignore[call-overload]
@@ -127,7 +132,7 @@ def test_fedavg_converges_anchors_and_matches_saved_models(
 
 def test_secagg_server_sees_only_masked_vectors_and_survives_a_dropout(tmp_path: Path) -> None:
     received: list[Message] = []
-    cfg = config(tmp_path, rounds=2, secagg=True, round_timeout=10.0)
+    cfg = config(tmp_path, rounds=2, secagg=True, round_timeout=10.0, **NO_DEFENCES)
     # Partition 2 (SUP-00003) goes silent in round 2 after it has shared its keys.
     result = simulate(
         cfg, observer=received.append, client_mods=[dropout_mod([2], [2], hang_s=14.0)]
@@ -216,7 +221,9 @@ def test_secagg_recovers_from_a_supplier_gone_before_key_sharing(tmp_path: Path)
     # so nobody holds a share of its key. Flower's own workflow halts such a round at
     # unmasking; ours drops the supplier from the protocol and aggregates the other two.
     # Rounds set up ahead have no setup stage; this is the path of every other round.
-    cfg = config(tmp_path, rounds=2, secagg=True, round_timeout=6.0, secagg_keys_ahead=False)
+    cfg = config(
+        tmp_path, rounds=2, secagg=True, round_timeout=6.0, secagg_keys_ahead=False, **NO_DEFENCES
+    )
     result = simulate(cfg, client_mods=[dropout_mod([2], [2], hang_s=9.0, before_keys=True)])
     r1, r2 = result.rounds[1], result.rounds[2]
     assert r1.participants == ["SUP-00001", "SUP-00002", "SUP-00003"]
@@ -238,7 +245,7 @@ def test_secagg_keys_ahead_and_a_supplier_that_lost_them(tmp_path: Path) -> None
     # node) when asked to share them for round 3: round 2 is unaffected, and round 3 runs
     # Flower's four stages from a fresh setup. Round 4 is set up ahead again.
     received: list[Message] = []
-    cfg = config(tmp_path, rounds=4, secagg=True, round_timeout=20.0)
+    cfg = config(tmp_path, rounds=4, secagg=True, round_timeout=20.0, **NO_DEFENCES)
     result = simulate(cfg, observer=received.append, client_mods=[forget_keys_mod([2], [2])])
     everyone = ["SUP-00001", "SUP-00002", "SUP-00003"]
     assert all(r.status == "aggregated" and r.participants == everyone for r in result.rounds[1:])
