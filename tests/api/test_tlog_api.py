@@ -405,6 +405,32 @@ def test_cli_verify_score(service: Service, tmp_path: Path) -> None:
         args += ["--witness", w.verifier.vkey]
     result = CliRunner().invoke(app, [*args, "--quorum", "2"])
     assert result.exit_code == 0, result.output
+    # The same with only the trust file a bank keeps (its log key, witnesses and quorum).
+    deployment = service.ctx.deployment
+    genesis = service.chain.block_hash(0)
+    assert genesis is not None
+    trust_file = tmp_path / "trust.json"
+    TrustRoot(
+        chain_id=deployment.chain_id,
+        ledger=deployment.ledger,
+        anchor=BlockAnchor(number=0, hash=genesis),
+        log_key=log_key.vkey,
+        witnesses=tuple(w.verifier.vkey for w in witnesses),
+        witness_quorum=2,
+    ).save(trust_file)
+    trusted = ["verify-score", str(cert), "--trust", str(trust_file), "--json"]
+    result = CliRunner().invoke(app, trusted)
+    assert result.exit_code == 0, result.output
+    # A trust file pinning another ledger refuses this log's key.
+    other = tmp_path / "other.json"
+    TrustRoot(
+        chain_id=deployment.chain_id,
+        ledger="0x" + "11" * 20,
+        anchor=BlockAnchor(number=0, hash=genesis),
+        log_key=log_key.vkey,
+    ).save(other)
+    result = CliRunner().invoke(app, ["verify-score", str(cert), "--trust", str(other)])
+    assert result.exit_code == 1 and "not the pinned ledger" in result.output
     cert.write_bytes(raw.replace(b'"score":', b'"score" :', 1))  # same JSON, other bytes
     result = CliRunner().invoke(app, [*args, "--quorum", "2"])
     assert result.exit_code == 1
