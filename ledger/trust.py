@@ -32,6 +32,7 @@ from typing import Any
 
 from eth_utils import is_checksum_address, is_hex_address, to_checksum_address
 
+from ledger._files import write_atomically
 from ledger.errors import TrustRootError
 
 TRUST_FILE_VERSION = 1
@@ -177,11 +178,7 @@ class TrustRoot:
 
     def save(self, path: str | Path) -> None:
         """Write atomically (a half-written trust file would pin nothing)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_atomically(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> TrustRoot:

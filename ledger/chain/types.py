@@ -11,6 +11,7 @@ from typing import Any
 from eth_utils import keccak, to_checksum_address
 from hexbytes import HexBytes
 
+from ledger._files import write_atomically
 from ledger.errors import ChainError
 from ledger.records import Role
 
@@ -150,11 +151,7 @@ class Deployment:
         return cls.from_dict(parsed)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.to_json() + "\n", encoding="utf-8")
-        tmp.replace(path)
+        write_atomically(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Deployment:

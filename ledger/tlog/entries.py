@@ -62,20 +62,9 @@ class LogProof(BaseModel):
     checkpoint: Annotated[str, Field(min_length=1, max_length=64 * 1024)]
 
 
-def check_log_proof(
-    entry: bytes,
-    proof: LogProof,
-    log_key: Verifier,
-    *,
-    origin: str,
-    witnesses: list[Verifier] | tuple[Verifier, ...] = (),
-    quorum: int = 0,
-) -> SignedCheckpoint:
-    """Checkpoint signed by the log key for ``origin``, cosigned by ``quorum`` witnesses, of
-    the size the proof names, and ``entry`` at ``proof.index`` in it. Raises ``LogError``."""
-    signed = open_checkpoint(
-        proof.checkpoint, log_key, origin=origin, witnesses=witnesses, quorum=quorum
-    )
+def check_inclusion(entry: bytes, proof: LogProof, signed: SignedCheckpoint) -> None:
+    """``entry`` is at ``proof.index`` in the tree of the (already opened) checkpoint, of the
+    size the proof names. Raises ``LogError``."""
     if signed.checkpoint.size != proof.treeSize:
         raise LogError(
             "log_inclusion",
@@ -90,6 +79,23 @@ def check_log_proof(
         [bytes.fromhex(h[2:]) for h in proof.inclusion],
         signed.checkpoint.root,
     )
+
+
+def check_log_proof(
+    entry: bytes,
+    proof: LogProof,
+    log_key: Verifier,
+    *,
+    origin: str,
+    witnesses: list[Verifier] | tuple[Verifier, ...] = (),
+    quorum: int = 0,
+) -> SignedCheckpoint:
+    """Checkpoint signed by the log key for ``origin``, cosigned by ``quorum`` witnesses, of
+    the size the proof names, and ``entry`` at ``proof.index`` in it. Raises ``LogError``."""
+    signed = open_checkpoint(
+        proof.checkpoint, log_key, origin=origin, witnesses=witnesses, quorum=quorum
+    )
+    check_inclusion(entry, proof, signed)
     return signed
 
 

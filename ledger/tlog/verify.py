@@ -28,13 +28,13 @@ from ledger.records import SignedRecord
 from ledger.tlog.entries import (
     LogProof,
     check_consistent,
+    check_inclusion,
     commitment_entry,
     ledger_origin,
     record_entry,
 )
 from ledger.tlog.errors import LogError
 from ledger.tlog.note import Verifier, open_checkpoint
-from ledger.tlog.tree import leaf_hash, verify_inclusion
 from ledger.trust import TrustRoot
 from ledger.verify import Check, VerificationReport, check_record
 
@@ -89,20 +89,7 @@ def _log_checks(
             f"{len(cosigned.cosigned_by)} of {len(witnesses)} pinned witnesses cosigned "
             f"(quorum {quorum})",
         )
-        if signed.checkpoint.size != proof.treeSize:
-            raise LogError(
-                "log_inclusion",
-                "the proof is for another tree size than the checkpoint",
-                expected=signed.checkpoint.size,
-                got=proof.treeSize,
-            )
-        verify_inclusion(
-            proof.index,
-            proof.treeSize,
-            leaf_hash(entry),
-            [bytes.fromhex(h[2:]) for h in proof.inclusion],
-            signed.checkpoint.root,
-        )
+        check_inclusion(entry, proof, signed)
     except LogError as exc:
         report.add(check_of(exc), False, str(exc))
         return False
