@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import typer
@@ -106,6 +106,42 @@ def sign(
     )
 
 
+# The pinned log and witness keys, for both verify commands: flags override the trust file.
+LogKeyOption = Annotated[
+    str | None,
+    typer.Option("--log-key", help="the log's vkey (default: the trust file's logKey)"),
+]
+WitnessOption = Annotated[
+    list[str],
+    typer.Option(
+        "--witness", help="a witness vkey, repeatable (default: the trust file's witnesses)"
+    ),
+]
+QuorumOption = Annotated[
+    int | None,
+    typer.Option("--quorum", min=0, help="cosignatures required (default: the trust file's)"),
+]
+
+
+def pinned_keys(
+    pinned: TrustRoot | None, log_key: str | None, witness: list[str], quorum: int | None
+) -> tuple[Verifier | None, list[Verifier], int]:
+    """The log key, witness keys and quorum to verify with: the flags, else the trust file's."""
+    if pinned is not None:
+        log_key = log_key or pinned.log_key
+        witness = witness or list(pinned.witnesses)
+        quorum = pinned.witness_quorum if quorum is None else quorum
+    quorum = quorum or 0
+    if quorum > len(witness):
+        fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
+    try:
+        log = Verifier.parse(log_key, expect_type=ED25519) if log_key else None
+        witnesses = [Verifier.parse(w, expect_type=COSIGNATURE_V1) for w in witness]
+    except LogError as exc:
+        fail(f"key: {exc}")
+    return log, witnesses, quorum
+
+
 def verify(
     record: Path = typer.Argument(..., help="signed record JSON (envelope)"),
     receipt: Path = typer.Argument(..., help="receipt JSON"),
@@ -118,15 +154,9 @@ def verify(
     chain_id: int | None = typer.Option(None, "--chain-id", help="pinned chain id (no file)"),
     ledger: str | None = typer.Option(None, "--ledger", help="pinned ledger (no file)"),
     anchor: str | None = typer.Option(None, "--anchor", help="pinned block NUMBER:0xHASH"),
-    log_key: str | None = typer.Option(
-        None, "--log-key", help="the log's vkey (default: the trust file's logKey)"
-    ),
-    witness: list[str] = typer.Option(
-        [], "--witness", help="a witness vkey, repeatable (default: the trust file's witnesses)"
-    ),
-    quorum: int | None = typer.Option(
-        None, "--quorum", min=0, help="cosignatures required (default: the trust file's)"
-    ),
+    log_key: LogKeyOption = None,
+    witness: WitnessOption = [],  # noqa: B006 - typer reads the default, never mutated
+    quorum: QuorumOption = None,
     against: Path | None = typer.Option(
         None, "--against", help="a newer checkpoint note: the receipt's must be extended by it"
     ),
@@ -149,18 +179,9 @@ def verify(
         record_data = record_data["signed"]  # accept `qledger sign` output as well
     if not isinstance(receipt_data, dict):
         fail("a receipt is a JSON object")
-    log_key = log_key or pinned.log_key
-    witness = witness or list(pinned.witnesses)
-    quorum = pinned.witness_quorum if quorum is None else quorum
-    if rpc is None and log_key is None:
+    log, witnesses, quorum = pinned_keys(pinned, log_key, witness, quorum)
+    if rpc is None and log is None:
         fail("give --rpc (check against the chain) or a log key (offline, with witnesses)")
-    if quorum > len(witness):
-        fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
-    try:
-        log = Verifier.parse(log_key, expect_type=ED25519) if log_key else None
-        witnesses = [Verifier.parse(w, expect_type=COSIGNATURE_V1) for w in witness]
-    except LogError as exc:
-        fail(f"key: {exc}")
     if rpc is not None:
         try:
             report = verify_receipt(record_data, receipt_data, verifier_client(rpc, pinned), pinned)
@@ -256,15 +277,9 @@ def verify_score(
         envvar="QLEDGER_TRUST_FILE",
         help="trust file with the log and witness keys",
     ),
-    log_key: str | None = typer.Option(
-        None, "--log-key", help="the log's vkey (default: the trust file's logKey)"
-    ),
-    witness: list[str] = typer.Option(
-        [], "--witness", help="a witness vkey, repeatable (default: the trust file's witnesses)"
-    ),
-    quorum: int | None = typer.Option(
-        None, "--quorum", min=0, help="cosignatures required (default: the trust file's)"
-    ),
+    log_key: LogKeyOption = None,
+    witness: WitnessOption = [],  # noqa: B006 - typer reads the default, never mutated
+    quorum: QuorumOption = None,
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Verify a portable score certificate offline, byte for byte: the score hashes to the
@@ -278,20 +293,11 @@ def verify_score(
             pinned = TrustRoot.load(trust)
         except LedgerError as exc:
             fail(str(exc))
-        log_key = log_key or pinned.log_key
-        witness = witness or list(pinned.witnesses)
-        quorum = pinned.witness_quorum if quorum is None else quorum
-    quorum = quorum or 0
-    if log_key is None:
+    log, witnesses, quorum = pinned_keys(pinned, log_key, witness, quorum)
+    if log is None:
         fail("no log key: give --trust FILE with a logKey, or --log-key")
-    if quorum > len(witness):
-        fail(f"--quorum {quorum} needs at least {quorum} --witness keys")
     try:
-        log = Verifier.parse(log_key, expect_type=ED25519)
-        witnesses = [Verifier.parse(w, expect_type=COSIGNATURE_V1) for w in witness]
         raw = certificate.read_bytes()
-    except LogError as exc:
-        fail(f"key: {exc}")
     except OSError as exc:
         fail(f"cannot read {certificate}: {exc.strerror}")
     if pinned is not None and log.name != ledger_origin(pinned.chain_id, pinned.ledger):

@@ -157,6 +157,18 @@ def _check_signature(signed: SignedRecord, report: VerificationReport) -> None:
         report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
 
 
+def parse_receipt(report: VerificationReport, receipt: Receipt | dict[str, Any]) -> Receipt | None:
+    """The receipt as a model, its format check reported; None when it does not parse."""
+    if not isinstance(receipt, Receipt):
+        try:
+            receipt = Receipt.model_validate(receipt)
+        except (ValidationError, InvalidRecord) as exc:
+            report.add(Check.RECEIPT_FORMAT, False, _reason(exc))
+            return None
+    report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
+    return receipt
+
+
 def check_record(
     report: VerificationReport,
     record: SignedRecord | dict[str, Any] | None,
@@ -209,13 +221,10 @@ def verify_receipt(
     uses that); the address a receipt names is never trusted either way.
     """
     report = VerificationReport()
-    if not isinstance(receipt, Receipt):
-        try:
-            receipt = Receipt.model_validate(receipt)
-        except (ValidationError, InvalidRecord) as exc:
-            report.add(Check.RECEIPT_FORMAT, False, _reason(exc))
-            return report
-    report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
+    parsed = parse_receipt(report, receipt)
+    if parsed is None:
+        return report
+    receipt = parsed
 
     checked = check_record(report, record, receipt)
     if checked is None:

@@ -36,7 +36,7 @@ from ledger.tlog.entries import (
 from ledger.tlog.errors import LogError
 from ledger.tlog.note import Verifier, open_checkpoint
 from ledger.trust import TrustRoot
-from ledger.verify import Check, VerificationReport, check_record
+from ledger.verify import Check, VerificationReport, check_record, parse_receipt
 
 CERTIFICATE_FORMAT = "qledger-score-certificate/v1"
 
@@ -116,13 +116,10 @@ def verify_receipt_offline(
     ledger, and the log's origin is the pinned ledger's, never the one the receipt names.
     """
     report = VerificationReport()
-    if not isinstance(receipt, Receipt):
-        try:
-            receipt = Receipt.model_validate(receipt)
-        except (ValidationError, InvalidRecord) as exc:
-            report.add(Check.RECEIPT_FORMAT, False, _reason(exc))
-            return report
-    report.add(Check.RECEIPT_FORMAT, True, f"receipt v{receipt.version}")
+    parsed = parse_receipt(report, receipt)
+    if parsed is None:
+        return report
+    receipt = parsed
     chain_id, ledger = receipt.chainId, receipt.contract
     if trust is not None:
         chain_id, ledger = trust.chain_id, trust.ledger
