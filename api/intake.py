@@ -24,10 +24,11 @@ from api.store.errors import store_error
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
 from ledger.records import (
-    KIND_SIGNER_ROLE,
+    SELF_SUBJECT_KINDS,
     EventTimeOutOfBounds,
     Role,
     SignedRecord,
+    allowed_roles_text,
     check_event_time,
     load_signed_record,
 )
@@ -98,18 +99,20 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
             403,
             "kind_not_allowed",
             f"a {role.value} key does not sign evidence",
-            expected=KIND_SIGNER_ROLE[record.kind].value,
+            expected=allowed_roles_text(record.kind),
             got=role.value,
         )
     try:
         check_kind_allowed(record.kind, role)
     except LedgerError as exc:
         raise from_typed(exc) from exc
-    if role is Role.SUPPLIER and record.subject != org:
+    if (role is Role.SUPPLIER or record.kind in SELF_SUBJECT_KINDS) and record.subject != org:
         raise ApiError(
             403,
             "subject_mismatch",
-            "a supplier may only file evidence about itself",
+            "a supplier may only file evidence about itself"
+            if role is Role.SUPPLIER
+            else f"{record.kind.value} records are about the signer's own organisation",
             expected=org,
             got=record.subject,
         )

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from eth_hash.auto import keccak
 
 from ledger.evidence import DAY, EvidenceItem, item_from_signed
-from ledger.records import KIND_SIGNER_ROLE, RecordKind
+from ledger.records import KIND_SIGNER_ROLES, RecordKind, Role
 
 __all__ = [
     "DAY",
@@ -36,10 +36,11 @@ def counts_as_of(item: EvidenceItem, as_of: int) -> bool:
     if item.event_time > as_of:
         return False
     try:
-        allowed = KIND_SIGNER_ROLE[RecordKind(item.kind)].value
+        allowed = KIND_SIGNER_ROLES[RecordKind(item.kind)]
+        role = Role(item.signer_role)
     except ValueError:
         return False
-    return item.signer_role == allowed
+    return role in allowed
 
 
 def usable_evidence(items: Iterable[EvidenceItem], subject: str, as_of: int) -> list[EvidenceItem]:

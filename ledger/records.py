@@ -49,6 +49,10 @@ class RecordKind(StrEnum):
     # OEM-side counter-evidence (issue 16): the supplier's key cannot write these.
     PART_SPEC = "part_spec"
     GOODS_RECEIPT = "goods_receipt"
+    # Genealogy (issue 19), in GS1 EPCIS 2.0 terms: signed by the party that did the assembly or
+    # transformation, about itself. They carry no quality claim and move no score.
+    AGGREGATION = "aggregation"
+    TRANSFORMATION = "transformation"
 
 
 class Role(StrEnum):
@@ -62,16 +66,36 @@ class Role(StrEnum):
 
 
 # Who may sign which kind (docs/design.md): a score resting only on self-reports could be gamed.
-KIND_SIGNER_ROLE: dict[RecordKind, Role] = {
-    RecordKind.INSPECTION: Role.SUPPLIER,
-    RecordKind.DELIVERY: Role.SUPPLIER,
-    RecordKind.CORRECTIVE_ACTION: Role.SUPPLIER,
-    RecordKind.COMPLAINT: Role.OEM,
-    RecordKind.AUDIT: Role.AUDITOR,
-    RecordKind.IMPROVEMENT: Role.AUDITOR,
-    RecordKind.PART_SPEC: Role.OEM,
-    RecordKind.GOODS_RECEIPT: Role.OEM,
+_SUPPLIER, _OEM, _AUDITOR = (
+    frozenset({Role.SUPPLIER}),
+    frozenset({Role.OEM}),
+    frozenset({Role.AUDITOR}),
+)
+KIND_SIGNER_ROLES: dict[RecordKind, frozenset[Role]] = {
+    RecordKind.INSPECTION: _SUPPLIER,
+    RecordKind.DELIVERY: _SUPPLIER,
+    RecordKind.CORRECTIVE_ACTION: _SUPPLIER,
+    RecordKind.COMPLAINT: _OEM,
+    RecordKind.AUDIT: _AUDITOR,
+    RecordKind.IMPROVEMENT: _AUDITOR,
+    RecordKind.PART_SPEC: _OEM,
+    RecordKind.GOODS_RECEIPT: _OEM,
+    # Suppliers assemble sub-assemblies and OEMs assemble vehicles: both sign genealogy.
+    RecordKind.AGGREGATION: _SUPPLIER | _OEM,
+    RecordKind.TRANSFORMATION: _SUPPLIER | _OEM,
 }
+# Kinds whose subject is always the signer's own organisation, whatever its role: only the party
+# that did the assembly or transformation may say what went into its product. (A supplier's
+# records are always about itself; this extends the rule to OEM-signed genealogy.)
+SELF_SUBJECT_KINDS: frozenset[RecordKind] = frozenset(
+    {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION}
+)
+
+
+def allowed_roles_text(kind: RecordKind) -> str:
+    """The roles that may sign ``kind``, for messages (e.g. ``"OEM or SUPPLIER"``)."""
+    return " or ".join(sorted(r.value for r in KIND_SIGNER_ROLES[kind]))
+
 
 Identifier = Annotated[str, Field(pattern=ID_PATTERN, min_length=1, max_length=ID_MAX_LENGTH)]
 Hex32 = Annotated[str, Field(pattern=HEX32_PATTERN)]
@@ -149,14 +173,21 @@ class QualityRecord(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-class _Payload(BaseModel):
+class _EventPayload(BaseModel):
+    """What every detail payload has, whatever its EPCIS event type."""
+
     # strict: the payload is hashed as sent, so a value the model would coerce ("50" for 50,
     # 1 for true) is refused rather than read as something else than what was signed.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    eventType: Literal["ObjectEvent"] = "ObjectEvent"
     readPoint: Identifier | None = Field(None, description="EPCIS readPoint: where it happened")
     attachments: list[Attachment] = Field(default_factory=list, max_length=32)
+
+
+class _Payload(_EventPayload):
+    """An EPCIS ObjectEvent about the record's lot (every quality-evidence kind)."""
+
+    eventType: Literal["ObjectEvent"] = "ObjectEvent"
 
 
 class Attachment(BaseModel):
@@ -385,7 +416,94 @@ class GoodsReceiptPayload(_Payload):
         return self
 
 
-PAYLOAD_MODELS: dict[RecordKind, type[_Payload]] = {
+# -- genealogy (issue 19) --------------------------------------------------------------------
+
+# Catena-X business partner numbers: BPNL (legal entity), BPNS (site), BPNA (address), then 12
+# upper-case alphanumerics (Catena-X standard CX-0010 "Business Partner Number").
+BPN_PATTERN = r"^BPN[LSA][0-9A-Z]{12}$"
+# A GS1 Digital Link URI for a batch/lot (AI 10) or a serial (AI 21) of a GTIN (AI 01), on any
+# resolver host (GS1 Digital Link standard 1.2, section 4): https://id.gs1.org/01/<gtin14>/10/<lot>.
+# The AI 10/21 value is up to 20 characters of GS1's character set 82, URI-safe subset here.
+DIGITAL_LINK_PATTERN = (
+    r"^https://[A-Za-z0-9.-]+(?:/[A-Za-z0-9._~-]+)*/01/[0-9]{14}/(?:10|21)/[A-Za-z0-9._~%-]{1,20}$"
+)
+BusinessPartnerNumber = Annotated[str, Field(pattern=BPN_PATTERN)]
+DigitalLink = Annotated[str, Field(pattern=DIGITAL_LINK_PATTERN, max_length=200)]
+MAX_GENEALOGY_LINKS = 1000  # children or inputs/outputs of one event: a pallet, a vehicle's BOM
+
+
+class LotRef(BaseModel):
+    """One lot (or serial) of one part made by one organisation: a node of the genealogy.
+
+    A node is named by ``(maker, partNumber, lotId)``: lot numbers are unique only within a
+    maker and part. ``digitalLink`` and ``bpn`` are the GS1 / Catena-X names of the same node,
+    carried so that EPCIS and Trace-X partners can match it without a lookup table.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    maker: Identifier = Field(description="organisation id of the party that made it")
+    partNumber: Identifier
+    lotId: Identifier = Field(description="lot number, or serial number of a serialised part")
+    quantity: Uint32 | None = Field(None, description="how many went in (EPCIS quantityList)")
+    uom: Annotated[str, Field(min_length=1, max_length=8)] = "EA"
+    bpn: BusinessPartnerNumber | None = Field(None, description="the maker's business partner id")
+    digitalLink: DigitalLink | None = None
+
+    @property
+    def node(self) -> tuple[str, str, str]:
+        return (self.maker, self.partNumber, self.lotId)
+
+
+def _unique_nodes(refs: list[LotRef], what: str) -> None:
+    nodes = [r.node for r in refs]
+    if len(set(nodes)) != len(nodes):
+        dup = next(n for n in nodes if nodes.count(n) > 1)
+        raise ValueError(f"{what} lists {'/'.join(dup)} twice (a duplicate link)")
+
+
+class AggregationPayload(_EventPayload):
+    """Child lots or serials assembled into the parent the record names (EPCIS 2.0
+    AggregationEvent, action ADD). The parent is ``(subject, partNumber, lotId)`` of the record:
+    the signer's own product."""
+
+    eventType: Literal["AggregationEvent"] = "AggregationEvent"
+    action: Literal["ADD"] = "ADD"
+    bizStep: Literal["assembling", "packing"] = "assembling"
+    bizLocation: Identifier | None = Field(None, description="site where it was assembled")
+    parentBpn: BusinessPartnerNumber | None = None
+    parentDigitalLink: DigitalLink | None = None
+    childEPCs: Annotated[list[LotRef], Field(min_length=1, max_length=MAX_GENEALOGY_LINKS)]
+
+    @model_validator(mode="after")
+    def _children(self) -> AggregationPayload:
+        _unique_nodes(self.childEPCs, "childEPCs")
+        return self
+
+
+class TransformationPayload(_EventPayload):
+    """Input lots consumed to make output lots (EPCIS 2.0 TransformationEvent), e.g. a resin lot
+    moulded into housing lots. Every output is the signer's own product and the record's
+    ``(partNumber, lotId)`` is one of them."""
+
+    eventType: Literal["TransformationEvent"] = "TransformationEvent"
+    bizStep: Literal["commissioning", "assembling", "other"] = "commissioning"
+    transformationID: Identifier | None = None
+    bizLocation: Identifier | None = Field(None, description="site where it was made")
+    inputs: Annotated[list[LotRef], Field(min_length=1, max_length=MAX_GENEALOGY_LINKS)]
+    outputs: Annotated[list[LotRef], Field(min_length=1, max_length=MAX_GENEALOGY_LINKS)]
+
+    @model_validator(mode="after")
+    def _links(self) -> TransformationPayload:
+        _unique_nodes(self.inputs, "inputs")
+        _unique_nodes(self.outputs, "outputs")
+        both = {r.node for r in self.inputs} & {r.node for r in self.outputs}
+        if both:
+            raise ValueError(f"{'/'.join(sorted(both)[0])} is both input and output (a cycle)")
+        return self
+
+
+PAYLOAD_MODELS: dict[RecordKind, type[_EventPayload]] = {
     RecordKind.INSPECTION: InspectionPayload,
     RecordKind.DELIVERY: DeliveryPayload,
     RecordKind.COMPLAINT: ComplaintPayload,
@@ -394,12 +512,45 @@ PAYLOAD_MODELS: dict[RecordKind, type[_Payload]] = {
     RecordKind.IMPROVEMENT: ImprovementPayload,
     RecordKind.PART_SPEC: PartSpecPayload,
     RecordKind.GOODS_RECEIPT: GoodsReceiptPayload,
+    RecordKind.AGGREGATION: AggregationPayload,
+    RecordKind.TRANSFORMATION: TransformationPayload,
 }
 
 
-def _check_counts(record: QualityRecord, payload: _Payload) -> None:
+def _check_genealogy(record: QualityRecord, payload: _EventPayload) -> None:
+    """A genealogy record names the signer's own product and carries no defect count."""
+    if record.defects != 0:
+        raise InvalidRecord(
+            f"{record.kind.value} records carry no defects", expected=0, got=record.defects
+        )
+    own = (record.subject, record.partNumber, record.lotId)
+    if isinstance(payload, AggregationPayload):
+        if own in {c.node for c in payload.childEPCs}:
+            raise InvalidRecord(
+                "an aggregation cannot contain its own parent (a cycle)", got="/".join(own)
+            )
+    elif isinstance(payload, TransformationPayload):
+        outputs = {o.node for o in payload.outputs}
+        if own not in outputs:
+            raise InvalidRecord(
+                "a transformation record names one of its outputs",
+                expected=sorted("/".join(n) for n in outputs),
+                got="/".join(own),
+            )
+        foreign = sorted(o.maker for o in payload.outputs if o.maker != record.subject)
+        if foreign:
+            raise InvalidRecord(
+                "every output of a transformation is made by the signer",
+                expected=record.subject,
+                got=foreign[0],
+            )
+
+
+def _check_counts(record: QualityRecord, payload: _EventPayload) -> None:
     """The signed counts must agree with the detail they summarise."""
-    if isinstance(payload, InspectionPayload):
+    if record.kind in SELF_SUBJECT_KINDS:
+        _check_genealogy(record, payload)
+    elif isinstance(payload, InspectionPayload):
         if payload.sampleSize != record.quantity:
             raise InvalidRecord(
                 "quantity must be the sample size", expected=payload.sampleSize, got=record.quantity
@@ -479,7 +630,7 @@ def check_event_time(
         )
 
 
-def parse_payload(kind: RecordKind, payload: dict[str, Any]) -> _Payload:
+def parse_payload(kind: RecordKind, payload: dict[str, Any]) -> _EventPayload:
     """Validate a detail payload against its kind's model (raises InvalidRecord)."""
     try:
         return PAYLOAD_MODELS[kind].model_validate(payload)

@@ -12,12 +12,13 @@ from ledger.eip712 import domain_separator, record_digest, record_struct_hash, t
 from ledger.errors import InvalidSignature, KindNotAllowed, WrongDomain
 from ledger.keys import Signer, recover_digest_raw
 from ledger.records import (
-    KIND_SIGNER_ROLE,
+    KIND_SIGNER_ROLES,
     Domain,
     QualityRecord,
     RecordKind,
     Role,
     SignedRecord,
+    allowed_roles_text,
     new_salt,
 )
 
@@ -86,11 +87,10 @@ def check_domain(signed: SignedRecord, deployment_domain: Domain) -> None:
 
 
 def check_kind_allowed(kind: RecordKind, role: Role) -> None:
-    allowed = KIND_SIGNER_ROLE[kind]
-    if role is not allowed:
+    if role not in KIND_SIGNER_ROLES[kind]:
         raise KindNotAllowed(
             f"a {role.value} may not sign {kind.value} records",
-            expected=allowed.value,
+            expected=allowed_roles_text(kind),
             got=role.value,
         )
 

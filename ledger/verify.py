@@ -16,7 +16,14 @@ from ledger.eip712 import record_struct_hash
 from ledger.errors import ChainError, InvalidRecord, InvalidSignature
 from ledger.merkle import leaf_hash, process_proof
 from ledger.receipts import Receipt
-from ledger.records import KIND_SIGNER_ROLE, Role, SignedRecord, load_signed_record
+from ledger.records import (
+    KIND_SIGNER_ROLES,
+    SELF_SUBJECT_KINDS,
+    Role,
+    SignedRecord,
+    allowed_roles_text,
+    load_signed_record,
+)
 from ledger.signing import check_signature
 from ledger.trust import TrustRoot
 
@@ -328,14 +335,14 @@ def _verify_on_chain(
         else f"{record.signer} held no participant role at signedAt {record.signedAt} "
         f"(history: { {r.value: h for r, h in held.items() if h} })",
     )
-    required = KIND_SIGNER_ROLE[record.kind]
+    allowed = KIND_SIGNER_ROLES[record.kind]
     report.add(
         Check.KIND_ALLOWED,
-        required in roles_then,
-        f"{record.kind.value} must be signed by a {required.value}; signer held "
+        bool(allowed.intersection(roles_then)),
+        f"{record.kind.value} must be signed by a {allowed_roles_text(record.kind)}; signer held "
         f"{[r.value for r in roles_then] or 'nothing'}",
     )
-    if required is Role.SUPPLIER:
+    if Role.SUPPLIER in roles_then or record.kind in SELF_SUBJECT_KINDS:
         org = chain.org_of(record.signer)
         report.add(
             Check.SUBJECT,

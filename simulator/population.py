@@ -30,7 +30,7 @@ from eth_hash.auto import keccak
 
 from ledger.evidence import DAY, EvidenceItem, item_from_signed
 from ledger.keys import Signer
-from ledger.records import KIND_SIGNER_ROLE, Domain, RecordKind, Role, SignedRecord
+from ledger.records import KIND_SIGNER_ROLES, Domain, RecordKind, Role, SignedRecord
 from ledger.signing import sign_record
 
 MONTH = 30 * DAY  # the simulator's month; windows and horizons are stated in days anyway
@@ -853,7 +853,7 @@ def simulate_population(
         defects: int,
         payload: dict[str, Any],
     ) -> str:
-        assert KIND_SIGNER_ROLE[kind] is roles[org], (kind, org)
+        assert roles[org] in KIND_SIGNER_ROLES[kind], (kind, org)
         signed = sign_record(
             pop.signers[org],
             domain,

@@ -7,7 +7,7 @@ import pytest
 from ledger.errors import InvalidRecord, KindNotAllowed
 from ledger.keys import Signer
 from ledger.records import (
-    KIND_SIGNER_ROLE,
+    KIND_SIGNER_ROLES,
     EventTimeOutOfBounds,
     RecordKind,
     Role,
@@ -63,8 +63,8 @@ def _sign(kind: str, payload: dict, **kw: object):
 
 
 def test_only_an_oem_signs_specs_and_receipts() -> None:
-    assert KIND_SIGNER_ROLE[RecordKind.PART_SPEC] is Role.OEM
-    assert KIND_SIGNER_ROLE[RecordKind.GOODS_RECEIPT] is Role.OEM
+    assert KIND_SIGNER_ROLES[RecordKind.PART_SPEC] == {Role.OEM}
+    assert KIND_SIGNER_ROLES[RecordKind.GOODS_RECEIPT] == {Role.OEM}
     for kind in (RecordKind.PART_SPEC, RecordKind.GOODS_RECEIPT):
         check_kind_allowed(kind, Role.OEM)
         with pytest.raises(KindNotAllowed):

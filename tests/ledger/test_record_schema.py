@@ -3,7 +3,7 @@ import pytest
 from ledger.errors import InvalidRecord, KindNotAllowed, WrongDomain
 from ledger.keys import Signer
 from ledger.records import (
-    KIND_SIGNER_ROLE,
+    KIND_SIGNER_ROLES,
     Domain,
     RecordKind,
     Role,
@@ -32,11 +32,19 @@ def _sign(kind: str = "inspection", quantity: int = 50, defects: int = 1, payloa
 
 
 def test_who_may_sign_what() -> None:
-    assert {k for k, r in KIND_SIGNER_ROLE.items() if r is Role.SUPPLIER} == {
+    assert {k for k, r in KIND_SIGNER_ROLES.items() if r == {Role.SUPPLIER}} == {
         RecordKind.INSPECTION,
         RecordKind.DELIVERY,
         RecordKind.CORRECTIVE_ACTION,
     }
+    # No kind an auditor may sign can be signed by anyone else, and genealogy is the only kind
+    # two roles share (the party that assembled: a supplier or an OEM).
+    shared = {k for k, r in KIND_SIGNER_ROLES.items() if len(r) > 1}
+    assert shared == {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION}
+    check_kind_allowed(RecordKind.AGGREGATION, Role.OEM)
+    check_kind_allowed(RecordKind.TRANSFORMATION, Role.SUPPLIER)
+    with pytest.raises(KindNotAllowed, match="OEM or SUPPLIER"):
+        check_kind_allowed(RecordKind.AGGREGATION, Role.AUDITOR)
     with pytest.raises(KindNotAllowed, match="SUPPLIER may not sign audit"):
         check_kind_allowed(RecordKind.AUDIT, Role.SUPPLIER)
     with pytest.raises(KindNotAllowed):
