@@ -1,4 +1,4 @@
-"""The import direction, checked: cli > api > credit | federated > simulator > ledger.
+"""The import direction, checked: cli > api > credit | federated | traceability > simulator > ledger.
 
 The rule lives in pyproject.toml ([tool.importlinter]) and is enforced by import-linter, which
 reads every import (lazy ones inside functions included) from the source without running it.
@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ledger", "simulator", "credit", "federated", "api", "cli")
-RULE = "cli > api > credit | federated > simulator > ledger"
+PACKAGES = ("ledger", "simulator", "credit", "federated", "traceability", "api", "cli")
+RULE = "cli > api > credit | federated | traceability > simulator > ledger"
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
