@@ -21,7 +21,7 @@ from credit.repair import ALL_FINDINGS, RepairView, repair_view
 from credit.stats import capability as stats_capability
 from credit.stats import ppm_upper_bound
 
-FEATURE_SCHEMA_VERSION = "credit-features/2"
+FEATURE_SCHEMA_VERSION = "credit-features/3"  # 3: unreported lots weigh on cpk_min
 DEFAULT_WINDOW_DAYS = 180  # two quarters: long enough for Cpk from >= 18 subgroups per part
 AUDIT_LOOKBACK_DAYS = 365  # IATF 16949 surveillance audits are yearly; the latest one counts
 TREND_SHARE = 1 / 3  # the trend compares the last third of the window with the first two thirds
@@ -83,8 +83,9 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "in force, with the OEM's limits: Bissell's one-sided 95% lower bound of Cpk (sigma pooled "
         "within lots) when the lot means pass an X-bar stability check, of Ppk (overall sigma) "
         "when not. Values from the supplier's timely outgoing inspections and the OEM's incoming "
-        "measurements of received lots; an auditor-verified study replaces the lots it "
-        "supersedes, for that part only.",
+        "measurements of received lots; received lots whose values the supplier did not report "
+        "count at the stand-in, weighted by their share; an auditor-verified study replaces the "
+        "lots it supersedes, for that part only.",
         "no estimable key characteristic: 0 (the process mean at a spec limit), below any "
         "capable line",
         0.0,
@@ -431,11 +432,24 @@ def _capability(
     limits: dict[tuple[str, str], _SpecChar] = {}
     superseded_parts: set[str] = set()
     withheld_parts: set[str] = set()  # parts with a received lot lacking its outgoing inspection
+    received: dict[str, int] = defaultdict(int)
+    # Lots of a part received whose key characteristic the supplier's timely outgoing
+    # inspection did not measure, per (part, characteristic).
+    unreported: dict[tuple[str, str], int] = defaultdict(int)
     for lot in lots:
         if not lo < anchor_time(lot.receipt) <= hi or not lot.spec:
             continue
+        received[lot.part] += 1
         if not lot.complete():
             withheld_parts.add(lot.part)
+            shown = {
+                c.get("type")
+                for c in (lot.timely.payload.get("sensorReport", ()) if lot.timely else ())
+                if c.get("values")
+            }
+            for name, sc_ in lot.spec.items():
+                if sc_.key and name not in shown:
+                    unreported[(lot.part, name)] += 1
         sources = []
         # The measurements are the lot's first timely statement: a later version of the same
         # lot counts once, but cannot rewrite the values the lot was first reported with.
@@ -465,6 +479,7 @@ def _capability(
             SPECS["cpk_min"].missing_value,
             f"{part} (not estimable: lots unreported)",
         )
+    missing = SPECS["cpk_min"].missing_value
     for (part, char_name), subgroups in groups.items():
         sc = limits[(part, char_name)]
         cap = stats_capability(subgroups, sc.lsl, sc.usl, MIN_CPK_DF)
@@ -472,6 +487,13 @@ def _capability(
             continue
         value = max(SPECS["cpk_min"].lo, min(SPECS["cpk_min"].hi, cap.scored))
         label = f"{part} {char_name}" + ("" if cap.stable else " (unstable: Ppk)")
+        hidden = unreported[(part, char_name)]
+        if hidden and value > missing:
+            # The received lots whose values the supplier did not show count at the stand-in (a
+            # process mean at a spec limit), weighted by their share: withholding the lots of a
+            # drifting process never shows a better one.
+            value = missing + (1.0 - hidden / received[part]) * (value - missing)
+            label += f"; {hidden}/{received[part]} lots unreported"
         if part not in per_part or value < per_part[part][0]:
             per_part[part] = (value, label)
     for part, studies in repairs.verified_cpk.items():

@@ -73,7 +73,8 @@ def test_history_payloads_match_the_signed_ones() -> None:
 
 
 def test_capability_is_measured_not_drawn() -> None:
-    """Cpk computed from the records' measurements tracks each supplier's latent capability."""
+    """Cpk computed from the records' measurements tracks each supplier's latent capability,
+    shown for the share of lots the supplier reported (the rest count at the stand-in 0)."""
     pop = simulate_history(40, 7, seed=3)
     est, true = [], []
     for truth in pop.suppliers:
@@ -82,7 +83,7 @@ def test_capability_is_measured_not_drawn() -> None:
         vec = compute_features(pop.items, truth.supplier_id, pop.end)
         if vec.observed["cpk_min"] is not None:
             est.append(vec.observed["cpk_min"])
-            true.append(min(p.capability for p in truth.parts))
+            true.append(truth.sharing * min(p.capability for p in truth.parts))
     assert len(est) >= 10
     assert np.corrcoef(est, true)[0, 1] > 0.8
     assert abs(np.median(np.array(est) - np.array(true))) < 0.15

@@ -30,10 +30,15 @@ MAX_GAIN = 0.5  # points (issue 16)
 WINDOW = default_policy().window_days
 
 
-@pytest.fixture(scope="module")
-def pop() -> Population:
+# Three populations, so the bar holds across suppliers that were not tuned for: the fast tier plays
+# every trick on the first; the full suite (make test) on all three.
+SEEDS = [23, pytest.param(41, marks=pytest.mark.slow), pytest.param(59, marks=pytest.mark.slow)]
+
+
+@pytest.fixture(scope="module", params=SEEDS, ids=lambda seed: f"seed{seed}")
+def pop(request: pytest.FixtureRequest) -> Population:
     """10 suppliers over 9 months: enough OEM evidence that each has a number to protect."""
-    return simulate_population(10, 9, seed=23)
+    return simulate_population(10, 9, seed=request.param)
 
 
 def _fresh(pop: Population) -> Population:
