@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
@@ -38,6 +38,7 @@ from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibil
 from credit.score import CreditResponse, response_hash, score_vectors
 from federated.model import predict_defect_risk
 from ledger.errors import InvalidRecord
+from ledger.evidence import DAY
 from ledger.records import validated_payload
 
 log = logging.getLogger("qledger.credit")
@@ -296,11 +297,32 @@ def publish_scores(
     return rows
 
 
+def score_day(as_of: int) -> int:
+    """The UTC day (days since 1970-01-01) a published score belongs to."""
+    return as_of // DAY
+
+
 def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Score:
+    """Store a published response once; it supersedes the day's earlier published one."""
     digest = response_hash(resp)
+    policy = resp.gate.policy if resp.gate else default_policy().ref
+    day = score_day(resp.as_of)
     with ctx.sessions() as s, s.begin():
+        s.execute(
+            update(Score)
+            .where(
+                Score.supplier_id == resp.supplier_id,
+                Score.policy == policy,
+                Score.day == day,
+                Score.superseded_by.is_(None),
+                Score.response_hash != digest,
+            )
+            .values(superseded_by=digest)
+        )
         row = s.scalar(select(Score).where(Score.response_hash == digest))
-        if row is None:
+        if row is not None:
+            row.superseded_by = None  # the day's reading is back at this state (e.g. a reorg)
+        else:
             row = Score(
                 supplier_id=resp.supplier_id,
                 as_of=resp.as_of,
@@ -312,6 +334,8 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
                 trigger=trigger,
                 response=resp.model_dump(mode="json"),
                 response_hash=digest,
+                policy=policy,
+                day=day,
             )
             s.add(row)
             s.flush()
@@ -344,6 +368,8 @@ def score_json(session: Session, row: Score) -> dict[str, Any]:
         "responseHash": row.response_hash,
         "trigger": row.trigger,
         "publishedAt": row.created_at.isoformat(),
+        "day": row.day,
+        "supersededBy": row.superseded_by,
         "commitment": commitment_json(session, row.commitment_id, row.proof, row.response_hash),
     }
 

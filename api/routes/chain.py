@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from api.deps import Ctx, CurrentUser
+from api.schemas import VerificationDocument, documented
 from api.store.models import Batch, Outbox, Reconciliation, Record
 from ledger.verify import verify_receipt
 
@@ -125,7 +126,7 @@ class VerifyRequest(BaseModel):
     record: dict[str, Any] | None = None
 
 
-@router.post("/verify")
+@router.post("/verify", responses=documented(VerificationDocument))
 def verify(body: VerifyRequest, ctx: Ctx) -> dict[str, Any]:
     """The offline verifier's checks, run against this service's chain connection.
 

@@ -23,6 +23,7 @@ from api.credit_service import (
 )
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
+from api.schemas import History, Ranking, ScoreDocument, documented
 from api.store.models import Commitment, Score
 from credit.gates import default_policy
 from credit.score import CreditResponse
@@ -59,7 +60,7 @@ def _known(ctx: Ctx, supplier_id: str) -> None:
             raise ApiError(404, "supplier_not_found", "no such supplier", got=supplier_id)
 
 
-@router.get("/suppliers")
+@router.get("/suppliers", responses=documented(Ranking))
 def ranking(
     ctx: Ctx,
     user: CurrentUser,
@@ -119,7 +120,7 @@ def ranking(
     }
 
 
-@router.get("/suppliers/{supplier_id}/credit")
+@router.get("/suppliers/{supplier_id}/credit", responses=documented(ScoreDocument))
 def credit(
     supplier_id: SupplierId,
     ctx: Ctx,
@@ -158,33 +159,25 @@ def credit(
     return body
 
 
-@router.get("/suppliers/{supplier_id}/credit/history")
+@router.get("/suppliers/{supplier_id}/credit/history", responses=documented(History))
 def history(
     supplier_id: SupplierId,
     ctx: Ctx,
     user: CurrentUser,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
-    """One entry per state the score was in: responses published for the same instant,
-    evidence and model (a ranking's and a detail view's) are one point of history."""
+    """One published score per (policy, UTC day): a later reading of the same day supersedes
+    the earlier one, which leaves the history (what-ifs are never in it)."""
     _may_see(user, supplier_id)
     with ctx.sessions() as s:
         newest_first = list(
             s.scalars(
                 select(Score)
-                .where(Score.supplier_id == supplier_id)
+                .where(Score.supplier_id == supplier_id, Score.superseded_by.is_(None))
                 .order_by(Score.id.desc())
-                .limit(limit * 2)
+                .limit(limit)
             )
         )
-        seen: set[tuple[int, str, str]] = set()
-        rows = []
-        for r in newest_first:
-            state = (r.as_of, r.evidence_root, r.model_version)
-            if state not in seen:
-                seen.add(state)
-                rows.append(r)
-        rows = rows[:limit]
         return {
             "supplierId": supplier_id,
             "history": [
@@ -193,13 +186,15 @@ def history(
                     "band": r.band,
                     "gate": r.gate_outcome,
                     "asOf": r.as_of,
+                    "day": r.day,
+                    "policy": r.policy,
                     "trigger": r.trigger,
                     "modelVersion": r.model_version,
                     "responseHash": r.response_hash,
                     "publishedAt": r.created_at.isoformat(),
                     "committed": r.commitment_id is not None and r.proof is not None,
                 }
-                for r in reversed(rows)
+                for r in reversed(newest_first)
             ],
         }
 
@@ -226,7 +221,7 @@ def waterfall(supplier_id: SupplierId, ctx: Ctx, user: CurrentUser) -> Response:
         return Response(path.read_bytes(), media_type="image/png")
 
 
-@router.get("/scores/{response_hash}")
+@router.get("/scores/{response_hash}", responses=documented(ScoreDocument))
 def published_score(
     response_hash: Annotated[str, PathParam(pattern=HEX32_PATTERN)], ctx: Ctx, user: CurrentUser
 ) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from api.credit_service import commitment_json, matrix_of, publish_matrix
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
+from api.schemas import IncidentList, IncidentOpened, MatrixDocument, documented
 from api.store.models import Decision, Incident, Responsibility
 from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityDecision, verify_decision
@@ -27,7 +28,7 @@ def _visible(user: Any, body: dict[str, Any]) -> bool:
     return any(lot["supplier_id"] == user.org_id for lot in body["lots"])
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=documented(IncidentOpened, 201))
 def open_incident(body: IncidentBody, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """An OEM opens a field incident on a product built from several suppliers' lots; the
     responsibility matrix is computed at once from their anchored evidence."""
@@ -54,7 +55,7 @@ def open_incident(body: IncidentBody, ctx: Ctx, user: CurrentUser) -> dict[str, 
     }
 
 
-@router.get("")
+@router.get("", responses=documented(IncidentList))
 def list_incidents(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     with ctx.sessions() as s:
         rows = list(s.scalars(select(Incident).order_by(Incident.created_at.desc())))
@@ -83,7 +84,7 @@ def _matrix_json(ctx: Ctx, incident_id: str) -> dict[str, Any]:
         }
 
 
-@router.get("/{incident_id}/responsibility")
+@router.get("/{incident_id}/responsibility", responses=documented(MatrixDocument))
 def responsibility(incident_id: IncidentId, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """The responsibility weight matrix (sums to 1), its method and version, the evidence it
     rests on, the suppliers' signed decisions and the on-chain commitment."""
@@ -94,7 +95,11 @@ def responsibility(incident_id: IncidentId, ctx: Ctx, user: CurrentUser) -> dict
     return _matrix_json(ctx, incident_id)
 
 
-@router.post("/{incident_id}/responsibility/decisions", status_code=201)
+@router.post(
+    "/{incident_id}/responsibility/decisions",
+    status_code=201,
+    responses=documented(ResponsibilityDecision, 201),
+)
 def decide(
     incident_id: IncidentId, body: dict[str, Any], ctx: Ctx, user: CurrentUser
 ) -> dict[str, Any]:

@@ -13,6 +13,13 @@ from api.deps import AdminUser, Ctx, CurrentUser
 from api.edges import read_bounded
 from api.errors import ApiError
 from api.fl_service import current_model, model_path, store_model_file
+from api.schemas import (
+    ModelFileStored,
+    ModelList,
+    Prediction,
+    RoundRecorded,
+    documented,
+)
 from api.store.models import ModelRound
 from federated.model import predict_defect_risk
 from federated.provenance import participants_root
@@ -37,7 +44,7 @@ class RoundReport(BaseModel):
     )
 
 
-@router.post("/rounds", status_code=201)
+@router.post("/rounds", status_code=201, responses=documented(RoundRecorded, 201))
 def report_round(body: RoundReport, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     """Record who took part in an anchored federated round (participation is credit
     evidence). The chain is the authority: the round must be in ModelRegistry and the
@@ -80,7 +87,7 @@ def report_round(body: RoundReport, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     }
 
 
-@router.get("")
+@router.get("", responses=documented(ModelList))
 def list_models(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Federated model versions: each run's rounds with anchored model hashes."""
     with ctx.sessions() as s:
@@ -112,7 +119,7 @@ def list_models(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     }
 
 
-@router.put("/{run_id}/file", status_code=201)
+@router.put("/{run_id}/file", status_code=201, responses=documented(ModelFileStored, 201))
 async def upload_model(run_id: str, request: Request, ctx: Ctx, _: AdminUser) -> dict[str, Any]:
     """The run's final model file (.qlm); kept only if its keccak256 is the hash anchored for
     the run's latest round. From then on the service predicts with it."""
@@ -126,7 +133,7 @@ class PredictRequest(BaseModel):
     rows: list[dict[str, float | str]] = Field(min_length=1, max_length=10_000)
 
 
-@router.post("/predict")
+@router.post("/predict", responses=documented(Prediction))
 def predict(body: PredictRequest, ctx: Ctx, _: CurrentUser) -> dict[str, Any]:
     """Defect probability per row of process readings, from the anchored federated model."""
     held = current_model(ctx)

@@ -14,9 +14,17 @@ from api.deps import Committer, Ctx, CurrentUser
 from api.edges import ENVELOPE_OVERHEAD_BYTES
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
+from api.schemas import (
+    ReceiptHistory,
+    ReceiptPending,
+    RecordDocument,
+    RecordList,
+    documented,
+)
 from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
 from api.tlog_service import served_receipt
 from api.views import envelope, record_summary
+from ledger.receipts import Receipt
 from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, RecordKind, Role
 
 router = APIRouter(prefix="/v1", tags=["records"])
@@ -154,7 +162,7 @@ def _load(ctx: Ctx, user: Principal, struct_hash: str) -> tuple[Record, Batch | 
         return row, batch
 
 
-@router.get("/records")
+@router.get("/records", responses=documented(RecordList))
 def list_records(
     ctx: Ctx,
     user: CurrentUser,
@@ -192,7 +200,7 @@ def list_records(
         }
 
 
-@router.get("/records/{struct_hash}")
+@router.get("/records/{struct_hash}", responses=documented(RecordDocument))
 def get_record(struct_hash: StructHash, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     row, batch = _load(ctx, user, struct_hash)
     return {**record_summary(row, batch), "signed": envelope(row)}
@@ -209,7 +217,10 @@ def _receipt_reader(user: Principal) -> None:
         )
 
 
-@router.get("/records/{struct_hash}/receipt", responses={202: {"description": "pending"}})
+@router.get(
+    "/records/{struct_hash}/receipt",
+    responses={**documented(Receipt), **documented(ReceiptPending, 202)},
+)
 def get_receipt(
     struct_hash: StructHash,
     ctx: Ctx,
@@ -229,7 +240,7 @@ def get_receipt(
     return JSONResponse(served_receipt(ctx, row, batch, log_size))
 
 
-@router.get("/records/{struct_hash}/receipts")
+@router.get("/records/{struct_hash}/receipts", responses=documented(ReceiptHistory))
 def get_receipts(struct_hash: StructHash, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Every receipt ever issued for the record: the current one (null while pending) and the
     superseded ones, each with the reconciliation that withdrew it (oldest first)."""

@@ -243,7 +243,10 @@ class Score(Base):
     """Every published credit response (score history); committed on chain in batches."""
 
     __tablename__ = "scores"
-    __table_args__ = (Index("ix_scores_supplier_created", "supplier_id", "id"),)
+    __table_args__ = (
+        Index("ix_scores_supplier_created", "supplier_id", "id"),
+        Index("ix_scores_supplier_policy_day", "supplier_id", "policy", "day"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     supplier_id: Mapped[str] = mapped_column(String(64))
@@ -261,6 +264,12 @@ class Score(Base):
     )
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # One published score per (supplier, policy, UTC day of as_of) (issue 16): a later reading
+    # of the same day (newer anchors) supersedes the earlier one, which stays stored and, if
+    # committed, verifiable, but leaves the history.
+    policy: Mapped[str] = mapped_column(String(80), default="")
+    day: Mapped[int] = mapped_column(Integer, default=0)
+    superseded_by: Mapped[str | None] = mapped_column(String(66), nullable=True)
 
 
 class Incident(Base):

@@ -6,12 +6,15 @@ import time
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
+from api import schemas
 from api.anchorer import Anchorer
 from credit.responsibility import ResponsibilityMatrix, sign_decision
 from federated.provenance import participants_root
 from ledger.chain import run_id
 from ledger.keys import Signer
+from ledger.receipts import Receipt
 from ledger.records import Role
 from ledger.signing import resign, sign_record
 from simulator.population import MONTH, simulate_population
@@ -519,3 +522,93 @@ def test_red_team_tricks_through_the_api(world: dict[str, Any]) -> None:
             f"/v1/suppliers/{sid}/credit", params={"window_days": days}, headers=oem
         ).json()
         assert body["reading"] == "what_if" and body["commitment"] is None
+
+
+def test_one_published_score_per_supplier_policy_and_day(world: dict[str, Any]) -> None:
+    """A supplier (or anyone) reading at the moment that suits it cannot make that reading the
+    day's score: a later reading of the same day, on newer anchored evidence, supersedes it and
+    history keeps one entry per (policy, day); a what-if never enters it."""
+    svc, pop = world["svc"], world["pop"]
+    oem = _auth(world, "OEM-0001")
+    sid = "SUP-00004"
+    early = svc.client.get(f"/v1/suppliers/{sid}/credit", headers=oem).json()
+    complaint = sign_record(
+        pop.signers["OEM-0001"],
+        svc.ctx.domain,
+        subject=sid,
+        kind="complaint",
+        part_number=pop.truth(sid).parts[0].part_number,
+        lot_id="LATE-DAY-LOT",
+        event_time=int(time.time()) - 60,
+        quantity=100,
+        defects=5,
+        nonce=77_001,
+        payload={"complaintId": "CMP-DAY-1", "severity": "major", "defectCode": "DIM-X"},
+    )
+    assert svc.client.post("/v1/records", json=complaint.model_dump(mode="json")).status_code == 202
+    Anchorer(svc.ctx).run_once(force=True)
+    late = svc.client.get(f"/v1/suppliers/{sid}/credit", headers=oem).json()
+    assert late["responseHash"] != early["responseHash"]
+    assert late["day"] == early["day"] == late["as_of"] // 86_400
+
+    superseded = svc.client.get(f"/v1/scores/{early['responseHash']}", headers=oem).json()
+    assert superseded["supersededBy"] == late["responseHash"]
+    what_if = svc.client.get(
+        f"/v1/suppliers/{sid}/credit", params={"window_days": 365}, headers=oem
+    ).json()
+    assert what_if["reading"] == "what_if"
+
+    history = svc.client.get(f"/v1/suppliers/{sid}/credit/history", headers=oem).json()["history"]
+    days = [(h["policy"], h["day"]) for h in history]
+    assert len(days) == len(set(days)), days
+    today = [h for h in history if h["day"] == late["day"]]
+    assert [h["responseHash"] for h in today] == [late["responseHash"]]
+    assert all(h["responseHash"] != early["responseHash"] for h in history)
+
+
+def _documented(model: type[BaseModel], body: Any) -> None:
+    """``body`` is what ``model`` (the route's published 200/201 schema) says: it validates and
+    carries no field the schema does not name."""
+    items = body if isinstance(body, list) else [body]
+    for item in items:
+        model.model_validate(item)
+        undocumented = set(item) - set(model.model_fields)
+        assert not undocumented, (model.__name__, undocumented)
+
+
+def test_answers_match_their_published_schemas(world: dict[str, Any]) -> None:
+    """Every route of issue 18's list (credit, incidents, models, record reads, receipts,
+    verify) answers what its OpenAPI schema says, on real anchored evidence."""
+    svc = world["svc"]
+    oem, auditor = _auth(world, "OEM-0001"), _auth(world, "AUD-0001")
+    get = svc.client.get
+    _documented(schemas.Ranking, get("/v1/suppliers", headers=oem).json())
+    score = get("/v1/suppliers/SUP-00001/credit", headers=oem).json()
+    _documented(schemas.ScoreDocument, score)
+    what_if = get("/v1/suppliers/SUP-00001/credit", params={"window_days": 365}, headers=oem)
+    _documented(schemas.ScoreDocument, what_if.json())
+    _documented(schemas.History, get("/v1/suppliers/SUP-00001/credit/history", headers=oem).json())
+    _documented(
+        schemas.ScoreDocument, get(f"/v1/scores/{score['responseHash']}", headers=oem).json()
+    )
+    incidents = get("/v1/incidents", headers=oem).json()
+    _documented(schemas.IncidentList, incidents)
+    for incident in incidents["incidents"]:
+        _documented(schemas.IncidentListed, incident)
+        matrix = get(f"/v1/incidents/{incident['incident_id']}/responsibility", headers=oem)
+        _documented(schemas.MatrixDocument, matrix.json())
+    _documented(schemas.ModelList, get("/v1/models", headers=oem).json())
+    records = get("/v1/records", params={"limit": 5}, headers=auditor).json()
+    _documented(schemas.RecordList, records)
+    _documented(schemas.RecordSummary, records["records"])
+    digest = records["records"][0]["structHash"]
+    _documented(schemas.RecordDocument, get(f"/v1/records/{digest}", headers=auditor).json())
+    receipt = get(f"/v1/records/{digest}/receipt", headers=auditor)
+    assert receipt.status_code == 200
+    _documented(Receipt, receipt.json())
+    _documented(
+        schemas.ReceiptHistory, get(f"/v1/records/{digest}/receipts", headers=auditor).json()
+    )
+    verified = svc.client.post("/v1/verify", json={"receipt": receipt.json()})
+    _documented(schemas.VerificationDocument, verified.json())
+    assert verified.json()["ok"] is True

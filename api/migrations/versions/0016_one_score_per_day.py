@@ -1,0 +1,36 @@
+"""one published score per (supplier, policy, day): policy, day and superseded_by on scores
+
+Revision ID: 0016
+Revises: 0009
+Create Date: 2026-12-07 19:05:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0016"
+down_revision: str | None = "0009"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    # Issue 16: a later reading of the same UTC day supersedes the earlier one; rows published
+    # before this revision keep day 0 and policy "" (each its own day in history).
+    with op.batch_alter_table("scores", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("policy", sa.String(length=80), nullable=False, server_default="")
+        )
+        batch_op.add_column(sa.Column("day", sa.Integer(), nullable=False, server_default="0"))
+        batch_op.add_column(sa.Column("superseded_by", sa.String(length=66), nullable=True))
+        batch_op.create_index("ix_scores_supplier_policy_day", ["supplier_id", "policy", "day"])
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("scores", schema=None) as batch_op:
+        batch_op.drop_index("ix_scores_supplier_policy_day")
+        batch_op.drop_column("superseded_by")
+        batch_op.drop_column("day")
+        batch_op.drop_column("policy")
