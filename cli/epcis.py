@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import typer
+from pydantic import ValidationError
 
 from api.client import QledgerClient, error_of
-from cli._common import fail, load_signer, print_error, print_json
+from cli._common import describe, fail, load_signer, print_error, print_json
 from cli.records import sign_draft
 from ledger.errors import LedgerError
 from ledger.keys import Signer
@@ -115,8 +116,8 @@ def import_(
             try:
                 draft = {**item.draft, "nonce": base + item.index}
                 signed.append(sign_draft(signer, domain, draft).model_dump(mode="json"))
-            except LedgerError as exc:
-                item.error = " ".join(str(exc).split())
+            except (LedgerError, ValidationError) as exc:
+                item.error = describe(exc)
         report = [
             {
                 "event": item.pointer,

@@ -5,6 +5,7 @@ a hostile or careless partner sends are refused with errors that say where and w
 from __future__ import annotations
 
 import copy
+import random
 import time
 from typing import Any
 
@@ -35,6 +36,7 @@ from traceability.epcis import (
     parse_epc,
     schema_errors,
 )
+from traceability.epcis.mapping import LOC_BASE, id_uri, uri_id
 
 TABLE = Companies.model_validate(COMPANIES)
 STRUCT = ("subject", "kind", "partNumber", "lotId", "eventTime", "quantity", "defects")
@@ -148,6 +150,14 @@ def test_lot_uri_and_gs1_forms_parse_back() -> None:
     assert uri == "https://qledger.example/parts/SUP%3A1/P%2F100/lot/L%231"
     node = parse_epc(uri)
     assert (node.maker, node.part_number, node.lot_id) == ("SUP:1", "P/100", "L#1")
+    # An id that is a URI stays itself; one that is not (two '#') is encoded, and reads back.
+    for value, uri in [
+        ("urn:epc:id:sgln:0614141.07346.1234", "urn:epc:id:sgln:0614141.07346.1234"),
+        ("a:b#c#d", "https://qledger.example/epcis/location/a%3Ab%23c%23d"),
+        ("plant-1/line#3", "https://qledger.example/epcis/location/plant-1%2Fline%233"),
+    ]:
+        assert id_uri(LOC_BASE, value) == uri
+        assert uri_id(LOC_BASE, uri, "readPoint") == value
     sgtin = parse_epc("urn:epc:id:sgtin:0614141.107346.2017")
     assert sgtin.gtin == "10614141073464"  # GS1's worked example of this SGTIN
     assert sgtin.digital_link == "https://id.gs1.org/01/10614141073464/21/2017"
@@ -293,3 +303,44 @@ def test_a_supplier_cannot_import_evidence_about_another_suppliers_lot() -> None
     doc["epcisBody"]["eventList"][0]["epcList"] = ["urn:epc:id:sgtin:4000001.065432.7"]
     error = _error(doc)
     assert "signer's own lot" in error and "SUP-02" in error
+
+
+def test_mangled_documents_get_an_answer_never_a_crash() -> None:
+    """A careless or hostile repository's output, mangled at random (seeded): the import either
+    refuses the document or gives every event a draft or a one-line error."""
+    rng = random.Random(19)
+    values: list[Any] = [None, -1, 2**40, 1.5, "x", "", [], {}, [1], {"a": 1}, True, "urn:x:y"]
+    signer = Signer.generate()
+    bases = [
+        assembly_example(),
+        transformation_example(),
+        shipping_example(),
+        export_document([sign_kind(k, signer, SIM_DOMAIN) for k in RecordKind]),
+    ]
+
+    def mangle(node: Any, depth: int = 0) -> None:
+        if isinstance(node, dict | list) and node:
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            key = rng.choice(keys)
+            if depth > 3 or rng.random() < 0.5:
+                node[key] = rng.choice(values)
+            else:
+                mangle(node[key], depth + 1)
+
+    outcomes = {"refused": 0, "events": 0}
+    for _ in range(120):
+        doc = copy.deepcopy(rng.choice(bases))
+        event = rng.choice(doc["epcisBody"]["eventList"])
+        for _ in range(rng.randint(1, 3)):
+            mangle(event)
+        try:
+            items = import_document(doc, org=ORG, companies=TABLE)
+        except EpcisError as exc:
+            assert "\n" not in str(exc)
+            outcomes["refused"] += 1
+            continue
+        for item in items:
+            assert (item.draft is None) != (item.error is None)
+            assert item.error is None or "\n" not in item.error
+        outcomes["events"] += 1
+    assert outcomes["refused"] > 15 and outcomes["events"] > 15, outcomes

@@ -39,7 +39,7 @@ from ledger.records import (
     is_identifier,
     parse_payload,
 )
-from traceability.epcis.schema import schema_errors
+from traceability.epcis.schema import is_uri, schema_errors
 
 # -- namespaces and identifier forms (docs/epcis.md) -------------------------------------------
 
@@ -145,7 +145,9 @@ def lot_uri(maker: str, part_number: str, lot_id: str) -> str:
 def id_uri(base: str, value: str) -> str:
     """An EPCIS URI for a qledger identifier: itself when it is already an absolute URI (an
     SGLN URN, an https address), else percent-encoded under ``base``."""
-    return value if _SCHEME.match(value) and not value.startswith(base) else base + _seg(value)
+    if _SCHEME.match(value) and is_uri(value) and not value.startswith(base):
+        return value
+    return base + _seg(value)
 
 
 def uri_id(base: str, uri: str, what: str) -> str:
@@ -459,8 +461,15 @@ def _one_line(exc: Exception) -> str:
 
 
 def _time(value: str) -> int:
-    # The schema checked RFC 3339 already; EPCIS times carry an offset.
-    return math.floor(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp())
+    # The schema checked RFC 3339 already (EPCIS times carry an offset); Python reads all of
+    # it but a leap second or a lower-case "t"/"z".
+    try:
+        parsed = datetime.fromisoformat(value.upper().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRecord("eventTime is not a time qledger can read", got=value) from exc
+    if parsed.tzinfo is None:
+        raise InvalidRecord("eventTime needs its UTC offset", got=value)
+    return math.floor(parsed.timestamp())
 
 
 def _bare(value: str, prefixes: tuple[str, ...]) -> str:

@@ -32,6 +32,11 @@ def _validator() -> Draft7Validator:
     return Draft7Validator(schema, format_checker=checker)
 
 
+def is_uri(value: str) -> bool:
+    """Whether ``value`` is an absolute URI by RFC 3986, as the schema's ``format: uri``."""
+    return bool(_validator().format_checker.conforms(value, "uri"))
+
+
 def pointer(path: Any) -> str:
     """RFC 6901 JSON pointer of a jsonschema error path."""
     parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
