@@ -122,7 +122,7 @@ def import_(
             {
                 "event": item.pointer,
                 "eventID": item.event_id,
-                "kind": item.draft["kind"] if item.draft else None,
+                "kind": item.kind,
                 **({"error": item.error} if item.error else {}),
                 **({"notCarried": item.ignored} if item.ignored else {}),
             }

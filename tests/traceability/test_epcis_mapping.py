@@ -5,8 +5,10 @@ a hostile or careless partner sends are refused with errors that say where and w
 from __future__ import annotations
 
 import copy
+import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -344,3 +346,21 @@ def test_mangled_documents_get_an_answer_never_a_crash() -> None:
             assert item.error is None or "\n" not in item.error
         outcomes["events"] += 1
     assert outcomes["refused"] > 15 and outcomes["events"] > 15, outcomes
+
+
+def test_a_second_schema_implementation_agrees() -> None:
+    """The exports and the refusals are not an artefact of one validator: jsonschema-rs (a Rust
+    implementation, there through schemathesis) with formats on gives the same verdicts."""
+    jsonschema_rs = pytest.importorskip("jsonschema_rs")
+    from traceability.epcis.schema import SCHEMA_FILE
+
+    vendored = Path(__file__).parents[2] / "traceability" / "epcis" / "schema" / SCHEMA_FILE
+    schema = json.loads(vendored.read_text())
+    other = jsonschema_rs.Draft7Validator(schema, validate_formats=True)
+    signer = Signer.generate()
+    exported = export_document([sign_kind(k, signer, SIM_DOMAIN) for k in RecordKind])
+    good = [exported, assembly_example(), transformation_example(), shipping_example()]
+    assert all(other.is_valid(d) for d in good)
+    bad = assembly_example()
+    bad["epcisBody"]["eventList"][0]["childEPCs"][0] = "not a uri"
+    assert not other.is_valid(bad) and schema_errors(bad)

@@ -382,6 +382,7 @@ class ImportedEvent:
 
     index: int
     event_id: str | None
+    kind: str | None = None
     draft: dict[str, Any] | None = None
     error: str | None = None
     ignored: list[str] = field(default_factory=list)
@@ -445,10 +446,12 @@ def import_document(
     out = []
     for i, event in enumerate(events):
         item = ImportedEvent(i, event.get("eventID"))
+        mapper.kind = None
         try:
             item.draft, item.ignored = mapper.event(event)
         except (LedgerError, ValidationError) as exc:
             item.error = _one_line(exc)
+        item.kind = mapper.kind.value if mapper.kind is not None else None
         out.append(item)
     return out
 
@@ -492,6 +495,7 @@ class _Importer:
         if not is_identifier(org):
             raise InvalidRecord("the importing organisation is not an identifier", got=org)
         self.org = org
+        self.kind: RecordKind | None = None  # of the event being mapped, once known
         self.companies = companies
         self.kind_map = kind_map
 
@@ -583,7 +587,7 @@ class _Importer:
         lots = event.get(LOTS_EXT) or {}
         if not isinstance(ext, dict) or not isinstance(lots, dict):
             raise InvalidRecord("qledger:record and qledger:lots are JSON objects")
-        kind = self.kind_of(event, ext)
+        kind = self.kind = self.kind_of(event, ext)
         fields = PAYLOAD_MODELS[kind].model_fields
         used = {"type", "eventTime", "eventTimeZoneOffset", "recordTime", "eventID", "@context"}
         used |= _RECORD_LEVEL
