@@ -118,7 +118,7 @@ def import_(
                 signed.append(sign_draft(signer, domain, draft).model_dump(mode="json"))
             except (LedgerError, ValidationError) as exc:
                 item.error = describe(exc)
-        report = [
+        report: list[dict[str, Any]] = [
             {
                 "event": item.pointer,
                 "eventID": item.event_id,
