@@ -48,7 +48,6 @@ GS1_CONTEXT = "https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"
 # qledger's extension namespace: every field EPCIS has no term for is ``qledger:<name>``.
 QLEDGER_NS = "https://qledger.example/epcis/"
 PREFIX = "qledger:"
-CONTEXT: list[Any] = [GS1_CONTEXT, {"qledger": QLEDGER_NS}]
 SCHEMA_VERSION = "2.0"
 # A lot named by qledger's own (maker, partNumber, lotId), each segment percent-encoded.
 LOT_BASE = "https://qledger.example/parts/"
@@ -69,6 +68,19 @@ LOTS_EXT = PREFIX + "lots"
 SIGNATURE_EXT = PREFIX + "signature"
 DOMAIN_EXT = PREFIX + "domain"
 _RECORD_LEVEL = {RECORD_EXT, LOTS_EXT, SIGNATURE_EXT, DOMAIN_EXT}
+
+
+def _extension_context() -> dict[str, Any]:
+    """The ``qledger`` prefix, and each extension term typed ``@json`` (JSON-LD 1.1, 4.2.2):
+    their values are nested JSON whose keys have no IRIs, which JSON-LD expansion would
+    otherwise drop (GS1's context defines no @vocab). The value is kept as one JSON literal."""
+    names = set(_RECORD_LEVEL) | {PREFIX + k for k in ("lsl", "usl", "key")}
+    for model in PAYLOAD_MODELS.values():
+        names |= {PREFIX + name for name in model.model_fields}
+    return {"qledger": QLEDGER_NS} | {name: {"@type": "@json"} for name in sorted(names)}
+
+
+CONTEXT: list[Any] = [GS1_CONTEXT, _extension_context()]
 
 # CBV 2.0 vocabulary URIs that mean the bare word after them (EPCIS 2.0 JSON allows both).
 _BIZSTEP_PREFIXES = ("https://ref.gs1.org/cbv/BizStep-", "urn:epcglobal:cbv:bizstep:")
