@@ -3,7 +3,7 @@ traceability system reads without knowing qledger's record format (docs/epcis.md
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
@@ -21,27 +21,37 @@ router = APIRouter(prefix="/v1", tags=["epcis"])
 
 # EPCIS 2.0 section 12.1: a JSON-LD document is served as application/ld+json.
 LD_JSON = "application/ld+json"
+
+
+class LdJsonResponse(JSONResponse):
+    media_type = LD_JSON
+
+
+_DOC = {"description": "an EPCIS 2.0 EPCISDocument (GS1 JSON schema)"}
 # One page of events: a document stays a few megabytes at most (a record's payload <= 64 KiB).
 MAX_EVENTS_PAGE = 200
 
 
-def _document(rows: list[Record]) -> JSONResponse:
+def _document(rows: list[Record]) -> LdJsonResponse:
     records = [load_signed_record(envelope(r)) for r in rows]
-    return JSONResponse(export_document(records), media_type=LD_JSON)
+    return LdJsonResponse(export_document(records))
 
 
 @router.get(
     "/records/{struct_hash}/epcis",
-    responses={200: {"content": {LD_JSON: {}}}, **problems(401, 404, 422)},
+    response_class=LdJsonResponse,
+    responses={200: _DOC, **problems(401, 404, 422)},
 )
-def record_epcis(struct_hash: StructHash, ctx: Ctx, user: CurrentUser) -> JSONResponse:
+def record_epcis(struct_hash: StructHash, ctx: Ctx, user: CurrentUser) -> LdJsonResponse:
     """The record as an EPCIS 2.0 document of one event (ObjectEvent, AggregationEvent or
     TransformationEvent); readable by whoever may read the record."""
     row, _ = _load(ctx, user, struct_hash)
     return _document([row])
 
 
-@router.get("/epcis/events", responses={200: {"content": {LD_JSON: {}}}, **problems(401, 422)})
+@router.get(
+    "/epcis/events", response_class=LdJsonResponse, responses={200: _DOC, **problems(401, 422)}
+)
 def epcis_events(
     ctx: Ctx,
     user: CurrentUser,
@@ -49,7 +59,7 @@ def epcis_events(
     kind: RecordKind | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> Any:
+) -> LdJsonResponse:
     """The records the caller may read (as ``GET /v1/records`` lists them), newest first, as
     one EPCIS 2.0 document; page with ``limit``/``offset``."""
     query = select(Record).order_by(Record.event_time.desc(), Record.struct_hash)
