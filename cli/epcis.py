@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from traceability.epcis import (
     EpcisError,
     check_document,
     document,
+    draft_nonce,
     import_document,
     schema_errors,
 )
@@ -35,6 +35,8 @@ app = typer.Typer(no_args_is_help=True)
 
 # A document of MAX_EVENTS events of the largest records fits (max_batch_bytes' default).
 MAX_DOCUMENT_BYTES = 32 * 1024 * 1024
+# What the ledger answers a signer's second record with a used nonce (api/intake.py).
+REPLAYED = "nonce_replayed"
 UrlOption = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
 
 
@@ -107,14 +109,18 @@ def import_(
             items = import_document(data, org=org, companies=table, kind_map=steps)
         except EpcisError as exc:
             _refuse(exc)
-        # Microseconds since the epoch, one apart: unique per signer with no counter on disk.
-        base = time.time_ns() // 1000
         signed: list[dict[str, Any]] = []
+        seen: dict[int, int] = {}
         for item in items:
             if item.draft is None:
                 continue
+            nonce = draft_nonce(item.draft)
+            if nonce in seen:  # the same evidence twice in one document
+                item.error = f"repeats /epcisBody/eventList/{seen[nonce]} (the same record)"
+                continue
+            seen[nonce] = item.index
             try:
-                draft = {**item.draft, "nonce": base + item.index}
+                draft = {**item.draft, "nonce": nonce}
                 signed.append(sign_draft(signer, domain, draft).model_dump(mode="json"))
             except (LedgerError, ValidationError) as exc:
                 item.error = describe(exc)
@@ -147,11 +153,15 @@ def import_(
     for row, result in zip(report, results, strict=True):
         row["status"] = result["status"]
         row["structHash"] = result.get("structHash")
-        if result.get("error"):
-            err = result["error"]
+        err = result.get("error") or {}
+        if err.get("code") == REPLAYED:
+            # The nonce is the hash of what the event says: this signer signed it before.
+            row["status"] = "already_imported"
+        elif err:
             row["error"] = f"{err.get('code')}: {err.get('detail')}"
-    print_json({"submitted": sum(r["status"] != "rejected" for r in results), "events": report})
-    if response.status_code != 202:
+    accepted = sum(r["status"] == "accepted" for r in report)
+    print_json({"submitted": accepted, "events": report})
+    if any(r["status"] == "rejected" for r in report):
         raise typer.Exit(1)
 
 

@@ -208,10 +208,27 @@ def test_qledger_epcis_import_and_export_as_a_user_runs_them(tmp_path: Path) -> 
         result = runner.invoke(app, ["epcis", "export", "--subject", "SUP-01", *base])
         assert result.exit_code == 0, result.output
         assert len(json.loads(result.stdout)["epcisBody"]["eventList"]) == 3
-        # Re-importing the export gives the same records (new nonces: accepted, not duplicates).
-        result = runner.invoke(app, ["epcis", "import", str(out), *base])
-        assert result.exit_code == 0, result.output
-        assert _count(svc) == 6
+        # A replay: the same document again, and the export of it (which maps to the very same
+        # records), add nothing: each event is "already_imported", the evidence counted once.
+        for again in (doc, out):
+            result = runner.invoke(
+                app, ["epcis", "import", str(again), "--companies", str(companies), *base]
+            )
+            assert result.exit_code == 0, result.output
+            replay = json.loads(result.stdout)
+            assert replay["submitted"] == 0
+            assert [e["status"] for e in replay["events"]] == ["already_imported"] * 3
+        assert _count(svc) == 3
+        # The same event twice in one document is refused before anything is submitted.
+        twice = _all_examples()
+        twice["epcisBody"]["eventList"].append(twice["epcisBody"]["eventList"][0])
+        bad.write_text(json.dumps(twice))
+        result = runner.invoke(
+            app, ["epcis", "import", str(bad), "--companies", str(companies), *base]
+        )
+        assert result.exit_code == 1
+        assert "repeats /epcisBody/eventList/0" in result.output
+        assert _count(svc) == 3
     finally:
         server.should_exit = True
         thread.join(30)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -225,11 +224,12 @@ def test_a_document_of_another_epcis_version_is_refused() -> None:
 def test_ten_thousand_events_are_refused_before_any_is_read() -> None:
     doc = assembly_example()
     event = doc["epcisBody"]["eventList"][0]
+    event["childEPCs"][0] = "not a uri"  # would fail the schema, were the schema run
     doc["epcisBody"]["eventList"] = [event] * 10_000
-    started = time.monotonic()
     error = _refused(doc)
+    # Refused by its count alone: no schema error, so no event was validated.
     assert "1..1000" in str(error) and "10000" in str(error)
-    assert time.monotonic() - started < 1.0  # refused by its count, not by 10,000 validations
+    assert error.errors == []
 
 
 @pytest.mark.parametrize("etype", ["TransactionEvent", "AssociationEvent", "urn:x:MyEvent", None])

@@ -14,6 +14,7 @@ whole document is refused if any event cannot be mapped: nothing is half-importe
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ledger.canonical import canonical_json
 from ledger.eip712 import record_struct_hash
 from ledger.errors import InvalidRecord, LedgerError
 from ledger.records import (
@@ -466,6 +468,16 @@ def import_document(
         item.kind = mapper.kind.value if mapper.kind is not None else None
         out.append(item)
     return out
+
+
+def draft_nonce(draft: Mapping[str, Any]) -> int:
+    """The nonce an imported draft is signed with: a hash of what it says (62 bits, below the
+    store's signed 64-bit column). The same event imported again, from the same document or
+    from a qledger export of it, gets the same nonce, and the ledger refuses a signer's second
+    record with a used nonce (``nonce_replayed``): evidence is never counted twice by re-import.
+    """
+    digest = hashlib.sha256(canonical_json(dict(draft))).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
 
 
 def _one_line(exc: Exception) -> str:
