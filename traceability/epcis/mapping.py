@@ -116,7 +116,7 @@ class EpcisError(LedgerError):
         self.errors = errors or []
 
 
-# A GS1 company prefix: 6 to 12 digits (GS1 General Specifications 1.4.2).
+# A GS1 company prefix: 6 to 12 digits (the SGTIN partition table of GS1's EPC Tag Data Standard).
 CompanyPrefix = Annotated[str, Field(pattern=r"^[0-9]{6,12}$")]
 
 
@@ -692,7 +692,9 @@ class _Importer:
                 payload["uom"] = q["uom"]
         if own and ref["maker"] != self.org:
             raise InvalidRecord(
-                f"a {kind.value} is about the signer's own lot", expected=self.org, got=ref["maker"]
+                f"{kind.value} evidence is about the signer's own lot",
+                expected=self.org,
+                got=ref["maker"],
             )
         if "quantity" in fields:  # a goods receipt: the quantity received
             payload["quantity"] = count
