@@ -28,7 +28,10 @@ TOP_KEYS = frozenset({"kind", "sheet", "timezone", "delimiter", "decimal", "reco
 RECORD_KEYS = frozenset(
     {"subject", "partNumber", "lotId", "eventTime", "quantity", "defects"}
 )  # nonce and salt are the importer's (derived from the row, see client.importer)
-INT_RE = re.compile(r"[+-]?\d+")
+# ASCII only: int() and float() also read other scripts' digits ("５０") and "1_000", which a
+# reviewer of the sheet would not read as the same number.
+INT_RE = re.compile(r"[+-]?[0-9]+")
+FLOAT_RE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 OFFSET_RE = re.compile(r"([+-])(\d{2}):(\d{2})")
 
 
@@ -291,11 +294,12 @@ def _float(cell: Any, decimal: str) -> float:
     else:
         text = str(cell).strip()
         if decimal == ",":
-            text = text.replace(".", "").replace(",", ".") if "," in text else text
-        try:
-            value = float(text)
-        except ValueError:
-            raise ValueError("not a number") from None
+            if "." in text:  # 1.234,5 or 1.234: a thousands separator or a mistake, not ours
+                raise ValueError('not a number with "," as its decimal mark')
+            text = text.replace(",", ".")
+        if not FLOAT_RE.fullmatch(text):
+            raise ValueError("not a number")
+        value = float(text)
     if not math.isfinite(value):
         raise ValueError("not a finite number")
     return value

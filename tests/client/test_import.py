@@ -6,6 +6,7 @@ mid-import and a re-run of the same file (never a second record for one row)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -267,3 +268,20 @@ def test_resume_after_the_process_is_killed(live: Live, tmp_path: Path) -> None:
     stored = live.stored()
     assert len(stored) == 300
     assert sorted(r.lot_id for r in stored) == [f"LOT-K-{i:04d}" for i in range(300)]
+
+
+def test_no_key_in_output_logs_or_state(
+    live: Live, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The importer holds the key for the whole run: nothing it prints, logs or writes to its
+    state file (accepted, refused and duplicate rows alike) may contain it, in any spelling."""
+    caplog.set_level(logging.DEBUG)
+    secret = live.party("supplier").signer.private_key.hex()
+    source = sample_csv(tmp_path)
+    outputs = [run_import(live, tmp_path, source).output for _ in range(2)]
+    outputs.append(run_import(live, tmp_path, source, "--dry-run").output)
+    written = default_state_path(source).read_text()
+    assert '"state":"accepted"' in written
+    for text in [*outputs, caplog.text, written]:
+        for form in (secret, secret.upper(), repr(bytes.fromhex(secret))[2:-1][:40]):
+            assert form not in text
