@@ -4,6 +4,7 @@ CLI in a subprocess and the light-install client, with an anchorer that keeps an
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import socket
 import threading
@@ -29,8 +30,12 @@ MAPPING = EXAMPLES / "inspection-mapping.toml"
 
 @dataclass
 class Live:
+    """The module's live service, seen by one test: its records are the lots named with the
+    test's own ``prefix`` (the service is shared by the module: starting one costs seconds)."""
+
     service: Service
     url: str
+    prefix: str = "LOT"
 
     def party(self, name: str) -> Party:
         return self.service.parties[name]
@@ -44,10 +49,15 @@ class Live:
         return path
 
     def stored(self) -> list[Record]:
+        """This test's records (lots named with its prefix)."""
         with self.service.ctx.sessions() as s:
-            return list(s.scalars(select(Record)))
+            mine = select(Record).where(Record.lot_id.startswith(self.prefix + "-"))
+            return list(s.scalars(mine))
 
     def count(self) -> int:
+        return len(self.stored())
+
+    def count_all(self) -> int:
         with self.service.ctx.sessions() as s:
             return int(s.scalar(select(func.count()).select_from(Record)) or 0)
 
@@ -61,9 +71,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def live(tmp_path: Path) -> Iterator[Live]:
-    service = make_service(tmp_path, "sqlite")
+@pytest.fixture(scope="module")
+def live_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    service = make_service(tmp_path_factory.mktemp("live"), "sqlite")
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(service.client.app, host="127.0.0.1", port=port, log_level="warning")
@@ -81,6 +91,14 @@ def live(tmp_path: Path) -> Iterator[Live]:
     service.ctx.engine.dispose()
 
 
+_tests = itertools.count(1)
+
+
+@pytest.fixture
+def live(live_service: Live) -> Live:
+    return Live(live_service.service, live_service.url, prefix=f"T{next(_tests):03d}")
+
+
 # One base per test run, so the CSV and the xlsx copies of the sample hold the same times.
 BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0, tzinfo=None)
 
@@ -91,27 +109,32 @@ def recent(i: int) -> datetime:
     return BASE - timedelta(hours=30 - 2 * i)
 
 
-def sample_csv(directory: Path) -> Path:
-    """docs/examples/inspection-lots.csv with its inspection times moved to recent ones."""
+def sample_csv(directory: Path, prefix: str) -> Path:
+    """docs/examples/inspection-lots.csv with its inspection times moved to recent ones and its
+    lots named with ``prefix`` (LOT-2026-4711 -> PREFIX-4711)."""
     with (EXAMPLES / "inspection-lots.csv").open(newline="") as f:
         rows = list(csv.reader(f))
-    column = rows[0].index("Inspected at")
+    column, lot = rows[0].index("Inspected at"), rows[0].index("Lot")
     for i, row in enumerate(rows[1:]):
         row[column] = recent(i).isoformat()
+        row[lot] = row[lot].replace("LOT-2026", prefix)
     path = directory / "inspection-lots.csv"
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     return path
 
 
-def sample_xlsx(directory: Path) -> Path:
-    """docs/examples/inspection-lots.xlsx with its (datetime) inspection cells moved likewise."""
+def sample_xlsx(directory: Path, prefix: str) -> Path:
+    """docs/examples/inspection-lots.xlsx with its (datetime) inspection cells and its lots
+    changed likewise."""
     book = load_workbook(EXAMPLES / "inspection-lots.xlsx")
     sheet = book["Lots"]
     header = [c.value for c in sheet[1]]
-    column = header.index("Inspected at") + 1
+    column, lot = header.index("Inspected at") + 1, header.index("Lot") + 1
     for i in range(2, sheet.max_row + 1):
         sheet.cell(row=i, column=column).value = recent(i - 2)
+        cell = sheet.cell(row=i, column=lot)
+        cell.value = str(cell.value).replace("LOT-2026", prefix)
     path = directory / "inspection-lots.xlsx"
     book.save(path)
     return path

@@ -60,7 +60,7 @@ def lines(output: str) -> list[str]:
 
 
 def test_dry_run_reports_each_refused_row_and_stores_nothing(live: Live, tmp_path: Path) -> None:
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     result = run_import(live, tmp_path, source, "--dry-run")
     assert result.exit_code == 1, result.output
     assert lines(result.output) == BAD_ROWS
@@ -72,20 +72,18 @@ def test_dry_run_reports_each_refused_row_and_stores_nothing(live: Live, tmp_pat
 
 
 def test_csv_import_then_rerun_and_lost_state_never_duplicate(live: Live, tmp_path: Path) -> None:
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     first = run_import(live, tmp_path, source)
     assert first.exit_code == 1, first.output  # three rows refused
     assert lines(first.output) == BAD_ROWS
     assert "12 rows: 9 accepted, 0 already on the ledger (skipped)" in first.output
     stored = live.stored()
     assert len(stored) == 9
-    assert {r.lot_id for r in stored} == {f"LOT-2026-{4711 + i}" for i in range(12)} - {
-        "LOT-2026-4716",
-        "LOT-2026-4720",
-        "LOT-2026-4721",
+    assert {r.lot_id for r in stored} == {
+        f"{live.prefix}-{4711 + i}" for i in range(12) if i not in (5, 9, 10)
     }
     # The measurement columns became the sensorReport, the defect columns the defectList.
-    lot = next(r for r in stored if r.lot_id == "LOT-2026-4719")
+    lot = next(r for r in stored if r.lot_id == f"{live.prefix}-4719")
     payload = lot.payload
     assert (lot.quantity, lot.defects) == (80, 2)
     assert payload["disposition"] == "non_conformant"
@@ -107,19 +105,19 @@ def test_csv_import_then_rerun_and_lost_state_never_duplicate(live: Live, tmp_pa
 def test_xlsx_import_and_the_same_rows_as_csv_are_the_same_records(
     live: Live, tmp_path: Path
 ) -> None:
-    sheet = sample_xlsx(tmp_path)
+    sheet = sample_xlsx(tmp_path, live.prefix)
     result = run_import(live, tmp_path, sheet)
     assert lines(result.output) == BAD_ROWS
     assert "12 rows: 9 accepted" in result.output
     assert live.count() == 9
     # Excel's datetime cells and numbers give the very drafts the CSV's text gives.
-    csv_result = run_import(live, tmp_path, sample_csv(tmp_path))
+    csv_result = run_import(live, tmp_path, sample_csv(tmp_path, live.prefix))
     assert "12 rows: 0 accepted, 9 already on the ledger (skipped)" in csv_result.output
     assert live.count() == 9
 
 
 def test_a_repeated_row_in_one_file_is_one_record(live: Live, tmp_path: Path) -> None:
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     text = source.read_text().splitlines()
     source.write_text("\n".join([*text, text[1]]) + "\n")  # row 14 repeats row 2
     result = run_import(live, tmp_path, source)
@@ -128,7 +126,7 @@ def test_a_repeated_row_in_one_file_is_one_record(live: Live, tmp_path: Path) ->
 
 
 def test_wrong_keys_are_refused_row_by_row(live: Live, tmp_path: Path) -> None:
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     # Another supplier's key filing SUP-01's inspections.
     other = run_import(live, tmp_path, source, "--dry-run", key="supplier2")
     assert other.exit_code == 1
@@ -169,28 +167,22 @@ def test_wrong_keys_are_refused_row_by_row(live: Live, tmp_path: Path) -> None:
 def test_an_unregistered_key_and_a_bad_mapping_end_in_one_line(live: Live, tmp_path: Path) -> None:
     stranger = tmp_path / "stranger.json"
     stranger.write_text(json.dumps({"private_key": "0x" + "11" * 32}))
-    result = runner.invoke(
-        app,
-        ["import", str(sample_csv(tmp_path)), "--mapping", str(MAPPING), "--key", str(stranger),
-         "--url", live.url],
-    )  # fmt: skip
+    source = str(sample_csv(tmp_path, live.prefix))
+
+    def run(mapping: Path, *extra: str) -> Any:
+        argv = ["import", source, "--mapping", str(mapping), "--key", str(stranger)]
+        return runner.invoke(app, [*argv, "--url", live.url, *extra])
+
+    result = run(MAPPING)
     assert result.exit_code == 1
     assert "cannot sign in, every row would be refused" in result.output
 
     bad = tmp_path / "bad.toml"
     bad.write_text(MAPPING.read_text().replace('"Bore 5"', '"Bore 6"'))
-    missing = runner.invoke(
-        app,
-        ["import", str(sample_csv(tmp_path)), "--mapping", str(bad), "--key", str(stranger),
-         "--url", live.url],
-    )  # fmt: skip
+    missing = run(bad)
     assert missing.exit_code == 2
     assert "lacks the column(s) ['Bore 6']" in missing.output
-    wrong_kind = runner.invoke(
-        app,
-        ["import", str(sample_csv(tmp_path)), "--mapping", str(MAPPING), "--kind", "delivery",
-         "--key", str(stranger), "--url", live.url],
-    )  # fmt: skip
+    wrong_kind = run(MAPPING, "--kind", "delivery")
     assert wrong_kind.exit_code == 2
     assert "--kind delivery but the mapping is for inspection" in wrong_kind.output
 
@@ -204,7 +196,7 @@ class _AnswerLost(QledgerClient):
 
 
 def test_a_batch_applied_but_unanswered_is_not_sent_twice(live: Live, tmp_path: Path) -> None:
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     mapping = load_mapping(MAPPING)
     rows = read_rows(source, mapping)
     supplier = live.party("supplier").signer
@@ -234,13 +226,13 @@ def test_a_batch_applied_but_unanswered_is_not_sent_twice(live: Live, tmp_path: 
 def test_resume_after_the_process_is_killed(live: Live, tmp_path: Path) -> None:
     """A real `qledger import` of 300 lots SIGKILLed mid-run, then run again to the end:
     every row is on the ledger exactly once."""
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     header, *body = source.read_text().splitlines()
     good = [line for line in body if "5O" not in line and "PASS" not in line and ",40," not in line]
     many = []
     for i in range(300):
         cells = good[i % len(good)].split(",")
-        cells[1] = f"LOT-K-{i:04d}"
+        cells[1] = f"{live.prefix}-K-{i:04d}"
         many.append(",".join(cells))
     source.write_text("\n".join([header, *many]) + "\n")
     state = default_state_path(source)
@@ -267,7 +259,7 @@ def test_resume_after_the_process_is_killed(live: Live, tmp_path: Path) -> None:
     assert "300 rows:" in done.stdout and "0 refused" in done.stdout
     stored = live.stored()
     assert len(stored) == 300
-    assert sorted(r.lot_id for r in stored) == [f"LOT-K-{i:04d}" for i in range(300)]
+    assert sorted(r.lot_id for r in stored) == [f"{live.prefix}-K-{i:04d}" for i in range(300)]
 
 
 def test_no_key_in_output_logs_or_state(
@@ -277,7 +269,7 @@ def test_no_key_in_output_logs_or_state(
     state file (accepted, refused and duplicate rows alike) may contain it, in any spelling."""
     caplog.set_level(logging.DEBUG)
     secret = live.party("supplier").signer.private_key.hex()
-    source = sample_csv(tmp_path)
+    source = sample_csv(tmp_path, live.prefix)
     outputs = [run_import(live, tmp_path, source).output for _ in range(2)]
     outputs.append(run_import(live, tmp_path, source, "--dry-run").output)
     written = default_state_path(source).read_text()

@@ -23,9 +23,9 @@ pytestmark = pytest.mark.slow
 
 # What an MES integration job must not have to install (pyproject.toml's extras).
 HEAVY = ("torch", "flwr", "xgboost", "fastapi", "sqlalchemy", "shap", "typer", "uvicorn")
-# The working tree minus the installed tools and build leftovers (a stale build/ could put
-# removed modules into the wheel).
-SKIP = (".git", ".venv", ".ape-venv", "node_modules", ".cache", ".qledger", "build", "dist")
+# The working tree minus the installed tools, caches and build leftovers (a stale build/ could
+# put removed modules into the wheel): every dot-directory (.git, .venv, .mypy_cache, ...).
+SKIP = (".*", "node_modules", "build", "dist", "*.egg-info", "__pycache__")
 
 SCRIPT = r"""
 import importlib.util, json, sys, time
@@ -72,16 +72,33 @@ print(json.dumps({
 
 def test_the_client_alone_signs_submits_and_verifies(live: Live, tmp_path: Path) -> None:
     source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*SKIP, "*.egg-info", "__pycache__"))
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*SKIP))
+    # The project's wheel, built from the copy with this venv's setuptools (no isolated build
+    # environment to download), installed with this venv's pip into a venv that has none:
+    # the same distribution `pip install .` installs, in a third of the time.
+    wheels = tmp_path / "dist"
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    # Only what the venv installed is importable: not the source tree, nor a PYTHONPATH to it
+    # (pip would take an egg-info found there for an installed qledger).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    built = subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     install = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "-c", str(ROOT / "constraints.txt"),
-         str(source)],
+        [*pip, "--python", str(python), "install", "-q", "--no-compile", "-c",
+         str(ROOT / "constraints.txt"), *map(str, wheels.glob("qledger-*.whl"))],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )  # fmt: skip
     if install.returncode != 0 and "Could not find a version" in install.stderr:
         pytest.skip(f"no package index reachable: {install.stderr[-300:]}")
@@ -94,11 +111,10 @@ def test_the_client_alone_signs_submits_and_verifies(live: Live, tmp_path: Path)
             live.anchor()
             time.sleep(0.2)
 
+    before = live.count_all()
     anchorer = threading.Thread(target=anchor, daemon=True)
     anchorer.start()
     key = live.key_file("supplier", tmp_path)
-    # Only what the venv installed is importable: not the source tree, nor a PYTHONPATH to it.
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     try:
         run = subprocess.run(
             [str(python), "-c", SCRIPT, live.url, str(key), ",".join(HEAVY)],
@@ -127,4 +143,4 @@ def test_the_client_alone_signs_submits_and_verifies(live: Live, tmp_path: Path)
     assert out["verified"] is True, out["failed"]
     assert out["forged"] is False
     assert job.returncode == 0 and job.stdout.strip().endswith(" verified"), job.stderr[-3000:]
-    assert live.count() == 4
+    assert live.count_all() == before + 4
