@@ -22,8 +22,9 @@ from typer.testing import CliRunner
 from cli import app
 from client.importer import Importer, StateFile, default_state_path, read_rows
 from client.mapping import load_mapping
-from client.service import QledgerClient
+from client.service import QledgerClient, ServiceError
 from ledger.records import Domain
+from tests.api.conftest import make_service
 from tests.client.conftest import MAPPING, Live, recent, sample_csv, sample_xlsx
 from tests.helpers import ROOT
 
@@ -277,3 +278,38 @@ def test_no_key_in_output_logs_or_state(
     for text in [*outputs, caplog.text, written]:
         for form in (secret, secret.upper(), repr(bytes.fromhex(secret))[2:-1][:40]):
             assert form not in text
+
+
+class _Counting(QledgerClient):
+    """A client that notes each refusal of a batch (and passes it on)."""
+
+    refusals: list[int]
+
+    def submit_batch(self, records: list[dict[str, Any]]) -> Any:
+        try:
+            return super().submit_batch(records)
+        except ServiceError as exc:
+            self.refusals.append(exc.status)
+            raise
+
+
+@pytest.mark.slow
+def test_a_busy_service_is_waited_for_not_given_up_on(tmp_path: Path) -> None:
+    """The service's per-key intake limit answers 429 with Retry-After: the importer waits as
+    told and finishes, where a client that does not wait is refused."""
+    service = make_service(
+        tmp_path, "sqlite", intake_records_per_second_per_key=4.0, intake_burst_per_key=3
+    )
+    with service.client:
+        supplier = service.parties["supplier"].signer
+        client = _Counting(http=service.client)
+        client.refusals = []
+        cp = client.checkpoint()
+        domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
+        mapping = load_mapping(MAPPING)
+        rows = read_rows(sample_csv(tmp_path, "BUSY"), mapping)
+        state = StateFile(tmp_path / "state.jsonl")
+        summary = Importer(client, supplier, domain, mapping, state, batch_size=3).run(rows)
+        assert summary.count("accepted") == 9 and len(summary.refused) == 3
+        assert 429 in client.refusals  # the limiter did bite, and the import waited it out
+    service.ctx.engine.dispose()
