@@ -42,7 +42,10 @@ def import_file(
     signer = load_signer(key)
     with QledgerClient(url) as client:
         checkpoint = client.checkpoint()
-        domain = Domain(chainId=checkpoint["chainId"], verifyingContract=checkpoint["contract"])
+        try:
+            domain = Domain(chainId=checkpoint["chainId"], verifyingContract=checkpoint["contract"])
+        except (KeyError, TypeError):
+            fail(f"{url} answers /v1/checkpoint without a signing domain: not a qledger service?")
         try:
             who = client.login(signer)
         except ServiceError as exc:

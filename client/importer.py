@@ -118,6 +118,9 @@ def read_rows(path: Path, mapping: Mapping) -> list[Row]:
         header, rows = _csv(path, mapping.delimiter)
     else:
         raise MappingError(f"{path.name}: a .csv or .xlsx file is expected")
+    twice = sorted({h for h in header if header.count(h) > 1} & mapping.columns)
+    if twice:
+        raise MappingError(f"{path.name} has the column(s) {twice} more than once: which one?")
     missing = sorted(mapping.columns - set(header))
     if missing:
         raise MappingError(

@@ -183,6 +183,12 @@ def test_an_unregistered_key_and_a_bad_mapping_end_in_one_line(live: Live, tmp_p
     missing = run(bad)
     assert missing.exit_code == 2
     assert "lacks the column(s) ['Bore 6']" in missing.output
+    doubled = tmp_path / "doubled.csv"
+    doubled.write_text(Path(source).read_text().replace("Bore 2", "Bore 1", 1))
+    argv = ["import", str(doubled), "--mapping", str(MAPPING), "--key", str(stranger)]
+    twice = runner.invoke(app, [*argv, "--url", live.url])
+    assert twice.exit_code == 2
+    assert "has the column(s) ['Bore 1'] more than once" in twice.output
     wrong_kind = run(MAPPING, "--kind", "delivery")
     assert wrong_kind.exit_code == 2
     assert "--kind delivery but the mapping is for inspection" in wrong_kind.output
