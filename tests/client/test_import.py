@@ -145,17 +145,17 @@ def test_wrong_keys_are_refused_row_by_row(live: Live, tmp_path: Path) -> None:
     # The service's own refusals come back per row too (local checks off: role unknown).
     mapping = load_mapping(MAPPING)
     rows = read_rows(source, mapping)
-    client = QledgerClient(live.url)
-    cp = client.checkpoint()
-    domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
-    importer = Importer(
-        client,
-        live.party("supplier2").signer,
-        domain,
-        mapping,
-        StateFile(tmp_path / "state.jsonl"),
-    )
-    summary = importer.run(rows)
+    with QledgerClient(live.url) as client:
+        cp = client.checkpoint()
+        domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
+        importer = Importer(
+            client,
+            live.party("supplier2").signer,
+            domain,
+            mapping,
+            StateFile(tmp_path / "state.jsonl"),
+        )
+        summary = importer.run(rows)
     refused = [p for o in summary.refused for p in o.problems]
     assert (
         "row 2: refused by the service: subject_mismatch: a supplier may only file "
@@ -207,21 +207,21 @@ def test_a_batch_applied_but_unanswered_is_not_sent_twice(live: Live, tmp_path: 
     mapping = load_mapping(MAPPING)
     rows = read_rows(source, mapping)
     supplier = live.party("supplier").signer
-    cp = QledgerClient(live.url).checkpoint()
+    with QledgerClient(live.url) as client:
+        cp = client.checkpoint()
     domain = Domain(chainId=cp["chainId"], verifyingContract=cp["contract"])
     state = tmp_path / "state.jsonl"
-    with pytest.raises(KeyboardInterrupt):
-        Importer(_AnswerLost(live.url), supplier, domain, mapping, StateFile(state)).run(rows)
+    with _AnswerLost(live.url) as dying, pytest.raises(KeyboardInterrupt):
+        Importer(dying, supplier, domain, mapping, StateFile(state)).run(rows)
     assert live.count() == 9
     sent = [json.loads(line) for line in state.read_text().splitlines()]
     assert {e["state"] for e in sent} == {"sent"}
     # The re-run signs again (a new signedAt, so a new struct hash); the service refuses the
     # reused nonce and the row counts as the earlier run's record, whose hash the state holds.
     time.sleep(1.1)  # signedAt has whole seconds: within the same one the hash would repeat
-    summary = Importer(
-        QledgerClient(live.url), supplier, domain, mapping, StateFile(state), role="SUPPLIER",
-        org="SUP-01",
-    ).run(rows)  # fmt: skip
+    with QledgerClient(live.url) as client:
+        importer = Importer(client, supplier, domain, mapping, StateFile(state), role="SUPPLIER")
+        summary = importer.run(rows)
     assert summary.count("already") == 9 and summary.count("accepted") == 0
     assert {o.struct_hash for o in summary.outcomes if o.status == "already"} == {
         r.struct_hash for r in live.stored()
