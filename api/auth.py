@@ -18,9 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.errors import ApiError
 from api.store.models import RevokedToken
-from ledger._hash import keccak
 from ledger.errors import InvalidSignature
-from ledger.keys import recover_digest
+from ledger.keys import personal_sign_digest, recover_digest
 from ledger.records import Role
 
 CHALLENGE_TTL_SECONDS = 300  # a sign-in message is good for 5 minutes, then ask again
@@ -65,11 +64,6 @@ def challenge_message(url: str, address: str, chain_id: int, nonce: str, issued:
 
 def new_nonce() -> str:
     return secrets.token_hex(16)
-
-
-def personal_sign_digest(message: str) -> bytes:
-    data = message.encode()
-    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
 
 
 def recover_personal(message: str, signature: str) -> str:

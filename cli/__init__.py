@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, epcis, fl, keys, records, service, trust, witness
+from cli import chain, credit, epcis, fl, importer, keys, records, service, trust, witness
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ app.add_typer(
     help="Witness the transparency log: init a key, cosign checkpoints that extend.",
 )
 app.command("submit")(records.submit)
+app.command("import")(importer.import_file)
 app.command("serve")(service.serve)
 app.command("anchorer")(service.anchorer)
 app.command("reconcile")(service.reconcile)

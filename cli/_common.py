@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from api.client import QledgerClient, ServiceError
 from api.settings import Settings
+from client.service import QledgerClient, ServiceError
 from ledger.errors import LedgerError
 from ledger.keys import Signer, load_key
 

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from api.client import QledgerClient
+from client.service import QledgerClient
 from credit.responsibility import Incident, IncidentLot
 from credit.score import CreditResponse
 from ledger.chain import ChainClient

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,16 +8,15 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
-from api.client import error_of
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
 from cli.chain import deployment_or_fail
 from cli.trust import trust_from_options
+from client.drafts import DRAFT_FIELDS, sign_draft
+from client.service import error_of
 from ledger.chain import ChainClient
 from ledger.eip712 import record_struct_hash, record_typed_data
 from ledger.errors import ChainError, LedgerContractMissing, LedgerError
-from ledger.keys import Signer
-from ledger.records import Domain, SignedRecord, load_signed_record
-from ledger.signing import sign_record
+from ledger.records import Domain, load_signed_record
 from ledger.tlog import (
     COSIGNATURE_V1,
     ED25519,
@@ -33,38 +31,7 @@ from ledger.tlog.verify import check_against, verify_certificate, verify_receipt
 from ledger.trust import TrustRoot
 from ledger.verify import Check, VerificationReport, verify_receipt
 
-DRAFT_FIELDS = (
-    "subject",
-    "kind",
-    "partNumber",
-    "lotId",
-    "eventTime",
-    "quantity",
-    "defects",
-    "payload",
-)
 DRAFT_HELP = "draft JSON: " + ", ".join(DRAFT_FIELDS) + " (nonce optional)"
-
-
-def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedRecord:
-    """Sign a draft: the record fields a person fills in (no signer, salt, hashes)."""
-    missing = [f for f in DRAFT_FIELDS if f not in draft]
-    if missing:
-        raise LedgerError(f"draft lacks {missing}", expected=list(DRAFT_FIELDS), got=sorted(draft))
-    return sign_record(
-        signer,
-        domain,
-        subject=draft["subject"],
-        kind=draft["kind"],
-        part_number=draft["partNumber"],
-        lot_id=draft["lotId"],
-        event_time=draft["eventTime"],
-        quantity=draft["quantity"],
-        defects=draft["defects"],
-        payload=draft["payload"],
-        # Microseconds since the epoch: unique per signer without keeping a counter on disk.
-        nonce=draft.get("nonce", time.time_ns() // 1000),
-    )
 
 
 def verifier_client(rpc: str, trust: TrustRoot) -> ChainClient:

@@ -13,10 +13,10 @@ from pydantic import SecretStr
 from rich.table import Table
 
 from api.app_factory import ServeAppFactory
-from api.client import ServiceError
 from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, print_json, settings
 from cli.chain import chain_dir
+from client.service import ServiceError
 from ledger.chain import ChainClient, Deployment
 from ledger.chain.local import dev_private_keys, start_anvil
 from ledger.errors import ChainError

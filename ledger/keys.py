@@ -63,6 +63,12 @@ class Signer:
         return "0x" + sig[:64].hex() + f"{sig[64] + 27:02x}"
 
 
+def personal_sign_digest(message: str) -> bytes:
+    """The EIP-191 ``personal_sign`` digest of ``message`` (what a wallet signs to log in)."""
+    data = message.encode()
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(data)).encode() + data)
+
+
 def recover_digest(digest: bytes, signature: str) -> str:
     """Return the checksummed address that signed ``digest``; raise InvalidSignature otherwise."""
     return to_checksum_address(recover_digest_raw(digest, signature))

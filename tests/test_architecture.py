@@ -1,5 +1,6 @@
 """The import direction, checked:
-cli > api > credit | federated | traceability > simulator > ledger.
+cli > api > credit | federated | traceability | client > simulator > ledger,
+and the light client imports only ledger.
 
 The rule lives in pyproject.toml ([tool.importlinter]) and is enforced by import-linter, which
 reads every import (lazy ones inside functions included) from the source without running it.
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ledger", "simulator", "credit", "federated", "traceability", "api", "cli")
-RULE = "cli > api > credit | federated | traceability > simulator > ledger"
+PACKAGES = ("ledger", "client", "simulator", "credit", "federated", "traceability", "api", "cli")
+RULE = "cli > api > credit | federated | traceability | client > simulator > ledger"
+LIGHT = "client imports only ledger"
 
 
 def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
@@ -61,28 +63,36 @@ def test_import_layers_hold() -> None:
             f"{result.stdout}{result.stderr}"
         )
     assert f"{RULE} KEPT" in result.stdout
-    assert "1 kept, 0 broken" in result.stdout
+    assert f"{LIGHT} KEPT" in result.stdout
+    assert "2 kept, 0 broken" in result.stdout
 
 
 @pytest.mark.parametrize(
-    ("importer", "planted", "forbidden"),
+    ("importer", "planted", "forbidden", "rule"),
     [
         # ledger stands alone: a verifier must not pull in the service.
-        ("ledger/merkle.py", "import api.settings", "ledger.merkle -> api.settings"),
+        ("ledger/merkle.py", "import api.settings", "ledger.merkle -> api.settings", RULE),
         # a lazy import inside a function is an import all the same.
         (
             "simulator/population.py",
             "def _sneaky() -> None:\n    import credit.score  # noqa: F401\n",
             "simulator.population -> credit.score",
+            RULE,
         ),
         # credit and federated are siblings: neither may import the other.
-        ("federated/data.py", "from credit import features", "federated.data -> credit"),
+        ("federated/data.py", "from credit import features", "federated.data -> credit", RULE),
         # the service must not reach up into the command line.
-        ("api/anchorer.py", "import cli", "api.anchorer -> cli"),
+        ("api/anchorer.py", "import cli", "api.anchorer -> cli", RULE),
+        # the light client installs without the server: it may not import the service...
+        ("client/service.py", "import api.settings", "client.service -> api.settings", LIGHT),
+        # ...nor the simulator, which the layers alone would allow (it sits below the client).
+        ("client/drafts.py", "import simulator", "client.drafts -> simulator", LIGHT),
+        # ledger stands alone: it may not import the client either.
+        ("ledger/keys.py", "import client.service", "ledger.keys -> client.service", RULE),
     ],
 )
 def test_a_planted_upward_import_is_refused(
-    tmp_path: Path, importer: str, planted: str, forbidden: str
+    tmp_path: Path, importer: str, planted: str, forbidden: str, rule: str
 ) -> None:
     tree = _copy_tree(tmp_path)
     module = tree / importer
@@ -91,5 +101,5 @@ def test_a_planted_upward_import_is_refused(
     result = _lint_imports(tree)
 
     assert result.returncode != 0, f"the planted import was accepted:\n{result.stdout}"
-    assert f"{RULE} BROKEN" in result.stdout
+    assert f"{rule} BROKEN" in result.stdout
     assert forbidden in result.stdout, result.stdout

@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ledger", "simulator", "credit", "federated", "traceability", "api", "cli")
+PACKAGES = ("ledger", "client", "simulator", "credit", "federated", "traceability", "api", "cli")
 
 
 def _modules() -> dict[str, Path]:

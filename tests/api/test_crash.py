@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from api.client import QledgerClient, ServiceError
+from client.service import QledgerClient, ServiceError
 from ledger.chain import ChainClient, Deployment
 from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
 from ledger.keys import Signer

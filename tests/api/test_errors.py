@@ -16,12 +16,12 @@ from pydantic import SecretStr
 from sqlalchemy import event, text, update
 
 from api.anchorer import Anchorer
-from api.client import error_of
 from api.context import ServiceContext
 from api.errors import PROBLEM_MEDIA_TYPE, from_typed
 from api.main import create_app
 from api.store.models import Batch
 from api.ui.routes import COOKIE
+from client.service import error_of
 from credit.score import AdditivityError
 from ledger.chain import ChainClient
 from ledger.chain.local import dev_private_keys, start_anvil

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from api.client import QledgerClient
 from cli import app
+from client.service import QledgerClient
 from ledger.chain.local import dev_private_keys
 from ledger.keys import load_key
 from tests.helpers import ROOT, inspection_payload

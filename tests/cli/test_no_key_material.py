@@ -28,6 +28,12 @@ from tests.helpers import ROOT, inspection_payload
 SECRET_HEX = "c0ffee" + "ab" * 27 + "0123"
 PASSPHRASE = "correct horse"
 DEAD_URL = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+# qledger import of the sample export (it fails before reading any row: no service).
+IMPORT_ARGS = [
+    str(ROOT / "docs" / "examples" / "inspection-lots.csv"),
+    "--mapping",
+    str(ROOT / "docs" / "examples" / "inspection-mapping.toml"),
+]
 DOMAIN_ARGS = ["--chain-id", "31337", "--contract", "0x5FbDB2315678afecb367f642d1B4fB8Fe56d7c15"]
 
 
@@ -89,6 +95,21 @@ SCENARIOS = {
         "plain",
         {},
         lambda k, d: ["credit", "show", "SUP-01", "--key", k, "--url", DEAD_URL],
+    ),
+    "import, service down": (
+        "plain",
+        {},
+        lambda k, d: ["import", *IMPORT_ARGS, "--key", k, "--url", DEAD_URL],
+    ),
+    "import, keystore key, service down": (
+        "keystore",
+        {"QLEDGER_KEY_PASSPHRASE": PASSPHRASE},
+        lambda k, d: ["import", *IMPORT_ARGS, "--key", k, "--url", DEAD_URL],
+    ),
+    "import, wrong passphrase": (
+        "keystore",
+        {"QLEDGER_KEY_PASSPHRASE": "wrong"},
+        lambda k, d: ["import", *IMPORT_ARGS, "--key", k, "--url", DEAD_URL],
     ),
     "submit draft, service down": (
         "plain",

@@ -1,13 +1,18 @@
-"""A thin HTTP client for the qledger service (CLI, demo, benchmarks and tests use it)."""
+"""The qledger service over HTTP: log in, submit (one or a batch), fetch receipts and credit.
+
+Depends on httpx and ``ledger`` only, so it installs without the service's own dependencies
+(``pip install qledger``; the service is ``qledger[server]``)."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Literal, TypedDict
 
 import httpx
 
-from api.auth import personal_sign_digest
-from ledger.keys import Signer
+from ledger.keys import Signer, personal_sign_digest
+
+DEFAULT_URL = "http://127.0.0.1:8700"
 
 
 class ServiceError(Exception):
@@ -24,10 +29,41 @@ class ServiceError(Exception):
         super().__init__(f"{status} {self.code}: {detail}")
 
 
+class Accepted(TypedDict):
+    """``POST /v1/records`` answer: the record's struct hash; anchoring follows."""
+
+    structHash: str
+    status: Literal["pending"]
+    duplicate: bool
+
+
+class BatchItem(TypedDict, total=False):
+    """One record's answer in a batch, in the order sent (``index`` is its position)."""
+
+    index: int
+    status: Literal["accepted", "duplicate", "rejected"]
+    structHash: str
+    error: dict[str, Any]  # the RFC 9457 problem: code, detail, expected, got
+
+
+class BatchResult(TypedDict):
+    accepted: int
+    rejected: int
+    results: list[BatchItem]
+
+
 class QledgerClient:
-    def __init__(self, url: str = "http://127.0.0.1:8700", timeout: float = 60) -> None:
+    """A session with one qledger service.
+
+    Submitting needs no login (the record's signature is its authentication); reading
+    (receipts, records, credit) needs :meth:`login` with a registered key first. ``http``
+    lets a caller pass its own httpx client (proxies, certificates, a test transport)."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, timeout: float = 60, http: httpx.Client | None = None
+    ) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.http = http if http is not None else httpx.Client(base_url=self.url, timeout=timeout)
         self.token: str | None = None
 
     def close(self) -> None:
@@ -49,6 +85,8 @@ class QledgerClient:
         return response.json() if response.content else None
 
     def login(self, signer: Signer) -> dict[str, Any]:
+        """Sign the service's EIP-4361 challenge; later calls carry the token. Returns the
+        token answer (``accessToken``, ``expiresAt``, ``address``, ``role``, ``orgId``)."""
         challenge = self._call("POST", "/v1/auth/challenge", json={"address": signer.address})
         signature = signer.sign_digest(personal_sign_digest(challenge["message"]))
         token = self._call(
@@ -62,15 +100,40 @@ class QledgerClient:
     def checkpoint(self) -> dict[str, Any]:
         return self._call("GET", "/v1/checkpoint")
 
-    def submit(self, signed: dict[str, Any]) -> dict[str, Any]:
+    def submit(self, signed: dict[str, Any]) -> Accepted:
+        """Submit one signed envelope. The same record again answers ``duplicate: true``."""
         return self._call("POST", "/v1/records", ok=(202,), json=signed)
 
-    def submit_batch(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+    def submit_batch(self, records: list[dict[str, Any]]) -> BatchResult:
+        """Up to the service's ``max_batch_records`` (1,000 by default) signed envelopes; each
+        is accepted or rejected on its own (202 all accepted, 207 some rejected)."""
         return self._call("POST", "/v1/records:batch", ok=(202, 207), json={"records": records})
 
     def receipt(self, struct_hash: str) -> dict[str, Any] | None:
+        """The record's receipt once its batch is anchored and confirmed, else None."""
         body = self._call("GET", f"/v1/records/{struct_hash}/receipt", ok=(200, 202))
         return None if body.get("status") == "pending" else body
+
+    def wait_receipt(
+        self, struct_hash: str, timeout: float = 120, interval: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll :meth:`receipt` until it is there; TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            receipt = self.receipt(struct_hash)
+            if receipt is not None:
+                return receipt
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"no receipt for {struct_hash} within {timeout} s")
+            time.sleep(interval)
+
+    def record(self, struct_hash: str) -> dict[str, Any]:
+        """A stored record: its summary, batch status and signed envelope (``signed``)."""
+        return self._call("GET", f"/v1/records/{struct_hash}")
+
+    def credit(self, supplier_id: str) -> dict[str, Any]:
+        """A supplier's credit score with its SHAP explanation and reason codes."""
+        return self._call("GET", f"/v1/suppliers/{supplier_id}/credit")
 
     def register(self, address: str, role: str, org_id: str, name: str = "") -> dict[str, Any]:
         return self._call(
