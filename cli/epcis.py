@@ -15,9 +15,9 @@ import httpx
 import typer
 from pydantic import ValidationError
 
-from api.client import QledgerClient, error_of
 from cli._common import describe, fail, load_signer, print_error, print_json
 from cli.records import sign_draft
+from client.service import QledgerClient, error_of
 from ledger.errors import LedgerError
 from ledger.keys import Signer
 from ledger.records import HEX32_PATTERN, Domain, RecordKind, is_identifier

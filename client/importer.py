@@ -40,10 +40,13 @@ from ledger.eip712 import record_struct_hash
 from ledger.errors import LedgerError
 from ledger.keys import Signer
 from ledger.records import (
-    KIND_SIGNER_ROLE,
+    KIND_SIGNER_ROLES,
+    SELF_SUBJECT_KINDS,
     Domain,
     RecordKind,
+    Role,
     SignedRecord,
+    allowed_roles_text,
     check_event_time,
 )
 
@@ -373,16 +376,18 @@ class Importer:
             ) from None
         record = signed.record
         problems = []
-        if self.role is not None and KIND_SIGNER_ROLE[record.kind].value != self.role:
+        allowed = {role.value for role in KIND_SIGNER_ROLES[record.kind]}
+        if self.role is not None and self.role not in allowed:
             problems.append(
                 Problem(
                     "kind",
                     f"a {self.role} key may not sign {record.kind.value} records",
-                    expected=KIND_SIGNER_ROLE[record.kind].value,
+                    expected=allowed_roles_text(record.kind),
                     got=self.role,
                 )
             )
-        if self.role == "SUPPLIER" and self.org is not None and record.subject != self.org:
+        own_subject = self.role == Role.SUPPLIER.value or record.kind in SELF_SUBJECT_KINDS
+        if own_subject and self.org is not None and record.subject != self.org:
             problems.append(
                 Problem(
                     "record.subject",
