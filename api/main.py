@@ -17,10 +17,21 @@ from api.context import ServiceContext
 from api.edges import StrictJsonMiddleware
 from api.errors import ApiError, install_handlers, install_openapi, problems
 from api.intake import GroupCommitter
-from api.routes import auth, chain, credit, incidents, models, participants, records, status
+from api.routes import (
+    auth,
+    chain,
+    credit,
+    incidents,
+    models,
+    participants,
+    records,
+    status,
+    webhooks,
+)
 from api.routes import log as tlog
 from api.settings import Settings
 from api.tlog_service import log_signer
+from api.webhooks import dispatch_until
 
 log = logging.getLogger("qledger.api")
 
@@ -55,6 +66,14 @@ def create_app(
             committer.start()
             app.state.committer = committer
             stack.callback(committer.stop)
+            # Webhook deliveries: every API process runs a dispatcher; each attempt is
+            # claimed by exactly one of them (api/webhooks.py), so more workers only share out.
+            dispatcher = threading.Thread(
+                target=dispatch_until, args=(app.state.ctx, stop), name="webhooks", daemon=True
+            )
+            dispatcher.start()
+            stack.callback(dispatcher.join, 15)
+            stack.callback(stop.set)
             if run_anchorer:
                 # serve_anchorer=inside (benchmark comparisons): no dedicated process.
                 inside = settings.serve_anchorer == "inside"
@@ -86,7 +105,19 @@ def create_app(
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
     # Strict JSON, media type and body bounds on every /v1 body (api/edges.py).
     app.add_middleware(StrictJsonMiddleware)
-    for module in (auth, records, chain, tlog, participants, credit, incidents, models, status, ui):
+    for module in (
+        auth,
+        records,
+        chain,
+        tlog,
+        participants,
+        credit,
+        incidents,
+        models,
+        status,
+        webhooks,
+        ui,
+    ):
         app.include_router(module.router)
     app.include_router(tlog.certificates)
 
