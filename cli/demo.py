@@ -783,7 +783,8 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: Demo
     )
     for name in BAND_MEANING:
         ax.barh([], [], color=band_colour(name), label=f"band {name} ({BAND_MEANING[name]})")
-    threshold = next((r["gate"]["threshold"] for r in rows if r["gate"]), None)
+    gates = [result.credits[r["supplierId"]].get("gate") for r in rows]
+    threshold = next((g["threshold"] for g in gates if g), None)
     if threshold is not None:
         ax.axvline(threshold, color="#555", linestyle="--", linewidth=1, label="trial gate")
     ax.legend(loc="lower right", fontsize=7)
@@ -834,13 +835,19 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: Demo
     def esc(value: Any) -> str:
         return html.escape(str(value))
 
+    # Each supplier's newest published answer (after the repair step), so that the score, the
+    # gate and its reasons in one row are one response's.
+    newest = sorted(
+        (result.credits[r["supplierId"]] for r in result.ranking),
+        key=lambda c: (c["score"] is None, -(c["score"] or 0.0), c["supplier_id"]),
+    )
     ranking_rows = "".join(
-        f"<tr><td>{esc(r['supplierId'])}</td>"
-        f"<td>{'insufficient evidence' if r['score'] is None else format(r['score'], '.1f')}</td>"
-        f"<td>{esc(r['band'])}</td><td>{esc(r['gate']['outcome'])}</td><td>"
-        + "<br>".join(esc(reason) for reason in _reasons(result.credits[r["supplierId"]]))
+        f"<tr><td>{esc(c['supplier_id'])}</td>"
+        f"<td>{'insufficient evidence' if c['score'] is None else format(c['score'], '.1f')}</td>"
+        f"<td>{esc(c['band'])}</td><td>{esc((c.get('gate') or {}).get('outcome'))}</td><td>"
+        + "<br>".join(esc(reason) for reason in _reasons(c))
         + "</td></tr>"
-        for r in result.ranking
+        for c in newest
     )
     verify_rows = "".join(
         f"<tr><td>{esc(v['record'])}</td><td>{'VALID' if v['ok'] else 'INVALID'}</td>"
@@ -858,8 +865,9 @@ padding:.3em .5em;text-align:left;font-size:.9em}}img{{max-width:100%}}</style><
 <p>{result.accepted} signed records from {cfg.suppliers} suppliers, one OEM and one auditor
 over {cfg.months} months; {result.anchored} anchored in {result.batches} Merkle batches;
 {result.fl_rounds_anchored} federated rounds anchored; finished in {result.seconds:.0f} s.</p>
-<h2>Credit ranking</h2><table><tr><th>supplier</th><th>score</th><th>band</th><th>trial gate</th>
-<th>reasons (the gate's own first, then the score's)</th></tr>{ranking_rows}</table>
+<h2>Credit ranking (newest published scores)</h2><table><tr><th>supplier</th><th>score</th>
+<th>band</th><th>trial gate</th><th>reasons (the gate's own first, then the score's)</th>
+</tr>{ranking_rows}</table>
 {figures}
 <h2>Auditor's sample, verified against the chain with the service stopped</h2>
 <table><tr><th>record</th><th>verdict</th><th>failed check</th></tr>{verify_rows}</table>
