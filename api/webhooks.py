@@ -115,6 +115,10 @@ def check_url(url: str) -> str:
         raise UrlRefused("a fragment is never sent; leave it out")
     if port == 0:
         raise UrlRefused("port 0 is not a port")
+    try:
+        httpx.URL(url)  # the dispatcher's own parser (IDNA hosts, percent-encoding) agrees
+    except httpx.InvalidURL as exc:
+        raise UrlRefused(f"the URL does not parse: {exc}") from exc
     return url
 
 
@@ -324,7 +328,9 @@ class WebhookDispatcher:
             status = response.status_code
             if not 200 <= status < 300:
                 error = f"HTTP {status}"
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
+            # ValueError: a URL stored before a parser change; it is retried, then fails,
+            # and never stops the dispatcher (the other deliveries go on).
             # The exception's text can quote the URL (and its query): only its class is kept.
             error = f"{type(exc).__name__}: no answer"
         values: dict[str, Any] = {"last_status": status, "last_error": error}

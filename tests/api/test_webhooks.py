@@ -371,6 +371,9 @@ def test_only_purchasing_or_admin_manage_their_own_subscriptions(
         ({"url": "http://127.0.0.1/a b"}, "webhook_url_refused"),
         ({"url": "http://127.0.0.1:99999/hook"}, "webhook_url_refused"),
         ({"url": "http://127.0.0.1/hook#frag"}, "webhook_url_refused"),
+        ({"url": "http://[::1/hook"}, "webhook_url_refused"),
+        ({"url": "http://\u2603.example/hook"}, "webhook_url_refused"),  # not IDNA-encodable
+        ({"url": "http://127.0.0.1/\u0000hook"}, "invalid_text"),  # strict JSON edge
         ({"url": "http://127.0.0.1/" + "a" * 2100}, "invalid_request"),
         ({"url": "http://127.0.0.1/h", "eventTypes": ["supplier.deleted"]}, "invalid_request"),
         ({"url": "http://127.0.0.1/h", "eventTypes": []}, "invalid_request"),
