@@ -30,6 +30,7 @@ from api.store.models import (
     Responsibility,
     Score,
 )
+from api.webhooks import enqueue_score_events
 from credit.evidence import EvidenceItem
 from credit.features import compute_features
 from credit.gates import default_policy
@@ -323,6 +324,12 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
         if row is not None:
             row.superseded_by = None  # the day's reading is back at this state (e.g. a reorg)
         else:
+            previous = s.scalar(
+                select(Score)
+                .where(Score.supplier_id == resp.supplier_id)
+                .order_by(Score.id.desc())
+                .limit(1)
+            )
             row = Score(
                 supplier_id=resp.supplier_id,
                 as_of=resp.as_of,
@@ -339,6 +346,9 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
             )
             s.add(row)
             s.flush()
+            # Purchasing's webhooks, in this same transaction: a published change is never
+            # stored without its notifications (api/webhooks.py).
+            enqueue_score_events(s, previous, row)
         return row
 
 

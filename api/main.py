@@ -27,10 +27,12 @@ from api.routes import (
     participants,
     records,
     status,
+    webhooks,
 )
 from api.routes import log as tlog
 from api.settings import Settings
 from api.tlog_service import log_signer
+from api.webhooks import dispatch_until
 
 log = logging.getLogger("qledger.api")
 
@@ -65,6 +67,14 @@ def create_app(
             committer.start()
             app.state.committer = committer
             stack.callback(committer.stop)
+            # Webhook deliveries: every API process runs a dispatcher; each attempt is
+            # claimed by exactly one of them (api/webhooks.py), so more workers only share out.
+            dispatcher = threading.Thread(
+                target=dispatch_until, args=(app.state.ctx, stop), name="webhooks", daemon=True
+            )
+            dispatcher.start()
+            stack.callback(dispatcher.join, 15)
+            stack.callback(stop.set)
             if run_anchorer:
                 # serve_anchorer=inside (benchmark comparisons): no dedicated process.
                 inside = settings.serve_anchorer == "inside"
@@ -107,6 +117,7 @@ def create_app(
         incidents,
         models,
         status,
+        webhooks,
         ui,
     ):
         app.include_router(module.router)

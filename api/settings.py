@@ -99,6 +99,16 @@ class Settings(BaseSettings):
     intake_burst_per_key: int = Field(20_000, ge=1)
     # Sign-in challenges a single account may have outstanding (older ones are dropped).
     max_open_challenges_per_account: int = Field(5, ge=1)
+    # Webhooks (api/webhooks.py, docs/webhooks.md). A delivery is retried with exponential
+    # backoff: 5 s, 10 s, 20 s, ... capped at an hour, at most 10 attempts (about 1.5 hours of
+    # trying, past a receiver's restart or short outage; Standard Webhooks leaves the schedule
+    # to the sender). 10 s per request keeps a slow receiver from holding the dispatcher.
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="how often due deliveries run")
+    webhook_max_attempts: int = Field(10, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(5.0, gt=0, description="first retry delay")
+    webhook_backoff_max_seconds: float = Field(3600.0, gt=0)
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
+    webhook_max_subscriptions_per_org: int = Field(20, ge=1, le=1000)
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, epcis, fl, importer, keys, records, service, trust, witness
+from cli import chain, credit, epcis, fl, importer, keys, records, service, trust, webhooks, witness
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -34,6 +34,11 @@ app.add_typer(
     epcis.app,
     name="epcis",
     help="GS1 EPCIS 2.0: import a document as signed records, export records as events.",
+)
+app.add_typer(
+    webhooks.app,
+    name="webhooks",
+    help="Tell purchasing about supplier gate changes: add / list / rm / deliveries.",
 )
 app.command("deploy")(chain.deploy)
 app.command("simulate")(credit.simulate)

@@ -37,6 +37,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from client.service import QledgerClient
+from credit.gates import GateResult, gate_reasons
+from credit.labels import BAND_MEANING, band_colour
 from credit.responsibility import Incident, IncidentLot
 from credit.score import CreditResponse
 from ledger.chain import ChainClient
@@ -421,16 +423,23 @@ def _ranking_table(result: DemoResult) -> Table:
     )
     for row in result.ranking:
         gate = row["gate"]
-        reasons = result.credits[row["supplierId"]]["reason_codes"][:2]
         table.add_row(
             row["supplierId"],
             f"{row['score']:.1f}" if row["score"] is not None else "insufficient evidence",
             row["band"],
-            "[green]eligible[/]" if gate["outcome"] == "pass" else f"[red]{gate['outcome']}[/]",
+            "eligible" if gate["outcome"] == "pass" else f"[bold]{gate['outcome']}[/]",
             f"{gate['distance']:+.1f}" if gate["distance"] is not None else "-",
-            "; ".join(r["text"] for r in reasons) or "-",
+            "; ".join(_reasons(result.credits[row["supplierId"]])[:2]) or "-",
         )
     return table
+
+
+def _reasons(credit: dict[str, Any]) -> list[str]:
+    """Why, first to last: the gate's own reasons when it fails (credit.gates.gate_reasons),
+    then the model's reason codes (which explain the score, not the gate)."""
+    gate = credit.get("gate")
+    own = gate_reasons(GateResult.model_validate(gate)) if gate else []
+    return [f"gate: {r}" for r in own] + [r["text"] for r in credit["reason_codes"]]
 
 
 def _repair(
@@ -765,12 +774,21 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: Demo
     images: list[tuple[str, str]] = []
     fig, ax = plt.subplots(figsize=(7, 3.2))
     rows = [r for r in result.ranking if r["score"] is not None]  # thin files: no bar
-    colors = ["#2e7d32" if r["gate"]["outcome"] == "pass" else "#c62828" for r in rows]
+    # As on the dashboard (credit.labels): a score bar's colour is its band; the gate's
+    # outcome is the table's text, never a colour.
     ax.barh(
-        [r["supplierId"] for r in rows][::-1], [r["score"] for r in rows][::-1], color=colors[::-1]
+        [r["supplierId"] for r in rows][::-1],
+        [r["score"] for r in rows][::-1],
+        color=[band_colour(r["band"]) for r in rows][::-1],
     )
-    ax.axvline(70, color="#555", linestyle="--", linewidth=1)
-    ax.set_xlabel("credit score (points, 0-100); dashed: trial gate")
+    for name in BAND_MEANING:
+        ax.barh([], [], color=band_colour(name), label=f"band {name} ({BAND_MEANING[name]})")
+    gates = [result.credits[r["supplierId"]].get("gate") for r in rows]
+    threshold = next((g["threshold"] for g in gates if g), None)
+    if threshold is not None:
+        ax.axvline(threshold, color="#555", linestyle="--", linewidth=1, label="trial gate")
+    ax.legend(loc="lower right", fontsize=7)
+    ax.set_xlabel("credit score (points, 0-100); bar colour: band; dashed: trial gate minimum")
     ax.set_xlim(0, 100)
     images.append(("Supplier ranking", _png(fig)))
 
@@ -817,12 +835,19 @@ def _write_report(cfg: DemoConfig, data_dir: Path, pop: Population, result: Demo
     def esc(value: Any) -> str:
         return html.escape(str(value))
 
+    # Each supplier's newest published answer (after the repair step), so that the score, the
+    # gate and its reasons in one row are one response's.
+    newest = sorted(
+        (result.credits[r["supplierId"]] for r in result.ranking),
+        key=lambda c: (c["score"] is None, -(c["score"] or 0.0), c["supplier_id"]),
+    )
     ranking_rows = "".join(
-        f"<tr><td>{esc(r['supplierId'])}</td><td>{r['score']:.1f}</td><td>{esc(r['band'])}</td>"
-        f"<td>{esc(r['gate']['outcome'])}</td><td>"
-        + esc("; ".join(c["text"] for c in result.credits[r["supplierId"]]["reason_codes"]))
+        f"<tr><td>{esc(c['supplier_id'])}</td>"
+        f"<td>{'insufficient evidence' if c['score'] is None else format(c['score'], '.1f')}</td>"
+        f"<td>{esc(c['band'])}</td><td>{esc((c.get('gate') or {}).get('outcome'))}</td><td>"
+        + "<br>".join(esc(reason) for reason in _reasons(c))
         + "</td></tr>"
-        for r in rows
+        for c in newest
     )
     verify_rows = "".join(
         f"<tr><td>{esc(v['record'])}</td><td>{'VALID' if v['ok'] else 'INVALID'}</td>"
@@ -840,8 +865,9 @@ padding:.3em .5em;text-align:left;font-size:.9em}}img{{max-width:100%}}</style><
 <p>{result.accepted} signed records from {cfg.suppliers} suppliers, one OEM and one auditor
 over {cfg.months} months; {result.anchored} anchored in {result.batches} Merkle batches;
 {result.fl_rounds_anchored} federated rounds anchored; finished in {result.seconds:.0f} s.</p>
-<h2>Credit ranking</h2><table><tr><th>supplier</th><th>score</th><th>band</th><th>trial gate</th>
-<th>reason codes</th></tr>{ranking_rows}</table>
+<h2>Credit ranking (newest published scores)</h2><table><tr><th>supplier</th><th>score</th>
+<th>band</th><th>trial gate</th><th>reasons (the gate's own first, then the score's)</th>
+</tr>{ranking_rows}</table>
 {figures}
 <h2>Auditor's sample, verified against the chain with the service stopped</h2>
 <table><tr><th>record</th><th>verdict</th><th>failed check</th></tr>{verify_rows}</table>

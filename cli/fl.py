@@ -1,7 +1,11 @@
 """``qledger fl``: run the federated defect model in either Flower engine.
 
     qledger fl simulate --suppliers 5 --rounds 10 [--secagg] [--dp-noise 0.8]
+    qledger fl simulate --rpc URL --key admin.json [--data-dir D] [--url SERVICE]
     qledger fl deploy-local --suppliers 3 --rounds 3 [--secagg]
+
+``--rpc`` anchors the rounds to a running chain (the deployment in the service's ``--data-dir``)
+and, with an admin ``--key``, reports them to the service, so they show under /ui/models.
 
 Each prints one progress row per round (hold-out accuracy/AUC, participants, seconds, model
 hash, anchoring transaction) and ends with the final model's path and hash.
@@ -19,7 +23,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from api.settings import Settings
 from federated.config import FLConfig, ServerSettings
 from federated.privacy import epsilon_reading
 
@@ -41,23 +44,81 @@ class ChainMode(StrEnum):
     none = "none"
 
 
-def _chain(mode: ChainMode, rpc: str | None, deployment: Path | None) -> ModelAnchor | None:
+def _chain(
+    mode: ChainMode | None, rpc: str | None, deployment: Path | None, data_dir: Path | None
+) -> ModelAnchor | None:
+    """Where rounds are anchored: ``--rpc URL`` (a running chain, the service's deployment
+    from ``--data-dir``), a throwaway in-process chain, or nowhere."""
+    if mode is None:
+        mode = ChainMode.rpc if rpc else ChainMode.in_process
     if mode is ChainMode.none:
         return None
     from ledger.chain import ChainClient, Deployment
 
     if mode is ChainMode.in_process:
+        if rpc:
+            raise typer.BadParameter("--rpc anchors to a running chain; drop --chain in-process")
         client = ChainClient.in_process()
         client.deploy()
         console.print(
-            "[dim]anchoring to a fresh in-process chain (gone when this command exits)[/]"
+            "[dim]anchoring to a fresh in-process chain (gone when this command exits; "
+            "--rpc URL anchors to a running one, whose service then shows the rounds)[/]"
         )
         return client
-    if not rpc or not deployment:
-        raise typer.BadParameter("--chain rpc needs --rpc URL and --deployment FILE")
+    if not rpc:
+        raise typer.BadParameter("--chain rpc needs --rpc URL")
+    # The deployment is the service's, found as every command finds it: in --data-dir.
+    from cli._common import settings as cli_settings
+
+    settings = cli_settings(data_dir)
+    path = deployment or settings.deployment_path
+    if not path.exists():
+        raise typer.BadParameter(
+            f"no deployment file at {path}: give the service's --data-dir (or --deployment)"
+        )
     # The anchorer's key comes from the environment, never from argv (visible in ps).
-    key = Settings().anchorer_private_key()
-    return ChainClient.connect(rpc, private_key=key, deployment=Deployment.load(deployment))
+    return ChainClient.connect(
+        rpc, private_key=settings.anchorer_private_key(), deployment=Deployment.load(path)
+    )
+
+
+def _report(result: FLRunResult, url: str, key: Path | None, anchored_to_rpc: bool) -> None:
+    """Tell the running service about the rounds just anchored (participants are credit
+    evidence; the rounds then show under /ui/models) and hand it the final model, as the demo
+    does. The service checks every round against the chain; an admin key signs in."""
+    if not anchored_to_rpc:
+        return
+    if key is None:
+        console.print(
+            "[yellow]rounds anchored on the chain but not reported to the service:[/] give "
+            "--key ADMIN_KEY (and --url) to have them under /ui/models"
+        )
+        return
+    from cli._common import load_signer
+    from client.service import QledgerClient, ServiceError
+
+    run_id = "0x" + result.run_id.hex()
+    reported = 0
+    with QledgerClient(url) as client:
+        try:
+            client.login(load_signer(key))
+            for rec in result.rounds:
+                if rec.anchored and rec.participants:
+                    client.post(
+                        "/v1/models/rounds",
+                        {
+                            "runId": run_id,
+                            "round": rec.round,
+                            "participants": rec.participants,
+                            "metrics": {k: float(v) for k, v in rec.metrics.items()},
+                        },
+                    )
+                    reported += 1
+            client.put_bytes(f"/v1/models/{run_id}/file", result.final_model_path.read_bytes())
+        except ServiceError as exc:
+            console.print(f"[red]error:[/] reporting to {url}: {exc}")
+            raise typer.Exit(1) from None
+    console.print(f"reported     {reported} rounds and the final model to {url} (/ui/models)")
 
 
 _HEADER = (
@@ -183,13 +244,46 @@ MinFit = Annotated[
 Timeout = Annotated[
     float, typer.Option("--round-timeout", help="Seconds to wait for replies per round.")
 ]
-Chain = Annotated[ChainMode, typer.Option("--chain", help="Where to anchor round hashes.")]
-Rpc = Annotated[str | None, typer.Option("--rpc", help="JSON-RPC URL (with --chain rpc).")]
-DeploymentFile = Annotated[
-    Path | None, typer.Option("--deployment", help="Deployment JSON (with --chain rpc).")
+Chain = Annotated[
+    ChainMode | None,
+    typer.Option(
+        "--chain", help="Where to anchor round hashes (default: rpc with --rpc, else in-process)."
+    ),
 ]
+Rpc = Annotated[
+    str | None,
+    typer.Option("--rpc", help="A running chain's JSON-RPC URL: anchor the rounds there."),
+]
+DeploymentFile = Annotated[
+    Path | None,
+    typer.Option("--deployment", help="Deployment JSON (default: the data dir's, with --rpc)."),
+]
+# --data-dir means what it means in every other command: the service's data dir.
 DataDir = Annotated[
-    Path | None, typer.Option("--data-dir", help="Partitions (generated here if empty).")
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="QLEDGER_DATA_DIR",
+        help="The service's data dir (its deployment.json, with --rpc; default ./.qledger).",
+    ),
+]
+PartitionsDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--partitions-dir", help="Suppliers' training partitions (generated here if empty)."
+    ),
+]
+ServiceUrl = Annotated[
+    str,
+    typer.Option(
+        "--url", envvar="QLEDGER_URL", help="The service that records the rounds (with --rpc)."
+    ),
+]
+AdminKey = Annotated[
+    Path | None,
+    typer.Option(
+        "--key", help="Admin key file: report the anchored rounds to the service (with --rpc)."
+    ),
 ]
 OutDir = Annotated[
     Path | None, typer.Option("--out-dir", help="Run directory (default: a new temp dir).")
@@ -217,10 +311,13 @@ def simulate(
     dp_clip: DpClip = 0.5,
     min_fit: MinFit = None,
     round_timeout: Timeout = 60.0,
-    chain: Chain = ChainMode.in_process,
+    chain: Chain = None,
     rpc: Rpc = None,
     deployment: DeploymentFile = None,
     data_dir: DataDir = None,
+    partitions_dir: PartitionsDir = None,
+    url: ServiceUrl = "http://127.0.0.1:8700",
+    key: AdminKey = None,
     out_dir: OutDir = None,
     local_epochs: Epochs = 1,
     seed: Seed = 7,
@@ -233,7 +330,7 @@ def simulate(
 
     config = FLConfig(
         suppliers=suppliers,
-        data_dir=data_dir,
+        data_dir=partitions_dir,
         out_dir=out_dir,
         verbose=verbose,
         server=_settings(
@@ -249,7 +346,7 @@ def simulate(
             aggregation,
         ),
     )
-    anchor = _chain(chain, rpc, deployment)
+    anchor = _chain(chain, rpc, deployment, data_dir)
     title = f"simulation engine: {suppliers} suppliers, {rounds} rounds" + (
         ", SecAgg+" if secagg else ""
     )
@@ -257,6 +354,7 @@ def simulate(
     with _run_errors():
         result = run_simulate(config, anchor, on_round=progress)
     _finish(result, as_json)
+    _report(result, url, key, anchored_to_rpc=bool(rpc) and anchor is not None)
 
 
 @app.command("deploy-local")
@@ -268,10 +366,13 @@ def deploy_local(
     dp_clip: DpClip = 0.5,
     min_fit: MinFit = None,
     round_timeout: Timeout = 120.0,
-    chain: Chain = ChainMode.in_process,
+    chain: Chain = None,
     rpc: Rpc = None,
     deployment: DeploymentFile = None,
     data_dir: DataDir = None,
+    partitions_dir: PartitionsDir = None,
+    url: ServiceUrl = "http://127.0.0.1:8700",
+    key: AdminKey = None,
     out_dir: OutDir = None,
     local_epochs: Epochs = 1,
     seed: Seed = 7,
@@ -290,7 +391,7 @@ def deploy_local(
 
     config = FLConfig(
         suppliers=suppliers,
-        data_dir=data_dir,
+        data_dir=partitions_dir,
         out_dir=out_dir,
         server=_settings(
             rounds,
@@ -305,7 +406,7 @@ def deploy_local(
             aggregation,
         ),
     )
-    anchor = _chain(chain, rpc, deployment)
+    anchor = _chain(chain, rpc, deployment, data_dir)
     title = (
         f"deployment engine: SuperLink + {suppliers} SuperNodes (TLS, node auth), {rounds} rounds"
     )
@@ -317,3 +418,4 @@ def deploy_local(
             config, anchor, on_round=progress, keep_workdir=keep_workdir, node_poll=node_poll
         )
     _finish(result, as_json)
+    _report(result, url, key, anchored_to_rpc=bool(rpc) and anchor is not None)

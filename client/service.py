@@ -152,6 +152,9 @@ class QledgerClient:
     def get(self, path: str, **params: Any) -> Any:
         return self._call("GET", path, params=params)
 
+    def delete(self, path: str) -> Any:
+        return self._call("DELETE", path)
+
     def post(self, path: str, body: Any, ok: tuple[int, ...] = (200, 201, 202)) -> Any:
         return self._call("POST", path, ok=ok, json=body)
 

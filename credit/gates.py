@@ -56,6 +56,20 @@ class GateResult(BaseModel):
     insufficient_evidence: bool = False  # a thin file: no number, the gate fails for that
 
 
+def gate_reasons(gate: GateResult) -> list[str]:
+    """The gate's own reasons for its outcome, first to last: each unmet requirement's reason
+    (the policy file's words, or the thin-file reason), then a score under the policy's
+    minimum. Empty when the gate passes. Reports, the dashboard and webhooks show these first
+    for a failed gate; the model's reason codes explain the score, not the gate."""
+    reasons = [b.reason for b in gate.blocking]
+    if gate.distance is not None and gate.distance < 0:
+        reasons.append(
+            f"score {gate.threshold + gate.distance:.1f} is under the policy's minimum "
+            f"{gate.threshold:g}"
+        )
+    return reasons
+
+
 @dataclass(frozen=True)
 class Requirement:
     fact: str

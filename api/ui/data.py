@@ -38,6 +38,7 @@ from api.store.models import (
 )
 from api.views import receipt, record_summary
 from credit.features import DEFAULT_WINDOW_DAYS
+from credit.gates import GateResult, gate_reasons
 from ledger.errors import ChainError
 from ledger.records import RecordKind, Role
 from ledger.verify import verify_receipt
@@ -58,6 +59,7 @@ class RankRow:
     history: list[float]
     reasons: list[dict[str, Any]]
     evidence_count: int
+    gate_reasons: list[str]  # the gate's own (credit.gates.gate_reasons), shown first
     as_of: int
 
 
@@ -124,6 +126,7 @@ def ranking(
                 reasons=resp["reason_codes"],
                 evidence_count=resp["evidence_count"],
                 as_of=row.as_of,
+                gate_reasons=gate_reasons(GateResult.model_validate(gate)) if gate else [],
             )
         )
     return out

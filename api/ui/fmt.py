@@ -5,20 +5,10 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-# What purchasing calls each credit feature (the API's names stay the machine names).
-FEATURE_LABELS: dict[str, str] = {
-    "defect_ppm": "Defect rate",
-    "cpk_min": "Lowest Cpk",
-    "cpk_trend": "Cpk trend",
-    "on_time_delivery": "On-time delivery",
-    "complaints_per_month": "Complaints",
-    "complaint_response_hours": "Complaint response",
-    "eight_d_closure_days": "8D closure",
-    "audit_major_nc": "Open major NCs",
-    "audit_minor_nc": "Open minor NCs",
-    "evidence_completeness": "Evidence completeness",
-    "fl_participation": "Federated participation",
-}
+# One table of feature names and band meanings for the dashboard, the PNG and the report.
+from credit.labels import BAND_MEANING as BAND_MEANING
+from credit.labels import FEATURE_LABELS as FEATURE_LABELS
+from credit.labels import feature_label as feature_label
 
 KIND_LABELS: dict[str, str] = {
     "inspection": "Inspections",
@@ -55,18 +45,6 @@ CHECK_LABELS: dict[str, str] = {
     "anchor_matches_receipt": "Anchor details match the receipt",
     "signed_before_anchor": "Signed before it was anchored",
 }
-
-BAND_MEANING: dict[str, str] = {
-    "A": "85-100",
-    "B": "70-85",
-    "C": "55-70",
-    "D": "40-55",
-    "E": "0-40",
-}
-
-
-def feature_label(name: str) -> str:
-    return FEATURE_LABELS.get(name, name.replace("_", " "))
 
 
 def num(value: float | None, digits: int = 3) -> str:

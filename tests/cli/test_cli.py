@@ -247,6 +247,40 @@ def test_user_journey_chain_serve_submit_verify(tmp_path: Path) -> None:
         assert "insufficient evidence" in shown.stdout
         assert "INSUFFICIENT_OEM_EVIDENCE" in shown.stdout
         assert "no waterfall" in shown.stdout and not (tmp_path / "w.png").exists()
+        # Purchasing subscribes a receiver: the secret is printed once, never listed.
+        added = run(
+            "webhooks",
+            "add",
+            "--target",
+            "https://purchasing.example/qledger",
+            "--threshold",
+            "3",
+            "--key",
+            oem_key,
+            "--url",
+            url,
+            "--json",
+        )
+        hook = json.loads(added.stdout)
+        assert hook["secret"].startswith("whsec_") and hook["scoreThreshold"] == 3
+        listed = run("webhooks", "list", "--key", oem_key, "--url", url, "--json").stdout
+        assert hook["id"] in listed and hook["secret"] not in listed
+        assert run("webhooks", "deliveries", hook["id"], "--key", oem_key, "--url", url)
+        refused = run(
+            "webhooks",
+            "add",
+            "--target",
+            "https://elsewhere.example/",
+            "--key",
+            str(tmp_path / "keys/supplier.json"),
+            "--url",
+            url,
+            check=False,
+        )
+        assert refused.returncode != 0 and "forbidden_role" in refused.stderr + refused.stdout
+        gone = run("webhooks", "rm", hook["id"], "--key", oem_key, "--url", url).stdout
+        assert "deleted" in gone
+        assert hook["id"] not in run("webhooks", "list", "--key", oem_key, "--url", url).stdout
         (tmp_path / "receipt.json").write_text(json.dumps(receipt))
         (tmp_path / "record.json").write_text(json.dumps(receipt["record"]))
         # The auditor's check: the chain alone, no service. Stopping serve (only its own

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from credit.gates import GateResult, gate_reasons
 from tests.helpers import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.anvil]
@@ -52,6 +55,20 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert forged and not forged[0]["ok"] and forged[0]["exitCode"] == 1
     report = Path(result["report"])
     assert report.exists() and report.read_text().count("<img") >= 4
+    # Issue 20: the report explains a failed gate with the gate's own reason first.
+    page = report.read_text()
+    for sid, credit in result["credits"].items():
+        gate = GateResult.model_validate(credit["gate"])
+        cells = re.search(
+            rf"<tr><td>{re.escape(sid)}</td><td>([^<]*)</td><td>[^<]*</td>"
+            rf"<td>(pass|fail)</td><td>(.*?)</td>",
+            page,
+        )
+        assert cells is not None
+        score = "insufficient evidence" if credit["score"] is None else f"{credit['score']:.1f}"
+        assert cells.groups()[:2] == (score, gate.outcome)  # one response per row
+        if gate.outcome == "fail":
+            assert cells.group(3).startswith(html.escape(f"gate: {gate_reasons(gate)[0]}"))
     assert "Dashboard" in proc.stdout and "HTML report" in proc.stdout
     # Everything it started, it stopped: no anvil left for this data dir.
     assert not (data / "chain" / "anvil.pid").exists() or not _alive(data / "chain" / "anvil.pid")

@@ -11,7 +11,7 @@ from credit.explain import MAX_REASONS, REASON_TABLE, reason_codes
 from credit.features import FEATURE_INDEX, FEATURE_NAMES, compute_features
 from credit.model import CreditModel
 from credit.score import CreditResponse, score_supplier
-from credit.waterfall import plot_waterfall
+from credit.waterfall import plot_waterfall, waterfall_rows
 from simulator.population import Population
 
 
@@ -111,6 +111,24 @@ def test_waterfall_png(responses: list[CreditResponse], tmp_path: Path) -> None:
     out = plot_waterfall(responses[0], tmp_path / "w.png")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_waterfall_png_uses_the_dashboards_feature_labels(
+    responses: list[CreditResponse],
+) -> None:
+    """Issue 20: one set of feature labels for the PNG, the report and the dashboard."""
+    from api.ui import fmt
+
+    for resp in responses:
+        labels, values = waterfall_rows(resp, top=4)
+        top = sorted(resp.contributions, key=lambda c: abs(c.points), reverse=True)[:4]
+        for label, c in zip(labels, top, strict=False):
+            assert label.startswith(fmt.feature_label(c.feature) + " = ")
+            assert c.feature not in label  # never the machine name
+        assert values[:4] == [c.points for c in top]
+        if len(resp.contributions) > 4:
+            assert labels[-1] == f"{len(resp.contributions) - 4} other features"
+        assert abs(sum(values) - sum(c.points for c in resp.contributions)) < 1e-9
 
 
 def test_every_curated_rule_names_real_features() -> None:

@@ -325,7 +325,7 @@ def test_cli_simulate_prints_rounds_and_final_hash(tmp_path: Path) -> None:
             "3",
             "--rounds",
             "2",
-            "--data-dir",
+            "--partitions-dir",
             str(tmp_path / "data"),
             "--out-dir",
             str(tmp_path / "run"),
@@ -336,3 +336,4 @@ def test_cli_simulate_prints_rounds_and_final_hash(tmp_path: Path) -> None:
     final_hash = "0x" + load_model(tmp_path / "run" / "final.qlm").model_hash.hex()
     assert final_hash in out.output
     assert "anchored     True" in out.output
+    assert (tmp_path / "data").is_dir()  # the partitions went where --partitions-dir said

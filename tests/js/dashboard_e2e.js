@@ -152,6 +152,30 @@ async function oem() {
   check(gates.length === rows && gates.every((g) => /pass|fail/.test(g)),
     "every supplier has a gate outcome");
   await shot(page, "oem-ranking");
+  // Issue 20: on a tablet the ranking keeps its reasons column, in view without scrolling
+  // the table sideways, and a failing gate shows the gate's own reason first.
+  await page.setViewportSize(TABLET);
+  await page.waitForTimeout(50);
+  const header = page.locator("[data-test=ranking-table] th.reasons-col");
+  check(await header.isVisible(), "tablet: the ranking's reasons column is visible");
+  const cells = page.locator("[data-test=ranking-table] td[data-test=reasons]");
+  check(await cells.count() === rows, "tablet: every row has its reasons cell");
+  for (let i = 0; i < rows; i++) {
+    const cell = cells.nth(i);
+    check(await cell.isVisible(), `tablet: reasons of row ${i + 1} visible`);
+    const box = await cell.boundingBox();
+    check(box !== null && box.width > 40 && box.x + box.width <= TABLET.width + 1,
+      `tablet: reasons of row ${i + 1} inside the 768 px viewport (${JSON.stringify(box)})`);
+  }
+  const failing = page.locator("[data-test=ranking-table] tbody tr", { has: page.locator(".gate.fail") });
+  for (let i = 0; i < await failing.count(); i++) {
+    const scored = (await failing.nth(i).locator("td.num.strong").textContent()).trim();
+    if (scored === "insufficient evidence") continue;
+    const firstReason = failing.nth(i).locator("td[data-test=reasons] > span").first();
+    check((await firstReason.getAttribute("class")).includes("gate-reason"),
+      `tablet: a failing supplier's first reason is the gate's own (row ${i + 1})`);
+  }
+  await page.setViewportSize(LAPTOP);
   await tablet(page, "oem-ranking");
 
   // Click through to a supplier.

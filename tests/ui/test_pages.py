@@ -496,3 +496,66 @@ def test_pending_evidence_shows_as_waiting(supplier: TestClient, demo: Demo) -> 
     # Unanchored evidence does not move the score: the same published response.
     digest = re.compile(r'response hash</dt><dd><span class="mono hash" title="(0x[0-9a-f]+)"')
     assert digest.search(before).group(1) == digest.search(after).group(1)  # type: ignore[union-attr]
+
+
+def test_a_gate_failure_shows_the_gates_own_reason_first(tmp_path: Path) -> None:
+    """Issue 20: a supplier that fails the gate on an open major audit nonconformity is listed
+    with that reason first, before the model's reason codes, on the ranking (whose reasons
+    column is no longer hidden on a tablet), its page and the demo report's rows."""
+    from api.anchorer import Anchorer
+    from cli.demo import _reasons
+    from credit.gates import GateResult, gate_reasons
+
+    small = build_demo(tmp_path, n_suppliers=3, months=4, seed=5)
+    try:
+        oem = _signed_in(small, OEM_ID)
+        before = oem.get("/v1/suppliers", headers=_bearer(oem)).json()["suppliers"]
+        target = next(r["supplierId"] for r in before if r["gate"]["outcome"] == "pass")
+        # The auditor finds one open major nonconformity at the passing supplier.
+        audit = sign_record(
+            small.signers[AUDITOR_ID],
+            small.ctx.domain,
+            subject=target,
+            kind="audit",
+            part_number="P-AUDIT",
+            lot_id=f"{target}-AUDIT-NC",
+            event_time=int(time.time()) - 3600,
+            quantity=1,
+            defects=1,
+            nonce=900_001,
+            payload={
+                "standard": "IATF16949",
+                "auditType": "unannounced",
+                "majorNonconformities": 1,
+                "minorNonconformities": 0,
+                "findings": [{"id": "NC1", "severity": "major"}],
+            },
+        )
+        (outcome,) = submit_many(small.ctx, [audit.model_dump(mode="json")])
+        assert outcome.status == "accepted", outcome.error
+        Anchorer(small.ctx).run_once(force=True)
+        html = oem.get("/ui/suppliers").text
+        row = re.search(rf'<tr data-supplier="{target}">(.*?)</tr>', html, re.S)
+        assert row is not None
+        assert "✗ fail" in row.group(1)
+        cell = re.search(r'data-test="reasons">(.*?)</td>', row.group(1), re.S)
+        assert cell is not None
+        first = re.search(r'<span class="([^"]+)"[^>]*>([^<]*)</span>', cell.group(1))
+        assert first is not None
+        assert first.groups() == ("gate-reason", "an open major audit nonconformity")
+        # The column is not one of those a tablet hides.
+        header = re.search(r'<th scope="col" class="([^"]*)">Main reasons', html)
+        assert header is not None and "wide-only" not in header.group(1)
+        page = oem.get(f"/ui/suppliers/{target}").text
+        assert page.index("an open major audit nonconformity") < page.index('data-test="waterfall"')
+        # The demo report and its console table list the gate's reason first, too.
+        credit = oem.get(f"/v1/suppliers/{target}/credit", headers=_bearer(oem)).json()
+        assert _reasons(credit)[0] == "gate: an open major audit nonconformity"
+        assert gate_reasons(GateResult.model_validate(credit["gate"]))[0] == (
+            "an open major audit nonconformity"
+        )
+        assert _reasons(credit)[1:] == [
+            f"gate: {r}" for r in gate_reasons(GateResult.model_validate(credit["gate"]))[1:]
+        ] + [r["text"] for r in credit["reason_codes"]]
+    finally:
+        small.ctx.engine.dispose()
