@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cli._common import DataDir, console, fail, print_json, settings
-from ledger.chain import ChainClient, Deployment
-from ledger.chain.local import dev_private_keys, running_chain, start_anvil, stop_anvil
 from ledger.errors import ChainError
+
+if TYPE_CHECKING:
+    from ledger.chain import Deployment
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -24,6 +26,8 @@ def up(
 ) -> None:
     """Start anvil on 127.0.0.1 with --prune-history and --state under the data dir (a restart
     keeps the chain). Prints the RPC URL."""
+    from ledger.chain.local import start_anvil
+
     cfg = settings(data_dir)
     try:
         local = start_anvil(chain_dir(cfg.data_dir), port=port, block_time=block_time)
@@ -35,12 +39,16 @@ def up(
 @app.command("down")
 def down(data_dir: Path | None = DataDir) -> None:
     """Stop the data dir's anvil (its state file keeps the chain for the next `up`)."""
+    from ledger.chain.local import stop_anvil
+
     stopped = stop_anvil(chain_dir(settings(data_dir).data_dir))
     console.print("stopped" if stopped else "no chain was running")
 
 
 @app.command("status")
 def status(data_dir: Path | None = DataDir) -> None:
+    from ledger.chain.local import running_chain
+
     local = running_chain(chain_dir(settings(data_dir).data_dir))
     if local is None:
         fail("no local chain running (qledger chain up)")
@@ -48,6 +56,8 @@ def status(data_dir: Path | None = DataDir) -> None:
 
 
 def local_rpc(data_dir: Path) -> str | None:
+    from ledger.chain.local import running_chain
+
     local = running_chain(chain_dir(data_dir))
     return local.rpc_url if local else None
 
@@ -65,6 +75,9 @@ def deploy(
     ),
 ) -> None:
     """Deploy QualityLedger, ModelRegistry and CommitmentLog; write deployment.json."""
+    from ledger.chain import ChainClient
+    from ledger.chain.local import dev_private_keys
+
     cfg = settings(data_dir)
     rpc = rpc or local_rpc(cfg.data_dir)
     if rpc is None:
@@ -80,6 +93,8 @@ def deploy(
 
 
 def deployment_or_fail(data_dir: Path) -> Deployment:
+    from ledger.chain import Deployment
+
     cfg = settings(data_dir)
     if not cfg.deployment_path.exists():
         fail(f"no deployment at {cfg.deployment_path} (run `qledger deploy`)")

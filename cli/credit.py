@@ -7,7 +7,6 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from api.client import ServiceError
 from cli._common import console, fail, logged_in
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -24,6 +23,8 @@ def show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """A supplier's score with its exact SHAP contributions, reason codes, gate and what-if."""
+    from api.client import ServiceError
+
     client = logged_in(url, key)
     try:
         credit = client.get(f"/v1/suppliers/{supplier}/credit")
@@ -89,6 +90,8 @@ def show(
 @app.command("rank")
 def rank(key: Path = KEY, url: str = URL) -> None:
     """All suppliers by score, with band and trial-gate outcome."""
+    from api.client import ServiceError
+
     try:
         rows = logged_in(url, key).get("/v1/suppliers", sort="score")["suppliers"]
     except ServiceError as exc:

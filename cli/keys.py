@@ -6,7 +6,6 @@ from pathlib import Path
 import typer
 
 from cli._common import DataDir, configured_passphrase, console, fail, settings
-from ledger.keys import Signer, save_key
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
@@ -24,6 +23,8 @@ def new(
         if "/" in name or name.endswith(".json")
         else (settings(data_dir).data_dir / "keys" / f"{name}.json")
     )
+    from ledger.keys import Signer, save_key
+
     if path.exists():
         fail(f"{path} exists; refusing to overwrite a key")
     signer = Signer.generate()

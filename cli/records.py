@@ -2,36 +2,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from pydantic import ValidationError
 from rich.table import Table
 
-from api.client import error_of
 from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
 from cli.chain import deployment_or_fail
 from cli.trust import trust_from_options
-from ledger.chain import ChainClient
-from ledger.eip712 import record_struct_hash, record_typed_data
 from ledger.errors import ChainError, LedgerContractMissing, LedgerError
-from ledger.keys import Signer
-from ledger.records import Domain, SignedRecord, load_signed_record
-from ledger.signing import sign_record
-from ledger.tlog import (
-    COSIGNATURE_V1,
-    ED25519,
-    Checkpoint,
-    LogError,
-    LogProof,
-    Verifier,
-    ledger_origin,
-    parse_note,
-)
-from ledger.tlog.verify import check_against, verify_certificate, verify_receipt_offline
-from ledger.trust import TrustRoot
-from ledger.verify import Check, VerificationReport, verify_receipt
+
+if TYPE_CHECKING:
+    # Signing and verification pull in eth-account and web3: imported by the commands that
+    # run them, so `qledger --help` stays fast.
+    import httpx
+
+    from ledger.chain import ChainClient
+    from ledger.keys import Signer
+    from ledger.records import Domain, SignedRecord
+    from ledger.tlog import Verifier
+    from ledger.trust import TrustRoot
+    from ledger.verify import VerificationReport
 
 DRAFT_FIELDS = (
     "subject",
@@ -48,6 +39,8 @@ DRAFT_HELP = "draft JSON: " + ", ".join(DRAFT_FIELDS) + " (nonce optional)"
 
 def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedRecord:
     """Sign a draft: the record fields a person fills in (no signer, salt, hashes)."""
+    from ledger.signing import sign_record
+
     missing = [f for f in DRAFT_FIELDS if f not in draft]
     if missing:
         raise LedgerError(f"draft lacks {missing}", expected=list(DRAFT_FIELDS), got=sorted(draft))
@@ -71,6 +64,8 @@ def verifier_client(rpc: str, trust: TrustRoot) -> ChainClient:
     """A read-only client on the pinned ledger (never the contract a receipt names). Where
     the ledger has no code (a reset chain, another chain) the client stays detached, and
     verification names the failed check (``rpc_serves_pinned_chain``)."""
+    from ledger.chain import ChainClient
+
     try:
         return ChainClient.connect_ledger(rpc, trust.ledger)
     except LedgerContractMissing:
@@ -86,6 +81,9 @@ def sign(
 ) -> None:
     """Sign a record: prints the EIP-712 typed data, signature, struct hash and the signed
     envelope (what `qledger submit` or POST /v1/records takes) as JSON."""
+    from ledger.eip712 import record_struct_hash, record_typed_data
+    from ledger.records import Domain
+
     signer = load_signer(key)
     if chain_id is None or contract is None:
         deployment = deployment_or_fail(settings(data_dir).data_dir)
@@ -127,6 +125,8 @@ def pinned_keys(
     pinned: TrustRoot | None, log_key: str | None, witness: list[str], quorum: int | None
 ) -> tuple[Verifier | None, list[Verifier], int]:
     """The log key, witness keys and quorum to verify with: the flags, else the trust file's."""
+    from ledger.tlog import COSIGNATURE_V1, ED25519, LogError, Verifier
+
     if pinned is not None:
         log_key = log_key or pinned.log_key
         witness = witness or list(pinned.witnesses)
@@ -173,6 +173,9 @@ def verify(
     root anchored in the pinned ledger) or offline the pinned log key and k-of-n witness keys
     (the receipt's log entry, its signed and cosigned checkpoint). --against checks the
     receipt's checkpoint is extended by a newer one. Exit 0 only if every check passes."""
+    from ledger.tlog.verify import verify_receipt_offline
+    from ledger.verify import verify_receipt
+
     pinned = trust_from_options(trust, chain_id, ledger, anchor)
     record_data, receipt_data = read_json(record), read_json(receipt)
     if isinstance(record_data, dict) and "signed" in record_data:
@@ -219,6 +222,13 @@ def _check_against(
     url: str,
     log: Verifier,
 ) -> None:
+    import httpx
+    from pydantic import ValidationError
+
+    from ledger.tlog import Checkpoint, LogError, LogProof, parse_note
+    from ledger.tlog.verify import check_against
+    from ledger.verify import Check
+
     try:
         newer = against.read_text()
         proof = LogProof.model_validate(receipt_data["log"]) if receipt_data.get("log") else None
@@ -287,6 +297,10 @@ def verify_score(
     checkpoint the pinned log key signed (its name is the pinned ledger) and k of the pinned
     witnesses cosigned. A bank, an insurer or another OEM needs only the file and its trust
     file."""
+    from ledger.tlog import ledger_origin
+    from ledger.tlog.verify import verify_certificate
+    from ledger.trust import TrustRoot
+
     pinned = None
     if trust is not None:
         try:
@@ -314,6 +328,11 @@ def submit(
     data_dir: Path | None = DataDir,
 ) -> None:
     """Sign (if a draft) and submit a record to the service; prints its struct hash."""
+    import httpx
+
+    from api.client import error_of
+    from ledger.records import load_signed_record
+
     data = read_json(record)
     if isinstance(data, dict) and "signed" in data:
         data = data["signed"]
@@ -356,6 +375,10 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def _service_domain(url: str) -> Domain:
+    import httpx
+
+    from ledger.records import Domain
+
     try:
         response = httpx.get(f"{url}/v1/checkpoint", timeout=10)
     except httpx.HTTPError as exc:

@@ -12,13 +12,9 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from api.app_factory import ServeAppFactory
-from api.client import ServiceError
 from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, print_json, settings
 from cli.chain import chain_dir
-from ledger.chain import ChainClient, Deployment
-from ledger.chain.local import dev_private_keys, start_anvil
 from ledger.errors import ChainError
 
 participants = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
@@ -30,6 +26,9 @@ def prepare_chain(cfg: Settings) -> Settings:
     """Without QLEDGER_RPC_URL: start (or reuse) the data dir's anvil and use dev account 0 as
     admin/anchorer. Deploy the contracts if the data dir has no deployment yet. Returns the
     resolved settings (the environment is left as it is: callers hand the result on)."""
+    from ledger.chain import ChainClient, Deployment
+    from ledger.chain.local import dev_private_keys, start_anvil
+
     updates: dict[str, object] = {}
     local_chain = not cfg.rpc_url
     if local_chain:
@@ -125,6 +124,8 @@ def run_server(cfg: Settings) -> None:
     supervisor is driven here directly (as ``uvicorn.run`` itself does)."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
+
+    from api.app_factory import ServeAppFactory
 
     config = uvicorn.Config(
         ServeAppFactory(cfg),
@@ -230,6 +231,8 @@ def add(
     url: str = URL,
 ) -> None:
     """Register a key on chain with a role and organisation."""
+    from api.client import ServiceError
+
     try:
         row = logged_in(url, key).register(address, role.upper(), org, name)
     except ServiceError as exc:
@@ -242,6 +245,8 @@ def add(
 @participants.command("revoke")
 def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
     """Revoke a key's role on chain (what it signed before stays valid)."""
+    from api.client import ServiceError
+
     try:
         row = logged_in(url, key).revoke(address)
     except ServiceError as exc:
@@ -251,6 +256,8 @@ def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
 
 @participants.command("list")
 def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
+    from api.client import ServiceError
+
     try:
         rows = logged_in(url, key).participants()
     except ServiceError as exc:
@@ -273,6 +280,7 @@ def demo(
     """The whole story end to end: chain, service, signed evidence through the API,
     anchoring, federated training, explained credit, gate, repair, incident, and an
     auditor's offline verification. Everything it starts, it stops."""
+    from api.client import ServiceError
     from cli.demo import DemoConfig, run_demo
 
     cfg = DemoConfig.quick(data_dir) if quick else DemoConfig(data_dir=data_dir)
