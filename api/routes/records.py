@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -14,6 +15,7 @@ from api.deps import Committer, Ctx, CurrentUser
 from api.edges import ENVELOPE_OVERHEAD_BYTES
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
+from api.metrics import record_intake
 from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
 from api.tlog_service import served_receipt
 from api.views import envelope, record_summary
@@ -82,9 +84,11 @@ class BatchResult(BaseModel):
 )
 async def submit_record(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
     """Submit one signed record. Idempotent: the same record again gets the same answer."""
+    started = time.perf_counter()
     data = await _json_body(request, ctx.settings.max_record_bytes + ENVELOPE_OVERHEAD_BYTES)
     ctx.limits.intake_check([data])
     outcome = (await run_in_threadpool(submit_many, ctx, [data], committer))[0]
+    record_intake([data], [outcome], "record", started)
     ctx.limits.intake_charge([data], [0] if outcome.status == "accepted" else [])
     if outcome.error is not None:
         raise outcome.error
@@ -123,7 +127,9 @@ async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> JSON
             got=len(records),
         )
     ctx.limits.intake_check(records)
+    started = time.perf_counter()
     outcomes = await run_in_threadpool(submit_many, ctx, records, committer)
+    record_intake(records, outcomes, "batch", started)
     ctx.limits.intake_charge(records, [o.index for o in outcomes if o.status == "accepted"])
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(

@@ -1,0 +1,138 @@
+"""Operations (issue #20, item 4): /readyz names the check that fails, /metrics counts what
+intake and anchoring did, JSON logs carry no key material.
+
+Adversaries: the chain node goes away, the database goes away, the anchorer stops (records
+pile up), hostile clients send forged and malformed records (they must show as refusals, and
+their text must never become a metric label).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine
+
+from api.anchorer import Anchorer
+from api.store.db import session_factory
+from ledger.chain import ChainClient
+from ledger.chain.local import start_anvil
+from tests.api.conftest import Service
+from tests.conftest import _anvil_missing_reason
+
+
+def _samples(service: Service) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    response = service.client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def _value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_readyz_is_ready_when_database_chain_and_anchorer_are(service: Service) -> None:
+    ready = service.client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    body = ready.json()
+    assert body["status"] == "ready" and body["failed"] == []
+    assert {c["check"] for c in body["checks"]} == {"database", "chain", "anchoring_lag"}
+
+
+@pytest.mark.anvil
+def test_readyz_names_an_unreachable_chain(service: Service, tmp_path: Path) -> None:
+    reason = _anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    before = _value(_samples(service), "qledger_chain_errors_total", component="readiness")
+    # The service's node goes away: a real anvil, stopped.
+    local = start_anvil(tmp_path / "chain")
+    try:
+        # (its own chain: readiness asks the node for its tip, nothing of the deployment)
+        service.ctx.chain = ChainClient.connect(local.rpc_url, timeout=2)
+        assert service.client.get("/readyz").status_code == 200
+    finally:
+        local.stop()
+    answer = service.client.get("/readyz")
+    assert answer.status_code == 503
+    assert answer.json()["failed"] == ["chain"]
+    chain_check = next(c for c in answer.json()["checks"] if c["check"] == "chain")
+    assert chain_check["detail"].startswith("chain_unavailable")
+    after = _value(_samples(service), "qledger_chain_errors_total", component="readiness")
+    assert after == before + 1
+
+
+def test_readyz_names_an_unreachable_database(service: Service, tmp_path: Path) -> None:
+    # The database goes away: a file in a directory that does not exist cannot be opened.
+    gone = create_engine(f"sqlite:///{tmp_path}/missing/dir/qledger.db")
+    service.ctx.sessions = session_factory(gone)
+    answer = service.client.get("/readyz")
+    assert answer.status_code == 503
+    assert set(answer.json()["failed"]) == {"database", "anchoring_lag"}
+    # /metrics still answers, and says the store did not.
+    assert _value(_samples(service), "qledger_store_up") == 0
+
+
+def test_readyz_fails_while_records_wait_too_long_for_anchoring(service: Service) -> None:
+    """No anchorer runs in this app: an accepted record waits. Past the bound, not ready;
+    once anchored and confirmed, ready again."""
+    service.ctx.settings = service.ctx.settings.model_copy(
+        update={"ready_max_anchoring_lag_seconds": 0.2}
+    )
+    record = service.inspection(service.parties["supplier"])
+    assert (
+        service.client.post("/v1/records", json=record.model_dump(mode="json")).status_code == 202
+    )
+    time.sleep(0.4)
+    answer = service.client.get("/readyz")
+    assert answer.status_code == 503 and answer.json()["failed"] == ["anchoring_lag"]
+    samples = _samples(service)
+    assert _value(samples, "qledger_anchoring_waiting_records") == 1
+    assert _value(samples, "qledger_anchoring_lag_seconds") >= 0.4
+    Anchorer(service.ctx).run_once(force=True)
+    assert service.client.get("/readyz").status_code == 200
+    samples = _samples(service)
+    assert _value(samples, "qledger_anchoring_waiting_records") == 0
+    assert _value(samples, "qledger_anchoring_lag_seconds") == 0
+    assert _value(samples, "qledger_batches", status="confirmed") >= 1
+
+
+def test_metrics_count_accepted_duplicate_and_refused_records(service: Service) -> None:
+    before = _samples(service)
+    supplier = service.parties["supplier"]
+    good = service.inspection(supplier).model_dump(mode="json")
+    assert service.client.post("/v1/records", json=good).status_code == 202
+    assert service.client.post("/v1/records", json=good).status_code == 202  # replay
+    # A forged record: the supplier's signature over different numbers.
+    forged = dict(good, record=dict(good["record"], defects=0))
+    assert service.client.post("/v1/records", json=forged).status_code in (401, 422)
+    # A hostile kind: its text must not become a label.
+    hostile = dict(good, record=dict(good["record"], kind='inspection"} 1\nqledger_fake{a="b'))
+    assert service.client.post("/v1/records", json=hostile).status_code == 422
+    batch = {"records": [service.inspection(supplier).model_dump(mode="json"), {"x": 1}]}
+    assert service.client.post("/v1/records:batch", json=batch).status_code == 207
+    after = _samples(service)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    assert delta("qledger_intake_records_total", kind="inspection", outcome="accepted") == 2
+    assert delta("qledger_intake_records_total", kind="inspection", outcome="duplicate") == 1
+    assert delta("qledger_intake_records_total", kind="inspection", outcome="rejected") == 1
+    assert delta("qledger_intake_records_total", kind="unknown", outcome="rejected") == 2
+    assert (
+        sum(v for (n, _), v in after.items() if n == "qledger_intake_refusals_total")
+        - sum(v for (n, _), v in before.items() if n == "qledger_intake_refusals_total")
+        == 3
+    )
+    assert delta("qledger_intake_request_seconds_count", endpoint="record") == 4
+    assert delta("qledger_intake_request_seconds_count", endpoint="batch") == 1
+    assert not any(n.startswith("qledger_fake") for n, _ in after)
+    assert all("qledger_fake" not in v for _, labels in after for _, v in labels)
