@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import SecretStr
@@ -16,6 +17,9 @@ from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, print_json, settings
 from cli.chain import chain_dir
 from ledger.errors import ChainError
+
+if TYPE_CHECKING:
+    from api.context import ServiceContext
 
 participants = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
@@ -134,6 +138,9 @@ def run_server(cfg: Settings) -> None:
         port=cfg.port,
         workers=cfg.workers,
         log_level="warning",
+        # uvicorn's loggers propagate to the handler api.logs installs (text or JSON, secrets
+        # masked) instead of uvicorn's own.
+        log_config=None,
         access_log=False,
     )
     server = uvicorn.Server(config)
@@ -152,17 +159,32 @@ def anchorer(data_dir: Path | None = DataDir) -> None:
     """Run only the anchorer (when the API runs elsewhere against the same database)."""
     from api.anchorer import anchor_when_leader
     from api.context import ServiceContext
+    from api.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings(data_dir))
     cfg = prepare_chain(settings(data_dir))
+    configure_logging(cfg)  # the resolved settings: their anchorer key is masked too
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        ctx = ServiceContext.create(cfg)
+        if cfg.anchorer_metrics_port:
+            _export_anchorer_metrics(ctx, cfg.anchorer_metrics_port)
         # Waits for the data dir's anchorer lock if another process holds it.
-        anchor_when_leader(ServiceContext.create(cfg), stop)
+        anchor_when_leader(ctx, stop)
     except KeyboardInterrupt:
         stop.set()
     logging.getLogger("qledger.anchorer").info("anchorer stopped (pid %s)", os.getpid())
+
+
+def _export_anchorer_metrics(ctx: ServiceContext, port: int) -> None:
+    """This process's chain errors and the store's anchoring figures on 127.0.0.1:port."""
+    from prometheus_client import start_http_server
+
+    from api.metrics import registry_for
+
+    start_http_server(port, addr="127.0.0.1", registry=registry_for(ctx))
+    logging.getLogger("qledger.anchorer").info("metrics on http://127.0.0.1:%d/metrics", port)
 
 
 def reconcile(

@@ -8,6 +8,9 @@ their text must never become a metric label).
 
 from __future__ import annotations
 
+import json
+import logging
+import threading
 import time
 from pathlib import Path
 
@@ -16,9 +19,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 from api.anchorer import Anchorer
+from api.logs import configure_logging
+from api.settings import Settings
 from api.store.db import session_factory
 from ledger.chain import ChainClient
-from ledger.chain.local import start_anvil
+from ledger.chain.local import dev_private_keys, start_anvil
 from tests.api.conftest import Service
 from tests.conftest import _anvil_missing_reason
 
@@ -136,3 +141,56 @@ def test_metrics_count_accepted_duplicate_and_refused_records(service: Service) 
     assert delta("qledger_intake_request_seconds_count", endpoint="batch") == 1
     assert not any(n.startswith("qledger_fake") for n, _ in after)
     assert all("qledger_fake" not in v for _, labels in after for _, v in labels)
+
+
+@pytest.mark.anvil
+def test_json_logs_are_json_and_never_show_the_anchorer_key(
+    service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """QLEDGER_LOG_FORMAT=json: the anchorer's real outage warnings are one JSON object a line,
+    and a key formatted into a message or an exception (a bug) comes out masked."""
+    reason = _anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    key = dev_private_keys()[1]
+    cfg = Settings(log_format="json", anchorer_key=key, token_secret="s" * 40)
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    local = start_anvil(tmp_path / "chain")
+    try:
+        # The anchorer's node (its own ledger deployed there) is about to go away.
+        chain = ChainClient.connect(local.rpc_url, private_key=key, timeout=2)
+        chain.deploy()
+        service.ctx.chain = chain
+        local.stop()  # the node goes away under the anchorer
+        configure_logging(cfg)
+        record = service.inspection(service.parties["supplier"])
+        assert (
+            service.client.post("/v1/records", json=record.model_dump(mode="json")).status_code
+            == 202
+        )
+        stop = threading.Event()
+        worker = threading.Thread(target=Anchorer(service.ctx).run_forever, args=(stop,))
+        worker.start()
+        time.sleep(1.5)
+        stop.set()
+        worker.join(10)
+        leak = logging.getLogger("qledger.test")
+        leak.error("a careless line with the key %s and its bare hex %s", key, key[2:])
+        try:
+            raise ValueError(f"cannot use key {key}")
+        except ValueError:
+            leak.exception("failed")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        local.stop()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    parsed = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(p["logger"] == "qledger.anchorer" and p["level"] == "warning" for p in parsed)
+    assert all({"time", "level", "logger", "message"} <= p.keys() for p in parsed)
+    failed = next(p for p in parsed if p["message"] == "failed")
+    assert failed["exc_type"] == "ValueError" and "**********" in failed["exc"]
+    text = "\n".join(lines)
+    assert key not in text and key[2:] not in text
+    assert "Traceback" not in text
