@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from api import metrics, ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
+from api.docs import install_docs
 from api.edges import StrictJsonMiddleware
 from api.errors import ApiError, install_handlers, install_openapi, problems
 from api.intake import GroupCommitter
@@ -87,6 +88,9 @@ def create_app(
         title="qledger",
         version="0.1.0",
         lifespan=lifespan,
+        # Served from local files (api/docs.py): FastAPI's defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
         description="Permissioned ledger for supply-chain quality credit. Suppliers, "
         "OEMs and auditors submit EIP-712-signed evidence; the service anchors "
         "Merkle roots on chain and serves receipts, checkpoints and credit scores.",
@@ -95,6 +99,7 @@ def create_app(
         app.state.ctx = ctx
     install_handlers(app)
     install_openapi(app)
+    install_docs(app)
     # Security headers and the same-origin (CSRF) check on every /ui response and POST.
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
     # Strict JSON, media type and body bounds on every /v1 body (api/edges.py).
