@@ -66,6 +66,7 @@ app.add_typer(
     help="Witness the transparency log: init a key, cosign checkpoints that extend.",
 )
 app.command("submit")(records.submit)
+app.command("receipt")(records.receipt)
 app.command("serve")(service.serve)
 app.command("anchorer")(service.anchorer)
 app.command("reconcile")(service.reconcile)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from cli._common import DataDir, console, fail, print_json, settings
+from cli._common import DataDir, console, err_console, fail, print_json, settings
 from ledger.errors import ChainError
 
 if TYPE_CHECKING:
@@ -16,6 +16,29 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 
 def chain_dir(data_dir: Path) -> Path:
     return data_dir / "chain"
+
+
+def admin_key_path(data_dir: Path) -> Path:
+    return data_dir / "keys" / "admin.json"
+
+
+def write_local_admin_key(data_dir: Path, private_key: str) -> Path:
+    """Local mode only: the dev chain's deployer (ADMIN and ANCHORER) as a plain key file, so
+    that `qledger participants add --key <data-dir>/keys/admin.json` works. Its key is one of
+    anvil's published dev keys: never use this on a real network (``deploy --key``)."""
+    import json
+
+    from ledger.keys import Signer
+
+    path = admin_key_path(data_dir)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        address = Signer.from_hex(private_key).address
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"address": address, "private_key": private_key}))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path
 
 
 @app.command("up")
@@ -90,6 +113,11 @@ def deploy(
     deployment.save(cfg.deployment_path)
     print_json(deployment.to_dict())
     console.print(f"deployment written to {cfg.deployment_path}", style="dim")
+    if key is None:
+        admin = write_local_admin_key(cfg.data_dir, dev_private_keys()[0])
+        err_console.print(
+            f"admin key (local dev chain's deployer, for `participants add --key`): {admin}"
+        )
 
 
 def deployment_or_fail(data_dir: Path) -> Deployment:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, print_json, settings
-from cli.chain import chain_dir
+from cli.chain import admin_key_path, chain_dir, write_local_admin_key
 from ledger.errors import ChainError
 
 if TYPE_CHECKING:
@@ -36,10 +36,11 @@ def prepare_chain(cfg: Settings) -> Settings:
     updates: dict[str, object] = {}
     local_chain = not cfg.rpc_url
     if local_chain:
-        local = start_anvil(chain_dir(cfg.data_dir))
+        local = start_anvil(chain_dir(cfg.data_dir), port=cfg.chain_port or None)
         updates["rpc_url"] = local.rpc_url
         if not cfg.anchorer_key:
             updates["anchorer_key"] = SecretStr(dev_private_keys()[0])
+            write_local_admin_key(cfg.data_dir, dev_private_keys()[0])
     cfg = cfg.model_copy(update=updates)
     assert cfg.rpc_url is not None
     if not cfg.deployment_path.exists():
@@ -82,12 +83,25 @@ def serve(
     workers: int = typer.Option(
         1, envvar="QLEDGER_WORKERS", help="uvicorn worker processes (one of them anchors)"
     ),
+    chain_port: int | None = typer.Option(
+        None,
+        "--chain-port",
+        envvar="QLEDGER_CHAIN_PORT",
+        help="port of the local chain serve starts (default: its last port, else a free one)",
+    ),
 ) -> None:
-    """Run the API and the anchorer. Starts the local chain and deploys if none is
-    configured (QLEDGER_RPC_URL)."""
+    """Run the API and the anchorer. Without QLEDGER_RPC_URL: uses the data dir's local chain,
+    starting it (and stopping it again on exit) if it is not running, deploys if there is no
+    deployment, and writes the dev admin key to <data-dir>/keys/admin.json."""
+    from ledger.chain.local import running_chain, stop_anvil
+
+    requested = settings(data_dir, host=host, port=port, workers=workers, chain_port=chain_port)
+    started_chain = not requested.rpc_url and running_chain(chain_dir(requested.data_dir)) is None
     try:
-        cfg = prepare_chain(settings(data_dir, host=host, port=port, workers=workers))
+        cfg = prepare_chain(requested)
     except (ChainError, RuntimeError) as exc:
+        if started_chain:
+            stop_anvil(chain_dir(requested.data_dir))
         fail(str(exc))
     if workers > 1 and cfg.db_url.startswith("sqlite"):
         # Measured (docs/benchmarks.md): two processes contending for SQLite's one write
@@ -99,6 +113,8 @@ def serve(
             "for multi-worker intake."
         )
     console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
+    if requested.rpc_url is None and requested.anchorer_key is None:
+        console.print(f"admin key (local dev chain): {admin_key_path(cfg.data_dir)}", style="dim")
     # The anchorer runs in its own process (measured: inside an API process its batch work
     # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
     # whatever stops serve stops it; the API workers stand in if it dies.
@@ -113,12 +129,22 @@ def serve(
             preexec_fn=_die_with_parent,
         )
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down: with this handler a
+    # SIGTERM then ends serve through the clean-up below instead of killing it outright.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         run_server(cfg)
     finally:
         if anchorer is not None:
             anchorer.terminate()
             anchorer.wait(20)
+        if started_chain:  # a chain `qledger chain up` started stays up
+            stop_anvil(chain_dir(cfg.data_dir))
+            console.print("stopped the local chain serve started", style="dim")
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_server(cfg: Settings) -> None:
@@ -277,14 +303,24 @@ def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
 
 
 @participants.command("list")
-def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
+def list_(
+    key: Path = ADMIN_KEY,
+    url: str = URL,
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+) -> None:
+    """Every registered key with its organisation, role and whether it is active."""
     from api.client import ServiceError
 
     try:
         rows = logged_in(url, key).participants()
     except ServiceError as exc:
         fail(str(exc))
+    if as_json:
+        print_json(rows)
+        return
     table = Table("org", "role", "address", "active", "name")
+    table.columns[2].no_wrap = True  # a full address, never folded or cut
+    table.columns[2].min_width = 42
     for p in rows:
         table.add_row(
             p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no", p["name"]

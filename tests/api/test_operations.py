@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -194,3 +195,55 @@ def test_json_logs_are_json_and_never_show_the_anchorer_key(
     text = "\n".join(lines)
     assert key not in text and key[2:] not in text
     assert "Traceback" not in text
+
+
+def test_a_record_dated_before_the_scoring_window_is_accepted_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    """Where the eventTime bound is longer than the published window (a backfill set-up), a
+    record dated before the window is stored and anchored but no score counts it: the answer
+    says so, for a single record and inside a batch; a record in the window gets no warning."""
+    from ledger.signing import sign_record
+    from tests.api.conftest import make_service
+    from tests.helpers import inspection_payload
+
+    year = 365 * 86_400
+    service = make_service(tmp_path, "sqlite", max_event_age_seconds=year)
+    supplier = service.parties["supplier"]
+    old = int(time.time()) - 200 * 86_400  # the window is 180 days (policies/trial_gate.toml)
+
+    def dated(event_time: int) -> dict[str, Any]:
+        return sign_record(
+            supplier.signer,
+            service.ctx.domain,
+            subject=supplier.org,
+            kind="inspection",
+            part_number="P-100",
+            lot_id=f"LOT-{supplier.next_nonce()}",
+            event_time=event_time,
+            quantity=50,
+            defects=1,
+            nonce=supplier.next_nonce(),
+            payload=inspection_payload(1),
+        ).model_dump(mode="json")
+
+    with service.client:
+        stale = dated(old)
+        answer = service.client.post("/v1/records", json=stale)
+        assert answer.status_code == 202, answer.text
+        [warning] = answer.json()["warnings"]
+        assert warning["code"] == "outside_scoring_window" and warning["got"] == old
+        fresh = service.inspection(supplier).model_dump(mode="json")
+        assert service.client.post("/v1/records", json=fresh).json()["warnings"] == []
+        batch = service.client.post(
+            "/v1/records:batch",
+            json={
+                "records": [
+                    dated(old),
+                    fresh,
+                ]
+            },
+        ).json()["results"]
+        assert batch[0]["warnings"][0]["code"] == "outside_scoring_window"
+        assert "warnings" not in batch[1]
+    service.ctx.engine.dispose()
