@@ -116,7 +116,8 @@ def deploy(
     if key is None:
         admin = write_local_admin_key(cfg.data_dir, dev_private_keys()[0])
         err_console.print(
-            f"admin key (local dev chain's deployer, for `participants add --key`): {admin}"
+            f"admin key (local dev chain's deployer, for `participants add --key`): {admin}",
+            soft_wrap=True,
         )
 
 

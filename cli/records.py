@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -52,11 +53,34 @@ DRAFT_HELP = "draft JSON: " + ", ".join(DRAFT_FIELDS) + " (nonce optional)"
 
 def sign_draft(signer: Signer, domain: Domain, draft: dict[str, Any]) -> SignedRecord:
     """Sign a draft: the record fields a person fills in (no signer, salt, hashes)."""
+    from ledger.records import RecordKind
     from ledger.signing import sign_record
 
+    if not isinstance(draft, dict):
+        raise LedgerError("a draft is a JSON object", expected="object", got=type(draft).__name__)
     missing = [f for f in DRAFT_FIELDS if f not in draft]
     if missing:
         raise LedgerError(f"draft lacks {missing}", expected=list(DRAFT_FIELDS), got=sorted(draft))
+    kinds = [k.value for k in RecordKind]
+    if draft["kind"] not in kinds:
+        raise LedgerError("unknown kind", expected=kinds, got=draft["kind"])
+    event_time = draft["eventTime"]
+    if not isinstance(event_time, int) or isinstance(event_time, bool):
+        hint = ""
+        if isinstance(event_time, str):
+            try:
+                stamp = datetime.fromisoformat(event_time.replace("Z", "+00:00"))
+            except ValueError:
+                pass
+            else:
+                if stamp.tzinfo is None:
+                    stamp = stamp.replace(tzinfo=UTC)
+                hint = f"; {event_time} is {int(stamp.timestamp())}"
+        raise LedgerError(
+            f"eventTime is Unix seconds, an integer (date -d TIME +%s){hint}",
+            expected="integer",
+            got=event_time,
+        )
     return sign_record(
         signer,
         domain,

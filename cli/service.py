@@ -114,7 +114,11 @@ def serve(
         )
     console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
     if requested.rpc_url is None and requested.anchorer_key is None:
-        console.print(f"admin key (local dev chain): {admin_key_path(cfg.data_dir)}", style="dim")
+        console.print(
+            f"admin key (local dev chain): {admin_key_path(cfg.data_dir)}",
+            style="dim",
+            soft_wrap=True,
+        )
     # The anchorer runs in its own process (measured: inside an API process its batch work
     # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
     # whatever stops serve stops it; the API workers stand in if it dies.
@@ -286,7 +290,8 @@ def add(
     except ServiceError as exc:
         fail(str(exc))
     console.print(
-        f"registered {row['address']} as {row['role']} of {row['orgId']} (tx {row['txHash']})"
+        f"registered {row['address']} as {row['role']} of {row['orgId']} (tx {row['txHash']})",
+        soft_wrap=True,
     )
 
 
