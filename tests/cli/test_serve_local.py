@@ -1,7 +1,7 @@
 """`qledger serve` in local mode (issue #20, items 3 and 4): on a data dir with no chain it
 starts one on ``--chain-port``, deploys, writes the dev admin key, and stops that chain when it
 is stopped; ``participants list --json`` gives full addresses; ``/readyz`` and ``/metrics``
-answer on the real server.
+answer on the real server, and its anchorer process exports its own metrics when asked.
 """
 
 from __future__ import annotations
@@ -35,11 +35,12 @@ def test_serve_starts_and_stops_its_own_chain_on_the_given_port(tmp_path: Path) 
     reason = _anvil_missing_reason()
     if reason is not None:
         pytest.skip(reason)
-    chain_port, port = _free_port(), _free_port()
+    chain_port, port, anchorer_metrics = _free_port(), _free_port(), _free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("QLEDGER_")},
         "PYTHONPATH": str(ROOT),
         "QLEDGER_DATA_DIR": str(tmp_path),
+        "QLEDGER_ANCHORER_METRICS_PORT": str(anchorer_metrics),
     }
     cli = [sys.executable, "-m", "cli"]
     log = (tmp_path / "serve.log").open("wb")
@@ -88,6 +89,14 @@ def test_serve_starts_and_stops_its_own_chain_on_the_given_port(tmp_path: Path) 
         assert row["address"].lower() == supplier and row["orgId"] == "SUP-09"
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert "qledger_anchoring_lag_seconds" in metrics and "qledger_batches" in metrics
+        # serve's anchorer process exports its own (its chain errors) on 127.0.0.1.
+        for _ in range(60):
+            try:
+                own = httpx.get(f"http://127.0.0.1:{anchorer_metrics}/metrics", timeout=2).text
+                break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert "qledger_chain_errors" in own and "qledger_anchoring_lag_seconds" in own
         # Stopping serve (SIGTERM, as systemd or `kill` does) stops the chain it started.
         server.send_signal(signal.SIGTERM)
         server.wait(60)
