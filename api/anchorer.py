@@ -38,8 +38,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from api.context import ServiceContext
+from api.counters import CHAIN_ERRORS
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores_isolated
-from api.metrics import CHAIN_ERRORS
 from api.settings import Settings
 from api.store.models import (
     Batch,

@@ -41,7 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.metrics import CHAIN_ERRORS
+from api.counters import CHAIN_ERRORS
 from api.settings import Settings
 from api.store.models import ChainCursor, Participant, RoleEventRow, utcnow
 from ledger.chain import PARTICIPANT_ROLES, ChainClient, Deployment, RoleEvent

@@ -53,6 +53,7 @@ def test_readyz_is_ready_when_database_chain_and_anchorer_are(service: Service) 
 
 
 @pytest.mark.anvil
+@pytest.mark.slow
 def test_readyz_names_an_unreachable_chain(service: Service, tmp_path: Path) -> None:
     reason = _anvil_missing_reason()
     if reason is not None:
@@ -145,6 +146,7 @@ def test_metrics_count_accepted_duplicate_and_refused_records(service: Service) 
 
 
 @pytest.mark.anvil
+@pytest.mark.slow
 def test_json_logs_are_json_and_never_show_the_anchorer_key(
     service: Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
