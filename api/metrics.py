@@ -17,6 +17,7 @@ each answers for its own counters (scrape each, or rely on the store figures).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ from ledger.records import RecordKind
 if TYPE_CHECKING:
     from api.context import ServiceContext
     from api.intake import Outcome
+
+log = logging.getLogger("qledger.api")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -173,7 +176,10 @@ def readiness(ctx: ServiceContext) -> list[ReadinessCheck]:
         checks.append(ReadinessCheck("chain", True, f"block {tip}"))
     except ChainError as exc:
         CHAIN_ERRORS.labels("readiness").inc()
-        checks.append(ReadinessCheck("chain", False, f"{exc.code}: {exc}"))
+        # The public answer names the failure's code only: the message can carry the RPC URL,
+        # which may hold a provider's API key.
+        log.warning("readiness: chain check failed: %s", exc)
+        checks.append(ReadinessCheck("chain", False, exc.code))
     bound = ctx.settings.ready_max_anchoring_lag_seconds
     if checks[0].ok:
         try:

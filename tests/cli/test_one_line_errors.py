@@ -128,6 +128,15 @@ def test_an_unreachable_service_is_one_line(workdir: Path, args: list[str]) -> N
     _one_error_line(_run(workdir, *args, "--url", url), UNREACHABLE, url)
 
 
+def test_receipt_and_verify_refuse_what_they_cannot_use(workdir: Path) -> None:
+    """Neither a struct hash nor a file; a "receipt" that carries no record (here, a draft)."""
+    url = f"http://127.0.0.1:{_closed_port()}"
+    result = _run(workdir, "receipt", "0x12", "--key", "plain.json", "--url", url)
+    _one_error_line(result, "neither a struct hash", "nor a file")
+    result = _run(workdir, "verify", "ok.json", "--chain-id", "31337", "--ledger", "0x" + "11" * 20)
+    _one_error_line(result, "not a receipt that carries its record")
+
+
 def test_an_encrypted_key_without_a_terminal_asks_for_the_variable(workdir: Path) -> None:
     result = _run(workdir, "sign", "ok.json", "--key", "encrypted.json", *DOMAIN)
     _one_error_line(result, "no terminal", "QLEDGER_KEY_PASSPHRASE")

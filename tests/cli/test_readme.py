@@ -100,3 +100,23 @@ def test_readme_using_it_runs_verbatim(tmp_path: Path) -> None:
     assert admin["address"].startswith("0x")
     assert (tmp_path / ".qledger/keys/acme.json").stat().st_mode & 0o077 == 0
     assert "Traceback" not in err
+    # The forger's turn: the same receipt with its record's defects lowered fails on its own.
+    receipt["record"]["record"]["defects"] = 0
+    (tmp_path / "forged.json").write_text(json.dumps(receipt))
+    cli = [str(ROOT / ".venv/bin/python"), "-m", "cli"]
+    rpc = subprocess.run(
+        [*cli, "chain", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    ).stdout.strip()
+    try:
+        forged = subprocess.run(
+            [*cli, "verify", "forged.json", "--rpc", rpc, "--trust", "trust.json", "--json"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        subprocess.run([*cli, "chain", "down"], cwd=tmp_path, env=env, capture_output=True)
+    assert forged.returncode == 1, forged.stdout + forged.stderr
+    assert json.loads(forged.stdout)["ok"] is False
