@@ -207,13 +207,14 @@ def verify(
     url: str = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Verify a record and its receipt, trusting no service, against the auditor's pinned trust
-    root (--trust FILE, or --chain-id/--ledger/--anchor): the receipt names the pinned chain
-    and ledger, signature, Merkle proof, and either with --rpc the chain itself (it serves the
-    pinned chain, the signer's role at signing time, the anchoring block still canonical, the
-    root anchored in the pinned ledger) or offline the pinned log key and k-of-n witness keys
-    (the receipt's log entry, its signed and cosigned checkpoint). --against checks the
-    receipt's checkpoint is extended by a newer one. Exit 0 only if every check passes."""
+    """Verify a receipt (`qledger receipt -o FILE`: it carries its record), or a record and its
+    receipt, trusting no service, against the auditor's pinned trust root (--trust FILE, or
+    --chain-id/--ledger/--anchor): the receipt names the pinned chain and ledger, signature,
+    Merkle proof, and either with --rpc the chain itself (it serves the pinned chain, the
+    signer's role at signing time, the anchoring block still canonical, the root anchored in
+    the pinned ledger) or offline the pinned log key and k-of-n witness keys (the receipt's log
+    entry, its signed and cosigned checkpoint). --against checks the receipt's checkpoint is
+    extended by a newer one. Exit 0 only if every check passes."""
     from ledger.tlog.verify import verify_receipt_offline
     from ledger.verify import verify_receipt
 
