@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from api.context import ServiceContext
+from api.counters import CHAIN_ERRORS
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores_isolated
 from api.settings import Settings
 from api.store.models import (
@@ -318,6 +319,8 @@ class Anchorer:
                 # A chain outage, a reverted send, or a database restart/failover: every step
                 # is transactional and resumable, so waiting and starting over is safe.
                 delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
+                if isinstance(exc, ChainError):
+                    CHAIN_ERRORS.labels("anchorer").inc()
                 if isinstance(exc, LedgerContractMissing):
                     # Not an outage: retrying will not bring the contract back. Say so loudly
                     # each time; intake answers 503 ledger_contract_missing meanwhile.

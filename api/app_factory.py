@@ -23,6 +23,8 @@ class ServeAppFactory:
     settings: Settings
 
     def __call__(self) -> FastAPI:
+        from api.logs import configure_logging
         from api.main import create_app
 
+        configure_logging(self.settings)  # in each worker process (spawned workers start bare)
         return create_app(self.settings, run_anchorer=True)

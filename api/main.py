@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 from typing import Literal
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from api import ui
+from api import metrics, ui
 from api.anchorer import anchor_when_leader
 from api.context import ServiceContext
+from api.docs import install_docs
 from api.edges import StrictJsonMiddleware
 from api.errors import ApiError, install_handlers, install_openapi, problems
 from api.intake import GroupCommitter
@@ -43,6 +45,18 @@ STANDIN_DELAY_SECONDS = 10.0
 
 class Health(BaseModel):
     status: Literal["ok"]
+
+
+class ReadinessCheck(BaseModel):
+    check: Literal["database", "chain", "anchoring_lag"]
+    ok: bool
+    detail: str
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    failed: list[str]
+    checks: list[ReadinessCheck]
 
 
 def create_app(
@@ -94,6 +108,9 @@ def create_app(
         title="qledger",
         version="0.1.0",
         lifespan=lifespan,
+        # Served from local files (api/docs.py): FastAPI's defaults load them from a CDN.
+        docs_url=None,
+        redoc_url=None,
         description="Permissioned ledger for supply-chain quality credit. Suppliers, "
         "OEMs and auditors submit EIP-712-signed evidence; the service anchors "
         "Merkle roots on chain and serves receipts, checkpoints and credit scores.",
@@ -102,6 +119,7 @@ def create_app(
         app.state.ctx = ctx
     install_handlers(app)
     install_openapi(app)
+    install_docs(app)
     # Security headers and the same-origin (CSRF) check on every /ui response and POST.
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
     # Strict JSON, media type and body bounds on every /v1 body (api/edges.py).
@@ -133,6 +151,35 @@ def create_app(
                 503, "intake_unavailable", "the intake writer is not running", retry_after=1
             )
         return Health(status="ok")
+
+    @app.get(
+        "/readyz", tags=["health"], response_model=Readiness, responses={503: {"model": Readiness}}
+    )
+    def readyz(request: Request) -> JSONResponse:
+        """Readiness: 200 only when the database answers, the chain answers and the oldest
+        record waiting for anchoring is younger than ``QLEDGER_READY_MAX_ANCHORING_LAG_SECONDS``;
+        otherwise 503 naming the checks that failed. Public: no record data."""
+        checks = metrics.readiness(request.app.state.ctx)
+        failed = [c.name for c in checks if not c.ok]
+        return JSONResponse(
+            {
+                "status": "ready" if not failed else "not_ready",
+                "failed": failed,
+                "checks": [c.to_json() for c in checks],
+            },
+            status_code=503 if failed else 200,
+        )
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text exposition: intake counts and latency, anchoring lag, batches by
+        status, chain errors (api/metrics.py). Public, like /healthz: counts and ages only."""
+        registry = getattr(request.app.state, "metrics_registry", None)
+        if registry is None:
+            registry = request.app.state.metrics_registry = metrics.registry_for(
+                request.app.state.ctx
+            )
+        return Response(metrics.exposition(registry), media_type=metrics.CONTENT_TYPE)
 
     return app
 

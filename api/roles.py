@@ -41,6 +41,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.counters import CHAIN_ERRORS
 from api.settings import Settings
 from api.store.models import ChainCursor, Participant, RoleEventRow, utcnow
 from ledger.chain import PARTICIPANT_ROLES, ChainClient, Deployment, RoleEvent
@@ -466,6 +467,8 @@ class RoleFollower:
                 delay = poll
             except (ChainError, DBAPIError) as exc:
                 delay = min(max(delay * 2, poll), self.settings.retry_max_seconds)
+                if isinstance(exc, ChainError):
+                    CHAIN_ERRORS.labels("role_follower").inc()
                 log.warning("role follower: %s; retrying in %.1f s", exc, delay)
             stop.wait(delay)
 

@@ -109,6 +109,18 @@ class Settings(BaseSettings):
     webhook_backoff_max_seconds: float = Field(3600.0, gt=0)
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=60)
     webhook_max_subscriptions_per_org: int = Field(20, ge=1, le=1000)
+    # Operations. /readyz answers 503 once the oldest record waiting for anchoring is older
+    # than this: a batch closes within batch_max_seconds (2 s) and a chain outage backs off to
+    # retry_max_seconds (30 s), so two minutes means the anchorer is down or the chain is.
+    ready_max_anchoring_lag_seconds: float = Field(120.0, gt=0)
+    # Log lines as JSON objects (one a line, for log shippers) or as plain text.
+    log_format: Literal["text", "json"] = "text"
+    # Where `qledger anchorer` (serve's anchorer process) exports its own Prometheus metrics
+    # (its chain errors); 0 = not exported. The API's /metrics covers everything else.
+    anchorer_metrics_port: int = Field(0, ge=0, le=65535)
+    # `qledger serve` without QLEDGER_RPC_URL starts anvil on this port (0 = the port the data
+    # dir's chain used last, else a free one).
+    chain_port: int = Field(0, ge=0, le=65535)
     host: str = "127.0.0.1"
     port: int = 8700
     workers: int = 1

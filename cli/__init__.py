@@ -2,7 +2,9 @@
 credit and federated learning.
 
 Every command is a plain module-level function (importable and testable on its own); this
-module only mounts them.
+module only mounts them. The command modules import web3, eth-account, SQLAlchemy, FastAPI,
+torch and Flower inside the commands that need them, so `qledger --help` and `--version` load
+none of them (tests/cli/test_startup.py; figures in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -20,6 +22,28 @@ app = typer.Typer(
     # Tracebacks must never show local variables: signers and decrypted keys live in them.
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"qledger {version('qledger')}")
+        except PackageNotFoundError:  # run from a checkout that was never pip-installed
+            typer.echo("qledger (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Permissioned ledger for supply-chain quality credit."""
+
+
 app.add_typer(chain.app, name="chain", help="Local anvil chain: up / down / status.")
 app.add_typer(keys.app, name="keys", help="Participant keys.")
 app.add_typer(
@@ -53,6 +77,7 @@ app.add_typer(
 )
 app.command("submit")(records.submit)
 app.command("import")(importer.import_file)
+app.command("receipt")(records.receipt)
 app.command("serve")(service.serve)
 app.command("anchorer")(service.anchorer)
 app.command("reconcile")(service.reconcile)

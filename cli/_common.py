@@ -7,18 +7,22 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import httpx
 import pydantic
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from api.settings import Settings
-from client.service import QledgerClient, ServiceError
+from client.service import QledgerClient
 from ledger.errors import LedgerError
-from ledger.keys import Signer, load_key
+
+if TYPE_CHECKING:
+    # Heavy (web3, eth-account, httpx): imported by the commands that use them, so that
+    # `qledger --help` and `qledger --version` start in well under half a second.
+    from client.service import QledgerClient
+    from ledger.keys import Signer
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,18 +42,26 @@ def settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
-# Set to 1 to let the errors below end in a traceback (locals are never shown either way).
-# What a user's input, files or environment can cause: answered with one line, never a traceback.
-# ValueError covers malformed JSON from files and services and bad values in drafts.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ServiceError,
-    LedgerError,
-    httpx.HTTPError,
-    httpx.InvalidURL,
-    pydantic.ValidationError,
-    ValueError,
-    OSError,
-)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a user's input, files or environment can cause: answered with one line, never a
+    traceback (QLEDGER_DEBUG=1 lets them end in one; locals are never shown either way).
+    ValueError covers malformed JSON from files and services and bad values in drafts.
+
+    Resolved when an error is being reported, so that the classes' modules (httpx, the service
+    client) load only in commands that use them."""
+    import httpx
+
+    from client.service import ServiceError
+
+    return (
+        ServiceError,
+        LedgerError,
+        httpx.HTTPError,
+        httpx.InvalidURL,
+        pydantic.ValidationError,
+        ValueError,
+        OSError,
+    )
 
 
 def one_line(message: str) -> str:
@@ -65,13 +77,15 @@ def describe(exc: BaseException) -> str:
             for error in exc.errors(include_input=False, include_url=False)
         )
         return one_line(f"invalid {exc.title}: {problems}")
+    import httpx
+
     if isinstance(exc, httpx.TransportError):
         url = exc.request.url if _has_request(exc) else "the service"
         return one_line(f"service unreachable at {url}: {exc or type(exc).__name__}")
     return one_line(str(exc) or type(exc).__name__)
 
 
-def _has_request(exc: httpx.TransportError) -> bool:
+def _has_request(exc: Any) -> bool:
     try:
         exc.request  # noqa: B018 - httpx raises RuntimeError when the error has no request
     except RuntimeError:
@@ -92,11 +106,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 @contextmanager
 def reported_errors() -> Iterator[None]:
-    """Turn the errors in :data:`USER_ERRORS` into ``error: ...`` and exit status 1."""
+    """Turn the errors in :func:`user_errors` into ``error: ...`` and exit status 1."""
     try:
         yield
-    except USER_ERRORS as exc:
-        if Settings().debug:
+    except Exception as exc:
+        if not isinstance(exc, user_errors()) or Settings().debug:
             raise
         print_error(describe(exc))
         # Outside click's context typer.Exit is not handled; leave without the chained traceback.
@@ -125,6 +139,8 @@ def configured_passphrase() -> str | None:
 def load_signer(path: Path) -> Signer:
     """Key files are V3 keystores (passphrase from QLEDGER_KEY_PASSPHRASE, else asked) or
     plain dev keys written by ``qledger keys new --plain``."""
+    from ledger.keys import load_key
+
     passphrase = configured_passphrase()
     if passphrase is None:
         try:
@@ -150,6 +166,8 @@ def load_signer(path: Path) -> Signer:
 
 def logged_in(url: str, key: Path) -> QledgerClient:
     """A service client signed in with the key file's participant (or exit with the reason)."""
+    from client.service import QledgerClient, ServiceError
+
     client = QledgerClient(url)
     try:
         client.login(load_signer(key))

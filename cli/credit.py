@@ -8,7 +8,6 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, logged_in
-from client.service import ServiceError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
@@ -24,6 +23,8 @@ def show(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """A supplier's score with its exact SHAP contributions, reason codes, gate and what-if."""
+    from client.service import ServiceError
+
     client = logged_in(url, key)
     try:
         credit = client.get(f"/v1/suppliers/{supplier}/credit")
@@ -89,6 +90,8 @@ def show(
 @app.command("rank")
 def rank(key: Path = KEY, url: str = URL) -> None:
     """All suppliers by score, with band and trial-gate outcome."""
+    from client.service import ServiceError
+
     try:
         rows = logged_in(url, key).get("/v1/suppliers", sort="score")["suppliers"]
     except ServiceError as exc:

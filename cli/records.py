@@ -1,35 +1,41 @@
 from __future__ import annotations
 
+import json
+import re
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import httpx
 import typer
-from pydantic import ValidationError
+from rich.markup import escape
 from rich.table import Table
 
-from cli._common import DataDir, console, fail, load_signer, print_json, read_json, settings
+from cli._common import (
+    DataDir,
+    console,
+    err_console,
+    fail,
+    load_signer,
+    logged_in,
+    print_json,
+    read_json,
+    settings,
+)
 from cli.chain import deployment_or_fail
 from cli.trust import trust_from_options
 from client.drafts import DRAFT_FIELDS, sign_draft
-from client.service import error_of
-from ledger.chain import ChainClient
-from ledger.eip712 import record_struct_hash, record_typed_data
 from ledger.errors import ChainError, LedgerContractMissing, LedgerError
-from ledger.records import Domain, load_signed_record
-from ledger.tlog import (
-    COSIGNATURE_V1,
-    ED25519,
-    Checkpoint,
-    LogError,
-    LogProof,
-    Verifier,
-    ledger_origin,
-    parse_note,
-)
-from ledger.tlog.verify import check_against, verify_certificate, verify_receipt_offline
-from ledger.trust import TrustRoot
-from ledger.verify import Check, VerificationReport, verify_receipt
+
+if TYPE_CHECKING:
+    # Signing and verification pull in eth-account and web3: imported by the commands that
+    # run them, so `qledger --help` stays fast.
+    import httpx
+
+    from ledger.chain import ChainClient
+    from ledger.records import Domain
+    from ledger.tlog import Verifier
+    from ledger.trust import TrustRoot
+    from ledger.verify import VerificationReport
 
 DRAFT_HELP = "draft JSON: " + ", ".join(DRAFT_FIELDS) + " (nonce optional)"
 
@@ -38,6 +44,8 @@ def verifier_client(rpc: str, trust: TrustRoot) -> ChainClient:
     """A read-only client on the pinned ledger (never the contract a receipt names). Where
     the ledger has no code (a reset chain, another chain) the client stays detached, and
     verification names the failed check (``rpc_serves_pinned_chain``)."""
+    from ledger.chain import ChainClient
+
     try:
         return ChainClient.connect_ledger(rpc, trust.ledger)
     except LedgerContractMissing:
@@ -53,6 +61,9 @@ def sign(
 ) -> None:
     """Sign a record: prints the EIP-712 typed data, signature, struct hash and the signed
     envelope (what `qledger submit` or POST /v1/records takes) as JSON."""
+    from ledger.eip712 import record_struct_hash, record_typed_data
+    from ledger.records import Domain
+
     signer = load_signer(key)
     if chain_id is None or contract is None:
         deployment = deployment_or_fail(settings(data_dir).data_dir)
@@ -94,6 +105,8 @@ def pinned_keys(
     pinned: TrustRoot | None, log_key: str | None, witness: list[str], quorum: int | None
 ) -> tuple[Verifier | None, list[Verifier], int]:
     """The log key, witness keys and quorum to verify with: the flags, else the trust file's."""
+    from ledger.tlog import COSIGNATURE_V1, ED25519, LogError, Verifier
+
     if pinned is not None:
         log_key = log_key or pinned.log_key
         witness = witness or list(pinned.witnesses)
@@ -110,8 +123,12 @@ def pinned_keys(
 
 
 def verify(
-    record: Path = typer.Argument(..., help="signed record JSON (envelope)"),
-    receipt: Path = typer.Argument(..., help="receipt JSON"),
+    record: Path = typer.Argument(
+        ..., help="receipt JSON (it carries its record), or the signed record JSON"
+    ),
+    receipt: Path | None = typer.Argument(
+        None, help="receipt JSON, when the first file is the signed record"
+    ),
     rpc: str | None = typer.Option(
         None, "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"
     ),
@@ -133,15 +150,30 @@ def verify(
     url: str = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL"),
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
-    """Verify a record and its receipt, trusting no service, against the auditor's pinned trust
-    root (--trust FILE, or --chain-id/--ledger/--anchor): the receipt names the pinned chain
-    and ledger, signature, Merkle proof, and either with --rpc the chain itself (it serves the
-    pinned chain, the signer's role at signing time, the anchoring block still canonical, the
-    root anchored in the pinned ledger) or offline the pinned log key and k-of-n witness keys
-    (the receipt's log entry, its signed and cosigned checkpoint). --against checks the
-    receipt's checkpoint is extended by a newer one. Exit 0 only if every check passes."""
+    """Verify a receipt (`qledger receipt -o FILE`: it carries its record), or a record and its
+    receipt, trusting no service, against the auditor's pinned trust root (--trust FILE, or
+    --chain-id/--ledger/--anchor): the receipt names the pinned chain and ledger, signature,
+    Merkle proof, and either with --rpc the chain itself (it serves the pinned chain, the
+    signer's role at signing time, the anchoring block still canonical, the root anchored in
+    the pinned ledger) or offline the pinned log key and k-of-n witness keys (the receipt's log
+    entry, its signed and cosigned checkpoint). --against checks the receipt's checkpoint is
+    extended by a newer one. Exit 0 only if every check passes."""
+    from ledger.tlog.verify import verify_receipt_offline
+    from ledger.verify import verify_receipt
+
     pinned = trust_from_options(trust, chain_id, ledger, anchor)
-    record_data, receipt_data = read_json(record), read_json(receipt)
+    if receipt is None:
+        # `qledger receipt -o FILE` writes the receipt with the record it proves.
+        receipt_data = read_json(record)
+        if not isinstance(receipt_data, dict) or not isinstance(receipt_data.get("record"), dict):
+            fail(
+                f"{record} is not a receipt that carries its record (`qledger receipt HASH "
+                "-o receipt.json` writes one); or give the record and the receipt: "
+                "verify RECORD RECEIPT"
+            )
+        record_data = receipt_data["record"]
+    else:
+        record_data, receipt_data = read_json(record), read_json(receipt)
     if isinstance(record_data, dict) and "signed" in record_data:
         record_data = record_data["signed"]  # accept `qledger sign` output as well
     if not isinstance(receipt_data, dict):
@@ -186,6 +218,13 @@ def _check_against(
     url: str,
     log: Verifier,
 ) -> None:
+    import httpx
+    from pydantic import ValidationError
+
+    from ledger.tlog import Checkpoint, LogError, LogProof, parse_note
+    from ledger.tlog.verify import check_against
+    from ledger.verify import Check
+
     try:
         newer = against.read_text()
         proof = LogProof.model_validate(receipt_data["log"]) if receipt_data.get("log") else None
@@ -254,6 +293,10 @@ def verify_score(
     checkpoint the pinned log key signed (its name is the pinned ledger) and k of the pinned
     witnesses cosigned. A bank, an insurer or another OEM needs only the file and its trust
     file."""
+    from ledger.tlog import ledger_origin
+    from ledger.tlog.verify import verify_certificate
+    from ledger.trust import TrustRoot
+
     pinned = None
     if trust is not None:
         try:
@@ -278,9 +321,18 @@ def submit(
     record: Path = typer.Argument(..., help="draft or signed record JSON"),
     key: Path | None = typer.Option(None, "--key", help="key file (to sign a draft)"),
     url: str = typer.Option("http://127.0.0.1:8700", envvar="QLEDGER_URL"),
+    save: Path | None = typer.Option(
+        None, "--save", help="also write the signed record here (what `verify` checks)"
+    ),
     data_dir: Path | None = DataDir,
 ) -> None:
-    """Sign (if a draft) and submit a record to the service; prints its struct hash."""
+    """Sign (if a draft) and submit a record to the service; prints the answer (struct hash,
+    status, warnings). Warnings (e.g. eventTime outside the scoring window) go to stderr."""
+    import httpx
+
+    from client.service import error_of
+    from ledger.records import load_signed_record
+
     data = read_json(record)
     if isinstance(data, dict) and "signed" in data:
         data = data["signed"]
@@ -297,13 +349,80 @@ def submit(
             load_signed_record(data)
         except LedgerError as exc:
             fail(str(exc))
+    if save is not None:
+        _write_json(save, data)
     try:
         response = httpx.post(f"{url}/v1/records", json=data, timeout=30)
     except httpx.HTTPError as exc:
         fail(f"service unreachable at {url}: {exc}")
     if response.status_code != 202:
         fail(str(error_of(response)))
-    print_json(response.json())
+    answer = response.json()
+    print_json(answer)
+    for warning in answer.get("warnings", []):
+        err_console.print(
+            f"[yellow]warning:[/] {escape(str(warning.get('detail', warning)))}", soft_wrap=True
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror}")
+
+
+def receipt(
+    record: str = typer.Argument(
+        ..., help="struct hash (0x...), or a signed record file (`submit --save`)"
+    ),
+    key: Path = typer.Option(..., "--key", help="key file of a participant who may read it"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="write the receipt here"),
+    wait: float = typer.Option(
+        0, "--wait", min=0, max=3600, help="seconds to wait for anchoring (0: ask once)"
+    ),
+    url: str = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL"),
+) -> None:
+    """Fetch a record's receipt (Merkle proof, anchor, log proof), signed in with your key. The
+    receipt carries the record, so `qledger verify receipt.json` needs nothing else. Exit 2
+    while the record is still waiting for anchoring."""
+    from client.service import ServiceError
+    from ledger.records import HEX32_PATTERN
+
+    struct_hash = record.lower()
+    if not re.fullmatch(HEX32_PATTERN, struct_hash):
+        path = Path(record)
+        if not path.exists():
+            fail(f"{record} is neither a struct hash (0x + 64 hex digits) nor a file")
+        struct_hash = _struct_hash_of(read_json(path))
+    client = logged_in(url, key)
+    deadline = time.monotonic() + wait
+    try:
+        while (found := client.receipt(struct_hash)) is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+    except ServiceError as exc:
+        fail(str(exc))
+    if found is None:
+        err_console.print(f"{struct_hash} is not anchored yet (try --wait 30)")
+        raise typer.Exit(2)
+    if out is not None:
+        _write_json(out, found)
+        err_console.print(f"receipt written to {out}", style="dim", highlight=False)
+    else:
+        print_json(found)
+
+
+def _struct_hash_of(data: Any) -> str:
+    from ledger.eip712 import record_struct_hash
+    from ledger.records import load_signed_record
+
+    if isinstance(data, dict) and "signed" in data:
+        data = data["signed"]
+    try:
+        signed = load_signed_record(data)
+    except LedgerError as exc:
+        fail(f"not a signed record: {exc}")
+    return "0x" + record_struct_hash(signed.record).hex()
 
 
 def _refusal(response: httpx.Response) -> str:
@@ -323,6 +442,10 @@ def _refusal(response: httpx.Response) -> str:
 
 
 def _service_domain(url: str) -> Domain:
+    import httpx
+
+    from ledger.records import Domain
+
     try:
         response = httpx.get(f"{url}/v1/checkpoint", timeout=10)
     except httpx.HTTPError as exc:

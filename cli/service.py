@@ -7,19 +7,19 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from api.app_factory import ServeAppFactory
 from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, print_json, settings
-from cli.chain import chain_dir
-from client.service import ServiceError
-from ledger.chain import ChainClient, Deployment
-from ledger.chain.local import dev_private_keys, start_anvil
+from cli.chain import admin_key_path, chain_dir, write_local_admin_key
 from ledger.errors import ChainError
+
+if TYPE_CHECKING:
+    from api.context import ServiceContext
 
 participants = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
@@ -30,13 +30,17 @@ def prepare_chain(cfg: Settings) -> Settings:
     """Without QLEDGER_RPC_URL: start (or reuse) the data dir's anvil and use dev account 0 as
     admin/anchorer. Deploy the contracts if the data dir has no deployment yet. Returns the
     resolved settings (the environment is left as it is: callers hand the result on)."""
+    from ledger.chain import ChainClient, Deployment
+    from ledger.chain.local import dev_private_keys, start_anvil
+
     updates: dict[str, object] = {}
     local_chain = not cfg.rpc_url
     if local_chain:
-        local = start_anvil(chain_dir(cfg.data_dir))
+        local = start_anvil(chain_dir(cfg.data_dir), port=cfg.chain_port or None)
         updates["rpc_url"] = local.rpc_url
         if not cfg.anchorer_key:
             updates["anchorer_key"] = SecretStr(dev_private_keys()[0])
+            write_local_admin_key(cfg.data_dir, dev_private_keys()[0])
     cfg = cfg.model_copy(update=updates)
     assert cfg.rpc_url is not None
     if not cfg.deployment_path.exists():
@@ -79,12 +83,25 @@ def serve(
     workers: int = typer.Option(
         1, envvar="QLEDGER_WORKERS", help="uvicorn worker processes (one of them anchors)"
     ),
+    chain_port: int | None = typer.Option(
+        None,
+        "--chain-port",
+        envvar="QLEDGER_CHAIN_PORT",
+        help="port of the local chain serve starts (default: its last port, else a free one)",
+    ),
 ) -> None:
-    """Run the API and the anchorer. Starts the local chain and deploys if none is
-    configured (QLEDGER_RPC_URL)."""
+    """Run the API and the anchorer. Without QLEDGER_RPC_URL: uses the data dir's local chain,
+    starting it (and stopping it again on exit) if it is not running, deploys if there is no
+    deployment, and writes the dev admin key to <data-dir>/keys/admin.json."""
+    from ledger.chain.local import running_chain, stop_anvil
+
+    requested = settings(data_dir, host=host, port=port, workers=workers, chain_port=chain_port)
+    started_chain = not requested.rpc_url and running_chain(chain_dir(requested.data_dir)) is None
     try:
-        cfg = prepare_chain(settings(data_dir, host=host, port=port, workers=workers))
+        cfg = prepare_chain(requested)
     except (ChainError, RuntimeError) as exc:
+        if started_chain:
+            stop_anvil(chain_dir(requested.data_dir))
         fail(str(exc))
     if workers > 1 and cfg.db_url.startswith("sqlite"):
         # Measured (docs/benchmarks.md): two processes contending for SQLite's one write
@@ -96,6 +113,12 @@ def serve(
             "for multi-worker intake."
         )
     console.print(f"qledger on http://{host}:{port}  (docs: /docs, chain {cfg.rpc_url})")
+    if requested.rpc_url is None and requested.anchorer_key is None:
+        console.print(
+            f"admin key (local dev chain): {admin_key_path(cfg.data_dir)}",
+            style="dim",
+            soft_wrap=True,
+        )
     # The anchorer runs in its own process (measured: inside an API process its batch work
     # raises single-record p99 from ~22 ms to ~38 ms). It stays in this process group, so
     # whatever stops serve stops it; the API workers stand in if it dies.
@@ -110,12 +133,22 @@ def serve(
             preexec_fn=_die_with_parent,
         )
     )
+    # uvicorn re-raises the signal that stopped it once it has shut down: with this handler a
+    # SIGTERM then ends serve through the clean-up below instead of killing it outright.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         run_server(cfg)
     finally:
         if anchorer is not None:
             anchorer.terminate()
             anchorer.wait(20)
+        if started_chain:  # a chain `qledger chain up` started stays up
+            stop_anvil(chain_dir(cfg.data_dir))
+            console.print("stopped the local chain serve started", style="dim")
+
+
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def run_server(cfg: Settings) -> None:
@@ -126,6 +159,8 @@ def run_server(cfg: Settings) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from api.app_factory import ServeAppFactory
+
     config = uvicorn.Config(
         ServeAppFactory(cfg),
         factory=True,
@@ -133,6 +168,9 @@ def run_server(cfg: Settings) -> None:
         port=cfg.port,
         workers=cfg.workers,
         log_level="warning",
+        # uvicorn's loggers propagate to the handler api.logs installs (text or JSON, secrets
+        # masked) instead of uvicorn's own.
+        log_config=None,
         access_log=False,
     )
     server = uvicorn.Server(config)
@@ -151,17 +189,32 @@ def anchorer(data_dir: Path | None = DataDir) -> None:
     """Run only the anchorer (when the API runs elsewhere against the same database)."""
     from api.anchorer import anchor_when_leader
     from api.context import ServiceContext
+    from api.logs import configure_logging
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure_logging(settings(data_dir))
     cfg = prepare_chain(settings(data_dir))
+    configure_logging(cfg)  # the resolved settings: their anchorer key is masked too
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        ctx = ServiceContext.create(cfg)
+        if cfg.anchorer_metrics_port:
+            _export_anchorer_metrics(ctx, cfg.anchorer_metrics_port)
         # Waits for the data dir's anchorer lock if another process holds it.
-        anchor_when_leader(ServiceContext.create(cfg), stop)
+        anchor_when_leader(ctx, stop)
     except KeyboardInterrupt:
         stop.set()
     logging.getLogger("qledger.anchorer").info("anchorer stopped (pid %s)", os.getpid())
+
+
+def _export_anchorer_metrics(ctx: ServiceContext, port: int) -> None:
+    """This process's chain errors and the store's anchoring figures on 127.0.0.1:port."""
+    from prometheus_client import start_http_server
+
+    from api.metrics import registry_for
+
+    start_http_server(port, addr="127.0.0.1", registry=registry_for(ctx))
+    logging.getLogger("qledger.anchorer").info("metrics on http://127.0.0.1:%d/metrics", port)
 
 
 def reconcile(
@@ -230,18 +283,23 @@ def add(
     url: str = URL,
 ) -> None:
     """Register a key on chain with a role and organisation."""
+    from client.service import ServiceError
+
     try:
         row = logged_in(url, key).register(address, role.upper(), org, name)
     except ServiceError as exc:
         fail(str(exc))
     console.print(
-        f"registered {row['address']} as {row['role']} of {row['orgId']} (tx {row['txHash']})"
+        f"registered {row['address']} as {row['role']} of {row['orgId']} (tx {row['txHash']})",
+        soft_wrap=True,
     )
 
 
 @participants.command("revoke")
 def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
     """Revoke a key's role on chain (what it signed before stays valid)."""
+    from client.service import ServiceError
+
     try:
         row = logged_in(url, key).revoke(address)
     except ServiceError as exc:
@@ -250,12 +308,24 @@ def revoke(address: str, key: Path = ADMIN_KEY, url: str = URL) -> None:
 
 
 @participants.command("list")
-def list_(key: Path = ADMIN_KEY, url: str = URL) -> None:
+def list_(
+    key: Path = ADMIN_KEY,
+    url: str = URL,
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+) -> None:
+    """Every registered key with its organisation, role and whether it is active."""
+    from client.service import ServiceError
+
     try:
         rows = logged_in(url, key).participants()
     except ServiceError as exc:
         fail(str(exc))
+    if as_json:
+        print_json(rows)
+        return
     table = Table("org", "role", "address", "active", "name")
+    table.columns[2].no_wrap = True  # a full address, never folded or cut
+    table.columns[2].min_width = 42
     for p in rows:
         table.add_row(
             p["orgId"], p["role"], p["address"], "yes" if p["active"] else "no", p["name"]
@@ -274,6 +344,7 @@ def demo(
     anchoring, federated training, explained credit, gate, repair, incident, and an
     auditor's offline verification. Everything it starts, it stops."""
     from cli.demo import DemoConfig, run_demo
+    from client.service import ServiceError
 
     cfg = DemoConfig.quick(data_dir) if quick else DemoConfig(data_dir=data_dir)
     if suppliers is not None:

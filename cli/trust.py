@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from cli._common import console, fail, print_json
-from ledger.chain import ChainClient, Deployment
 from ledger.errors import ChainError, LedgerError
-from ledger.trust import BlockAnchor, TrustRoot
+
+if TYPE_CHECKING:
+    from ledger.trust import TrustRoot
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -29,6 +31,9 @@ def pinned_root(
     The endpoint is asked once, now, for that block's hash: the auditor trusts it at this
     moment (ideally comparing it with a second source) and never again afterwards.
     """
+    from ledger.chain import ChainClient
+    from ledger.trust import BlockAnchor, TrustRoot
+
     client = ChainClient.connect_ledger(rpc, ledger, timeout=timeout)
     if chain_id is not None and client.chain_id != chain_id:
         raise ChainError(
@@ -59,6 +64,9 @@ def init(
 ) -> None:
     """Write the trust file `qledger verify --trust` pins: chain id, ledger address and the
     hash of one block (genesis by default), read from the chain now."""
+    from ledger.chain import Deployment
+    from ledger.trust import TrustRoot
+
     if deployment is not None:
         try:
             handed = Deployment.load(deployment)
@@ -93,6 +101,8 @@ def init(
 @app.command("show")
 def show(path: Path = typer.Argument(DEFAULT_TRUST_FILE, help="trust file")) -> None:
     """Check a trust file's syntax and print it."""
+    from ledger.trust import TrustRoot
+
     try:
         print_json(TrustRoot.load(path).to_dict())
     except LedgerError as exc:
@@ -103,6 +113,8 @@ def trust_from_options(
     trust: Path | None, chain_id: int | None, ledger: str | None, anchor: str | None
 ) -> TrustRoot:
     """The trust root of ``qledger verify``: a file, or flags; never the receipt's word."""
+    from ledger.trust import BlockAnchor, TrustRoot
+
     try:
         if trust is not None:
             if chain_id is not None or ledger is not None or anchor is not None:

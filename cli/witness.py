@@ -17,9 +17,8 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 
 from cli._common import DataDir, console, fail, print_json, settings
@@ -34,6 +33,9 @@ from ledger.tlog import (
     parse_note,
     verify_consistency,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -97,6 +99,8 @@ def _load_state(path: Path, log_key: Verifier) -> str | None:
 
 
 def _get(http: httpx.Client, path: str, **params: Any) -> httpx.Response:
+    import httpx
+
     response = http.get(path, params=params or None)
     if response.status_code != 200:
         raise httpx.HTTPStatusError(
@@ -201,6 +205,8 @@ def _round(
             json={"size": new.size, "vkey": signer.verifier.vkey, "cosignature": line},
         )
         if response.status_code not in (200, 201):
+            import httpx
+
             raise httpx.HTTPStatusError(
                 f"POST /v1/log/cosignatures: {response.status_code} {response.text[:300]}",
                 request=response.request,
@@ -249,6 +255,8 @@ def once(
 ) -> None:
     """Witness the log: cosign its latest checkpoint if it extends the last one cosigned.
     Exit 2 (and a report with the evidence) on a split view or a rewritten history."""
+    import httpx
+
     signer = load_witness_key(key)
     try:
         log = Verifier.parse(log_key, expect_type=0x01)

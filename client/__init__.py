@@ -15,19 +15,49 @@ Public surface (docs/integrating-mes.md):
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from client.drafts import Draft, sign_draft
-from client.service import Accepted, BatchItem, BatchResult, QledgerClient, ServiceError
-from ledger.keys import Signer, load_key
-from ledger.records import Domain, SignedRecord
-from ledger.tlog.verify import verify_receipt_offline
-from ledger.verify import verify_receipt
+if TYPE_CHECKING:
+    from client.drafts import Draft, sign_draft
+    from client.service import Accepted, BatchItem, BatchResult, QledgerClient, ServiceError
+    from ledger.keys import Signer
+    from ledger.records import Domain, SignedRecord
+    from ledger.tlog.verify import verify_receipt_offline
+    from ledger.verify import verify_receipt
+
+# Where each public name lives. Resolved on first use (PEP 562), so importing ``client`` (or
+# ``client.drafts`` for its field list) costs nothing: eth-account, web3 and httpx load only
+# when a signer, a verifier or a session is used (the CLI's --help stays fast).
+_LAZY = {
+    "Draft": "client.drafts",
+    "sign_draft": "client.drafts",
+    "Accepted": "client.service",
+    "BatchItem": "client.service",
+    "BatchResult": "client.service",
+    "QledgerClient": "client.service",
+    "ServiceError": "client.service",
+    "Signer": "ledger.keys",
+    "Domain": "ledger.records",
+    "SignedRecord": "ledger.records",
+    "verify_receipt_offline": "ledger.tlog.verify",
+    "verify_receipt": "ledger.verify",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'client' has no attribute {name!r}")
+    return getattr(import_module(module), name)
 
 
 def load_signer(path: Path | str, passphrase: str = "") -> Signer:
     """The signer of a key file: an Ethereum V3 keystore (``passphrase``) or a plain dev key.
     Raises :class:`ledger.errors.KeyFileError`, whose message never holds the key."""
+    from ledger.keys import load_key
+
     return load_key(Path(path), passphrase)
 
 

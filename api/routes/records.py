@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import functools
+import time
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -14,6 +16,7 @@ from api.deps import Committer, Ctx, CurrentUser
 from api.edges import ENVELOPE_OVERHEAD_BYTES
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
+from api.metrics import record_intake
 from api.schemas import (
     ReceiptHistory,
     ReceiptPending,
@@ -24,6 +27,7 @@ from api.schemas import (
 from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
 from api.tlog_service import served_receipt
 from api.views import envelope, record_summary
+from credit.gates import GatePolicy, default_policy
 from ledger.receipts import Receipt
 from ledger.records import HEX32_PATTERN, ID_MAX_LENGTH, ID_PATTERN, RecordKind, Role
 
@@ -61,10 +65,50 @@ async def _json_body(request: Request, limit: int) -> Any:
         raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") from exc
 
 
+class IntakeWarning(BaseModel):
+    code: Literal["outside_scoring_window"]
+    detail: str
+    expected: Any = None
+    got: Any = None
+
+
 class SubmitAccepted(BaseModel):
     structHash: str
     status: Literal["pending"] = Field(description="anchoring follows; poll the receipt")
     duplicate: bool = Field(description="the same record was accepted before")
+    warnings: list[IntakeWarning] = Field(
+        default_factory=list,
+        description="accepted, but probably not what the signer meant (docs/api.md)",
+    )
+
+
+def scoring_warnings(data: Any, now: int | None = None) -> list[dict[str, Any]]:
+    """Warnings for an accepted record: its eventTime lies before the published score's
+    window (the gate policy's ``window_days``), so it is stored and anchored but no score
+    counts it. Possible wherever ``max_event_age_seconds`` is longer than the window."""
+    struct = data.get("record") if isinstance(data, dict) else None
+    event_time = struct.get("eventTime") if isinstance(struct, dict) else None
+    if not isinstance(event_time, int):
+        return []
+    now = int(time.time()) if now is None else now
+    window_days = _policy().window_days
+    start = now - window_days * 86_400
+    if event_time >= start:
+        return []
+    return [
+        {
+            "code": "outside_scoring_window",
+            "detail": f"eventTime lies before the {window_days}-day scoring window: the record "
+            "is stored and anchored, but no credit score counts it",
+            "expected": f">= {start}",
+            "got": event_time,
+        }
+    ]
+
+
+@functools.cache
+def _policy() -> GatePolicy:
+    return default_policy()
 
 
 class BatchItem(BaseModel):
@@ -72,6 +116,7 @@ class BatchItem(BaseModel):
     status: Literal["accepted", "duplicate", "rejected"]
     structHash: str | None = None
     error: Problem | None = Field(None, description="why a rejected record was refused")
+    warnings: list[IntakeWarning] | None = Field(None, description="as for a single record")
 
 
 class BatchResult(BaseModel):
@@ -90,9 +135,11 @@ class BatchResult(BaseModel):
 )
 async def submit_record(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
     """Submit one signed record. Idempotent: the same record again gets the same answer."""
+    started = time.perf_counter()
     data = await _json_body(request, ctx.settings.max_record_bytes + ENVELOPE_OVERHEAD_BYTES)
     ctx.limits.intake_check([data])
     outcome = (await run_in_threadpool(submit_many, ctx, [data], committer))[0]
+    record_intake([data], [outcome], "record", started)
     ctx.limits.intake_charge([data], [0] if outcome.status == "accepted" else [])
     if outcome.error is not None:
         raise outcome.error
@@ -101,6 +148,7 @@ async def submit_record(request: Request, ctx: Ctx, committer: Committer) -> JSO
             "structHash": outcome.struct_hash,
             "status": "pending",
             "duplicate": outcome.status == "duplicate",
+            "warnings": scoring_warnings(data),
         },
         status_code=202,
     )
@@ -131,17 +179,25 @@ async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> JSON
             got=len(records),
         )
     ctx.limits.intake_check(records)
+    started = time.perf_counter()
     outcomes = await run_in_threadpool(submit_many, ctx, records, committer)
+    record_intake(records, outcomes, "batch", started)
     ctx.limits.intake_charge(records, [o.index for o in outcomes if o.status == "accepted"])
     accepted = sum(o.status != "rejected" for o in outcomes)
     return JSONResponse(
         {
             "accepted": accepted,
             "rejected": len(outcomes) - accepted,
-            "results": [o.to_json() for o in outcomes],
+            "results": [_with_warnings(o.to_json(), records[o.index]) for o in outcomes],
         },
         status_code=202 if accepted == len(outcomes) else 207,
     )
+
+
+def _with_warnings(item: dict[str, Any], data: Any) -> dict[str, Any]:
+    if item["status"] != "rejected" and (found := scoring_warnings(data)):
+        item["warnings"] = found
+    return item
 
 
 def _may_read(user: Principal, row: Record) -> bool:
