@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.markup import escape
 
 from api.settings import Settings
-from client.service import QledgerClient
 from ledger.errors import LedgerError
 
 if TYPE_CHECKING:

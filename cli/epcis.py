@@ -9,17 +9,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 import typer
 from pydantic import ValidationError
 
 from cli._common import describe, fail, load_signer, print_error, print_json
-from cli.records import sign_draft
-from client.service import QledgerClient, error_of
+from client.drafts import sign_draft
 from ledger.errors import LedgerError
-from ledger.keys import Signer
 from ledger.records import HEX32_PATTERN, Domain, RecordKind, is_identifier
 from traceability.epcis import (
     Companies,
@@ -30,6 +27,10 @@ from traceability.epcis import (
     import_document,
     schema_errors,
 )
+
+if TYPE_CHECKING:  # a session and a signer load httpx and eth-account: inside the commands
+    from client.service import QledgerClient
+    from ledger.keys import Signer
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -67,6 +68,8 @@ def _kind_map(pairs: list[str]) -> dict[str, RecordKind]:
 
 
 def _session(url: str, key: Path) -> tuple[QledgerClient, Signer, str, Domain]:
+    from client.service import QledgerClient
+
     signer = load_signer(key)
     client = QledgerClient(url)
     token = client.login(signer)
@@ -143,6 +146,10 @@ def import_(
                 row["record"] = record
             print_json({"submitted": 0, "dryRun": True, "events": report})
             return
+        import httpx
+
+        from client.service import error_of
+
         try:
             response = client.http.post("/v1/records:batch", json={"records": signed})
         except httpx.HTTPError as exc:
@@ -188,6 +195,8 @@ def export(
             fail(f"{h!r} is not a struct hash (0x + 64 hex digits)")
     if subject is not None and not is_identifier(subject):
         fail(f"--subject {subject!r} is not an organisation id")
+    from client.service import QledgerClient, error_of
+
     signer = load_signer(key)
     events: list[dict[str, Any]] = []
     with QledgerClient(url) as client:

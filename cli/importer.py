@@ -10,9 +10,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from cli._common import console, err_console, fail, load_signer
-from client.importer import DEFAULT_BATCH, Importer, StateFile, default_state_path, read_rows
+from client.errors import DEFAULT_BATCH, DEFAULT_URL, ServiceError
 from client.mapping import MappingError, load_mapping
-from client.service import DEFAULT_URL, QledgerClient, ServiceError
 from ledger.records import Domain
 
 
@@ -34,6 +33,10 @@ def import_file(
     --key and submit in batches. A re-run skips rows accepted before (resumable after a
     crash, never a second record for one row). Exit 0 when no row was refused, 1 otherwise
     (each refusal is one line: row, field, column, expected, got), 2 for a bad mapping."""
+    # Signing and HTTP (eth-account, httpx) load here, not for --help.
+    from client.importer import Importer, StateFile, default_state_path, read_rows
+    from client.service import QledgerClient
+
     try:
         chosen = load_mapping(mapping, kind)
         rows = read_rows(file, chosen)

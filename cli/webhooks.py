@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cli._common import console, fail, logged_in
-from client.service import ServiceError
+from client.errors import ServiceError
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from client.drafts import Draft, sign_draft
-    from client.service import Accepted, BatchItem, BatchResult, QledgerClient, ServiceError
+    from client.errors import ServiceError
+    from client.service import Accepted, BatchItem, BatchResult, QledgerClient
     from ledger.keys import Signer
     from ledger.records import Domain, SignedRecord
     from ledger.tlog.verify import verify_receipt_offline
@@ -37,7 +38,7 @@ _LAZY = {
     "BatchItem": "client.service",
     "BatchResult": "client.service",
     "QledgerClient": "client.service",
-    "ServiceError": "client.service",
+    "ServiceError": "client.errors",
     "Signer": "ledger.keys",
     "Domain": "ledger.records",
     "SignedRecord": "ledger.records",

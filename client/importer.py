@@ -32,6 +32,7 @@ import httpx
 from pydantic import ValidationError
 
 from client.drafts import Draft, sign_draft
+from client.errors import DEFAULT_BATCH
 from client.mapping import Mapping, MappingError, Problem, RowError, fill
 from client.service import QledgerClient, ServiceError
 from ledger._hash import keccak
@@ -53,7 +54,6 @@ from ledger.records import (
 Status = Literal["accepted", "duplicate", "already", "refused", "same_as_row"]
 # The service's default batch bound is 1,000 records and 32 MiB (api/settings.py); a smaller
 # batch keeps each request short and a killed run's unanswered tail small.
-DEFAULT_BATCH = 200
 MAX_BATCH_BYTES = 8 * 1024 * 1024
 # The service's clock-skew bound on signedAt is 300 s by default: batches are signed just
 # before they are sent, never all up front.

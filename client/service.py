@@ -10,23 +10,10 @@ from typing import Any, Literal, TypedDict
 
 import httpx
 
+from client.errors import DEFAULT_URL, ServiceError
 from ledger.keys import Signer, personal_sign_digest
 
-DEFAULT_URL = "http://127.0.0.1:8700"
-
-
-class ServiceError(Exception):
-    """An error answer of the service: an RFC 9457 problem (``code`` is its machine code).
-
-    ``retry_after`` is the server's Retry-After in seconds when it sent one (503s)."""
-
-    def __init__(self, status: int, body: Any, retry_after: float | None = None) -> None:
-        problem = body if isinstance(body, dict) else {}
-        self.status, self.problem, self.retry_after = status, problem, retry_after
-        self.code = str(problem.get("code", "http_error"))
-        self.expected, self.got = problem.get("expected"), problem.get("got")
-        detail = problem.get("detail", body if body is not None else "no body")
-        super().__init__(f"{status} {self.code}: {detail}")
+__all__ = ["DEFAULT_URL", "Accepted", "BatchItem", "BatchResult", "QledgerClient", "ServiceError"]
 
 
 class Accepted(TypedDict):
