@@ -26,6 +26,7 @@ from ledger.records import (
     AggregationPayload,
     LotRef,
     RecordKind,
+    SignedRecord,
     TransformationPayload,
     parse_payload,
 )
@@ -340,3 +341,18 @@ class MemoryLinks:
     def existing(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
         have = {(r.child, r.parent) for rows in self._up.values() for r in rows}
         return {p for p in pairs if p in have}
+
+
+def links_of_record(signed: SignedRecord, struct_hash: str) -> list[LinkRow]:
+    """The links a signed record states (an auditor rebuilds an answer's graph from the records
+    embedded in its receipts, then walks it with :class:`MemoryLinks`)."""
+    r = signed.record
+    return derive_links(
+        kind=r.kind,
+        subject=r.subject,
+        part_number=r.partNumber,
+        lot_id=r.lotId,
+        event_time=r.eventTime,
+        payload=signed.payload,
+        struct_hash=struct_hash,
+    )
