@@ -170,3 +170,57 @@ def trace(session: Session, query: TraceQuery) -> dict[str, Any]:
         "truncated": len(ordered) > len(shown) or len(hashes) > len(listed),
         "depthLimited": w.depth_limited,
     }
+
+
+# An as-built tree page shows at most this many rows: a vehicle's full tree is a few hundred
+# lots; a shared lot reached twice (a diamond) is shown under each parent, so rows can exceed
+# nodes and the bound keeps a pathological graph from rendering megabytes.
+MAX_TREE_ROWS = 2000
+
+
+@dataclass(frozen=True)
+class TreeRow:
+    depth: int
+    node: Node
+    via: str | None  # struct hash of the record linking it to the row above
+    site: str | None
+    event_time: int | None
+    repeated: bool  # already shown above (its subtree is not repeated)
+
+
+def as_built_tree(
+    session: Session, root: Node, direction: Direction = "where-from"
+) -> tuple[list[TreeRow], bool]:
+    """The as-built part tree under ``root`` (or the product tree above it for where-used), in
+    display order (depth first), and whether it was cut at :data:`MAX_TREE_ROWS`."""
+    w = walk(SqlLinks(session), [node_key(root)], direction, max_links=MAX_WALK_LINKS)
+    below: dict[str, list[LinkRow]] = defaultdict(list)
+    for row in w.links:
+        near, far = (
+            (row.parent, row.child) if direction == "where-from" else (row.child, row.parent)
+        )
+        if far != near:
+            below[near].append(row)
+    rows: list[TreeRow] = []
+    shown: set[str] = set()
+    cut = False
+
+    def visit(key: str, depth: int) -> None:
+        nonlocal cut
+        for link in sorted(below.get(key, []), key=lambda r: (r.child, r.parent)):
+            far = link.child if direction == "where-from" else link.parent
+            if len(rows) >= MAX_TREE_ROWS:
+                cut = True
+                return
+            repeated = far in shown
+            rows.append(
+                TreeRow(
+                    depth, key_node(far), link.struct_hash, link.site, link.event_time, repeated
+                )
+            )
+            if not repeated:
+                shown.add(far)
+                visit(far, depth + 1)
+
+    visit(node_key(root), 1)
+    return rows, cut or w.depth_limited

@@ -220,3 +220,44 @@ def test_trace_reads_are_authorised_and_bounded(service: Service) -> None:
         "/v1/trace/scope", json={"lots": [_lot(RESIN)], "limit": 2}, headers=oem
     ).json()
     assert limited["total"] == 6 and len(limited["nodes"]) == 2 and limited["truncated"]
+
+
+def _ui_session(service: Service, party: Party) -> None:
+    token = service.login(party)["Authorization"].split()[1]
+    answer = service.client.post(
+        "/ui/session", json={"accessToken": token}, headers={"Origin": "http://testserver"}
+    )
+    assert answer.status_code == 200, answer.text
+
+
+def test_dashboard_tree_and_scope_pages(service: Service) -> None:
+    _build(service)
+    _ui_session(service, service.parties["oem"])
+    home = service.client.get("/ui/trace")
+    assert home.status_code == 200 and 'data-nav="scope"' in home.text
+    tree = service.client.get(
+        "/ui/trace", params={"maker": "OEM-01", "part": "VEHICLE", "lot": "VIN-1"}
+    )
+    assert tree.status_code == 200, tree.text
+    for lot, depth in (("SN-1", 1), ("H-1", 2), ("P-7", 2), ("R-42", 3)):
+        assert f'data-depth="{depth}" data-lot="{lot}"' in tree.text
+    scope = service.client.get(
+        "/ui/trace/scope", params={"lots": "RAW-01,PA66-RESIN,R-42\n", "site": "oem-plant-2"}
+    )
+    assert scope.status_code == 200, scope.text
+    assert (
+        '<span data-test="scope-total">1</span>' in scope.text and 'data-lot="VIN-2"' in scope.text
+    )
+    # Hostile form input is a page with the reason, never a server error; markup is escaped.
+    bad = service.client.get("/ui/trace/scope", params={"lots": "<script>x</script>"})
+    assert bad.status_code == 422 and "<script>x" not in bad.text
+    dates = service.client.get(
+        "/ui/trace/scope", params={"lots": "RAW-01,PA66-RESIN,R-42", "since": "2026-13-45"}
+    )
+    assert dates.status_code == 422
+    # A supplier's page refuses a lot it did not make.
+    _ui_session(service, service.parties["supplier"])
+    denied = service.client.get(
+        "/ui/trace", params={"maker": "RAW-01", "part": "PA66-RESIN", "lot": "R-42"}
+    )
+    assert denied.status_code == 403
