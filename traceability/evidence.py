@@ -4,42 +4,20 @@ tests sign, in the field names of ``ledger.records`` (EPCIS 2.0 terms)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from ledger.keys import Signer
 from ledger.records import Domain, RecordKind, SignedRecord
 from ledger.signing import sign_record
+from simulator.genealogy import aggregation_payload, lot_ref, transformation_payload
 from traceability.genealogy import Node
 
-
-def lot_ref(node: Node, quantity: int | None = None, bpn: str | None = None) -> dict[str, Any]:
-    ref: dict[str, Any] = {"maker": node[0], "partNumber": node[1], "lotId": node[2]}
-    if quantity is not None:
-        ref["quantity"] = quantity
-    if bpn is not None:
-        ref["bpn"] = bpn
-    return ref
-
-
-def aggregation_payload(children: Sequence[Node], site: str | None = None) -> dict[str, Any]:
-    """Children assembled into the record's own lot or serial (AggregationEvent, ADD)."""
-    payload: dict[str, Any] = {"childEPCs": [lot_ref(c) for c in children]}
-    if site is not None:
-        payload["bizLocation"] = site
-    return payload
-
-
-def transformation_payload(
-    inputs: Sequence[Node], outputs: Sequence[Node], site: str | None = None
-) -> dict[str, Any]:
-    """Input lots consumed to make output lots (TransformationEvent)."""
-    payload: dict[str, Any] = {
-        "inputs": [lot_ref(i) for i in inputs],
-        "outputs": [lot_ref(o) for o in outputs],
-    }
-    if site is not None:
-        payload["bizLocation"] = site
-    return payload
+__all__ = [
+    "aggregation_payload",
+    "lot_ref",
+    "sign_aggregation",
+    "sign_transformation",
+    "transformation_payload",
+]
 
 
 def sign_aggregation(
