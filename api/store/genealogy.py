@@ -4,24 +4,22 @@ A walk asks for the links of a whole level of nodes at once. The node list trave
 bound value, ``= ANY(:array)`` on PostgreSQL and ``IN (SELECT value FROM json_each(:json))``
 on SQLite, both index probes per value: an expanding ``IN (:p1, ..., :pN)`` is re-rendered and
 re-compiled for every N (measured: ~40% of a recall-scope query) and is bounded by SQLite's
-bound-parameter limit. The (child, parent) pair check keeps an expanding tuple ``IN`` in chunks
-(it runs once per intake transaction, not per level).
+bound-parameter limit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection
 from typing import Any
 
 import orjson
-from sqlalchemy import ColumnElement, String, any_, bindparam, func, insert, select, tuple_
+from sqlalchemy import ColumnElement, String, any_, bindparam, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from api.store.models import Batch, GenealogyLink, Record
 from traceability.genealogy import LinkRow
 
-CHUNK = 900
 _COLUMNS = (
     GenealogyLink.child,
     GenealogyLink.parent,
@@ -30,12 +28,6 @@ _COLUMNS = (
     GenealogyLink.event_time,
     GenealogyLink.site,
 )
-
-
-def _chunks(items: Collection[Any]) -> Iterator[list[Any]]:
-    seq = list(items)
-    for i in range(0, len(seq), CHUNK):
-        yield seq[i : i + CHUNK]
 
 
 def one_of(session: Session, column: Any, keys: Collection[str]) -> ColumnElement[bool]:
@@ -67,17 +59,11 @@ class SqlLinks:
         return self._rows(GenealogyLink.parent, parents)
 
     def existing(self, pairs: Collection[tuple[str, str]]) -> set[tuple[str, str]]:
-        have: set[tuple[str, str]] = set()
-        for chunk in _chunks(pairs):
-            have.update(
-                (c, p)
-                for c, p in self.session.execute(
-                    select(GenealogyLink.child, GenealogyLink.parent).where(
-                        tuple_(GenealogyLink.child, GenealogyLink.parent).in_(chunk)
-                    )
-                )
-            )
-        return have
+        # By child, then filtered here: SQLite answers a row-value "(child, parent) IN (...)"
+        # with a scan of the whole index (measured: 2.6 s per intake batch at 10^6 links),
+        # while a child has few parents.
+        wanted = set(pairs)
+        return {(r.child, r.parent) for r in self.up({c for c, _ in wanted})} & wanted
 
 
 def insert_links(session: Session, rows: list[LinkRow]) -> None:
@@ -92,30 +78,29 @@ def anchoring(session: Session, hashes: Collection[str]) -> dict[str, dict[str, 
     out: dict[str, dict[str, Any]] = {}
     if not hashes:
         return out
-    for chunk in [list(hashes)]:
-        rows = session.connection().execute(
-            select(
-                Record.struct_hash,
-                Record.kind,
-                Record.signer,
-                Record.subject,
-                Record.event_time,
-                Batch.status,
-                Batch.root,
-                Batch.chain_batch_id,
-            )
-            .outerjoin(Batch, Batch.id == Record.batch_id)
-            .where(one_of(session, Record.struct_hash, chunk))
+    rows = session.connection().execute(
+        select(
+            Record.struct_hash,
+            Record.kind,
+            Record.signer,
+            Record.subject,
+            Record.event_time,
+            Batch.status,
+            Batch.root,
+            Batch.chain_batch_id,
         )
-        for h, kind, signer, subject, event_time, status, root, chain_id in rows:
-            out[h] = {
-                "structHash": h,
-                "kind": kind,
-                "signer": signer,
-                "subject": subject,
-                "eventTime": event_time,
-                "anchoring": status or "pending",
-                "batchRoot": root,
-                "chainBatchId": chain_id,
-            }
+        .outerjoin(Batch, Batch.id == Record.batch_id)
+        .where(one_of(session, Record.struct_hash, hashes))
+    )
+    for h, kind, signer, subject, event_time, status, root, chain_id in rows:
+        out[h] = {
+            "structHash": h,
+            "kind": kind,
+            "signer": signer,
+            "subject": subject,
+            "eventTime": event_time,
+            "anchoring": status or "pending",
+            "batchRoot": root,
+            "chainBatchId": chain_id,
+        }
     return out
