@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
@@ -33,6 +34,9 @@ from traceability.genealogy import (
 MAX_SUSPECTS = 100
 MAX_LIST = 10_000
 MAX_WALK_LINKS = 500_000
+# Key of the PostgreSQL advisory lock that serialises genealogy writers (an arbitrary constant,
+# ASCII "qlgenea").
+GENEALOGY_LOCK_KEY = 0x716C67656E6561
 # Who sees any genealogy: purchasing and audit. A supplier asks only about its own lots.
 READERS = (Role.OEM, Role.AUDITOR, Role.ADMIN)
 
@@ -49,6 +53,12 @@ def genealogy_links(
     ]
     if not stated:
         return {}, []
+    if session.get_bind().dialect.name == "postgresql":
+        # Two workers' transactions could each add half of a loop, each seeing no loop (READ
+        # COMMITTED): genealogy writers take turns. Released with the transaction. (SQLite's
+        # BEGIN IMMEDIATE already admits one writer; a repeated link is also caught by the
+        # unique key, and the intake retries and reclassifies it.)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": GENEALOGY_LOCK_KEY})
     per_record = [
         derive_links(
             kind=r.kind,
