@@ -365,7 +365,7 @@ def main() -> None:
         fresh_schema(url)
         links, records, seconds = build(url, args.scale, t0)
         print(f"[{dialect}] built {links:,} links / {records:,} records in {seconds:.0f} s (bulk)")
-    for per in (1, 10):
+    for per in (1, 10) if args.queries >= 10 else ():  # --queries 0: intake only
         r = time_scopes(url, args.scale, args.queries // per, per)
         print(
             f"[{dialect}] recall scope, {per} suspect lot(s), {args.queries // per} queries: "
