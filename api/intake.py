@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import ApiError, from_typed
+from api.genealogy_service import genealogy_links
 from api.store.errors import store_error
+from api.store.genealogy import insert_links
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
 from ledger.records import (
@@ -397,6 +399,7 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
         )
     }
     outcomes: list[Outcome] = []
+    fresh: list[tuple[int, Checked]] = []
     new_rows: list[dict[str, Any]] = []
     seq, now = time.time_ns(), utcnow()
     for index, checked in items:
@@ -422,6 +425,16 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
             continue
         known.add(checked.struct_hash)
         used[key] = checked.struct_hash
+        fresh.append((index, checked))
+    # Genealogy records (issue 19) state links: refused here if one would close a loop or is
+    # already recorded; the links of the others are stored with them.
+    refused, links = genealogy_links(
+        session, [(i, c.struct_hash, c.signed.record, c.signed.payload) for i, c in fresh]
+    )
+    for index, checked in fresh:
+        if index in refused:
+            outcomes.append(Outcome(index, checked.struct_hash, "rejected", refused[index]))
+            continue
         new_rows.append(_row(checked, now))
         outcomes.append(Outcome(index, checked.struct_hash, "accepted"))
     if new_rows:
@@ -438,6 +451,7 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
                 for i, row in enumerate(new_rows)
             ],
         )
+        insert_links(session, links)
     return outcomes
 
 

@@ -29,6 +29,7 @@ from api.routes import (
     participants,
     records,
     status,
+    trace,
     webhooks,
 )
 from api.routes import log as tlog
@@ -133,6 +134,7 @@ def create_app(
         participants,
         credit,
         incidents,
+        trace,
         models,
         status,
         webhooks,

@@ -11,7 +11,20 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, epcis, fl, importer, keys, records, service, trust, webhooks, witness
+from cli import (
+    chain,
+    credit,
+    epcis,
+    fl,
+    importer,
+    keys,
+    records,
+    service,
+    trace,
+    trust,
+    webhooks,
+    witness,
+)
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -53,6 +66,11 @@ app.add_typer(
 )
 app.add_typer(trust.app, name="trust", help="The auditor's pinned trust root: init / show.")
 app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
+app.add_typer(
+    trace.app,
+    name="trace",
+    help="Genealogy: sign aggregation/transformation; where-used, where-from, recall scope.",
+)
 app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
 app.add_typer(
     epcis.app,

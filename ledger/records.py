@@ -500,6 +500,13 @@ class TransformationPayload(_EventPayload):
         both = {r.node for r in self.inputs} & {r.node for r in self.outputs}
         if both:
             raise ValueError(f"{'/'.join(sorted(both)[0])} is both input and output (a cycle)")
+        # Every input is linked to every output (EPCIS: the inputs went into all outputs), so
+        # the link count of one record is the product; bounded like an aggregation's children.
+        links = len(self.inputs) * len(self.outputs)
+        if links > MAX_GENEALOGY_LINKS:
+            raise ValueError(
+                f"inputs x outputs is {links} links; at most {MAX_GENEALOGY_LINKS} per record"
+            )
         return self
 
 

@@ -418,3 +418,25 @@ class WebhookDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class GenealogyLink(Base):
+    """One as-built link (issue 19): ``child`` went into ``parent``, as the record
+    ``struct_hash`` (an aggregation or transformation) says. Written in the same transaction as
+    the record; a (child, parent) pair is stored once (a second record stating it is refused).
+    Node keys are ``maker|partNumber|lotId`` (traceability.genealogy.node_key)."""
+
+    __tablename__ = "genealogy_links"
+    __table_args__ = (
+        # The unique key also serves where-used (child -> parents); the other index where-from.
+        UniqueConstraint("child", "parent", name="uq_genealogy_links_child_parent"),
+        Index("ix_genealogy_links_parent", "parent"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    child: Mapped[str] = mapped_column(String(194))
+    parent: Mapped[str] = mapped_column(String(194))
+    struct_hash: Mapped[str] = mapped_column(ForeignKey("records.struct_hash"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    event_time: Mapped[int] = mapped_column(BigInteger)
+    site: Mapped[str | None] = mapped_column(String(64), nullable=True)

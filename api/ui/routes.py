@@ -12,8 +12,9 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 import jwt
@@ -30,12 +31,22 @@ from api.auth import Principal, revoke_token
 from api.context import ServiceContext
 from api.deps import Ctx, get_principal
 from api.errors import ApiError, from_typed, validation_problem
+from api.genealogy_service import (
+    MAX_SUSPECTS,
+    READERS,
+    TraceQuery,
+    TreeRow,
+    as_built_tree,
+    may_trace,
+    trace,
+)
 from api.store.errors import StoreUnavailable, store_error
 from api.ui import charts, data, fmt
 from credit.features import DEFAULT_WINDOW_DAYS
 from credit.gates import default_policy
 from ledger.errors import LedgerError
-from ledger.records import Role
+from ledger.records import Role, is_identifier
+from traceability.genealogy import Filters, Node
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -148,6 +159,11 @@ def nav(user: Principal | None) -> list[tuple[str, str, str]]:
         ),
         ("models", "Models", "/ui/models"),
     ]
+    if user.role in READERS or user.role is Role.SUPPLIER:
+        items[2:2] = [
+            ("trace", "As-built", "/ui/trace"),
+            ("scope", "Recall scope", "/ui/trace/scope"),
+        ]
     return items
 
 
@@ -517,6 +533,135 @@ def incident_page(incident_id: str, request: Request, ctx: Ctx, user: PageUser) 
         matrix=matrix,
         rows=rows,
         chart=chart,
+    )
+
+
+# -- genealogy (issue 19) --------------------------------------------------------------------
+
+
+def _lot_form(maker: str | None, part: str | None, lot: str | None) -> Node | None:
+    """A lot from the form's three fields, or None while the form is empty."""
+    if not (maker or part or lot):
+        return None
+    values = (maker or "", part or "", lot or "")
+    if not all(is_identifier(v) for v in values):
+        raise ApiError(
+            422,
+            "invalid_lot",
+            "a lot is named by maker, part number and lot id (letters, digits, - _ : / # .)",
+            got="/".join(values),
+        )
+    return values
+
+
+@pages.get("/trace")
+def trace_tree_page(
+    request: Request,
+    ctx: Ctx,
+    user: PageUser,
+    maker: Annotated[str | None, Query(max_length=64)] = None,
+    part: Annotated[str | None, Query(max_length=64)] = None,
+    lot: Annotated[str | None, Query(max_length=64)] = None,
+    direction: Literal["where-from", "where-used"] = "where-from",
+) -> Response:
+    """As-built part tree of a lot (what it is made of), or the products it went into."""
+    root = _lot_form(maker, part, lot)
+    rows: list[TreeRow] = []
+    cut = False
+    if root is not None:
+        may_trace(user, [root])
+        with ctx.sessions() as s:
+            rows, cut = as_built_tree(s, root, direction)
+    return render(
+        request,
+        "trace_tree.html",
+        user,
+        "trace",
+        title="As-built tree",
+        root=root,
+        rows=rows,
+        cut=cut,
+        direction=direction,
+        form={"maker": maker or "", "part": part or "", "lot": lot or ""},
+    )
+
+
+def _suspects(text: str) -> list[Node]:
+    lots: list[Node] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        parts = tuple(p.strip() for p in line.split(","))
+        if len(parts) != 3 or not all(is_identifier(p) for p in parts):
+            raise ApiError(
+                422, "invalid_lot", "one suspect lot per line: MAKER,PART,LOT", got=line[:200]
+            )
+        lots.append((parts[0], parts[1], parts[2]))
+    if len(lots) > MAX_SUSPECTS:
+        raise ApiError(
+            422, "too_many_lots", "too many suspect lots", expected=MAX_SUSPECTS, got=len(lots)
+        )
+    return lots
+
+
+def _day(value: str | None, end: bool) -> int | None:
+    """A YYYY-MM-DD form date as Unix seconds (start of the day, or its last second)."""
+    if not value:
+        return None
+    try:
+        day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_date", "dates are YYYY-MM-DD", got=value[:20]) from exc
+    return int(day.timestamp()) + (86_399 if end else 0)
+
+
+@pages.get("/trace/scope")
+def trace_scope_page(
+    request: Request,
+    ctx: Ctx,
+    user: PageUser,
+    lots: Annotated[str, Query(max_length=MAX_SUSPECTS * 200)] = "",
+    since: Annotated[str | None, Query(max_length=10)] = None,
+    until: Annotated[str | None, Query(max_length=10)] = None,
+    site: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    """Recall scope: suspect lots in, every affected product out, counted per level."""
+    suspects = _suspects(lots)
+    if site and not is_identifier(site):
+        raise ApiError(422, "invalid_site", "a site is an identifier", got=site)
+    answer = None
+    chart = None
+    if suspects:
+        may_trace(user, suspects)
+        filters = Filters(_day(since, False), _day(until, True), site or None)
+        with ctx.sessions() as s:
+            answer = trace(s, TraceQuery(suspects, "where-used", filters, 500))
+        top = max((lv["count"] for lv in answer["levels"]), default=1)
+        chart = charts.bar_chart(
+            [
+                charts.Bar(
+                    f"level {lv['depth']}",
+                    lv["count"],
+                    "weight",
+                    note=", ".join(f"{p} {n}" for p, n in lv["parts"].items())[:80],
+                )
+                for lv in answer["levels"]
+            ],
+            title="Affected lots per level",
+            axis_title="lots",
+            hi=float(top),
+            value_fmt="{:.0f}",
+        )
+    return render(
+        request,
+        "trace_scope.html",
+        user,
+        "scope",
+        title="Recall scope",
+        answer=answer,
+        chart=chart,
+        form={"lots": lots, "since": since or "", "until": until or "", "site": site or ""},
     )
 
 

@@ -99,3 +99,19 @@ def test_transformation_outputs_are_the_signers_own() -> None:
         _sign("transformation", {"inputs": [resin], "outputs": [out]}, lot_id="SN-9")
     with pytest.raises(InvalidRecord, match="both input and output"):
         parse_payload(RecordKind.TRANSFORMATION, {"inputs": [out], "outputs": [out]})
+
+
+def test_transformation_links_are_bounded_by_inputs_times_outputs() -> None:
+    """Every input links to every output: 40 inputs x 30 outputs would be 1,200 link rows from
+    one record, past MAX_GENEALOGY_LINKS, though each list alone is within it."""
+
+    def lot(maker: str, i: int) -> dict[str, Any]:
+        return {"maker": maker, "partNumber": "P", "lotId": f"L-{i}"}
+
+    outputs = [lot("SUP-00001", i) for i in range(30)]
+    outputs[0] = {"maker": "SUP-00001", "partNumber": "ECU-1", "lotId": "SN-0001"}
+    payload = {"inputs": [lot("SUP-00009", i) for i in range(40)], "outputs": outputs}
+    with pytest.raises(InvalidRecord, match="links"):
+        parse_payload(RecordKind.TRANSFORMATION, payload)
+    payload["inputs"] = payload["inputs"][:33]  # 33 x 30 = 990
+    parse_payload(RecordKind.TRANSFORMATION, payload)
