@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import cli.trace
-from api.client import QledgerClient
+from client.service import QledgerClient
 from cli import app
 from ledger.keys import Signer
 from tests.api.conftest import Service, make_service
