@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 import cli.trace
-from client.service import QledgerClient
 from cli import app
+from client.service import QledgerClient
 from ledger.keys import Signer
 from tests.api.conftest import Service, make_service
 
