@@ -20,12 +20,14 @@ from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
 from api.errors import ApiError, from_typed
+from api.notification_intake import NotificationIntake
 from api.store.errors import store_error
 from api.store.models import Outbox, Record, utcnow
 from ledger.errors import LedgerError
 from ledger.records import (
     SELF_SUBJECT_KINDS,
     EventTimeOutOfBounds,
+    RecordKind,
     Role,
     SignedRecord,
     allowed_roles_text,
@@ -399,6 +401,7 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
     outcomes: list[Outcome] = []
     new_rows: list[dict[str, Any]] = []
     seq, now = time.time_ns(), utcnow()
+    notes = NotificationIntake(session)  # reads nothing until a notification record comes
     for index, checked in items:
         key = (checked.signed.record.signer, checked.signed.record.nonce)
         if checked.struct_hash in known:
@@ -420,6 +423,12 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
                 )
             )
             continue
+        if checked.signed.record.kind is RecordKind.NOTIFICATION:
+            # Its state machine, against the state this transaction commits on.
+            refused = notes.admit(checked.signed, checked.struct_hash, checked.role)
+            if refused is not None:
+                outcomes.append(Outcome(index, checked.struct_hash, "rejected", refused))
+                continue
         known.add(checked.struct_hash)
         used[key] = checked.struct_hash
         new_rows.append(_row(checked, now))
@@ -438,6 +447,7 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
                 for i, row in enumerate(new_rows)
             ],
         )
+        notes.write()
     return outcomes
 
 

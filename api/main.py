@@ -17,7 +17,17 @@ from api.context import ServiceContext
 from api.edges import StrictJsonMiddleware
 from api.errors import ApiError, install_handlers, install_openapi, problems
 from api.intake import GroupCommitter
-from api.routes import auth, chain, credit, incidents, models, participants, records, status
+from api.routes import (
+    auth,
+    chain,
+    credit,
+    incidents,
+    models,
+    notifications,
+    participants,
+    records,
+    status,
+)
 from api.routes import log as tlog
 from api.settings import Settings
 from api.tlog_service import log_signer
@@ -86,7 +96,19 @@ def create_app(
     app.add_middleware(ui.UiGuard, public_url=settings.public_url)
     # Strict JSON, media type and body bounds on every /v1 body (api/edges.py).
     app.add_middleware(StrictJsonMiddleware)
-    for module in (auth, records, chain, tlog, participants, credit, incidents, models, status, ui):
+    for module in (
+        auth,
+        records,
+        chain,
+        tlog,
+        participants,
+        credit,
+        incidents,
+        notifications,
+        models,
+        status,
+        ui,
+    ):
         app.include_router(module.router)
     app.include_router(tlog.certificates)
 

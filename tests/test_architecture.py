@@ -1,4 +1,5 @@
-"""The import direction, checked: cli > api > credit | federated | traceability > simulator > ledger.
+"""The import direction, checked:
+cli > api > credit | federated | traceability > simulator > ledger.
 
 The rule lives in pyproject.toml ([tool.importlinter]) and is enforced by import-linter, which
 reads every import (lazy ones inside functions included) from the source without running it.
