@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, fl, keys, records, service, trust, witness
+from cli import chain, credit, fl, keys, notify, records, service, trust, witness
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -29,6 +29,12 @@ app.add_typer(
 )
 app.add_typer(trust.app, name="trust", help="The auditor's pinned trust root: init / show.")
 app.add_typer(credit.app, name="credit", help="Credit scores: show (with --plot) and rank.")
+app.add_typer(
+    notify.app,
+    name="notify",
+    help="Quality notifications: create / send / receive / ack / accept / decline / close / "
+    "forward / inbox / show.",
+)
 app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
 app.command("deploy")(chain.deploy)
 app.command("simulate")(credit.simulate)

@@ -305,11 +305,14 @@ def affected_parts(
     return list(found.values())
 
 
-def draft(payload: NotificationPayload, event_time: int) -> dict[str, Any]:
+def draft(
+    payload: NotificationPayload, event_time: int, signer_org: str | None = None
+) -> dict[str, Any]:
     """The record draft (the fields ``qledger sign`` takes) that carries one transition: the
-    struct names the thread (lotId), the step (partNumber) and the acting party (subject)."""
+    struct names the thread (lotId) and the step (partNumber); its subject is the signer's
+    organisation (default: the party whose turn it is)."""
     return {
-        "subject": payload.actor,
+        "subject": signer_org or payload.actor,
         "kind": RecordKind.NOTIFICATION.value,
         "partNumber": payload.transition,
         "lotId": payload.notificationId,
