@@ -51,7 +51,11 @@ class NotificationIntake:
 
     def _thread(self, notification_id: str) -> Thread | None:
         if notification_id not in self._threads:
-            row = self.session.get(Notification, notification_id)
+            # Locked (PostgreSQL; SQLite has one writer anyway): a concurrent transaction that
+            # moves the same thread waits for ours and then reads the state ours committed.
+            # The step count is read after the lock, so it agrees with that state; the unique
+            # (notification, seq) stays as the backstop.
+            row = self.session.get(Notification, notification_id, with_for_update=True)
             self._threads[notification_id] = thread_of(row) if row is not None else None
             self._seq[notification_id] = (
                 self.session.scalar(

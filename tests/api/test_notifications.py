@@ -6,10 +6,12 @@ a notification it never received, a forged origin link, a decline without a reas
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from api.anchorer import Anchorer
+from api.intake import submit_many
 from ledger.records import NotificationPayload, RecordKind, Role, SignedRecord
 from ledger.signing import sign_record
 from ledger.tlog import Verifier
@@ -457,3 +459,41 @@ def test_deadlines_are_judged_on_chain_time(service: Service) -> None:
     assert bad.status_code == 422
     bad_id = service.client.get("/v1/notifications/..%2Fetc", headers=service.login(oem))
     assert bad_id.status_code in (404, 422)
+
+
+def _race(svc: Service, records: list[dict[str, Any]]) -> list[Any]:
+    """Each record submitted by its own thread, all released at once, each its own transaction."""
+    outcomes: list[Any] = [None] * len(records)
+    start = threading.Barrier(len(records))
+
+    def submit(i: int) -> None:
+        start.wait()
+        outcomes[i] = submit_many(svc.ctx, [records[i]])[0]
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(len(records))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return outcomes
+
+
+def test_racing_answers_cannot_both_pass(service: Service) -> None:
+    """Accept and decline signed at once and stored by two transactions in parallel: the
+    thread's (notification, seq) key makes the later one re-check against the earlier one."""
+    oem, sup, _, _ = _parties(service)
+    names = {"sender": oem.org, "recipient": sup.org}
+    for round_ in range(3):
+        nid = f"QN-RACE-{round_}"
+        _open(service, nid)
+        answers = [
+            _sign(service, sup, "accepted", nid, **names).model_dump(mode="json"),
+            _sign(service, sup, "declined", nid, reason="not ours", **names).model_dump(
+                mode="json"
+            ),
+        ]
+        outcomes = _race(service, answers)
+        statuses = sorted(o.status for o in outcomes)
+        assert statuses == ["accepted", "rejected"], [o.to_json() for o in outcomes]
+        loser = next(o for o in outcomes if o.status == "rejected")
+        assert loser.error.code == "notification_wrong_state"
