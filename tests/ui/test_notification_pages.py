@@ -34,6 +34,7 @@ def _page_client(svc: Service, party: Party) -> TestClient:
     return client
 
 
+@pytest.mark.slow
 def test_inbox_and_thread_pages_per_party(service: Service) -> None:
     oem, sup, sub = (service.parties[k] for k in ("oem", "supplier", "supplier2"))
     _open(service, "QN-UI", deadline=int(time.time()) - 60, links={"incidentId": "INC-1"})
