@@ -208,13 +208,14 @@ def create(
         for k, v in (("site", site), ("shift", shift), ("fromTime", made_from), ("toTime", made_to))
         if v is not None
     }
+    listed = _parts_file(parts)  # a bad file is said before anything is signed or sent
     open_notification(
         _Session(url, key),
         notification_id,
         type=type,
         recipient=to,
         severity=severity,
-        parts=_parts_file(parts),
+        parts=listed,
         deadline=_deadline(deadline, due_days),
         scope=scope,
         description=description,
