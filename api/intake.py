@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from api.context import ServiceContext
 from api.errors import ApiError, from_typed
 from api.genealogy_service import genealogy_links
+from api.notification_intake import NotificationIntake
 from api.store.errors import store_error
 from api.store.genealogy import insert_links
 from api.store.models import Outbox, Record, utcnow
@@ -28,6 +29,7 @@ from ledger.errors import LedgerError
 from ledger.records import (
     SELF_SUBJECT_KINDS,
     EventTimeOutOfBounds,
+    RecordKind,
     Role,
     SignedRecord,
     allowed_roles_text,
@@ -402,6 +404,7 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
     fresh: list[tuple[int, Checked]] = []
     new_rows: list[dict[str, Any]] = []
     seq, now = time.time_ns(), utcnow()
+    notes = NotificationIntake(session)  # reads nothing until a notification record comes
     for index, checked in items:
         key = (checked.signed.record.signer, checked.signed.record.nonce)
         if checked.struct_hash in known:
@@ -423,6 +426,12 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
                 )
             )
             continue
+        if checked.signed.record.kind is RecordKind.NOTIFICATION:
+            # Its state machine, against the state this transaction commits on.
+            out_of_turn = notes.admit(checked.signed, checked.struct_hash, checked.role)
+            if out_of_turn is not None:
+                outcomes.append(Outcome(index, checked.struct_hash, "rejected", out_of_turn))
+                continue
         known.add(checked.struct_hash)
         used[key] = checked.struct_hash
         fresh.append((index, checked))
@@ -452,6 +461,7 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
             ],
         )
         insert_links(session, links)
+        notes.write()
     return outcomes
 
 

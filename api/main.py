@@ -26,6 +26,7 @@ from api.routes import (
     epcis,
     incidents,
     models,
+    notifications,
     participants,
     records,
     status,
@@ -138,6 +139,7 @@ def create_app(
         models,
         status,
         webhooks,
+        notifications,
         ui,
     ):
         app.include_router(module.router)

@@ -18,6 +18,7 @@ from cli import (
     fl,
     importer,
     keys,
+    notify,
     records,
     service,
     trace,
@@ -70,6 +71,12 @@ app.add_typer(
     trace.app,
     name="trace",
     help="Genealogy: sign aggregation/transformation; where-used, where-from, recall scope.",
+)
+app.add_typer(
+    notify.app,
+    name="notify",
+    help="Quality notifications: create / send / receive / ack / accept / decline / close / "
+    "forward / inbox / show.",
 )
 app.add_typer(fl.app, name="fl", help="Federated defect model (Flower): simulate, deploy-local.")
 app.add_typer(

@@ -53,6 +53,10 @@ class RecordKind(StrEnum):
     # transformation, about itself. They carry no quality claim and move no score.
     AGGREGATION = "aggregation"
     TRANSFORMATION = "transformation"
+    # Quality notifications (issue 19, docs/notifications.md): one record per transition of an
+    # investigation or alert, signed by the party whose turn it is, about itself. A notification
+    # is a message, not a finding: it moves no score (the complaint it may lead to does).
+    NOTIFICATION = "notification"
 
 
 class Role(StrEnum):
@@ -83,12 +87,17 @@ KIND_SIGNER_ROLES: dict[RecordKind, frozenset[Role]] = {
     # Suppliers assemble sub-assemblies and OEMs assemble vehicles: both sign genealogy.
     RecordKind.AGGREGATION: _SUPPLIER | _OEM,
     RecordKind.TRANSFORMATION: _SUPPLIER | _OEM,
+    # Investigations go down the chain (an OEM, or a supplier as its own supplier's customer) and
+    # alerts go up: the parties of a notification are OEMs and suppliers, never auditors.
+    RecordKind.NOTIFICATION: _SUPPLIER | _OEM,
 }
 # Kinds whose subject is always the signer's own organisation, whatever its role: only the party
 # that did the assembly or transformation may say what went into its product. (A supplier's
 # records are always about itself; this extends the rule to OEM-signed genealogy.)
+# A notification transition is likewise about its signer (docs/notifications.md, "subject"): it
+# is that party's own statement in a conversation, not evidence about the other party.
 SELF_SUBJECT_KINDS: frozenset[RecordKind] = frozenset(
-    {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION}
+    {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION, RecordKind.NOTIFICATION}
 )
 
 
@@ -510,6 +519,134 @@ class TransformationPayload(_EventPayload):
         return self
 
 
+# -- quality notifications (issue 19, docs/notifications.md) ----------------------------------
+
+# Trace-X's quality-notification states (Eclipse Tractus-X Trace-X, "notification status"):
+# CREATED -> SENT -> RECEIVED -> ACKNOWLEDGED -> ACCEPTED | DECLINED -> CLOSED. Each is one
+# signed record here, by the party whose turn it is.
+NotificationTransition = Literal[
+    "created", "sent", "received", "acknowledged", "accepted", "declined", "closed"
+]
+NOTIFICATION_TRANSITIONS: tuple[str, ...] = (
+    "created",
+    "sent",
+    "received",
+    "acknowledged",
+    "accepted",
+    "declined",
+    "closed",
+)
+# Whose turn each transition is: the sender opens, sends and closes; the recipient answers.
+NOTIFICATION_ACTOR: dict[str, Literal["sender", "recipient"]] = {
+    "created": "sender",
+    "sent": "sender",
+    "received": "recipient",
+    "acknowledged": "recipient",
+    "accepted": "recipient",
+    "declined": "recipient",
+    "closed": "sender",
+}
+# Trace-X severities (MINOR, MAJOR, CRITICAL, LIFE-THREATENING), in this ledger's spelling.
+NotificationSeverity = Literal["minor", "major", "critical", "life_threatening"]
+MAX_AFFECTED_PARTS = 1000  # one notification per partner; a recall scope beyond this is split
+MAX_NOTIFICATION_LINKS = 100
+
+
+class NotificationScope(BaseModel):
+    """Where and when the suspect parts were made: the site, the shift, a time range."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    site: Identifier | None = None
+    shift: Identifier | None = None
+    fromTime: UnixTime | None = None
+    toTime: UnixTime | None = None
+
+    @model_validator(mode="after")
+    def _range(self) -> NotificationScope:
+        if self.fromTime is not None and self.toTime is not None and self.fromTime > self.toTime:
+            raise ValueError(f"scope fromTime {self.fromTime} is after toTime {self.toTime}")
+        return self
+
+
+class NotificationLinks(BaseModel):
+    """What a notification refers to: the incident whose responsibility matrix it belongs to,
+    and the complaint and 8D (corrective_action) records, by struct hash, that answer it."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    incidentId: Identifier | None = None
+    complaints: Annotated[list[Hex32], Field(max_length=MAX_NOTIFICATION_LINKS)] = Field(
+        default_factory=list
+    )
+    correctiveActions: Annotated[list[Hex32], Field(max_length=MAX_NOTIFICATION_LINKS)] = Field(
+        default_factory=list, description="struct hashes of the 8D records that answer it"
+    )
+
+
+class NotificationPayload(_EventPayload):
+    """One transition of a quality notification: an investigation (customer -> supplier) or an
+    alert (supplier -> customer). The terms of the notification (parts, deadline, severity,
+    scope, origin) are stated once, by ``created``; every later transition repeats only the
+    thread's names (id, type, sender, recipient) so that each record alone says who did what."""
+
+    notificationId: Identifier
+    type: Literal["investigation", "alert"]
+    transition: NotificationTransition
+    sender: Identifier = Field(description="organisation id of the party that opened it")
+    recipient: Identifier = Field(description="organisation id of the party that answers")
+    originId: Identifier | None = Field(
+        None, description="the notification this one forwards to another tier"
+    )
+    affectedParts: Annotated[list[LotRef], Field(max_length=MAX_AFFECTED_PARTS)] = Field(
+        default_factory=list
+    )
+    deadline: UnixTime | None = Field(None, description="answer (accept/decline) due by")
+    severity: NotificationSeverity | None = None
+    scope: NotificationScope | None = None
+    description: Annotated[str, Field(max_length=2000)] = ""
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    links: NotificationLinks | None = None
+
+    @model_validator(mode="after")
+    def _terms(self) -> NotificationPayload:
+        if self.sender == self.recipient:
+            raise ValueError("sender and recipient are the same organisation")
+        if self.originId == self.notificationId:
+            raise ValueError("a notification cannot forward itself")
+        _unique_nodes(self.affectedParts, "affectedParts")
+        if self.transition == "created":
+            if not self.affectedParts:
+                raise ValueError("a created notification lists at least one affected part")
+            if self.severity is None:
+                raise ValueError("a created notification states its severity")
+        else:
+            stated = [
+                name
+                for name, value in (
+                    ("affectedParts", self.affectedParts),
+                    ("originId", self.originId),
+                    ("deadline", self.deadline),
+                    ("severity", self.severity),
+                    ("scope", self.scope),
+                )
+                if value is not None and value != []
+            ]
+            if stated:
+                raise ValueError(
+                    f"{stated[0]} is stated once, by the created transition, not by "
+                    f"{self.transition}"
+                )
+        if self.transition == "declined" and not self.reason.strip():
+            raise ValueError("a declined notification gives its reason")
+        return self
+
+    @property
+    def actor(self) -> str:
+        """The organisation whose turn this transition is (and who must sign it)."""
+        return self.sender if NOTIFICATION_ACTOR[self.transition] == "sender" else self.recipient
+
+
 PAYLOAD_MODELS: dict[RecordKind, type[_EventPayload]] = {
     RecordKind.INSPECTION: InspectionPayload,
     RecordKind.DELIVERY: DeliveryPayload,
@@ -521,6 +658,7 @@ PAYLOAD_MODELS: dict[RecordKind, type[_EventPayload]] = {
     RecordKind.GOODS_RECEIPT: GoodsReceiptPayload,
     RecordKind.AGGREGATION: AggregationPayload,
     RecordKind.TRANSFORMATION: TransformationPayload,
+    RecordKind.NOTIFICATION: NotificationPayload,
 }
 
 
@@ -553,9 +691,27 @@ def _check_genealogy(record: QualityRecord, payload: _EventPayload) -> None:
             )
 
 
+def _check_notification(record: QualityRecord, payload: NotificationPayload) -> None:
+    """The signed struct names the thread and the step: lotId = notificationId, partNumber =
+    transition, quantity = affected parts, defects = 0. Its subject is the signer's own
+    organisation (SELF_SUBJECT_KINDS): whether that is the party whose turn it is, is the
+    state machine's question (traceability/notifications.py), answered from the record alone."""
+    want = (payload.notificationId, payload.transition, len(payload.affectedParts), 0)
+    got = (record.lotId, record.partNumber, record.quantity, record.defects)
+    if want != got:
+        raise InvalidRecord(
+            "notification: lotId = notificationId, partNumber = transition, quantity = "
+            "affected parts, defects = 0",
+            expected=want,
+            got=got,
+        )
+
+
 def _check_counts(record: QualityRecord, payload: _EventPayload) -> None:
     """The signed counts must agree with the detail they summarise."""
-    if record.kind in SELF_SUBJECT_KINDS:
+    if isinstance(payload, NotificationPayload):
+        _check_notification(record, payload)
+    elif record.kind in SELF_SUBJECT_KINDS:
         _check_genealogy(record, payload)
     elif isinstance(payload, InspectionPayload):
         if payload.sampleSize != record.quantity:

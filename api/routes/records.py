@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.deps import Committer, Ctx, CurrentUser
@@ -17,6 +18,7 @@ from api.edges import ENVELOPE_OVERHEAD_BYTES
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
 from api.metrics import record_intake
+from api.notification_views import may_read as may_read_notification
 from api.schemas import (
     ReceiptHistory,
     ReceiptPending,
@@ -24,7 +26,7 @@ from api.schemas import (
     RecordList,
     documented,
 )
-from api.store.models import Batch, Reconciliation, Record, SupersededReceipt
+from api.store.models import Batch, Notification, Reconciliation, Record, SupersededReceipt
 from api.tlog_service import served_receipt
 from api.views import envelope, record_summary
 from credit.gates import GatePolicy, default_policy
@@ -208,10 +210,18 @@ def _may_read(user: Principal, row: Record) -> bool:
     return row.signer == user.address  # OEM: what it signed itself (its complaints)
 
 
+def _notification_party(s: Session, user: Principal, row: Record) -> bool:
+    """A notification's transitions are read by the parties its thread is shown to."""
+    if row.kind != RecordKind.NOTIFICATION.value:
+        return False
+    thread = s.get(Notification, row.lot_id)  # a notification record's lotId is its id
+    return thread is not None and may_read_notification(s, user, thread)
+
+
 def _load(ctx: Ctx, user: Principal, struct_hash: str) -> tuple[Record, Batch | None]:
     with ctx.sessions() as s:
         row = s.get(Record, struct_hash.lower())
-        if row is None or not _may_read(user, row):
+        if row is None or not (_may_read(user, row) or _notification_party(s, user, row)):
             # Same answer for "absent" and "not yours": existence is not leaked.
             raise ApiError(404, "record_not_found", "no such record", got=struct_hash)
         batch = s.get(Batch, row.batch_id) if row.batch_id is not None else None

@@ -440,3 +440,40 @@ class GenealogyLink(Base):
     kind: Mapped[str] = mapped_column(String(32))
     event_time: Mapped[int] = mapped_column(BigInteger)
     site: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Notification(Base):
+    """One quality notification (issue 19) and its state: the fold of its transitions, written
+    in the same transaction as the record that moved it (api/notification_intake.py)."""
+
+    __tablename__ = "notifications"
+
+    notification_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    sender: Mapped[str] = mapped_column(String(64), index=True)
+    recipient: Mapped[str] = mapped_column(String(64), index=True)
+    origin_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    severity: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The sender's due date for an answer (accepted or declined); compared with chain time.
+    deadline: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_hash: Mapped[str] = mapped_column(String(66))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NotificationEvent(Base):
+    """One transition of a notification: the record that took it, in intake order. The unique
+    (notification, seq) makes two concurrent writers of one thread collide, so the second is
+    re-checked against the first's state instead of both passing."""
+
+    __tablename__ = "notification_events"
+    __table_args__ = (
+        UniqueConstraint("notification_id", "seq", name="uq_notification_events_seq"),
+    )
+
+    struct_hash: Mapped[str] = mapped_column(ForeignKey("records.struct_hash"), primary_key=True)
+    notification_id: Mapped[str] = mapped_column(String(64), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    transition: Mapped[str] = mapped_column(String(16))
+    signer_org: Mapped[str] = mapped_column(String(64))

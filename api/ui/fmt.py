@@ -17,6 +17,7 @@ KIND_LABELS: dict[str, str] = {
     "corrective_action": "Corrective actions (8D)",
     "audit": "Audits",
     "improvement": "Improvements (repair)",
+    "notification": "Notification steps",
 }
 
 KIND_ONE: dict[str, str] = {
@@ -26,6 +27,7 @@ KIND_ONE: dict[str, str] = {
     "corrective_action": "Corrective action (8D)",
     "audit": "Audit",
     "improvement": "Improvement (repair)",
+    "notification": "Notification step",
 }
 
 # ledger.verify.Check values, in words (the id is shown beside them).

@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import OperationalError
 
+from api import notification_views
 from api.auth import Principal, revoke_token
 from api.context import ServiceContext
 from api.deps import Ctx, get_principal
@@ -152,6 +153,7 @@ def nav(user: Principal | None) -> list[tuple[str, str, str]]:
         items.append(("ranking", "Ranking", "/ui/suppliers"))
     items += [
         ("incidents", "Incidents", "/ui/incidents"),
+        ("notifications", "Notifications", "/ui/notifications"),
         (
             "records",
             "Record lookup" if user.role in (Role.AUDITOR, Role.ADMIN) else "Records",
@@ -662,6 +664,51 @@ def trace_scope_page(
         answer=answer,
         chart=chart,
         form={"lots": lots, "since": since or "", "until": until or "", "site": site or ""},
+    )
+
+
+# -- quality notifications ---------------------------------------------------------------------
+
+
+@pages.get("/notifications")
+def notifications_page(
+    request: Request,
+    ctx: Ctx,
+    user: PageUser,
+    box: str = "all",
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+) -> Response:
+    """The inbox of the reader's organisation: received and sent, state, deadline, overdue."""
+    chosen: notification_views.Box = (
+        "received" if box == "received" else "sent" if box == "sent" else "all"
+    )
+    limit = 50
+    listing = notification_views.inbox(ctx, user, box=chosen, limit=limit, offset=offset)
+    return render(
+        request,
+        "notifications.html",
+        user,
+        "notifications",
+        title="Notifications",
+        rows=listing["notifications"],
+        box=chosen,
+        offset=offset,
+        limit=limit,
+    )
+
+
+@pages.get("/notifications/{notification_id}")
+def notification_page(notification_id: str, request: Request, ctx: Ctx, user: PageUser) -> Response:
+    if not is_identifier(notification_id):
+        raise ApiError(404, "notification_not_found", "no such notification", got="(malformed)")
+    thread = notification_views.thread(ctx, user, notification_id)
+    return render(
+        request,
+        "notification.html",
+        user,
+        "notifications",
+        title=f"Notification {notification_id}",
+        t=thread,
     )
 
 

@@ -37,10 +37,16 @@ def test_who_may_sign_what() -> None:
         RecordKind.DELIVERY,
         RecordKind.CORRECTIVE_ACTION,
     }
-    # No kind an auditor may sign can be signed by anyone else, and genealogy is the only kind
-    # two roles share (the party that assembled: a supplier or an OEM).
+    # No kind an auditor may sign can be signed by anyone else. Two roles share genealogy (the
+    # party that assembled: a supplier or an OEM) and notifications (an OEM or a supplier
+    # investigates its supplier; a supplier alerts its customer).
     shared = {k for k, r in KIND_SIGNER_ROLES.items() if len(r) > 1}
-    assert shared == {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION}
+    assert shared == {
+        RecordKind.AGGREGATION,
+        RecordKind.TRANSFORMATION,
+        RecordKind.NOTIFICATION,
+    }
+    assert KIND_SIGNER_ROLES[RecordKind.NOTIFICATION] == {Role.OEM, Role.SUPPLIER}
     check_kind_allowed(RecordKind.AGGREGATION, Role.OEM)
     check_kind_allowed(RecordKind.TRANSFORMATION, Role.SUPPLIER)
     with pytest.raises(KindNotAllowed, match="OEM or SUPPLIER"):

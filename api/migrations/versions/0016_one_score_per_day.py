@@ -1,7 +1,7 @@
 """one published score per (supplier, policy, day): policy, day and superseded_by on scores
 
 Revision ID: 0016
-Revises: 0011
+Revises: 0015
 Create Date: 2026-12-07 19:05:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0016"
-down_revision: str | None = "0011"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
