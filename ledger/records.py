@@ -96,9 +96,10 @@ KIND_SIGNER_ROLES: dict[RecordKind, frozenset[Role]] = {
 # records are always about itself; this extends the rule to OEM-signed genealogy.)
 # A notification transition is likewise about its signer (docs/notifications.md, "subject"): it
 # is that party's own statement in a conversation, not evidence about the other party.
-SELF_SUBJECT_KINDS: frozenset[RecordKind] = frozenset(
-    {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION, RecordKind.NOTIFICATION}
+GENEALOGY_KINDS: frozenset[RecordKind] = frozenset(
+    {RecordKind.AGGREGATION, RecordKind.TRANSFORMATION}
 )
+SELF_SUBJECT_KINDS: frozenset[RecordKind] = GENEALOGY_KINDS | {RecordKind.NOTIFICATION}
 
 
 def allowed_roles_text(kind: RecordKind) -> str:
@@ -588,8 +589,12 @@ class NotificationPayload(_EventPayload):
     """One transition of a quality notification: an investigation (customer -> supplier) or an
     alert (supplier -> customer). The terms of the notification (parts, deadline, severity,
     scope, origin) are stated once, by ``created``; every later transition repeats only the
-    thread's names (id, type, sender, recipient) so that each record alone says who did what."""
+    thread's names (id, type, sender, recipient) so that each record alone says who did what.
 
+    EPCIS has no notification event: exported, a transition is an ObjectEvent about its thread
+    (docs/epcis.md), so the field names that EPCIS does not know travel in qledger's namespace."""
+
+    eventType: Literal["ObjectEvent"] = "ObjectEvent"
     notificationId: Identifier
     type: Literal["investigation", "alert"]
     transition: NotificationTransition
@@ -711,7 +716,7 @@ def _check_counts(record: QualityRecord, payload: _EventPayload) -> None:
     """The signed counts must agree with the detail they summarise."""
     if isinstance(payload, NotificationPayload):
         _check_notification(record, payload)
-    elif record.kind in SELF_SUBJECT_KINDS:
+    elif record.kind in GENEALOGY_KINDS:
         _check_genealogy(record, payload)
     elif isinstance(payload, InspectionPayload):
         if payload.sampleSize != record.quantity:

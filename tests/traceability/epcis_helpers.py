@@ -160,6 +160,20 @@ def payloads() -> dict[RecordKind, tuple[dict[str, Any], dict[str, Any]]]:
                 ],
             },
         ),
+        RecordKind.NOTIFICATION: (
+            {"quantity": 1, "defects": 0, "part_number": "created", "lot_id": "QN-1"},
+            {
+                "notificationId": "QN-1",
+                "type": "alert",
+                "transition": "created",
+                "sender": ORG,
+                "recipient": "OEM-01",
+                "affectedParts": [child],
+                "deadline": T + 86_400,
+                "severity": "major",
+                "description": "bore diameter drift on lot L-77",
+            },
+        ),
         RecordKind.TRANSFORMATION: (
             {"quantity": 100, "defects": 0},
             {
@@ -185,7 +199,7 @@ def sign_kind(kind: RecordKind, signer: Signer, domain: Domain, nonce: int = 1) 
         domain,
         subject=ORG,
         kind=kind,
-        part_number="P-100",
+        part_number=fields.get("part_number", "P-100"),
         lot_id=lot,
         event_time=event_time,
         quantity=fields["quantity"],

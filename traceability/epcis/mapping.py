@@ -30,9 +30,9 @@ from ledger.eip712 import record_struct_hash
 from ledger.errors import InvalidRecord, LedgerError
 from ledger.records import (
     DIGITAL_LINK_PATTERN,
+    GENEALOGY_KINDS,
     KIND_SIGNER_ROLES,
     PAYLOAD_MODELS,
-    SELF_SUBJECT_KINDS,
     BusinessPartnerNumber,
     Identifier,
     RecordKind,
@@ -628,7 +628,7 @@ class _Importer:
         if "action" in event:
             used.add("action")
         quantity: int | None = None
-        if kind in SELF_SUBJECT_KINDS:
+        if kind in GENEALOGY_KINDS:
             subject, part, lot, quantity = self._genealogy(kind, event, ext, lots, payload, used)
         else:
             subject, part, lot, quantity = self._object(kind, event, fields, payload, used)
