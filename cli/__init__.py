@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import chain, credit, fl, keys, records, service, trust, witness
+from cli import chain, credit, fl, keys, records, service, trust, verify_bulk, witness
 from cli._common import reported_errors
 
 app = typer.Typer(
@@ -35,6 +35,7 @@ app.command("simulate")(credit.simulate)
 app.command("sign")(records.sign)
 app.command("verify")(records.verify)
 app.command("verify-score")(records.verify_score)
+app.command("verify-receipts")(verify_bulk.verify_receipts)
 app.command("log-key")(witness.log_key)
 app.add_typer(
     witness.app,
