@@ -328,6 +328,8 @@ def reason_codes_batch(
 
 
 ReasonRow = tuple[str, str, tuple[str, ...], float]  # code, text, features, points
+# Below this many rows the rules are walked per supplier (``reason_codes``).
+SMALL_BATCH = 16
 
 
 def reason_rows(
@@ -338,6 +340,20 @@ def reason_rows(
 ) -> list[list[ReasonRow]]:
     """``reason_codes_batch`` as plain tuples (what the JSON response path needs)."""
     n = len(observed)
+    if n < SMALL_BATCH:  # the per-rule array work costs more than it saves on a few rows
+        rows_small = points.tolist()
+        return [
+            [
+                (r.code, r.text, r.features, r.points)
+                for r in reason_codes(
+                    dict(zip(FEATURE_NAMES, rows_small[i], strict=True)),
+                    observed[i],
+                    details[i],
+                    limit,
+                )
+            ]
+            for i in range(n)
+        ]
     seen = [[o.get(f) for f in FEATURE_NAMES] for o in observed]
     # None (not observed) becomes NaN in the matrix.
     values = np.array(seen, dtype=np.float64).reshape(n, len(FEATURE_NAMES))

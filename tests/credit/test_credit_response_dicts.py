@@ -91,6 +91,10 @@ def test_batch_reason_codes_equal_the_one_supplier_rule_walk(
     batch = [*vectors, odd]
     points = model.explain(np.array([v.values for v in batch], dtype=np.float64)).points
     got = reason_codes_batch(points, [v.observed for v in batch], [v.details for v in batch])
+    few = reason_codes_batch(
+        points[:3], [v.observed for v in batch[:3]], [v.details for v in batch[:3]]
+    )
+    assert len(batch) > 16 and few == got[:3]  # the array path and the small-batch path agree
     for k, vec in enumerate(batch):
         row = dict(zip(FEATURE_NAMES, points[k].tolist(), strict=True))
         assert got[k] == reason_codes(row, vec.observed, vec.details)
