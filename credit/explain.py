@@ -13,13 +13,13 @@ waterfall plot of a response is ``credit.waterfall``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from credit.features import FEATURE_INDEX, FEATURES, SPECS
+from credit.features import FEATURE_INDEX, FEATURE_NAMES, FEATURES, SPECS
 
 if TYPE_CHECKING:
     from credit.model import CreditModel
@@ -49,20 +49,44 @@ class ReasonRule:
     text: Callable[[Observed, Mapping[str, str]], str]
 
 
-def _above(name: str, limit: float) -> Callable[[Observed], bool]:
-    def applies(o: Observed) -> bool:
-        value = o.get(name)
-        return value is not None and value > limit
+class _Condition:
+    """A rule's condition on one observed feature: callable on one supplier's observations, and
+    ``mask`` on a batch's (the vectorised reason codes of ``reason_codes_batch``)."""
 
-    return applies
+    def __init__(self, name: str | None, op: str, limit: float = 0.0) -> None:
+        self.name, self.op, self.limit = name, op, limit
+
+    def __call__(self, o: Observed) -> bool:
+        value = o.get(self.name) if self.name is not None else None
+        if self.op == "always":
+            return True
+        if self.op == "missing":
+            return value is None
+        if self.op == "falsy":
+            return not value
+        if value is None:
+            return False
+        return value > self.limit if self.op == ">" else value < self.limit
+
+    def mask(self, values: np.ndarray) -> np.ndarray:
+        """Per row of ``values`` (rows x features, NaN where not observed)."""
+        if self.op == "always" or self.name is None:
+            return np.ones(len(values), dtype=bool)
+        column = values[:, FEATURE_INDEX[self.name]]
+        if self.op == "missing":
+            return np.isnan(column)
+        if self.op == "falsy":
+            return np.isnan(column) | (column == 0)
+        with np.errstate(invalid="ignore"):
+            return column > self.limit if self.op == ">" else column < self.limit
+
+
+def _above(name: str, limit: float) -> Callable[[Observed], bool]:
+    return _Condition(name, ">", limit)
 
 
 def _below(name: str, limit: float) -> Callable[[Observed], bool]:
-    def applies(o: Observed) -> bool:
-        value = o.get(name)
-        return value is not None and value < limit
-
-    return applies
+    return _Condition(name, "<", limit)
 
 
 def _costs_points(feature: str) -> Callable[[Observed, Mapping[str, str]], str]:
@@ -71,7 +95,7 @@ def _costs_points(feature: str) -> Callable[[Observed, Mapping[str, str]], str]:
 
 
 def _missing(name: str) -> Callable[[Observed], bool]:
-    return lambda o: o.get(name) is None
+    return _Condition(name, "missing")
 
 
 REASON_TABLE: tuple[ReasonRule, ...] = (
@@ -223,7 +247,7 @@ REASON_TABLE: tuple[ReasonRule, ...] = (
     ReasonRule(
         "FL_NOT_PARTICIPATING",
         ("fl_participation",),
-        lambda o: not o.get("fl_participation"),
+        _Condition("fl_participation", "falsy"),
         lambda o, d: "Not taking part in federated defect-model training",
     ),
     ReasonRule(
@@ -240,7 +264,7 @@ _FALLBACK = {
     f.name: ReasonRule(
         f"{f.name.upper()}_COSTS_POINTS",
         (f.name,),
-        lambda o: True,
+        _Condition(None, "always"),
         _costs_points(f.name),
     )
     for f in FEATURES
@@ -248,6 +272,9 @@ _FALLBACK = {
 # Rule positions by feature, so a response only looks at the rules of the features that cost it
 # points (the table order, most specific first, is kept), then at the fallbacks.
 _RULES: tuple[ReasonRule, ...] = (*REASON_TABLE, *(_FALLBACK[f.name] for f in FEATURES))
+_RULE_INDEX: tuple[tuple[int, ...], ...] = tuple(
+    tuple(FEATURE_INDEX[f] for f in rule.features) for rule in _RULES
+)
 _RULES_OF: dict[str, tuple[int, ...]] = {
     f.name: tuple(k for k, rule in enumerate(_RULES) if f.name in rule.features) for f in FEATURES
 }
@@ -285,6 +312,113 @@ def reason_codes(
         )
     reasons.sort(key=lambda r: r.points)
     return reasons[:limit]
+
+
+def reason_codes_batch(
+    points: np.ndarray,
+    observed: Sequence[Observed],
+    details: Sequence[Mapping[str, str]],
+    limit: int = MAX_REASONS,
+) -> list[list[Reason]]:
+    """``[reason_codes(row points, observed[i], details[i]) for each row]``, with each rule's
+    condition and the features it may claim decided for the whole batch at once (numpy); only
+    the rules that fire are visited per supplier (their text and points). ``points`` is rows x
+    features in ``FEATURE_NAMES`` order."""
+    return [[Reason(*r) for r in row] for row in reason_rows(points, observed, details, limit)]
+
+
+ReasonRow = tuple[str, str, tuple[str, ...], float]  # code, text, features, points
+# Below this many rows the rules are walked per supplier (``reason_codes``).
+SMALL_BATCH = 16
+
+
+def reason_rows(
+    points: np.ndarray,
+    observed: Sequence[Observed],
+    details: Sequence[Mapping[str, str]],
+    limit: int = MAX_REASONS,
+) -> list[list[ReasonRow]]:
+    """``reason_codes_batch`` as plain tuples (what the JSON response path needs)."""
+    n = len(observed)
+    if n < SMALL_BATCH:  # the per-rule array work costs more than it saves on a few rows
+        rows_small = points.tolist()
+        return [
+            [
+                (r.code, r.text, r.features, r.points)
+                for r in reason_codes(
+                    dict(zip(FEATURE_NAMES, rows_small[i], strict=True)),
+                    observed[i],
+                    details[i],
+                    limit,
+                )
+            ]
+            for i in range(n)
+        ]
+    seen = [[o.get(f) for f in FEATURE_NAMES] for o in observed]
+    # None (not observed) becomes NaN in the matrix.
+    values = np.array(seen, dtype=np.float64).reshape(n, len(FEATURE_NAMES))
+    # An observation that is itself NaN would read as "missing" there: such rows take the
+    # one-supplier path, which tells None from NaN.
+    nans = np.isnan(values).sum(axis=1).tolist()
+    odd = {i for i in range(n) if nans[i] != seen[i].count(None)}
+    losing = points < 0
+    claimed = np.zeros_like(losing)
+    fired: list[list[tuple[int, tuple[int, ...]]]] = [[] for _ in range(n)]
+    for k, rule in enumerate(_RULES):
+        idx = _RULE_INDEX[k]
+        free = losing[:, idx] & ~claimed[:, idx]
+        hit = free.any(axis=1) & _mask(rule, values)
+        rows_hit = np.flatnonzero(hit).tolist()
+        if not rows_hit:
+            continue
+        if len(idx) == 1:
+            claimed[rows_hit, idx[0]] = True
+            for i in rows_hit:
+                fired[i].append((k, idx))
+            continue
+        claimed[:, idx] |= free & hit[:, None]
+        for i, flags in zip(rows_hit, free[rows_hit].tolist(), strict=True):
+            fired[i].append((k, tuple(j for j, ok in zip(idx, flags, strict=True) if ok)))
+    rows = points.tolist()
+    out: list[list[ReasonRow]] = []
+    for i in range(n):
+        if i in odd:
+            one = reason_codes(dict(zip(FEATURE_NAMES, rows[i], strict=True)), observed[i],
+                               details[i], limit)  # fmt: skip
+            out.append([(r.code, r.text, r.features, r.points) for r in one])
+            continue
+        row, seen_i, details_i = rows[i], observed[i], details[i] or {}
+        reasons = [
+            (
+                _RULES[k].code,
+                _RULES[k].text(seen_i, details_i),
+                tuple([FEATURE_NAMES[j] for j in feats]),
+                float(sum(row[j] for j in feats)),
+            )
+            for k, feats in fired[i]
+        ]
+        reasons.sort(key=_points_of)
+        out.append(reasons[:limit])
+    return out
+
+
+def _points_of(reason: ReasonRow) -> float:
+    return reason[3]
+
+
+def _mask(rule: ReasonRule, values: np.ndarray) -> np.ndarray:
+    if isinstance(rule.applies, _Condition):
+        return rule.applies.mask(values)
+    # A rule written as a plain function: asked row by row.
+    return np.array(
+        [
+            rule.applies(
+                {f: None if v != v else v for f, v in zip(FEATURE_NAMES, r.tolist(), strict=True)}
+            )
+            for r in values
+        ],
+        dtype=bool,
+    )
 
 
 Comparison = Literal["<", ">="]

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -130,28 +130,36 @@ class GatePolicy:
     def evaluate(
         self, score: float, facts: GateFacts, observed: Mapping[str, float | None]
     ) -> GateResult:
+        return GateResult.model_validate(self.evaluate_json(score, facts, observed))
+
+    def evaluate_json(
+        self, score: float, facts: GateFacts, observed: Mapping[str, float | None]
+    ) -> dict[str, Any]:
+        """The gate result as the JSON ``GateResult.model_dump(mode="json")`` gives, built
+        without model objects (``credit.score.response_dicts``; tests check the equality)."""
         blocking = []
         for req in self.requirements:
             actual = getattr(facts, req.fact) if req.fact in FACTS else observed.get(req.fact)
             if actual is None or not OPS[req.op](float(actual), req.value):
                 blocking.append(
-                    Blocking(
-                        fact=req.fact,
-                        op=req.op,
-                        limit=req.value,
-                        actual=None if actual is None else float(actual),
-                        reason=req.reason,
-                    )
+                    {
+                        "fact": req.fact,
+                        "op": req.op,
+                        "limit": req.value,
+                        "actual": None if actual is None else float(actual),
+                        "reason": req.reason,
+                    }
                 )
         ok = score >= self.min_score and not blocking
-        return GateResult(
-            policy=self.ref,
-            policy_sha256=self.sha256,
-            outcome="pass" if ok else "fail",
-            threshold=self.min_score,
-            distance=score - self.min_score,
-            blocking=blocking,
-        )
+        return {
+            "policy": self.ref,
+            "policy_sha256": self.sha256,
+            "outcome": "pass" if ok else "fail",
+            "threshold": self.min_score,
+            "distance": score - self.min_score,
+            "blocking": blocking,
+            "insufficient_evidence": False,
+        }
 
 
 class PolicyError(ValueError):

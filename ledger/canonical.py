@@ -102,10 +102,15 @@ def _scan(value: Any) -> int:
     if kind is int:
         return _AS_IS if -(2**53) <= value <= 2**53 else _EXACT
     if kind is float:
+        if value.is_integer():  # False for inf and nan
+            return _INTEGRAL if abs(value) < 1e21 else _EXACT
+        # repr() of a finite non-integral float uses an exponent only below 1e-4 (integral
+        # floats from 2**53 up were handled above): the common case needs no repr(). inf and
+        # nan fail this comparison.
+        if 1e-4 <= abs(value) < 1e16:
+            return _AS_IS
         if not math.isfinite(value):
             return _EXACT
-        if value.is_integer():
-            return _INTEGRAL if abs(value) < 1e21 else _EXACT
         return _EXACT if "e" in repr(value) else _AS_IS
     if kind is list or kind is tuple:
         return max(map(_scan, value), default=_AS_IS)

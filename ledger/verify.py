@@ -155,13 +155,16 @@ def _held_at(history: list[tuple[int, int]], timestamp: int) -> bool:
     )
 
 
-def _check_signature(signed: SignedRecord, report: VerificationReport) -> None:
+def _check_signature(signed: SignedRecord, report: VerificationReport) -> bytes | None:
+    """Reports the signature check; returns the struct hash it computed on the way (None when
+    the signature fails, so the caller computes it itself)."""
     try:
-        check_signature(signed)
+        struct_hash = check_signature(signed)
     except InvalidSignature as exc:
         report.add(Check.SIGNATURE, False, str(exc))
-    else:
-        report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
+        return None
+    report.add(Check.SIGNATURE, True, f"recovers to {signed.record.signer}")
+    return struct_hash
 
 
 def parse_receipt(report: VerificationReport, receipt: Receipt | dict[str, Any]) -> Receipt | None:
@@ -203,8 +206,7 @@ def check_record(
             else "the record differs from the one the receipt covers",
         )
         signed = record
-    _check_signature(signed, report)
-    computed = record_struct_hash(signed.record)
+    computed = _check_signature(signed, report) or record_struct_hash(signed.record)
     report.add(
         Check.STRUCT_HASH,
         computed.hex() == receipt.structHash[2:],

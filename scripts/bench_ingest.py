@@ -174,6 +174,8 @@ def main() -> None:
 
     total = args.records + args.single
     print(f"signing {total} records ...", flush=True)
+    # eventTime must lie within the service's max event age before signedAt (now).
+    event_base = int(time.time()) - 3600 - total
     records = [
         sign_record(
             signers[i % SUPPLIERS],
@@ -182,7 +184,7 @@ def main() -> None:
             kind="inspection",
             part_number="P-100",
             lot_id=f"LOT-{i}",
-            event_time=1_700_000_000 + i,
+            event_time=event_base + i,
             quantity=50,
             defects=0,
             nonce=i,

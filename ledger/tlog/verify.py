@@ -34,7 +34,7 @@ from ledger.tlog.entries import (
     record_entry,
 )
 from ledger.tlog.errors import LogError
-from ledger.tlog.note import Verifier, open_checkpoint
+from ledger.tlog.note import SignedCheckpoint, Verifier, open_checkpoint
 from ledger.trust import TrustRoot
 from ledger.verify import Check, VerificationReport, check_record, parse_receipt
 
@@ -63,6 +63,39 @@ def check_of(exc: LogError) -> Check:
     return _CODE_TO_CHECK.get(exc.code, Check.NOTE_FORMAT)
 
 
+class CheckpointCache:
+    """Each distinct checkpoint note opened once (its signatures are the costly part), for
+    verifying many receipts that share checkpoints. Failures are remembered too."""
+
+    def __init__(self) -> None:
+        self._opened: dict[tuple[Any, ...], SignedCheckpoint | LogError] = {}
+
+    def open(
+        self,
+        note: str,
+        log_key: Verifier,
+        origin: str,
+        witnesses: Sequence[Verifier] = (),
+        quorum: int = 0,
+    ) -> SignedCheckpoint:
+        key = (note, log_key.vkey, origin, tuple(w.vkey for w in witnesses), quorum)
+        found = self._opened.get(key)
+        if found is None:
+            try:
+                found = open_checkpoint(
+                    note, log_key, origin=origin, witnesses=witnesses, quorum=quorum
+                )
+            except LogError as exc:
+                found = exc
+            self._opened[key] = found
+        if isinstance(found, LogError):
+            raise found
+        return found
+
+    def __len__(self) -> int:
+        return len(self._opened)
+
+
 def _log_checks(
     report: VerificationReport,
     entry: bytes,
@@ -71,18 +104,18 @@ def _log_checks(
     origin: str,
     witnesses: Sequence[Verifier],
     quorum: int,
+    checkpoints: CheckpointCache | None = None,
 ) -> bool:
     """Checkpoint (signature, origin), witness quorum, then inclusion: each its own check."""
+    opener = checkpoints if checkpoints is not None else CheckpointCache()
     try:
-        signed = open_checkpoint(proof.checkpoint, log_key, origin=origin)
+        signed = opener.open(proof.checkpoint, log_key, origin)
         report.add(
             Check.CHECKPOINT_SIGNATURE,
             True,
             f"checkpoint {origin} size {signed.checkpoint.size} signed by {log_key.vkey}",
         )
-        cosigned = open_checkpoint(
-            proof.checkpoint, log_key, origin=origin, witnesses=witnesses, quorum=quorum
-        )
+        cosigned = opener.open(proof.checkpoint, log_key, origin, witnesses, quorum)
         report.add(
             Check.WITNESS_QUORUM,
             True,
@@ -109,11 +142,13 @@ def verify_receipt_offline(
     witnesses: Sequence[Verifier] = (),
     quorum: int = 0,
     trust: TrustRoot | None = None,
+    checkpoints: CheckpointCache | None = None,
 ) -> VerificationReport:
     """Every check that needs no chain: see the module docstring.
 
     With ``trust`` (the auditor's pinned trust root) the receipt must name the pinned chain and
     ledger, and the log's origin is the pinned ledger's, never the one the receipt names.
+    ``checkpoints`` shares opened checkpoints between calls (bulk verification).
     """
     report = VerificationReport()
     parsed = parse_receipt(report, receipt)
@@ -160,6 +195,7 @@ def verify_receipt_offline(
         ledger_origin(chain_id, ledger),
         witnesses,
         quorum,
+        checkpoints,
     )
     return report
 

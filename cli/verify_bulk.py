@@ -1,0 +1,112 @@
+"""``qledger verify-receipts``: verify a directory or JSONL export of receipts in one go."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import typer
+
+from cli._common import fail
+from cli.records import LogKeyOption, QuorumOption, WitnessOption, pinned_keys, verifier_client
+from cli.trust import trust_from_options
+from ledger.bulk_verify import CachingChain, read_receipts, verify_all
+from ledger.errors import ChainError
+from ledger.tlog.verify import CheckpointCache, verify_receipt_offline
+from ledger.verify import VerificationReport, verify_receipt
+
+
+def verify_receipts(
+    path: Path = typer.Argument(
+        ..., help="a directory of receipt files (*.json) or a JSONL file (one receipt per line)"
+    ),
+    rpc: str | None = typer.Option(
+        None, "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"
+    ),
+    trust: Path | None = typer.Option(
+        None, "--trust", envvar="QLEDGER_TRUST_FILE", help="trust file (qledger trust init)"
+    ),
+    chain_id: int | None = typer.Option(None, "--chain-id", help="pinned chain id (no file)"),
+    ledger: str | None = typer.Option(None, "--ledger", help="pinned ledger (no file)"),
+    anchor: str | None = typer.Option(None, "--anchor", help="pinned block NUMBER:0xHASH"),
+    log_key: LogKeyOption = None,
+    witness: WitnessOption = [],  # noqa: B006 - typer reads the default, never mutated
+    quorum: QuorumOption = None,
+    failures_only: bool = typer.Option(
+        False, "--failures-only", help="print only the receipts that fail, then the summary"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="one JSON verdict per line (JSONL)"),
+) -> None:
+    """Verify many receipts against the pinned trust root, each with every check of `qledger
+    verify`: with --rpc the chain is asked once per distinct batch root and once per distinct
+    signer (not once per receipt); offline (a log key, no --rpc) nothing is asked and each
+    distinct checkpoint's signatures are checked once. Prints one line per receipt (OK, or FAIL
+    with the first failed check) and a summary. Exit 0 only if every receipt passes."""
+    pinned = trust_from_options(trust, chain_id, ledger, anchor)
+    log, witnesses, quorum = pinned_keys(pinned, log_key, witness, quorum)
+    if rpc is None and log is None:
+        fail("give --rpc (check against the chain) or a log key (offline, with witnesses)")
+    if not path.exists():
+        fail(f"{path}: no such file or directory")
+
+    cached: CachingChain | None = None
+    checkpoints = CheckpointCache()
+    if rpc is not None:
+        try:
+            cached = CachingChain(verifier_client(rpc, pinned))
+        except ChainError as exc:
+            fail(f"chain: {exc}")
+        chain = cached
+
+        def verify_one(receipt: dict[str, Any]) -> VerificationReport:
+            return verify_receipt(None, receipt, chain, pinned)
+
+    else:
+        assert log is not None
+        offline_key = log
+
+        def verify_one(receipt: dict[str, Any]) -> VerificationReport:
+            return verify_receipt_offline(
+                None,
+                receipt,
+                log_key=offline_key,
+                witnesses=witnesses,
+                quorum=quorum,
+                trust=pinned,
+                checkpoints=checkpoints,
+            )
+
+    total = failed = 0
+    out = sys.stdout
+    try:
+        for verdict in verify_all(read_receipts(path), verify_one):
+            total += 1
+            failed += not verdict.ok
+            if failures_only and verdict.ok:
+                continue
+            if as_json:
+                out.write(orjson.dumps(verdict.to_json()).decode() + "\n")
+            else:
+                out.write(verdict.line() + "\n")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    except ChainError as exc:
+        fail(f"chain: {exc}")
+    if rpc is not None and cached is not None:
+        asked = (
+            f"{cached.calls} chain reads for {len(cached.roots)} distinct batch roots and "
+            f"{len(cached.signers)} distinct signers"
+        )
+    else:
+        asked = f"no RPC; {len(checkpoints)} distinct checkpoint checks"
+    summary = f"{total} receipts: {total - failed} valid, {failed} invalid ({asked})"
+    if as_json:
+        out.write(orjson.dumps({"summary": summary, "total": total, "invalid": failed}).decode())
+        out.write("\n")
+    else:
+        out.write(summary + "\n")
+    if total == 0:
+        fail(f"{path}: no receipts found")
+    raise typer.Exit(0 if failed == 0 else 1)
