@@ -370,3 +370,106 @@ def deploy_local(
             config, anchor, on_round=progress, keep_workdir=keep_workdir, node_poll=node_poll
         )
     _finish(result, as_json)
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Option("--model", help="The anchored model file (.qlm).")],
+    data: Annotated[Path, typer.Option("--data", help="This supplier's own partition directory.")],
+    model_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--model-hash",
+            help="The hash anchored for the model (ModelRegistry / GET /v1/models).",
+        ),
+    ] = None,
+    rpc: Rpc = None,
+    deployment: DeploymentFile = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Run id whose anchored round to check against.")
+    ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", min=0, help="Anchored round (default: the run's latest)."),
+    ] = None,
+    recent: Annotated[
+        float,
+        typer.Option(
+            "--recent",
+            min=0.01,
+            max=1.0,
+            help="Fraction of the log (its end) where the defect rate rose; its defective "
+            "shots are compared with the shots before it (1: every defective vs good shots).",
+        ),
+    ] = 1.0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Analysis JSON (default: fl-explain-<supplier>.json here)."),
+    ] = None,
+    attach: Annotated[
+        Path | None,
+        typer.Option(
+            "--attach", help="8D draft (corrective_action JSON) to add the analysis's hash to."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Drivers to show.")] = 5,
+    as_json: AsJson = False,
+) -> None:
+    """Root-cause hints for an 8D's D4, at the supplier on its own shots: SHAP of the anchored
+    model ranks the process parameters driving its defective shots and the way to move each.
+    Nothing leaves the machine; --attach puts only the analysis's SHA-256 into the 8D draft."""
+    from federated.data import load_partition
+    from federated.explain import ExplainError, attach_to_draft, explain_defects
+    from federated.model import load_model
+    from federated.provenance import load_anchored_model
+
+    try:
+        if model_hash is not None:
+            flmodel = load_model(model, expected_hash=model_hash)
+        elif rpc and deployment and run_id:
+            from ledger.chain import ChainClient, Deployment
+
+            chain = ChainClient.connect(rpc, deployment=Deployment.load(deployment))
+            run = bytes.fromhex(run_id.removeprefix("0x"))
+            flmodel = load_anchored_model(chain, run, model, round_)
+        else:
+            raise typer.BadParameter(
+                "give the anchored hash (--model-hash) or where to read it (--rpc, --deployment, "
+                "--run-id): an unanchored model is not explained"
+            )
+        partition = load_partition(data)
+        analysis = explain_defects(flmodel, partition, recent=recent)
+        target = out or Path(f"fl-explain-{partition.supplier_id}.json")
+        draft = None
+        if attach is not None:
+            draft = attach_to_draft(json.loads(attach.read_text()), analysis, target.name)
+    except (ValueError, OSError, KeyError) as exc:  # hash mismatch, bad files, ExplainError
+        kind = "refused" if isinstance(exc, ExplainError) else "error"
+        console.print(f"[red]{kind}:[/] {exc}")
+        raise typer.Exit(1) from None
+    target.write_bytes(analysis.to_json())
+    if draft is not None and attach is not None:
+        attach.write_text(json.dumps(draft, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps({**analysis.to_dict(), "sha256": analysis.sha256}, indent=2))
+        return
+    console.print(
+        f"[bold]{partition.supplier_id}[/]: {analysis.defective} defective of {analysis.shots} "
+        f"shots; {analysis.explained} explained against {analysis.background} "
+        f"{analysis.reference}; model {analysis.model_hash[:18]}… (anchored hash checked)"
+    )
+    console.print(
+        f"{'#':>2}  {'parameter':<18} {'SHAP':>7} {'share':>6} {'defective':>10} "
+        f"{'reference':>10}  {'move':<6} predicted defect rate",
+        highlight=False,
+    )
+    for i, d in enumerate(analysis.drivers[:top], 1):
+        console.print(
+            f"{i:>2}  {d.feature:<18} {d.mean_shap:>7.3f} {d.share:>6.1%} "
+            f"{d.defective_median:>10.4g} {d.reference_median:>10.4g}  {d.direction:<6} "
+            f"{d.risk_now:.2f} -> {d.risk_if_moved:.2f}",
+            highlight=False,
+        )
+    console.print(f"analysis     {target}  sha256 {analysis.sha256}")
+    if attach is not None:
+        console.print(f"attached to  {attach} (hash only; the analysis stays here)")
