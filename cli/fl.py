@@ -458,6 +458,14 @@ def explain(
         f"shots; {analysis.explained} explained against {analysis.background} "
         f"{analysis.reference}; model {analysis.model_hash[:18]}… (anchored hash checked)"
     )
+    if analysis.observed_rise is not None:
+        accounted = "" if analysis.accounted is None else f" ({analysis.accounted:.0%} of it)"
+        console.print(
+            f"spike: defect rate {analysis.observed_rise:+.3f} in the last {recent:.0%} of the "
+            f"log; the model predicts {analysis.predicted_rise:+.3f}{accounted}"
+        )
+    if analysis.note:
+        console.print(f"[yellow]note:[/] {analysis.note}")
     console.print(
         f"{'#':>2}  {'parameter':<18} {'SHAP':>7} {'share':>6} {'defective':>10} "
         f"{'reference':>10}  {'move':<6} predicted defect rate",

@@ -33,7 +33,7 @@ from federated.data import (
     save_partition,
     supplier_log,
 )
-from federated.explain import ExplainError, attach_to_draft, explain_defects
+from federated.explain import ACCOUNTED_MIN, ExplainError, attach_to_draft, explain_defects
 from federated.model import FLModel, get_arrays, load_model, new_model, predict_proba, save_model
 from federated.provenance import load_anchored_model
 from federated.run import simulate
@@ -41,27 +41,30 @@ from federated.server_app import train_config
 from ledger.chain import ChainClient
 
 SUPPLIERS, SEED = 8, 11
-ROUNDS = 12
 # A spike an 8D is opened for: the defect rate of the recent half of the log at least this
 # much above the half before (absolute).
 SPIKE = 0.10
 
 
-@pytest.fixture(scope="module")
-def consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FLModel]:
+def _fedavg(root: Path, rounds: int) -> tuple[Path, FLModel]:
     torch.set_num_threads(1)  # the ClientApp's setting; threads only contend on 2 cores
-    root = tmp_path_factory.mktemp("fl-explain")
     generate_partitions(SUPPLIERS, SEED, root / "data")
     parts = [load_partition(d) for d in partition_dirs(root / "data")]
     s = ServerSettings()
     arrays = get_arrays(new_model(s.hidden, s.seed))
-    for rnd in range(1, ROUNDS + 1):
+    for rnd in range(1, rounds + 1):
         cfg = {**dict(train_config(s)), "server-round": rnd}
         updates = [local_update(p, arrays, cfg) for p in parts]
         total = sum(m["weight"] for _, m in updates)
         arrays = [sum(m["weight"] * u[i] for u, m in updates) / total for i in range(len(arrays))]
     digest = save_model(root / "final.qlm", arrays, s.hidden)
     return root, load_model(root / "final.qlm", expected_hash=digest)
+
+
+@pytest.fixture(scope="module")
+def consortium(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, FLModel]:
+    """A short run (12 rounds) for the fast tests."""
+    return _fedavg(tmp_path_factory.mktemp("fl-explain"), 12)
 
 
 def _draft(subject: str, kind: str = "corrective_action") -> dict[str, object]:
@@ -84,16 +87,18 @@ def _draft(subject: str, kind: str = "corrective_action") -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_the_drifted_parameter_ranks_first(consortium: tuple[Path, FLModel]) -> None:
-    """Every harmful parameter, drifted at four suppliers each (32 logs of 800 shots, the
-    recent half drifted by 1.5 schema scales). Each log whose defect rate spikes is explained
-    by the recent half; the drifted parameter must rank first, with the direction that undoes
-    the drift, and moving it back must lower the predicted defect rate."""
-    _, model = consortium
+def test_the_drifted_parameter_ranks_first(tmp_path: Path) -> None:
+    """Every harmful parameter, drifted at every supplier (64 logs of 800 shots, the recent
+    half drifted by 1.5 schema scales), explained with a 40-round FedAvg model. Each log
+    whose defect rate spikes is explained by the recent half. Where the model predicts at least
+    half of the spike, the drifted parameter must rank first, with the direction that undoes the
+    drift, and moving it back must lower the predicted defect rate; where it does not, the
+    analysis must say so (never a confident wrong hint)."""
+    _, model = _fedavg(tmp_path, 40)
     ids = [f"SUP-{k:05d}" for k in range(1, SUPPLIERS + 1)]
-    spikes, misses, quiet = 0, [], []
+    spikes, misses, quiet, flagged, hinted = 0, [], [], [], set()
     for k, feature in enumerate(DRIFT_DIRECTIONS):
-        for supplier in ids[k % 2 :: 2]:  # half the suppliers per parameter, alternating
+        for supplier in ids:
             drift = Drift.harmful(supplier, feature, 1.5)
             log = supplier_log(SUPPLIERS, SEED, supplier, 800, log_seed=k, drift=drift)
             before, after = log.y[:400].mean(), log.y[400:].mean()
@@ -103,18 +108,29 @@ def test_the_drifted_parameter_ranks_first(consortium: tuple[Path, FLModel]) -> 
             spikes += 1
             analysis = explain_defects(model, log, recent=0.5)
             first = analysis.drivers[0]
-            print(f"{feature} at {supplier}: {before:.3f} -> {after:.3f}, first {first.feature}")
+            assert analysis.observed_rise == pytest.approx(after - before, abs=1e-6)
+            assert analysis.accounted is not None
+            print(
+                f"{feature} at {supplier}: {before:.3f} -> {after:.3f}, model accounts for "
+                f"{analysis.accounted:.2f}, first {first.feature}"
+            )
+            if analysis.accounted < ACCOUNTED_MIN:
+                assert "not a root-cause hint" in analysis.note
+                flagged.append((feature, supplier, first.feature))
+                continue
+            assert analysis.note == ""
+            hinted.add(feature)
             if first.feature != feature:
                 misses.append((feature, supplier, first.feature, round(after - before, 3)))
                 continue
             assert first.direction == ("lower" if drift.shift > 0 else "raise")
             assert first.risk_if_moved < first.risk_now
-    # The drifts raise the rate in nearly every log; the parameter ranks first in every spike
-    # but at most two (measured: see docs/federated.md, "Root-cause hints").
-    assert spikes >= 26, quiet
-    assert len(misses) <= 2, misses
-    # No parameter is systematically missed.
-    assert len({m[0] for m in misses}) == len(misses)
+    print(f"{spikes} spikes; flagged {flagged}; quiet {quiet}")
+    # Every hint the analysis gives is right; most spikes get one, across most parameters
+    # (measured figures in docs/federated.md, "Root-cause hints"; the flagged ones are hold and
+    # cycle time, whose short-side regimes the consortium's data barely covers).
+    assert misses == []
+    assert spikes >= 40 and spikes - len(flagged) >= 30 and len(hinted) >= 5
 
 
 def test_one_spike_end_to_end_and_what_the_analysis_holds(
@@ -126,6 +142,7 @@ def test_one_spike_end_to_end_and_what_the_analysis_holds(
     analysis = explain_defects(model, log, recent=0.5)
     assert analysis.drivers[0].feature == "vibration_mm_s"
     assert analysis.drivers[0].direction == "lower"
+    assert analysis.accounted is not None and analysis.accounted >= ACCOUNTED_MIN
     assert analysis.model_hash == model.hash_hex and analysis.supplier_id == "SUP-00003"
     assert analysis.reference == "shots before the spike window"
     assert {d.feature for d in analysis.drivers} == set(DRIFT_DIRECTIONS) | {"humidity_pct"}
@@ -141,6 +158,19 @@ def test_one_spike_end_to_end_and_what_the_analysis_holds(
     drifted_gain = analysis.drivers[0].risk_now - analysis.drivers[0].risk_if_moved
     vib = next(d for d in base.drivers if d.feature == "vibration_mm_s")
     assert vib.risk_now - vib.risk_if_moved < drifted_gain
+
+
+def test_a_spike_the_model_does_not_predict_is_flagged(consortium: tuple[Path, FLModel]) -> None:
+    # Short hold times: a regime the consortium's lines barely run in, which the short run's
+    # model has not learnt. The rate rises, the model predicts little of it, and the analysis
+    # says its ranking is no hint instead of naming a cause.
+    _, model = consortium
+    drift = Drift.harmful("SUP-00004", "hold_time_s", 1.5)
+    log = supplier_log(SUPPLIERS, SEED, "SUP-00004", 800, log_seed=3, drift=drift)
+    analysis = explain_defects(model, log, recent=0.5)
+    assert analysis.observed_rise is not None and analysis.observed_rise > SPIKE
+    assert analysis.accounted is not None and analysis.accounted < ACCOUNTED_MIN
+    assert "not a root-cause hint" in analysis.note
 
 
 def test_too_few_defective_shots_are_refused(consortium: tuple[Path, FLModel]) -> None:
