@@ -422,6 +422,7 @@ def explain(
     from federated.explain import ExplainError, attach_to_draft, explain_defects
     from federated.model import load_model
     from federated.provenance import load_anchored_model
+    from ledger.errors import LedgerError
 
     try:
         if model_hash is not None:
@@ -443,7 +444,7 @@ def explain(
         draft = None
         if attach is not None:
             draft = attach_to_draft(json.loads(attach.read_text()), analysis, target.name)
-    except (ValueError, OSError, KeyError) as exc:  # hash mismatch, bad files, ExplainError
+    except (ValueError, OSError, KeyError, LedgerError) as exc:  # hash, files, chain, refusals
         kind = "refused" if isinstance(exc, ExplainError) else "error"
         console.print(f"[red]{kind}:[/] {exc}")
         raise typer.Exit(1) from None
