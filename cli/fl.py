@@ -1,8 +1,9 @@
 """``qledger fl``: run the federated defect model in either Flower engine.
 
-    qledger fl simulate --suppliers 5 --rounds 10 [--secagg] [--dp-noise 0.8]
+    qledger fl simulate --suppliers 5 --rounds 10 [--secagg] [--dp sample|client]
     qledger fl simulate --rpc URL --key admin.json [--data-dir D] [--url SERVICE]
     qledger fl deploy-local --suppliers 3 --rounds 3 [--secagg]
+    qledger fl explain --model final.qlm --model-hash 0x... --data SUP-00001/
 
 ``--rpc`` anchors the rounds to a running chain (the deployment in the service's ``--data-dir``)
 and, with an admin ``--key``, reports them to the service, so they show under /ui/models.
@@ -36,6 +37,19 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold keys (never print them)
 )
 console = Console(soft_wrap=True)  # long hashes stay on one line in logs
+
+
+class DpLevel(StrEnum):
+    none = "none"
+    client = "client"
+    sample = "sample"
+
+
+# Noise multiplier and clipping norm when --dp is given without them (docs/federated.md,
+# "Defaults for 8-20 suppliers"): sample-level z = 1.0 and per-shot gradient norm 1.0 (ε 5.4 after
+# 10 rounds: moderate); client-level z = 1.0 and update norm 0.5 (ε 19 after 10 rounds: no
+# meaningful guarantee at any useful accuracy with 8-20 suppliers, and the reading says so).
+DP_DEFAULTS = {DpLevel.sample: (1.0, 1.0), DpLevel.client: (1.0, 0.5)}
 
 
 class ChainMode(StrEnum):
@@ -148,6 +162,8 @@ def _line(rec: RoundRecord) -> str:
         else f"{len(rec.roster)}"
     )
     eps = "" if rec.epsilon is None else f"{rec.epsilon:.2f}"
+    if rec.sample_epsilon is not None:
+        eps = f"{rec.sample_epsilon:.2f}s"  # "s": sample-level
     tx = rec.tx_hash[:16] if rec.tx_hash else "-"
     acc, auc = m.get("accuracy", float("nan")), m.get("auc", float("nan"))
     line = (
@@ -175,24 +191,33 @@ class _Progress:
 def _settings(
     rounds: int,
     secagg: bool,
-    dp_noise: float,
-    dp_clip: float,
+    dp_noise: float | None,
+    dp_clip: float | None,
     min_fit: int | None,
     suppliers: int,
     round_timeout: float,
     local_epochs: int,
     seed: int,
     aggregation: str = "fedavg",
+    dp: DpLevel = DpLevel.none,
 ) -> ServerSettings:
     if secagg and suppliers < 3:
         # With two, each could subtract its own update from the aggregate to get the other's.
         raise typer.BadParameter("SecAgg+ needs at least 3 suppliers", param_hint="--suppliers")
     min_fit_clients = min_fit if min_fit is not None else max(2, (suppliers + 1) // 2)
+    if dp is DpLevel.none and dp_noise:
+        dp = DpLevel.client  # --dp-noise alone: client-level, as before --dp existed
+    noise, clip = DP_DEFAULTS.get(dp, (0.0, 0.5))
+    noise = noise if dp_noise is None else dp_noise
+    clip = clip if dp_clip is None else dp_clip
+    client, sample = dp is DpLevel.client, dp is DpLevel.sample
     return ServerSettings(
         rounds=rounds,
         secagg=secagg,
-        dp_noise=dp_noise,
-        dp_clip=dp_clip,
+        dp_noise=noise if client else 0.0,
+        dp_clip=clip if client else 0.5,
+        sample_dp_noise=noise if sample else 0.0,
+        sample_dp_clip=clip if sample else 1.0,
         min_fit_clients=min_fit_clients,
         # Start with everyone: a SecAgg+ or DP round planned on a half-connected federation
         # would be planned for the wrong population.
@@ -217,6 +242,12 @@ def _finish(result: FLRunResult, as_json: bool) -> None:
             f"privacy      ε = {result.epsilon:.3f} at δ = {result.delta:g} (client-level, RDP)"
         )
         console.print(f"             {epsilon_reading(result.epsilon, result.delta)}")
+    if result.sample_epsilon is not None and result.delta is not None:
+        eps = result.sample_epsilon
+        console.print(
+            f"privacy      ε = {eps:.3f} at δ = {result.delta:g} (sample-level, opacus RDP)"
+        )
+        console.print(f"             {epsilon_reading(eps, result.delta, level='sample')}")
     shares = ", ".join(
         f"{sid} {p['rounds_participated']}/{p['rounds_aggregated']}"
         for sid, p in result.participation.items()
@@ -232,11 +263,25 @@ Rounds = Annotated[int, typer.Option("--rounds", "-r", min=1)]
 SecAgg = Annotated[
     bool, typer.Option("--secagg/--no-secagg", help="SecAgg+: the server sees only the sum.")
 ]
+Dp = Annotated[
+    DpLevel,
+    typer.Option(
+        "--dp",
+        help="Differential privacy: sample (each supplier's DP-SGD, one shot is the unit) or "
+        "client (central noise, one supplier is the unit); docs/federated.md.",
+    ),
+]
 DpNoise = Annotated[
-    float, typer.Option("--dp-noise", min=0.0, help="DP noise multiplier (0: no DP).")
+    float | None,
+    typer.Option("--dp-noise", min=0.0, help="DP noise multiplier (default: the level's; 0: off)."),
 ]
 DpClip = Annotated[
-    float, typer.Option("--dp-clip", min=1e-6, help="DP clipping norm of a round's update.")
+    float | None,
+    typer.Option(
+        "--dp-clip",
+        min=1e-6,
+        help="DP clipping norm: of a round's update (client) or of a shot's gradient (sample).",
+    ),
 ]
 MinFit = Annotated[
     int | None, typer.Option("--min-fit", help="Fewest replies that still make a round.")
@@ -307,8 +352,9 @@ def simulate(
     suppliers: Suppliers = 5,
     rounds: Rounds = 10,
     secagg: SecAgg = False,
-    dp_noise: DpNoise = 0.0,
-    dp_clip: DpClip = 0.5,
+    dp: Dp = DpLevel.none,
+    dp_noise: DpNoise = None,
+    dp_clip: DpClip = None,
     min_fit: MinFit = None,
     round_timeout: Timeout = 60.0,
     chain: Chain = None,
@@ -344,13 +390,18 @@ def simulate(
             local_epochs,
             seed,
             aggregation,
+            dp,
         ),
     )
     anchor = _chain(chain, rpc, deployment, data_dir)
     title = f"simulation engine: {suppliers} suppliers, {rounds} rounds" + (
         ", SecAgg+" if secagg else ""
     )
-    progress = None if as_json else _Progress(title + (f", DP z={dp_noise}" if dp_noise else ""))
+    settings = config.server
+    privacy = (f", client DP z={settings.dp_noise}" if settings.dp else "") + (
+        f", sample DP z={settings.sample_dp_noise}" if settings.sample_dp else ""
+    )
+    progress = None if as_json else _Progress(title + privacy)
     with _run_errors():
         result = run_simulate(config, anchor, on_round=progress)
     _finish(result, as_json)
@@ -362,8 +413,9 @@ def deploy_local(
     suppliers: Suppliers = 3,
     rounds: Rounds = 3,
     secagg: SecAgg = False,
-    dp_noise: DpNoise = 0.0,
-    dp_clip: DpClip = 0.5,
+    dp: Dp = DpLevel.none,
+    dp_noise: DpNoise = None,
+    dp_clip: DpClip = None,
     min_fit: MinFit = None,
     round_timeout: Timeout = 120.0,
     chain: Chain = None,
@@ -404,6 +456,7 @@ def deploy_local(
             local_epochs,
             seed,
             aggregation,
+            dp,
         ),
     )
     anchor = _chain(chain, rpc, deployment, data_dir)
@@ -419,3 +472,115 @@ def deploy_local(
         )
     _finish(result, as_json)
     _report(result, url, key, anchored_to_rpc=bool(rpc) and anchor is not None)
+
+
+@app.command()
+def explain(
+    model: Annotated[Path, typer.Option("--model", help="The anchored model file (.qlm).")],
+    data: Annotated[Path, typer.Option("--data", help="This supplier's own partition directory.")],
+    model_hash: Annotated[
+        str | None,
+        typer.Option(
+            "--model-hash",
+            help="The hash anchored for the model (ModelRegistry / GET /v1/models).",
+        ),
+    ] = None,
+    rpc: Rpc = None,
+    deployment: DeploymentFile = None,
+    run_id: Annotated[
+        str | None, typer.Option("--run-id", help="Run id whose anchored round to check against.")
+    ] = None,
+    round_: Annotated[
+        int | None,
+        typer.Option("--round", min=0, help="Anchored round (default: the run's latest)."),
+    ] = None,
+    recent: Annotated[
+        float,
+        typer.Option(
+            "--recent",
+            min=0.01,
+            max=1.0,
+            help="Fraction of the log (its end) where the defect rate rose; its defective "
+            "shots are compared with the shots before it (1: every defective vs good shots).",
+        ),
+    ] = 1.0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="Analysis JSON (default: fl-explain-<supplier>.json here)."),
+    ] = None,
+    attach: Annotated[
+        Path | None,
+        typer.Option(
+            "--attach", help="8D draft (corrective_action JSON) to add the analysis's hash to."
+        ),
+    ] = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Drivers to show.")] = 5,
+    as_json: AsJson = False,
+) -> None:
+    """Root-cause hints for an 8D's D4, at the supplier on its own shots: SHAP of the anchored
+    model ranks the process parameters driving its defective shots and the way to move each.
+    Nothing leaves the machine; --attach puts only the analysis's SHA-256 into the 8D draft."""
+    from federated.data import load_partition
+    from federated.explain import ExplainError, attach_to_draft, explain_defects
+    from federated.model import load_model
+    from federated.provenance import load_anchored_model
+    from ledger.errors import LedgerError
+
+    try:
+        if model_hash is not None:
+            flmodel = load_model(model, expected_hash=model_hash)
+        elif rpc and deployment and run_id:
+            from ledger.chain import ChainClient, Deployment
+
+            chain = ChainClient.connect(rpc, deployment=Deployment.load(deployment))
+            run = bytes.fromhex(run_id.removeprefix("0x"))
+            flmodel = load_anchored_model(chain, run, model, round_)
+        else:
+            raise typer.BadParameter(
+                "give the anchored hash (--model-hash) or where to read it (--rpc, --deployment, "
+                "--run-id): an unanchored model is not explained"
+            )
+        partition = load_partition(data)
+        analysis = explain_defects(flmodel, partition, recent=recent)
+        target = out or Path(f"fl-explain-{partition.supplier_id}.json")
+        draft = None
+        if attach is not None:
+            draft = attach_to_draft(json.loads(attach.read_text()), analysis, target.name)
+    except (ValueError, OSError, KeyError, LedgerError) as exc:  # hash, files, chain, refusals
+        kind = "refused" if isinstance(exc, ExplainError) else "error"
+        console.print(f"[red]{kind}:[/] {exc}")
+        raise typer.Exit(1) from None
+    target.write_bytes(analysis.to_json())
+    if draft is not None and attach is not None:
+        attach.write_text(json.dumps(draft, indent=2) + "\n")
+    if as_json:
+        typer.echo(json.dumps({**analysis.to_dict(), "sha256": analysis.sha256}, indent=2))
+        return
+    console.print(
+        f"[bold]{partition.supplier_id}[/]: {analysis.defective} defective of {analysis.shots} "
+        f"shots; {analysis.explained} explained against {analysis.background} "
+        f"{analysis.reference}; model {analysis.model_hash[:18]}… (anchored hash checked)"
+    )
+    if analysis.observed_rise is not None:
+        accounted = "" if analysis.accounted is None else f" ({analysis.accounted:.0%} of it)"
+        console.print(
+            f"spike: defect rate {analysis.observed_rise:+.3f} in the last {recent:.0%} of the "
+            f"log; the model predicts {analysis.predicted_rise:+.3f}{accounted}"
+        )
+    if analysis.note:
+        console.print(f"[yellow]note:[/] {analysis.note}")
+    console.print(
+        f"{'#':>2}  {'parameter':<18} {'SHAP':>7} {'share':>6} {'defective':>10} "
+        f"{'reference':>10}  {'move':<6} predicted defect rate",
+        highlight=False,
+    )
+    for i, d in enumerate(analysis.drivers[:top], 1):
+        console.print(
+            f"{i:>2}  {d.feature:<18} {d.mean_shap:>7.3f} {d.share:>6.1%} "
+            f"{d.defective_median:>10.4g} {d.reference_median:>10.4g}  {d.direction:<6} "
+            f"{d.risk_now:.2f} -> {d.risk_if_moved:.2f}",
+            highlight=False,
+        )
+    console.print(f"analysis     {target}  sha256 {analysis.sha256}")
+    if attach is not None:
+        console.print(f"attached to  {attach} (hash only; the analysis stays here)")

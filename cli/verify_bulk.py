@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import typer
@@ -12,10 +12,11 @@ import typer
 from cli._common import fail
 from cli.records import LogKeyOption, QuorumOption, WitnessOption, pinned_keys, verifier_client
 from cli.trust import trust_from_options
-from ledger.bulk_verify import CachingChain, read_receipts, verify_all
 from ledger.errors import ChainError
-from ledger.tlog.verify import CheckpointCache, verify_receipt_offline
-from ledger.verify import VerificationReport, verify_receipt
+
+if TYPE_CHECKING:  # verification loads eth-account and web3: inside the command, not --help
+    from ledger.bulk_verify import CachingChain
+    from ledger.verify import VerificationReport
 
 
 def verify_receipts(
@@ -44,6 +45,10 @@ def verify_receipts(
     signer (not once per receipt); offline (a log key, no --rpc) nothing is asked and each
     distinct checkpoint's signatures are checked once. Prints one line per receipt (OK, or FAIL
     with the first failed check) and a summary. Exit 0 only if every receipt passes."""
+    from ledger.bulk_verify import CachingChain, read_receipts, verify_all
+    from ledger.tlog.verify import CheckpointCache, verify_receipt_offline
+    from ledger.verify import verify_receipt
+
     pinned = trust_from_options(trust, chain_id, ledger, anchor)
     log, witnesses, quorum = pinned_keys(pinned, log_key, witness, quorum)
     if rpc is None and log is None:

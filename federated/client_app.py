@@ -35,7 +35,7 @@ from flwr.supercore.differential_privacy import KEY_CLIPPING_NORM, compute_clip_
 
 from federated.config import WEIGHT_KEY, record_float, record_int
 from federated.data import Partition, load_partition
-from federated.model import get_arrays, new_model, set_arrays, train_epochs
+from federated.model import get_arrays, new_model, set_arrays, train_epochs, train_epochs_dp
 from federated.secagg_ahead import NextRoundRequest, forget_advertised_keys
 from federated.secagg_primitives import use_secagg_primitives
 
@@ -82,15 +82,29 @@ def local_update(
         + server_round * 1_009
         + zlib.crc32(partition.supplier_id.encode())
     )
-    loss = train_epochs(
-        model,
-        partition.X,
-        partition.y,
-        epochs=record_int(config["local-epochs"]),
-        batch_size=record_int(config["batch-size"]),
-        lr=record_float(config["lr"]),
-        seed=seed,
-    )
+    if record_float(config.get("sample-dp-noise", 0.0)) > 0:
+        # Sample-level DP: this supplier's own DP-SGD; what leaves the node is already private
+        # with respect to each of its shots (noise from local randomness, not from ``seed``).
+        loss, _ = train_epochs_dp(
+            model,
+            partition.X,
+            partition.y,
+            epochs=record_int(config["local-epochs"]),
+            steps_per_epoch=record_int(config["sample-dp-steps"]),
+            lr=record_float(config["lr"]),
+            noise_multiplier=record_float(config["sample-dp-noise"]),
+            max_grad_norm=record_float(config["sample-dp-clip"]),
+        )
+    else:
+        loss = train_epochs(
+            model,
+            partition.X,
+            partition.y,
+            epochs=record_int(config["local-epochs"]),
+            batch_size=record_int(config["batch-size"]),
+            lr=record_float(config["lr"]),
+            seed=seed,
+        )
     arrays = get_arrays(model)
     if KEY_CLIPPING_NORM in config:
         # Central DP with client-side clipping: bound this supplier's influence on the round

@@ -170,8 +170,54 @@ def make_profiles(n_suppliers: int, seed: int) -> list[SupplierProfile]:
     return profiles
 
 
-def sample_supplier(profile: SupplierProfile, n: int, rng: np.random.Generator) -> Partition:
-    """Draw ``n`` shots from one supplier's line."""
+# The way each process parameter drifts when it goes wrong, in the direction the shared defect
+# mechanism (_defect_logit) punishes: hotter mould or melt, lower hold pressure, shorter hold or
+# cycle, stronger vibration, longer tool life, wetter resin. Humidity is absent: it matters only
+# through wet resin, so drifting it alone barely moves the defect rate.
+DRIFT_DIRECTIONS: dict[str, float] = {
+    "mold_temp_c": +1.0,
+    "melt_temp_c": +1.0,
+    "hold_pressure_bar": -1.0,
+    "hold_time_s": -1.0,
+    "cycle_time_s": -1.0,
+    "vibration_mm_s": +1.0,
+    "tool_wear_pct": +1.0,
+    "lot_moisture_pct": +1.0,
+}
+
+
+@dataclass(frozen=True)
+class Drift:
+    """One process parameter of one supplier drifting: from shot ``start`` (a fraction of the
+    log, the recent end) every shot's ``feature`` is moved by ``shift`` (in its own unit) before
+    the shot's outcome is drawn, so the defects that follow are caused by it (the known cause)."""
+
+    supplier_id: str
+    feature: str
+    shift: float
+    start: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.feature not in {f.name for f in NUMERIC_FEATURES}:
+            raise ValueError(f"unknown process parameter {self.feature!r}")
+        if not 0.0 <= self.start < 1.0:
+            raise ValueError("start must be in [0, 1)")
+
+    @classmethod
+    def harmful(cls, supplier_id: str, feature: str, scales: float, start: float = 0.5) -> Drift:
+        """``scales`` schema scales (Feature.scale) in the direction that raises defects."""
+        if feature not in DRIFT_DIRECTIONS:
+            raise ValueError(
+                f"{feature!r} has no harmful direction; one of {list(DRIFT_DIRECTIONS)}"
+            )
+        scale = next(f.scale for f in NUMERIC_FEATURES if f.name == feature)
+        return cls(supplier_id, feature, DRIFT_DIRECTIONS[feature] * scales * scale, start)
+
+
+def sample_supplier(
+    profile: SupplierProfile, n: int, rng: np.random.Generator, drift: Drift | None = None
+) -> Partition:
+    """Draw ``n`` shots from one supplier's line (the last shots drifted, if ``drift``)."""
     cols: dict[str, np.ndarray] = {}
     cols["mold_temp_c"] = rng.normal(*profile.mold_temp, n)
     cols["melt_temp_c"] = rng.normal(*profile.melt_temp, n)
@@ -193,6 +239,10 @@ def sample_supplier(profile: SupplierProfile, n: int, rng: np.random.Generator) 
         cols[f"material_grade_{grade}"] = (lot_grade[lot_of_shot] == g_index).astype(np.float64)
     for family in MACHINE_FAMILIES:
         cols[f"machine_{family}"] = np.full(n, 1.0 if family == profile.machine else 0.0)
+    if drift is not None and drift.supplier_id == profile.supplier_id:
+        drifted = cols[drift.feature].copy()
+        drifted[int(n * drift.start) :] += drift.shift
+        cols[drift.feature] = np.clip(drifted, 0.0, None)  # no negative pressure or moisture
     p = 1.0 / (1.0 + np.exp(-_defect_logit(cols)))
     y = (rng.random(n) < p).astype(np.uint8)
     X = np.stack([cols[name] for name in FEATURE_NAMES], axis=1).astype(np.float32)
@@ -230,13 +280,18 @@ def load_partition(directory: Path | str) -> Partition:
 
 
 def generate_partitions(
-    n_suppliers: int, seed: int, out_dir: Path | str, holdout_fraction: float = 0.25
+    n_suppliers: int,
+    seed: int,
+    out_dir: Path | str,
+    holdout_fraction: float = 0.25,
+    drift: Drift | None = None,
 ) -> list[Path]:
     """Write one partition directory per supplier under ``out_dir``; return them in order.
 
     Also writes the pooled held-out set to ``out_dir/holdout`` (``holdout_fraction`` of each
     supplier's volume, drawn from the same line). Only the OEM's ServerApp and the benchmark read
-    it; in production the OEM would validate on its own incoming-inspection data.
+    it; in production the OEM would validate on its own incoming-inspection data. ``drift``
+    drifts one parameter in one supplier's partition (not in the hold-out).
     """
     out = Path(out_dir)
     profiles = make_profiles(n_suppliers, seed)
@@ -244,8 +299,11 @@ def generate_partitions(
     paths: list[Path] = []
     holdout_parts: list[Partition] = []
     for profile in profiles:
-        part = sample_supplier(profile, profile.n_samples, rng)
-        paths.append(save_partition(part, out / profile.supplier_id, {"machine": profile.machine}))
+        part = sample_supplier(profile, profile.n_samples, rng, drift)
+        meta: dict[str, object] = {"machine": profile.machine}
+        if drift is not None and drift.supplier_id == profile.supplier_id:
+            meta["drift"] = {"feature": drift.feature, "shift": drift.shift, "start": drift.start}
+        paths.append(save_partition(part, out / profile.supplier_id, meta))
         holdout_parts.append(
             sample_supplier(profile, max(20, int(profile.n_samples * holdout_fraction)), rng)
         )
@@ -256,6 +314,19 @@ def generate_partitions(
     )
     save_partition(holdout, out / HOLDOUT_DIR, {"suppliers": [p.supplier_id for p in profiles]})
     return paths
+
+
+def supplier_log(
+    n_suppliers: int, seed: int, supplier_id: str, n: int, log_seed: int, drift: Drift | None = None
+) -> Partition:
+    """A fresh stretch of ``n`` shots from one supplier's line (of the population drawn for
+    ``seed``), e.g. the weeks after the model was trained, with ``drift`` if given."""
+    profile = next(
+        (p for p in make_profiles(n_suppliers, seed) if p.supplier_id == supplier_id), None
+    )
+    if profile is None:
+        raise ValueError(f"no supplier {supplier_id!r} among {n_suppliers}")
+    return sample_supplier(profile, n, np.random.default_rng([seed, log_seed, 0xD1]), drift)
 
 
 def partition_dirs(data_dir: Path | str) -> list[Path]:

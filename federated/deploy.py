@@ -75,6 +75,7 @@ APP_MODULES = (
     "secagg.py",
     "secagg_ahead.py",
     "flower_tuning.py",
+    "privacy.py",  # server_app: the reading of ε, sample-level ε
 )
 CONNECTION = "qledger-local"
 

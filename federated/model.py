@@ -131,6 +131,96 @@ def train_epochs(
     return last
 
 
+def train_epochs_dp(
+    model: DefectMLP,
+    X: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int,
+    steps_per_epoch: int,
+    lr: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+) -> tuple[float, int]:
+    """Local DP-SGD (opacus): the sample-level counterpart of :func:`train_epochs`.
+
+    Each step draws a Poisson sample of the shots at rate ``1 / steps_per_epoch`` (a shot is in
+    a step's batch with that probability, independently), clips every shot's gradient to
+    ``max_grad_norm`` and adds Gaussian noise of std ``noise_multiplier * max_grad_norm`` to the
+    sum; ``epochs * steps_per_epoch`` steps in all. Returns the mean loss of the last epoch's
+    batches and the number of steps taken (what :func:`federated.privacy.sample_level_epsilon`
+    composes).
+
+    The sampling and the noise draw from a generator seeded with fresh OS randomness, never from
+    the run's seed: the OEM knows the run's seed and the supplier id, so noise derived from
+    them could be regenerated and subtracted. (Opacus's ``secure_mode`` would also harden the
+    noise against floating-point attacks; it needs torchcsprng, which is not installed; see
+    docs/federated.md.)
+    """
+    import secrets
+    import warnings
+
+    from opacus import PrivacyEngine
+    from opacus.data_loader import DPDataLoader
+    from torch.utils.data import TensorDataset
+
+    if len(y) < steps_per_epoch:
+        # Opacus scales the noisy sum by the expected batch size len(y) / steps_per_epoch,
+        # which must be at least one shot.
+        raise ValueError(
+            f"sample-level DP needs at least {steps_per_epoch} shots (one per step), got {len(y)}"
+        )
+    model.train()
+    secret = torch.Generator().manual_seed(secrets.randbits(63))
+    dataset = TensorDataset(
+        torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32)),
+        torch.from_numpy(y.astype(np.float32)),
+    )
+    loader = DPDataLoader(dataset, sample_rate=1.0 / steps_per_epoch, generator=secret)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    # The loader above already samples (Poisson, at our rate): opacus keeps it as it is, and
+    # derives the expected batch size from it for the noise scale of the mean.
+    with warnings.catch_warnings():
+        # It warns that secure_mode is off, which docs/federated.md states.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant="rdp")
+    dp_model, dp_opt, dp_loader = engine.make_private(
+        module=model,
+        optimizer=opt,
+        data_loader=loader,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        poisson_sampling=False,
+        noise_generator=secret,
+    )
+    loss_fn = nn.BCEWithLogitsLoss()
+    steps = 0
+    last = float("nan")
+    try:
+        for _ in range(epochs):
+            total, count = 0.0, 0
+            for xb, yb in dp_loader:
+                dp_opt.zero_grad()
+                # An empty Poisson batch still takes its step (zero per-shot gradients, pure
+                # noise): skipping it would show the batch was empty, and the accountant counts
+                # every step.
+                loss = loss_fn(dp_model(xb), yb)
+                with warnings.catch_warnings():
+                    # opacus's per-shot hooks on a module whose input needs no gradient.
+                    warnings.filterwarnings("ignore", message="Full backward hook is firing")
+                    loss.backward()
+                dp_opt.step()
+                if len(yb):
+                    total += float(loss.detach()) * len(yb)
+                    count += len(yb)
+                steps += 1
+            last = total / max(count, 1)
+    finally:
+        # make_private wraps the module in place (hooks); leave the caller a plain DefectMLP.
+        dp_model.to_standard_module()
+    return last, steps
+
+
 def predict_proba(model: DefectMLP, X: np.ndarray) -> np.ndarray:
     model.eval()
     with torch.no_grad():

@@ -85,7 +85,8 @@ class RoundRecord:
     dropped: int = 0
     seconds: float = 0.0
     train_loss: float | None = None
-    epsilon: float | None = None
+    epsilon: float | None = None  # client-level DP spent so far
+    sample_epsilon: float | None = None  # sample-level DP spent so far (upper bound)
     note: str = ""
     anchored: bool = False
     tx_hash: str | None = None
@@ -119,6 +120,7 @@ def round_record(raw: dict[str, Any], run_dir: Path) -> RoundRecord:
         seconds=float(raw.get("seconds", 0.0)),
         train_loss=raw.get("train_loss"),
         epsilon=raw.get("epsilon"),
+        sample_epsilon=raw.get("sample_epsilon"),
         note=str(raw.get("note", "")),
         roster=sorted(r["supplier_id"] for r in raw.get("roster", [])),
         stage_seconds={str(k): float(v) for k, v in raw.get("stage_seconds", {}).items()},

@@ -65,8 +65,14 @@ class FLRunResult:
 
     @property
     def delta(self) -> float | None:
-        privacy = self.summary.get("privacy")
+        privacy = self.summary.get("privacy") or self.summary.get("sample_privacy")
         return float(privacy["delta"]) if privacy else None
+
+    @property
+    def sample_epsilon(self) -> float | None:
+        """Sample-level ε (one shot record; each supplier's DP-SGD), if the run used it."""
+        privacy = self.summary.get("sample_privacy")
+        return float(privacy["epsilon"]) if privacy else None
 
     @property
     def final_metrics(self) -> dict[str, float]:
@@ -86,6 +92,7 @@ class FLRunResult:
             "final_model_hash": self.final_model_hash,
             "anchored": self.anchored,
             "epsilon": self.epsilon,
+            "sample_epsilon": self.sample_epsilon,
             "delta": self.delta,
             "seconds": self.seconds,
             "rounds": [r.to_dict() for r in self.rounds],

@@ -65,7 +65,7 @@ from federated.data import load_partition
 from federated.flower_compat import patch_pull_backoff, secagg_keys_ahead_supported
 from federated.flower_tuning import SimulationWakeups, simulation_wakeups
 from federated.model import DefectMLP, evaluate, get_arrays, new_model, save_model, set_arrays
-from federated.privacy import epsilon_reading
+from federated.privacy import epsilon_reading, sample_level_epsilon
 from federated.secagg import secagg_round
 from federated.secagg_ahead import KeysAhead
 
@@ -439,6 +439,10 @@ def train_config(s: ServerSettings) -> ConfigRecord:
             "max-weight": s.secagg_max_weight,
             # Under SecAgg+ each supplier clips its own update (the server checks the sum).
             "update-clip": s.secagg_update_clip if s.secagg else 0.0,
+            # Sample-level DP (each supplier's DP-SGD); 0 disables it.
+            "sample-dp-noise": s.sample_dp_noise,
+            "sample-dp-clip": s.sample_dp_clip,
+            "sample-dp-steps": s.sample_dp_steps,
         }
     )
 
@@ -468,6 +472,16 @@ def projected_epsilon(s: ServerSettings, population: int, releases: int) -> floa
     acc = _accountant(s, population)
     acc.compose(GaussianPrivacyEvent(s.dp_noise, population, population), count=releases)
     return acc.get_epsilon(s.dp_delta)
+
+
+def sample_epsilon(s: ServerSettings, rounds: int) -> float:
+    """Sample-level ε of a supplier that trained in each of ``rounds`` rounds.
+
+    Counted for every round a supplier was asked to train, aggregated or not (a refused round's
+    update still reached the server), so it is an upper bound for a supplier that missed some.
+    """
+    steps = rounds * s.local_epochs * s.sample_dp_steps
+    return sample_level_epsilon(s.sample_dp_noise, s.sample_dp_steps, steps, s.dp_delta)
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
@@ -572,6 +586,8 @@ def run_server(
             record["keys_set_up_ahead"] = result.set_up_ahead
         if accountant is not None:
             record.update(epsilon=_epsilon(accountant), delta=s.dp_delta)
+        if s.sample_dp:
+            record.update(sample_epsilon=sample_epsilon(s, rnd), delta=s.dp_delta)
         _append(rounds_file, record)
 
     final_hash = save_model(out / FINAL_MODEL, arrays.to_numpy_ndarrays(), s.hidden)
@@ -593,6 +609,19 @@ def run_server(
             "accounting": "RDP (flwr RdpAccountant), client-level, add/remove-one,"
             " no sampling amplification",
             "reading": epsilon_reading(_epsilon(accountant), s.dp_delta),
+        }
+    if s.sample_dp:
+        spent = sample_epsilon(s, s.rounds)
+        summary["sample_privacy"] = {
+            "epsilon": spent,
+            "delta": s.dp_delta,
+            "steps": s.rounds * s.local_epochs * s.sample_dp_steps,
+            "sample_rate": 1.0 / s.sample_dp_steps,
+            "noise_multiplier": s.sample_dp_noise,
+            "clipping_norm": s.sample_dp_clip,
+            "accounting": "RDP (opacus), sample-level (one shot record), Poisson subsampling,"
+            " every round counted",
+            "reading": epsilon_reading(spent, s.dp_delta, level="sample"),
         }
     (out / RESULT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     return summary

@@ -12,7 +12,11 @@ Rows (accuracy / ROC AUC on the OEM's pooled held-out set):
 - FedAvg, FedAvg + SecAgg+, FedAvg + DP at two noise multipliers: Flower simulation engine,
   same rounds, same local training; seconds per round = median wall time of a round
   (sampling, local training, aggregation; round 1, which warms the Ray workers, excluded);
-  DP rows report the RDP accountant's epsilon at delta;
+  DP rows report the RDP accountant's epsilon at delta (client-level: one supplier is the
+  unit); sample-level DP rows (each supplier's DP-SGD, opacus; one shot record is the unit)
+  report opacus's RDP epsilon, marked "(shot)";
+- with ``--poison``: one supplier of n sends a scaled sign-flipped update, undefended, with the
+  trimmed mean and under SecAgg+ (clipping + aggregate checks); refused rounds are noted;
 - FedAvg and FedAvg + SecAgg+ in the deployment engine: SuperLink + SuperNodes as processes
   (TLS, node auth), on the first ``--deploy-suppliers`` suppliers for ``--deploy-rounds``
   rounds (their accuracy is not comparable to the other rows: fewer suppliers, fewer rounds).
@@ -125,16 +129,21 @@ def fl_row(name: str, result: FLRunResult, skip_first: bool = True) -> dict[str,
     secs = result.round_seconds()
     timed = secs[1:] if skip_first and len(secs) > 1 else secs
     m = result.final_metrics
+    aggregated = sum(1 for r in result.rounds[1:] if r.status == "aggregated")
+    refused = (
+        f"{len(secs) - aggregated} of {len(secs)} rounds refused" if aggregated < len(secs) else ""
+    )
     return {
         "setting": name,
         "accuracy": m["accuracy"],
         "auc": m["auc"],
         "s_per_round": statistics.median(timed),
-        "epsilon": result.epsilon,
+        "epsilon": result.epsilon if result.epsilon is not None else result.sample_epsilon,
+        "level": "client" if result.epsilon is not None else "sample",
         "rounds": len(secs),
-        "aggregated": sum(1 for r in result.rounds[1:] if r.status == "aggregated"),
+        "aggregated": aggregated,
         "total_s": result.seconds,
-        "detail": stage_summary(result, skip_first),
+        "detail": "; ".join(filter(None, [refused, stage_summary(result, skip_first)])),
     }
 
 
@@ -147,6 +156,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11, help="data seed")
     ap.add_argument("--dp-noise", default="0.3,1.0", help="two noise multipliers")
     ap.add_argument("--dp-clip", type=float, default=0.5)
+    ap.add_argument(
+        "--sample-dp-noise",
+        default="1.0",
+        help="sample-level DP noise multipliers (comma-separated; empty: no such row)",
+    )
+    ap.add_argument("--sample-dp-clip", type=float, default=1.0)
     ap.add_argument(
         "--poison", action="store_true", help="add the poisoning rows (trimmed mean, SecAgg+)"
     )
@@ -233,6 +248,12 @@ def main() -> None:
     run("FedAvg + SecAgg+, Flower's four stages every round", secagg=True, secagg_keys_ahead=False)
     for z in (float(v) for v in args.dp_noise.split(",")):
         run(f"FedAvg + DP (z={z}, C={args.dp_clip})", dp_noise=z, dp_clip=args.dp_clip)
+    for z in (float(v) for v in args.sample_dp_noise.split(",") if v):
+        run(
+            f"FedAvg + sample-level DP (z={z}, C={args.sample_dp_clip})",
+            sample_dp_noise=z,
+            sample_dp_clip=args.sample_dp_clip,
+        )
     if args.poison:
         # One supplier of n sends a scaled sign-flipped update (docs/federated.md, "A supplier
         # that poisons its update"): undefended, with the trimmed mean, and under SecAgg+.
@@ -316,12 +337,13 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
         eps = f"{r['epsilon']:.1f}" if r.get("epsilon") is not None else "–"
+        eps += " (shot)" if r.get("epsilon") is not None and r["level"] == "sample" else ""
         spr = f"{r['s_per_round']:.2f}" if r.get("s_per_round") is not None else "–"
         acc, auc, note = r["accuracy"], r["auc"], r.get("detail", "")
         print(f"| {r['setting']} | {acc:.4f} | {auc:.4f} | {spr} | {eps} | {note} |")
     for r in rows:  # what each ε means for a supplier (federated/privacy.py)
         if r.get("epsilon") is not None:
-            print(f"- {r['setting']}: {epsilon_reading(r['epsilon'], 1e-5)}")
+            print(f"- {r['setting']}: {epsilon_reading(r['epsilon'], 1e-5, level=r['level'])}")
     by_name = {r["setting"].split(" (")[0]: r for r in rows}
     central, fedavg = rows[0], by_name["FedAvg"]
     gap = 100 * (fedavg["accuracy"] - central["accuracy"])
