@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,3 +61,19 @@ def error_code(response: Any) -> str:
     if isinstance(body.get("error"), dict):
         return str(body["error"]["code"])
     return str(body["code"])
+
+
+def assert_documented(model: type[BaseModel], body: Any, *, extensions: str | None = None) -> None:
+    """``body`` (an answer, or a list of them) is what ``model`` (the route's published
+    200/201 schema) says: it validates and carries no top-level member the schema does not
+    name (by its JSON name: a field's alias where it has one). ``extensions``: a prefix of
+    members the schema allows beyond its named ones (EPCIS events' ``qledger:`` extensions)."""
+    names = {field.alias or name for name, field in model.model_fields.items()}
+    items = body if isinstance(body, list) else [body]
+    assert items, f"nothing to check against {model.__name__}"
+    for item in items:
+        model.model_validate(item)
+        undocumented = {
+            key for key in set(item) - names if not (extensions and key.startswith(extensions))
+        }
+        assert not undocumented, (model.__name__, sorted(undocumented))

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
 from api.deps import Ctx, CurrentUser
-from api.schemas import VerificationDocument, documented
+from api.schemas import ReconciliationList, VerificationDocument, documented
 from api.store.models import Batch, Outbox, Reconciliation, Record
 from ledger.verify import verify_receipt
 
@@ -97,7 +97,7 @@ def reconciliation_json(row: Reconciliation) -> dict[str, Any]:
     }
 
 
-@router.get("/reconciliations")
+@router.get("/reconciliations", responses=documented(ReconciliationList))
 def reconciliations(
     ctx: Ctx,
     _user: CurrentUser,

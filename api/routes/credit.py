@@ -199,10 +199,21 @@ def history(
         }
 
 
+class PngResponse(Response):
+    media_type = "image/png"
+
+
 @router.get(
-    "/suppliers/{supplier_id}/credit/waterfall.png", responses={200: {"content": {"image/png": {}}}}
+    "/suppliers/{supplier_id}/credit/waterfall.png",
+    response_class=PngResponse,
+    responses={
+        200: {
+            "description": "the SHAP waterfall chart",
+            "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
-def waterfall(supplier_id: SupplierId, ctx: Ctx, user: CurrentUser) -> Response:
+def waterfall(supplier_id: SupplierId, ctx: Ctx, user: CurrentUser) -> PngResponse:
     """The SHAP waterfall of the current score as a PNG."""
     _may_see(user, supplier_id)
     _known(ctx, supplier_id)
@@ -218,7 +229,7 @@ def waterfall(supplier_id: SupplierId, ctx: Ctx, user: CurrentUser) -> Response:
         path = plot_waterfall(
             CreditResponse.model_validate(row.response), Path(tmp) / "waterfall.png"
         )
-        return Response(path.read_bytes(), media_type="image/png")
+        return PngResponse(path.read_bytes())
 
 
 @router.get("/scores/{response_hash}", responses=documented(ScoreDocument))

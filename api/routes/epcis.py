@@ -12,6 +12,7 @@ from sqlalchemy import select
 from api.deps import Ctx, CurrentUser
 from api.errors import problems
 from api.routes.records import MAX_OFFSET, StructHash, _load
+from api.schemas import EpcisDocument
 from api.store.models import Record
 from api.views import envelope
 from ledger.records import ID_MAX_LENGTH, ID_PATTERN, RecordKind, Role, load_signed_record
@@ -27,7 +28,7 @@ class LdJsonResponse(JSONResponse):
     media_type = LD_JSON
 
 
-_DOC = {"description": "an EPCIS 2.0 EPCISDocument (GS1 JSON schema)"}
+_DOC = {"model": EpcisDocument, "description": "an EPCIS 2.0 EPCISDocument (GS1 JSON schema)"}
 # One page of events: a document stays a few megabytes at most (a record's payload <= 64 KiB).
 MAX_EVENTS_PAGE = 200
 

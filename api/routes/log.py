@@ -16,6 +16,13 @@ from api.credit_service import commitment_json
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError
 from api.routes.credit import _may_see
+from api.schemas import (
+    ConsistencyProof,
+    CosignatureStored,
+    LogKey,
+    ScoreCertificate,
+    documented,
+)
 from api.store.models import Commitment, Score
 from api.tlog_service import (
     add_cosignature,
@@ -27,7 +34,7 @@ from api.tlog_service import (
 )
 from ledger.canonical import canonical_json
 from ledger.chain.types import topic_id
-from ledger.tlog import commitment_entry
+from ledger.tlog import LogProof, commitment_entry
 from ledger.tlog.verify import CERTIFICATE_FORMAT
 
 router = APIRouter(prefix="/v1/log", tags=["log"])
@@ -38,7 +45,7 @@ HEX32 = r"^0x[0-9a-fA-F]{64}$"
 SizeParam = Annotated[int, Query(ge=1, le=2**62)]
 
 
-@router.get("/key")
+@router.get("/key", responses=documented(LogKey))
 def log_key(ctx: Ctx) -> dict[str, str]:
     """The log's verifier key (C2SP vkey) and origin: what an auditor pins."""
     return {"origin": origin_of(ctx), "vkey": log_signer(ctx).verifier.vkey}
@@ -57,7 +64,7 @@ def checkpoint_at(size: int, ctx: Ctx) -> PlainTextResponse:
     return PlainTextResponse(checkpoint_note(ctx, size), media_type=NOTE_MEDIA_TYPE)
 
 
-@router.get("/consistency")
+@router.get("/consistency", responses=documented(ConsistencyProof))
 def consistency(
     ctx: Ctx,
     from_size: Annotated[int, Query(alias="from", ge=0, le=2**62)],
@@ -68,7 +75,7 @@ def consistency(
     return {"from": from_size, "to": to_size, "proof": ["0x" + h.hex() for h in proof]}
 
 
-@router.get("/inclusion/{struct_hash}")
+@router.get("/inclusion/{struct_hash}", responses=documented(LogProof))
 def inclusion(
     struct_hash: str,
     ctx: Ctx,
@@ -94,7 +101,7 @@ class CosignatureIn(BaseModel):
     cosignature: Annotated[str, Field(min_length=1, max_length=1000)]
 
 
-@router.post("/cosignatures", status_code=201)
+@router.post("/cosignatures", status_code=201, responses=documented(CosignatureStored, 201))
 async def submit_cosignature(body: CosignatureIn, ctx: Ctx) -> dict[str, Any]:
     """A witness's cosignature line (C2SP tlog-cosignature) for the checkpoint at ``size``.
     Anyone may submit; only one that verifies against that checkpoint is kept."""
@@ -106,7 +113,7 @@ async def submit_cosignature(body: CosignatureIn, ctx: Ctx) -> dict[str, Any]:
 
 @certificates.get(
     "/suppliers/{supplier_id}/credit/certificate",
-    responses={200: {"content": {"application/json": {}}}},
+    responses=documented(ScoreCertificate),
 )
 def score_certificate(
     supplier_id: str,

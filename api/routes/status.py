@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from api.deps import Ctx
+from api.schemas import ServiceStatus, documented
 
 router = APIRouter(prefix="/v1", tags=["health"])
 
 
-@router.get("/status")
+@router.get("/status", responses=documented(ServiceStatus))
 def status(ctx: Ctx) -> dict[str, Any]:
     """The role follower's cursor and lag, read from the store (answers while the node is down).
 

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, update
 from api.auth import Principal
 from api.deps import Ctx, CurrentUser
 from api.errors import ApiError, problems
+from api.schemas import DeliveryList, WebhookCreated, WebhookDeleted, WebhookList, documented
 from api.store.models import WebhookDelivery, WebhookSubscription, utcnow
 from api.webhooks import (
     EVENT_TYPES,
@@ -59,7 +60,9 @@ def _owned(ctx: Ctx, user: Principal, subscription_id: str) -> WebhookSubscripti
     return row
 
 
-@router.post("", status_code=201, responses=problems(403, 409, 422))
+@router.post(
+    "", status_code=201, responses={**documented(WebhookCreated, 201), **problems(403, 409, 422)}
+)
 def create(body: NewSubscription, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Subscribe a URL to supplier events. The answer carries the signing secret: the only
     time it is shown."""
@@ -102,7 +105,7 @@ def create(body: NewSubscription, ctx: Ctx, user: CurrentUser) -> dict[str, Any]
     return {**shown, "secret": secret}
 
 
-@router.get("", responses=problems(403))
+@router.get("", responses={**documented(WebhookList), **problems(403)})
 def list_subscriptions(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Your organisation's subscriptions (an admin: all), without secrets."""
     _manager(user)
@@ -114,7 +117,7 @@ def list_subscriptions(ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     return {"webhooks": [subscription_json(r) for r in rows]}
 
 
-@router.delete("/{subscription_id}", responses=problems(403, 404))
+@router.delete("/{subscription_id}", responses={**documented(WebhookDeleted), **problems(403, 404)})
 def delete(subscription_id: SubscriptionId, ctx: Ctx, user: CurrentUser) -> dict[str, Any]:
     """Stop a subscription; its pending deliveries are cancelled, its log is kept."""
     _manager(user)
@@ -137,7 +140,10 @@ def delete(subscription_id: SubscriptionId, ctx: Ctx, user: CurrentUser) -> dict
     return {"id": subscription_id, "deleted": True, "cancelledDeliveries": len(cancelled)}
 
 
-@router.get("/{subscription_id}/deliveries", responses=problems(403, 404))
+@router.get(
+    "/{subscription_id}/deliveries",
+    responses={**documented(DeliveryList), **problems(403, 404)},
+)
 def deliveries(
     subscription_id: SubscriptionId,
     ctx: Ctx,

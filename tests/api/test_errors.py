@@ -273,6 +273,34 @@ def test_openapi_lists_problem_responses_for_every_route(sqlite_service: Service
     assert {"401", "403", "404"} <= receipt.keys()
 
 
+def test_openapi_names_the_schema_of_every_answer(sqlite_service: Service) -> None:
+    """Issue 18 item 3: no 2xx answer is published as a bare object. JSON (and JSON-LD)
+    answers name a documented model; text and images say which; only 204 has no content."""
+    spec = sqlite_service.client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if not status.startswith("2"):
+                    continue
+                content = response.get("content", {})
+                assert content or status == "204", (method, path, status)
+                for media_type, body in content.items():
+                    schema = body.get("schema", {})
+                    where = (method, path, status, media_type)
+                    if media_type.endswith("json"):
+                        name = schema.get("$ref", "").removeprefix("#/components/schemas/")
+                        assert schemas.get(name, {}).get("properties"), where
+                    else:
+                        assert schema.get("type") == "string", where
+    waterfall = spec["paths"]["/v1/suppliers/{supplier_id}/credit/waterfall.png"]["get"]
+    assert list(waterfall["responses"]["200"]["content"]) == ["image/png"]
+    for path in ("/v1/records/{struct_hash}/epcis", "/v1/epcis/events"):
+        answer = spec["paths"][path]["get"]["responses"]["200"]["content"]
+        assert list(answer) == ["application/ld+json"], path
+        assert answer["application/ld+json"]["schema"]["$ref"].endswith("/EpcisDocument")
+
+
 # -- consumers ---------------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.anchorer import Anchorer, Reconciler
+from api.schemas import ReconciliationList
 from api.store.models import Batch, Outbox, Reconciliation, Record, SupersededReceipt
 from ledger.chain import ChainClient
 from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
@@ -27,7 +28,7 @@ from ledger.trust import BlockAnchor, TrustRoot
 from ledger.verify import verify_receipt
 from tests.api.conftest import Party, Service
 from tests.conftest import _anvil_missing_reason
-from tests.helpers import ROOT, error_code
+from tests.helpers import ROOT, assert_documented, error_code
 
 
 def _submit(service: Service, n: int) -> list[str]:
@@ -133,7 +134,9 @@ def test_rollback_past_a_confirmed_batch_is_reconciled(service: Service) -> None
     page = service.client.get(f"/ui/records/{second[0]}")
     assert page.status_code == 200 and 'data-test="reconciliation"' in page.text
     assert "root missing" in page.text
-    events = service.client.get("/v1/reconciliations", headers=auditor).json()["reconciliations"]
+    listed = service.client.get("/v1/reconciliations", headers=auditor).json()
+    assert_documented(ReconciliationList, listed)
+    events = listed["reconciliations"]
     assert len(events) == 1 and events[0]["leafCount"] == 4
     assert events[0]["lost"]["batchId"] == 2 and events[0]["reanchored"]["batchId"] == 2
     service_view = service.client.get("/v1/checkpoint").json()["service"]
@@ -158,8 +161,15 @@ def test_new_batches_after_a_rollback_never_share_a_chain_batch_id(service: Serv
         _receipt(service, lost[0], auditor).status_code == 202
     )  # withdrawn: pending, not "anchored"
     assert pending.status_code == 200
+    # Withdrawn, not yet anchored again: the published schema says reanchored may be null.
+    waiting = service.client.get("/v1/reconciliations", headers=auditor).json()
+    assert_documented(ReconciliationList, waiting)
+    assert [r["reanchored"] for r in waiting["reconciliations"]] == [None]
     anchorer.run_once(force=True)  # re-anchors the withdrawn batch
     _assert_consistent(service, lost + later)
+    again = service.client.get("/v1/reconciliations", headers=auditor).json()
+    assert_documented(ReconciliationList, again)
+    assert again["reconciliations"][0]["reanchored"]["batchId"] is not None
     with service.ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Reconciliation)) == 1
         assert s.scalar(select(func.count()).select_from(SupersededReceipt)) == 2

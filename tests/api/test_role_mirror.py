@@ -11,19 +11,20 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from api.context import ServiceContext
 from api.main import create_app
 from api.roles import RoleMirror
+from api.schemas import ServiceStatus
 from api.settings import Settings
 from api.store.db import make_engine, session_factory
-from api.store.models import RoleEventRow
+from api.store.models import ChainCursor, RoleEventRow
 from ledger.chain import ChainClient
 from ledger.keys import Signer
 from ledger.records import Role
 from tests.api.conftest import Party, Service, make_service
-from tests.helpers import error_code
+from tests.helpers import assert_documented, error_code
 
 
 @pytest.fixture
@@ -213,9 +214,17 @@ def test_status_reports_the_followers_lag(svc: Service) -> None:
     body = svc.client.get("/v1/status").json()["roles"]
     assert body["lagBlocks"] == 0 and body["cursorBlock"] < svc.chain.block_number()
     svc.ctx.follower.sync()
-    body = svc.client.get("/v1/status").json()["roles"]
+    answer = svc.client.get("/v1/status").json()
+    assert_documented(ServiceStatus, answer)
+    body = answer["roles"]
     assert body["cursorBlock"] == svc.chain.block_number() == body["chainTip"]
     assert body["stale"] is False and body["secondsSinceSync"] < 5
+    # Before the follower's first read there is no cursor: the published schema says null.
+    with svc.ctx.sessions() as s, s.begin():
+        s.execute(delete(ChainCursor))
+    unread = svc.client.get("/v1/status").json()
+    assert_documented(ServiceStatus, unread)
+    assert unread["roles"]["cursorBlock"] is None and unread["roles"]["lagBlocks"] is None
 
 
 # -- a real node, the follower's own thread ----------------------------------------------------

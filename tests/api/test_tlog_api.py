@@ -11,11 +11,13 @@ from sqlalchemy import delete, select, update
 
 from api import tlog_service
 from api.anchorer import Anchorer
+from api.schemas import ConsistencyProof, CosignatureStored, LogKey, ScoreCertificate
 from api.store.models import LogCheckpoint, LogCosignature, LogEntry
 from cli.witness import witness_once
 from ledger.tlog import (
     COSIGNATURE_V1,
     Checkpoint,
+    LogProof,
     LogTree,
     Signer,
     Verifier,
@@ -29,7 +31,7 @@ from ledger.tlog.verify import check_against, verify_certificate, verify_receipt
 from ledger.trust import BlockAnchor, TrustRoot
 from ledger.verify import VerificationReport
 from tests.api.conftest import Service
-from tests.helpers import error_code
+from tests.helpers import assert_documented, error_code
 
 
 def _anchor(service: Service, count: int) -> list[str]:
@@ -47,6 +49,7 @@ def _anchor(service: Service, count: int) -> list[str]:
 
 def _log_key(service: Service) -> Verifier:
     body = service.client.get("/v1/log/key").json()
+    assert_documented(LogKey, body)
     assert body["origin"] == (
         f"qledger.local/{service.ctx.deployment.chain_id}/{service.ctx.deployment.ledger.lower()}"
     )
@@ -78,6 +81,11 @@ def test_checkpoints_proofs_witnesses_and_an_offline_receipt(
     assert error_code(service.client.get("/v1/log/checkpoint/4")) == "checkpoint_not_found"
 
     proof = service.client.get("/v1/log/consistency", params={"from": 3, "to": 5}).json()
+    assert_documented(ConsistencyProof, proof)
+    inclusion = service.client.get(f"/v1/log/inclusion/{first[0]}")
+    assert inclusion.status_code == 200
+    assert_documented(LogProof, inclusion.json())
+    assert inclusion.json()["treeSize"] == 5
     verify_consistency(3, 5, [bytes.fromhex(h[2:]) for h in proof["proof"]], cp3.root, cp5.root)
     bad = service.client.get("/v1/log/consistency", params={"from": 5, "to": 9})
     assert bad.status_code == 400 and error_code(bad) == "bad_tree_sizes"
@@ -150,11 +158,19 @@ def test_checkpoints_proofs_witnesses_and_an_offline_receipt(
         "/v1/log/cosignatures", json={"size": 5, "vkey": "x+y+z", "cosignature": "\u2014 a b"}
     )
     assert garbage.status_code == 422
+    # The idle witness's honest cosignature of checkpoint 5 is kept, once.
+    honest = idle.cosign(parse_note(cosigned).text).line()
+    for duplicate in (False, True):
+        kept = service.client.post(
+            "/v1/log/cosignatures",
+            json={"size": 5, "vkey": idle.verifier.vkey, "cosignature": honest},
+        )
+        assert kept.status_code == 201, kept.text
+        assert_documented(CosignatureStored, kept.json())
+        assert (kept.json()["stored"], kept.json()["duplicate"]) == (not duplicate, duplicate)
 
 
 def _proof(receipt: dict):  # type: ignore[no-untyped-def]
-    from ledger.tlog import LogProof
-
     return LogProof.model_validate(receipt["log"])
 
 
@@ -279,6 +295,7 @@ def test_score_certificate_verifies_offline(service: Service, tmp_path: Path) ->
     report = verify_certificate(raw, log_key=log_key, witnesses=keys, quorum=2)
     assert report.ok, report.to_json()
     body = json.loads(raw)
+    assert_documented(ScoreCertificate, body)
     assert (
         body["responseHash"]
         == service.client.get(

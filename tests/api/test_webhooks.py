@@ -23,10 +23,11 @@ from sqlalchemy import update
 from api.anchorer import Anchorer
 from api.context import ServiceContext
 from api.main import create_app
+from api.schemas import DeliveryList, WebhookCreated, WebhookDeleted, WebhookList
 from ledger.signing import resign, sign_record
 from simulator.population import MONTH, simulate_population
 from tests.api.conftest import Party, Service, _database_urls, make_service
-from tests.helpers import error_code
+from tests.helpers import assert_documented, error_code
 
 MAX_EVENT_AGE = 200 * 86_400
 FAST = {
@@ -142,6 +143,7 @@ def _subscribe(
 ) -> dict[str, Any]:
     answer = client.post("/v1/webhooks", json={"url": url, **body}, headers=headers)
     assert answer.status_code == 201, answer.text
+    assert_documented(WebhookCreated, answer.json())
     return answer.json()
 
 
@@ -193,6 +195,7 @@ def _log(
 ) -> list[dict[str, Any]]:
     answer = client.get(f"/v1/webhooks/{sub_id}/deliveries", headers=headers, params=params)
     assert answer.status_code == 200, answer.text
+    assert_documented(DeliveryList, answer.json())
     return answer.json()["deliveries"]
 
 
@@ -352,10 +355,15 @@ def test_only_purchasing_or_admin_manage_their_own_subscriptions(
     assert answer.status_code == 404 and error_code(answer) == "webhook_not_found"
     # The admin sees all; the owner deletes, after which it is gone.
     admin = svc.login(svc.admin)
-    assert mine["id"] in {
-        w["id"] for w in client.get("/v1/webhooks", headers=admin).json()["webhooks"]
-    }
-    assert client.delete(f"/v1/webhooks/{mine['id']}", headers=oem).status_code == 200
+    everyone = client.get("/v1/webhooks", headers=admin).json()
+    # The published list schema has no secret: a listing that leaked one would fail it.
+    assert_documented(WebhookList, everyone)
+    assert mine["id"] in {w["id"] for w in everyone["webhooks"]}
+    assert all("secret" not in w for w in everyone["webhooks"])
+    deleted = client.delete(f"/v1/webhooks/{mine['id']}", headers=oem)
+    assert deleted.status_code == 200
+    assert_documented(WebhookDeleted, deleted.json())
+    assert deleted.json()["id"] == mine["id"] and deleted.json()["deleted"] is True
     assert client.get(f"/v1/webhooks/{mine['id']}/deliveries", headers=oem).status_code == 404
     listed = client.get("/v1/webhooks", headers=oem).json()["webhooks"]
     assert mine["id"] not in {w["id"] for w in listed}
