@@ -14,10 +14,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from api.settings import Settings
 from ledger.errors import LedgerError
 
 if TYPE_CHECKING:
+    from api.settings import Settings
+
     # Heavy (web3, eth-account, httpx): imported by the commands that use them, so that
     # `qledger --help` and `qledger --version` start in well under half a second.
     from client.service import QledgerClient
@@ -35,6 +36,9 @@ DataDir = typer.Option(
 
 
 def settings(data_dir: Path | None = None, **overrides: Any) -> Settings:
+    # pydantic-settings loads with the first command that reads a setting, not for --help.
+    from api.settings import Settings
+
     values = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         values["data_dir"] = data_dir
@@ -109,7 +113,7 @@ def reported_errors() -> Iterator[None]:
     try:
         yield
     except Exception as exc:
-        if not isinstance(exc, user_errors()) or Settings().debug:
+        if not isinstance(exc, user_errors()) or settings().debug:
             raise
         print_error(describe(exc))
         # Outside click's context typer.Exit is not handled; leave without the chained traceback.
@@ -131,7 +135,7 @@ def print_json(data: Any) -> None:
 
 def configured_passphrase() -> str | None:
     """QLEDGER_KEY_PASSPHRASE (through Settings, like every other setting), if set."""
-    secret = Settings().key_passphrase
+    secret = settings().key_passphrase
     return secret.get_secret_value() if secret is not None else None
 
 

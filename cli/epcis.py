@@ -18,19 +18,11 @@ from cli._common import describe, fail, load_signer, print_error, print_json
 from client.drafts import sign_draft
 from ledger.errors import LedgerError
 from ledger.records import HEX32_PATTERN, Domain, RecordKind, is_identifier
-from traceability.epcis import (
-    Companies,
-    EpcisError,
-    check_document,
-    document,
-    draft_nonce,
-    import_document,
-    schema_errors,
-)
 
 if TYPE_CHECKING:  # a session and a signer load httpx and eth-account: inside the commands
     from client.service import QledgerClient
     from ledger.keys import Signer
+    from traceability.epcis import EpcisError
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -99,6 +91,15 @@ def import_(
     ObjectEvent / AggregationEvent / TransformationEvent to a record, sign them all with
     --key and submit them in one batch. Any event that cannot be mapped or signed stops the
     whole import before anything is submitted. Prints one line of JSON per event's outcome."""
+    # The mapping and the GS1 schema validator load here, not for --help.
+    from traceability.epcis import (
+        Companies,
+        EpcisError,
+        check_document,
+        draft_nonce,
+        import_document,
+    )
+
     data = _read_json(doc, "the document")
     table = Companies.model_validate(_read_json(companies, "--companies")) if companies else None
     steps = _kind_map(kind_map)
@@ -196,6 +197,7 @@ def export(
     if subject is not None and not is_identifier(subject):
         fail(f"--subject {subject!r} is not an organisation id")
     from client.service import QledgerClient, error_of
+    from traceability.epcis import document, schema_errors
 
     signer = load_signer(key)
     events: list[dict[str, Any]] = []

@@ -13,13 +13,13 @@ import typer
 from pydantic import SecretStr
 from rich.table import Table
 
-from api.settings import Settings
 from cli._common import DataDir, console, fail, logged_in, print_json, settings
 from cli.chain import admin_key_path, chain_dir, write_local_admin_key
 from ledger.errors import ChainError
 
 if TYPE_CHECKING:
     from api.context import ServiceContext
+    from api.settings import Settings
 
 participants = typer.Typer(no_args_is_help=True, pretty_exceptions_show_locals=False)
 URL = typer.Option("http://127.0.0.1:8700", "--url", envvar="QLEDGER_URL")
