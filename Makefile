@@ -40,7 +40,8 @@ node_modules/.installed: package.json package-lock.json
 .ape-venv/.installed: Makefile
 	test -x .ape-venv/bin/python || $(PYTHON) -m venv .ape-venv
 	.ape-venv/bin/python -m pip install -q --upgrade pip wheel setuptools
-	.ape-venv/bin/python -m pip install -q eth-ape==0.8.51 ape-solidity==0.8.6 ape-foundry==0.8.12 coincurve==21.0.0 safe-pysha3==1.0.7
+	# pytest < 8.4: ape 0.8.51's pytest plugin reads FixtureManager._arg2fixturedefs, gone in 8.4.
+	.ape-venv/bin/python -m pip install -q eth-ape==0.8.51 ape-solidity==0.8.6 ape-foundry==0.8.12 coincurve==21.0.0 safe-pysha3==1.0.7 pytest==8.3.5
 	touch $@
 
 demo: install

@@ -174,7 +174,17 @@ def create_app(
             status_code=503 if failed else 200,
         )
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text exposition format (version 0.0.4)",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     def prometheus_metrics(request: Request) -> Response:
         """Prometheus text exposition: intake counts and latency, anchoring lag, batches by
         status, chain errors (api/metrics.py). Public, like /healthz: counts and ages only."""

@@ -147,7 +147,7 @@ def test_simulated_sample_dp_run_reports_epsilon_and_its_reading(tmp_path: Path)
             "2",
             "--dp",
             "sample",
-            "--data-dir",
+            "--partitions-dir",
             str(tmp_path / "data"),
             "--out-dir",
             str(tmp_path / "run"),

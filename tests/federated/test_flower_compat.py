@@ -19,7 +19,11 @@ RELIED_ON = sorted({(a.name, t) for a in ADAPTATIONS for t in a.relies_on})
 
 def test_the_installed_flower_is_the_verified_one_and_the_pin_agrees() -> None:
     assert flower_compat.flower_version() == FLWR_VERIFIED
-    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    # Flower is the `fl` extra's (the light client installs without it).
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    deps = extras["fl"]
     assert any(d.startswith("flwr[") and d.endswith(f"=={FLWR_VERIFIED}") for d in deps), deps
 
 
