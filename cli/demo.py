@@ -346,7 +346,8 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         )
         result.incident = result.trace.pop("matrix")
         console.print(_matrix_table(result.incident))
-        result.accepted += len(result.trace["records"])
+        # Everything accepted since step 2: the repair's improvements and this step's records.
+        result.accepted += result.repair.get("improvements", 0) + len(result.trace["records"])
         with _progress(console) as progress:
             cp = _wait_anchored(admin, result.accepted, progress, "anchor the investigation")
         result.anchored, result.batches = cp["leafTotal"], cp["batchCount"]
