@@ -40,7 +40,7 @@ from credit.score import CreditResponse, response_hash, score_vectors
 from federated.model import predict_defect_risk
 from ledger.errors import InvalidRecord
 from ledger.evidence import DAY
-from ledger.records import validated_payload
+from ledger.records import SELF_SUBJECT_KINDS, validated_payload
 
 log = logging.getLogger("qledger.credit")
 
@@ -119,7 +119,15 @@ def supplier_ids(session: Session) -> list[str]:
     registered = set(
         session.scalars(select(Participant.org_id).where(Participant.role == "SUPPLIER"))
     )
-    filed = set(session.scalars(select(Record.subject).distinct()))
+    # Subjects of quality evidence only: a genealogy or notification record is about its signer,
+    # and an OEM assembling vehicles or opening an investigation is not a supplier to score.
+    filed = set(
+        session.scalars(
+            select(Record.subject)
+            .where(Record.kind.not_in([k.value for k in SELF_SUBJECT_KINDS]))
+            .distinct()
+        )
+    )
     return sorted(registered | filed)
 
 

@@ -5,8 +5,10 @@ one OEM, one auditor and N suppliers are registered with their own keys; months 
 evidence are signed and submitted through the HTTP API; the anchorer anchors them; suppliers
 train a defect model with Flower (simulation engine, SecAgg+) whose round hashes are anchored;
 every supplier is scored with SHAP and reason codes and gated; one supplier repairs its credit
-with auditor-verified evidence; a field incident gets its responsibility matrix; and, with the
-service stopped, the auditor verifies a random sample of records against the chain alone.
+with auditor-verified evidence; a vehicle fails in the field, its genealogy gives the recall
+scope, an investigation runs across two supplier tiers to an 8D and closure, and the incident's
+responsibility matrix covers exactly the failed vehicle's supplier lots; and, with the service
+stopped, the auditor verifies a random sample of records against the chain alone.
 Everything it starts, it stops.
 """
 
@@ -36,16 +38,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from cli.demo_trace import field_failure
 from client.service import QledgerClient
 from credit.gates import GateResult, gate_reasons
 from credit.labels import BAND_MEANING, band_colour
-from credit.responsibility import Incident, IncidentLot
 from credit.score import CreditResponse
 from ledger.chain import ChainClient
 from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
 from ledger.keys import Signer
 from ledger.records import Domain, RecordKind
 from ledger.signing import resign, sign_record
+from simulator.genealogy import simulate_genealogy
 from simulator.population import MONTH, Population, draw_truth, simulate_population
 
 THIN_FILE_SUPPLIER = "SUP-NEW01"  # the demo's newcomer with too little OEM-side evidence
@@ -68,11 +71,19 @@ class DemoConfig:
     # A demo plant ships weekly or more: 4x the simulator's default 2-4 lots a month per part,
     # which gives thousands of records for 8 suppliers over 6 months.
     lot_factor: int = 4
+    # Vehicles built from the suppliers' lots through modules (the as-built genealogy, issue 19).
+    vehicles: int = 40
 
     @classmethod
     def quick(cls, data_dir: Path) -> DemoConfig:
         return cls(
-            data_dir=data_dir, suppliers=4, months=3, fl_rounds=2, verify_sample=3, lot_factor=1
+            data_dir=data_dir,
+            suppliers=4,
+            months=3,
+            fl_rounds=2,
+            verify_sample=3,
+            lot_factor=1,
+            vehicles=8,
         )
 
 
@@ -89,6 +100,7 @@ class DemoResult:
     credits: dict[str, dict[str, Any]] = field(default_factory=dict)
     repair: dict[str, Any] = field(default_factory=dict)
     incident: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, Any] = field(default_factory=dict)
     verifications: list[dict[str, Any]] = field(default_factory=list)
     report: Path | None = None
     seconds: float = 0.0
@@ -273,6 +285,15 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
             ).model_dump(mode="json")
             for k in range(2)
         ]
+        # The as-built genealogy: suppliers' lots into modules into vehicles, each link signed by
+        # the party that assembled (parts before what contains them).
+        genealogy = simulate_genealogy(pop, vehicles=cfg.vehicles, seed=cfg.seed)
+        signed_now += [
+            resign(r, by_address[r.record.signer], signed_at=int(time.time())).model_dump(
+                mode="json"
+            )
+            for r in genealogy
+        ]
         with _progress(console) as progress:
             task = progress.add_task("submit signed records (HTTP)", total=len(signed_now))
             for i in range(0, len(signed_now), SUBMIT_CHUNK):
@@ -312,8 +333,24 @@ def run_demo(cfg: DemoConfig, console: Console | None = None) -> DemoResult:
         auditor.login(pop.signers["AUD-0001"])
         _repair(pop, domain, admin, auditor, oem, result, console)
 
-        console.rule("[bold]6. Field incident and responsibility matrix")
-        _incident(pop, oem, result, data_dir, console)
+        console.rule("[bold]6. Field failure: recall scope, investigation across tiers, matrix")
+        result.trace = field_failure(
+            pop,
+            domain,
+            url,
+            oem,
+            genealogy,
+            _culprit(pop, result),
+            lambda sid: _lot_readings(data_dir, sid),
+            console,
+        )
+        result.incident = result.trace.pop("matrix")
+        console.print(_matrix_table(result.incident))
+        # Everything accepted since step 2: the repair's improvements and this step's records.
+        result.accepted += result.repair.get("improvements", 0) + len(result.trace["records"])
+        with _progress(console) as progress:
+            cp = _wait_anchored(admin, result.accepted, progress, "anchor the investigation")
+        result.anchored, result.batches = cp["leafTotal"], cp["batchCount"]
 
         console.rule("[bold]7. Auditor verifies a random sample against the chain alone")
         samples = _fetch_samples(auditor, data_dir, cfg.verify_sample, rng)
@@ -544,44 +581,16 @@ def _lot_readings(data_dir: Path, supplier_id: str, n: int = 20) -> list[dict[st
     return [{name: float(v) for name, v in zip(FEATURE_NAMES, row, strict=True)} for row in X]
 
 
-def _incident(
-    pop: Population, oem: QledgerClient, result: DemoResult, data_dir: Path, console: Console
-) -> None:
-    """A pack fails in the field; it was built from lots of three suppliers."""
-    records = {
-        r.record.subject: r
-        for r in sorted(pop.records, key=lambda r: -r.record.eventTime)
-        if r.record.kind is RecordKind.INSPECTION
-    }
-    field = pop.field_incidents[-1] if pop.field_incidents else None
-    culprit = (
-        field.supplier_id
-        if field
-        else min((r for r in result.ranking if r["score"] is not None), key=lambda r: r["score"])[
-            "supplierId"
-        ]
-    )
-    others = [s for s in records if s != culprit][:2]
-    lots = [
-        IncidentLot(
-            supplier_id=s,
-            part_number=records[s].record.partNumber,
-            lot_id=records[s].record.lotId,
-            process=_lot_readings(data_dir, s),
-        )
-        for s in [culprit, *others]
-        if s in records
-    ]
-    incident = Incident(
-        incident_id=f"INC-{int(time.time())}",
-        product="EV-PACK-48V",
-        occurred_at=int(time.time()) - 3600,
-        lots=lots,
-        description="cell swelling found at customer; pack built from the lots listed",
-    )
-    answer = oem.post("/v1/incidents", incident.model_dump(mode="json"))
-    matrix = answer["responsibility"]
-    result.incident = matrix
+def _culprit(pop: Population, result: DemoResult) -> str:
+    """The supplier whose lot the field failure is traced to: the simulation's last field
+    incident, else the lowest score."""
+    if pop.field_incidents:
+        return pop.field_incidents[-1].supplier_id
+    scored = [r for r in result.ranking if r["score"] is not None]
+    return str(min(scored, key=lambda r: r["score"])["supplierId"])
+
+
+def _matrix_table(matrix: dict[str, Any]) -> Table:
     table = Table(
         "supplier",
         "weight",
@@ -590,8 +599,8 @@ def _incident(
         "lowest Cpk",
         "basis",
         title=(
-            f"responsibility for {incident.incident_id} ({matrix['method']}, "
-            f"version {matrix['version']})"
+            f"responsibility for {matrix['incident_id']} ({matrix['method']}, "
+            f"version {matrix['version']}), over the failed vehicle's supplier lots"
         ),
     )
     for row in sorted(matrix["rows"], key=lambda r: -r["weight"]):
@@ -603,12 +612,7 @@ def _incident(
             f"{row['cpk']:.2f}" if row["cpk"] is not None else "-",
             row["basis"],
         )
-    console.print(table)
-    if matrix.get("risk_model"):
-        console.print(
-            f"blended with the anchored federated model {matrix['risk_model'][:18]}… "
-            "on the process readings each supplier shared for its incident lot"
-        )
+    return table
 
 
 def _fetch_samples(
@@ -735,6 +739,14 @@ def _summary_table(result: DemoResult) -> Table:
             "repair",
             f"{result.repair['supplier']}: {result.repair['before']:.1f} "
             f"-> {result.repair['after']:.1f}",
+        )
+    if result.trace:
+        thread = result.trace["notification"]
+        table.add_row(
+            "field failure",
+            f"{result.trace['failedVehicle']}: recall scope {result.trace['scopeVehicles']} "
+            f"vehicles from {result.trace['suspectLot']}; investigation {thread['state']} "
+            f"across {1 + len(thread.get('forwards', []))} tiers",
         )
     if result.incident:
         top = max(result.incident["rows"], key=lambda r: r["weight"])

@@ -81,6 +81,15 @@ def test_four_tiers_anchored_scoped_and_verified_offline(service: Service) -> No
     auditor, oem = service.login(service.parties["auditor"]), service.login(service.parties["oem"])
 
     scope = service.client.post("/v1/trace/scope", json={"lots": [_lot(RESIN)]}, headers=oem)
+    # A genealogy record is about its signer: the OEM assembling vehicles is not a supplier to
+    # rank (its records are not quality evidence about anyone).
+    inspection = service.inspection(service.parties["supplier"]).model_dump(mode="json")
+    assert service.client.post("/v1/records", json=inspection).status_code == 202
+    ranked = service.client.get("/v1/suppliers", headers=oem).json()
+    listed = {r["supplierId"] for r in ranked["suppliers"]} | {
+        u["supplierId"] for u in ranked["unavailable"]
+    }
+    assert listed == {"SUP-01"}
     assert scope.status_code == 200, scope.text
     body = scope.json()
     assert body["total"] == 6

@@ -49,6 +49,22 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     assert any(credit["reason_codes"] for credit in result["credits"].values())
     assert result["repair"]["after"] > result["repair"]["before"]
     assert abs(sum(r["weight"] for r in result["incident"]["rows"]) - 1) < 1e-9
+    # Issue 19's story: the failed vehicle's recall scope, an investigation forwarded to the
+    # suspect lot's maker, answered with an 8D and closed by each sender, and the matrix over
+    # exactly the failed vehicle's supplier lots.
+    trace = result["trace"]
+    assert trace["scopeVehicles"] >= 1 and trace["scopeLevels"]
+    thread = trace["notification"]
+    assert thread["state"] == "closed" and thread["sender"] == "OEM-0001"
+    (forward,) = thread["forwards"]
+    assert (
+        forward["state"] == "closed" and forward["recipient"] == trace["suspectLot"].split("/")[0]
+    )
+    assert trace["eightD"] in forward["links"]["correctiveActions"]
+    lots = {(r["supplier_id"], lot) for r in result["incident"]["rows"] for lot in r["lots"]}
+    as_built = {(n.split("/")[0], n.split("/")[2]) for n in trace["asBuiltSupplierLots"]}
+    suspect = trace["suspectLot"].split("/")
+    assert lots == as_built and (suspect[0], suspect[2]) in lots
     genuine = [v for v in result["verifications"] if not v["forged"]]
     forged = [v for v in result["verifications"] if v["forged"]]
     assert genuine and all(v["ok"] and v["exitCode"] == 0 for v in genuine)
