@@ -144,7 +144,7 @@ def field_failure(
     )
     console.print(
         f"recall scope of {'/'.join(suspect)}: {len(in_scope_vehicles)} vehicles, "
-        f"{len(in_scope_modules)} modules [{levels}]"
+        f"{len(in_scope_modules)} modules ({levels})"
     )
 
     # 4. The OEM opens the incident on the failed vehicle, over exactly its supplier lots.
