@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -104,6 +105,12 @@ def create_app(
                 worker.start()
                 stack.callback(worker.join, 10)
                 stack.callback(stop.set)
+            # The start-up heap (imported modules, the app, the models: ~170k objects) never
+            # becomes garbage: frozen, a full collection no longer walks it on every request's
+            # watch. Without it a gen-2 pass stalled recall-scope queries 60-80 ms at random
+            # (p99 ~100 ms against p50 ~9; scripts/bench_trace.py, docs/benchmarks.md).
+            gc.collect()
+            gc.freeze()
             yield
 
     app = FastAPI(

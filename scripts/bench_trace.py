@@ -31,6 +31,7 @@ the genealogy checks.
 from __future__ import annotations
 
 import argparse
+import gc
 import random
 import statistics
 import tempfile
@@ -211,6 +212,10 @@ def time_scopes(url: str, scale: float, queries: int, per_query: int) -> dict[st
             trace(
                 s, TraceQuery([(f"SUP-{i % n['suppliers']:04d}", "RESIN", f"R-{i}")], "where-used")
             )
+    # As the service does at start-up (api/main.py, lifespan): the start-up heap is frozen, so a
+    # full collection does not walk it in the middle of a query.
+    gc.collect()
+    gc.freeze()
     for q in range(queries):
         lots: list[Node] = [
             (f"SUP-{i % n['suppliers']:04d}", "RESIN", f"R-{i}")

@@ -428,9 +428,28 @@ class GenealogyLink(Base):
 
     __tablename__ = "genealogy_links"
     __table_args__ = (
-        # The unique key also serves where-used (child -> parents); the other index where-from.
         UniqueConstraint("child", "parent", name="uq_genealogy_links_child_parent"),
-        Index("ix_genealogy_links_parent", "parent"),
+        # Covering indexes, one per direction (where-used reads child -> parents, where-from
+        # parent -> children): a walk step reads every column it needs from the index alone,
+        # never the table row (on SQLite a second B-tree search per link; scripts/bench_trace).
+        Index(
+            "ix_genealogy_links_child_cover",
+            "child",
+            "parent",
+            "struct_hash",
+            "kind",
+            "event_time",
+            "site",
+        ),
+        Index(
+            "ix_genealogy_links_parent_cover",
+            "parent",
+            "child",
+            "struct_hash",
+            "kind",
+            "event_time",
+            "site",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -31,7 +31,14 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("child", "parent", name="uq_genealogy_links_child_parent"),
     )
-    op.create_index("ix_genealogy_links_parent", "genealogy_links", ["parent"], unique=False)
+    # Covering indexes, one per direction: a walk step never reads the table row.
+    columns = ["struct_hash", "kind", "event_time", "site"]
+    op.create_index(
+        "ix_genealogy_links_child_cover", "genealogy_links", ["child", "parent", *columns]
+    )
+    op.create_index(
+        "ix_genealogy_links_parent_cover", "genealogy_links", ["parent", "child", *columns]
+    )
     op.create_index(
         op.f("ix_genealogy_links_struct_hash"), "genealogy_links", ["struct_hash"], unique=False
     )
@@ -39,5 +46,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index(op.f("ix_genealogy_links_struct_hash"), table_name="genealogy_links")
-    op.drop_index("ix_genealogy_links_parent", table_name="genealogy_links")
+    op.drop_index("ix_genealogy_links_parent_cover", table_name="genealogy_links")
+    op.drop_index("ix_genealogy_links_child_cover", table_name="genealogy_links")
     op.drop_table("genealogy_links")
