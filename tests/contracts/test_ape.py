@@ -36,6 +36,10 @@ def _ape(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     # the solc-js wrapper, installed if missing; ape must never download a compiler
     env["SOLCX_BINARY_PATH"] = str(artifacts.solc_binary().parent)
     env.pop("VIRTUAL_ENV", None)
+    # ape's venv sees its own packages only: Flower's Ray backend exports this interpreter's
+    # sys.path as PYTHONPATH for its workers and leaves it set (an in-process `fl simulate` run
+    # earlier in the session), which made ape load our venv's pytest.
+    env.pop("PYTHONPATH", None)
     return subprocess.run(
         [str(APE), *args],
         cwd=artifacts.REPO_ROOT,
