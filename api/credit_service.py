@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from api.context import ServiceContext
@@ -317,6 +317,9 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
     policy = resp.gate.policy if resp.gate else default_policy().ref
     day = score_day(resp.as_of)
     with ctx.sessions() as s, s.begin():
+        # Only another state of the score (instant, evidence, model) supersedes: the ranking's
+        # and the detail view's responses of one state are one score, and reading them in turn
+        # writes nothing.
         s.execute(
             update(Score)
             .where(
@@ -324,13 +327,18 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
                 Score.policy == policy,
                 Score.day == day,
                 Score.superseded_by.is_(None),
-                Score.response_hash != digest,
+                or_(
+                    Score.as_of != resp.as_of,
+                    Score.evidence_root != resp.evidence_root,
+                    Score.model_version != resp.model_version,
+                ),
             )
             .values(superseded_by=digest)
         )
         row = s.scalar(select(Score).where(Score.response_hash == digest))
         if row is not None:
-            row.superseded_by = None  # the day's reading is back at this state (e.g. a reorg)
+            if row.superseded_by is not None:
+                row.superseded_by = None  # the day's reading is back at this state (a reorg)
         else:
             previous = s.scalar(
                 select(Score)

@@ -155,6 +155,33 @@ def _query(client: QledgerClient, path: str, **params: Any) -> Any:
         fail(str(exc))
 
 
+def _walk(
+    path: str,
+    lot: str,
+    key: Path,
+    since: int | None,
+    until: int | None,
+    site: str | None,
+    limit: int,
+    url: str,
+    as_json: bool,
+) -> None:
+    """One walk through the service (where-used or where-from), shown or printed as JSON."""
+    maker, part, lot_id = parse_node(lot)
+    answer = _query(
+        _client(url, key),
+        path,
+        maker=maker,
+        partNumber=part,
+        lotId=lot_id,
+        since=since,
+        until=until,
+        site=site,
+        limit=limit,
+    )
+    _show(answer, as_json)
+
+
 def where_used(
     lot: str = typer.Argument(..., help="MAKER,PART,LOT"),
     key: Path = KEY,
@@ -166,22 +193,7 @@ def where_used(
     as_json: bool = AS_JSON,
 ) -> None:
     """Every product LOT went into, any depth."""
-    maker, part, lot_id = parse_node(lot)
-    client = _client(url, key)
-    _show(
-        _query(
-            client,
-            "/v1/trace/where-used",
-            maker=maker,
-            partNumber=part,
-            lotId=lot_id,
-            since=since,
-            until=until,
-            site=site,
-            limit=limit,
-        ),
-        as_json,
-    )
+    _walk("/v1/trace/where-used", lot, key, since, until, site, limit, url, as_json)
 
 
 def where_from(
@@ -195,22 +207,7 @@ def where_from(
     as_json: bool = AS_JSON,
 ) -> None:
     """Every lot LOT is made of, any depth (its as-built part tree)."""
-    maker, part, lot_id = parse_node(lot)
-    client = _client(url, key)
-    _show(
-        _query(
-            client,
-            "/v1/trace/where-from",
-            maker=maker,
-            partNumber=part,
-            lotId=lot_id,
-            since=since,
-            until=until,
-            site=site,
-            limit=limit,
-        ),
-        as_json,
-    )
+    _walk("/v1/trace/where-from", lot, key, since, until, site, limit, url, as_json)
 
 
 def scope(

@@ -167,17 +167,23 @@ def history(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """One published score per (policy, UTC day): a later reading of the same day supersedes
-    the earlier one, which leaves the history (what-ifs are never in it)."""
+    the earlier one, which leaves the history (what-ifs are never in it). Of one state's
+    responses (a ranking's and a detail view's) the newest stands for it."""
     _may_see(user, supplier_id)
     with ctx.sessions() as s:
-        newest_first = list(
-            s.scalars(
-                select(Score)
-                .where(Score.supplier_id == supplier_id, Score.superseded_by.is_(None))
-                .order_by(Score.id.desc())
-                .limit(limit)
-            )
+        current = s.scalars(
+            select(Score)
+            .where(Score.supplier_id == supplier_id, Score.superseded_by.is_(None))
+            .order_by(Score.id.desc())
+            .limit(limit * 2)
         )
+        days: set[tuple[str, int]] = set()
+        newest_first = []
+        for row in current:
+            if (row.policy, row.day) not in days:
+                days.add((row.policy, row.day))
+                newest_first.append(row)
+        newest_first = newest_first[:limit]
         return {
             "supplierId": supplier_id,
             "history": [

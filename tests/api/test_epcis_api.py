@@ -19,9 +19,9 @@ from api.anchorer import Anchorer
 from api.main import create_app
 from api.schemas import EpcisDocument, EpcisEvent
 from cli import app
+from client.drafts import sign_draft
 from ledger.keys import Signer
 from ledger.records import Domain, Role, SignedRecord
-from ledger.signing import sign_record
 from tests.api.conftest import Service, make_service
 from tests.helpers import assert_documented, error_code
 from tests.traceability.epcis_helpers import (
@@ -62,19 +62,7 @@ def _drafts(doc: dict[str, Any], org: str) -> list[dict[str, Any]]:
 
 
 def _sign(signer: Signer, domain: Domain, draft: dict[str, Any], nonce: int) -> SignedRecord:
-    return sign_record(
-        signer,
-        domain,
-        subject=draft["subject"],
-        kind=draft["kind"],
-        part_number=draft["partNumber"],
-        lot_id=draft["lotId"],
-        event_time=draft["eventTime"],
-        quantity=draft["quantity"],
-        defects=draft["defects"],
-        nonce=nonce,
-        payload=draft["payload"],
-    )
+    return sign_draft(signer, domain, {**draft, "nonce": nonce})
 
 
 def test_import_anchor_export_through_the_api(service: Service) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from client.drafts import sign_draft
 from ledger.errors import LedgerError
 from ledger.keys import Signer
 from ledger.records import RecordKind, SignedRecord, validated_payload
-from ledger.signing import sign_record
 from simulator.population import SIM_DOMAIN
 from tests.traceability.epcis_helpers import (
     COMPANIES,
@@ -44,19 +44,7 @@ STRUCT = ("subject", "kind", "partNumber", "lotId", "eventTime", "quantity", "de
 
 
 def _sign(draft: dict[str, Any], signer: Signer, nonce: int) -> SignedRecord:
-    return sign_record(
-        signer,
-        SIM_DOMAIN,
-        subject=draft["subject"],
-        kind=draft["kind"],
-        part_number=draft["partNumber"],
-        lot_id=draft["lotId"],
-        event_time=draft["eventTime"],
-        quantity=draft["quantity"],
-        defects=draft["defects"],
-        nonce=nonce,
-        payload=draft["payload"],
-    )
+    return sign_draft(signer, SIM_DOMAIN, {**draft, "nonce": nonce})
 
 
 def _drafts(doc: dict[str, Any], org: str = ORG) -> list[dict[str, Any]]:

@@ -17,8 +17,9 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    # Issue 16: a later reading of the same UTC day supersedes the earlier one; rows published
-    # before this revision keep day 0 and policy "" (each its own day in history).
+    # Issue 16: a later reading of the same UTC day supersedes the earlier one. Rows published
+    # before this revision get the day of their as_of (integer division on both dialects) and
+    # policy "" (the one default policy of that time); history shows each such day's newest.
     with op.batch_alter_table("scores", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("policy", sa.String(length=80), nullable=False, server_default="")
@@ -26,6 +27,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("day", sa.Integer(), nullable=False, server_default="0"))
         batch_op.add_column(sa.Column("superseded_by", sa.String(length=66), nullable=True))
         batch_op.create_index("ix_scores_supplier_policy_day", ["supplier_id", "policy", "day"])
+    op.execute("UPDATE scores SET day = as_of / 86400")
 
 
 def downgrade() -> None:
