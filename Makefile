@@ -51,7 +51,7 @@ test: install browser
 	$(VENV)/bin/pytest -q
 
 # Everything but the tests marked slow (end-to-end runs of the service, anvil, Flower's
-# deployment engine); about 75 s on a 2-core machine against ~7 minutes for the whole suite.
+# deployment engine); a few minutes on a 2-core machine against ~16 for the whole suite.
 test-fast: install
 	$(VENV)/bin/pytest -q -m "not slow"
 
