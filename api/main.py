@@ -111,7 +111,10 @@ def create_app(
             # (p99 ~100 ms against p50 ~9; scripts/bench_trace.py, docs/benchmarks.md).
             gc.collect()
             gc.freeze()
-            yield
+            try:
+                yield
+            finally:
+                gc.unfreeze()  # what the app held may be collected after it stops (tests, reloads)
 
     app = FastAPI(
         title="qledger",
