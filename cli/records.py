@@ -85,6 +85,19 @@ def sign(
 
 
 # The pinned log and witness keys, for both verify commands: flags override the trust file.
+# The trust root a verifier pins (`qledger verify`, `qledger verify-receipts`): a trust file,
+# or chain id + ledger (+ anchor block) given directly; and where the chain is asked, if at all.
+RpcOption = Annotated[
+    str | None,
+    typer.Option("--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"),
+]
+TrustOption = Annotated[
+    Path | None,
+    typer.Option("--trust", envvar="QLEDGER_TRUST_FILE", help="trust file (qledger trust init)"),
+]
+ChainIdOption = Annotated[int | None, typer.Option("--chain-id", help="pinned chain id (no file)")]
+LedgerOption = Annotated[str | None, typer.Option("--ledger", help="pinned ledger (no file)")]
+AnchorOption = Annotated[str | None, typer.Option("--anchor", help="pinned block NUMBER:0xHASH")]
 LogKeyOption = Annotated[
     str | None,
     typer.Option("--log-key", help="the log's vkey (default: the trust file's logKey)"),
@@ -129,15 +142,11 @@ def verify(
     receipt: Path | None = typer.Argument(
         None, help="receipt JSON, when the first file is the signed record"
     ),
-    rpc: str | None = typer.Option(
-        None, "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"
-    ),
-    trust: Path | None = typer.Option(
-        None, "--trust", envvar="QLEDGER_TRUST_FILE", help="trust file (qledger trust init)"
-    ),
-    chain_id: int | None = typer.Option(None, "--chain-id", help="pinned chain id (no file)"),
-    ledger: str | None = typer.Option(None, "--ledger", help="pinned ledger (no file)"),
-    anchor: str | None = typer.Option(None, "--anchor", help="pinned block NUMBER:0xHASH"),
+    rpc: RpcOption = None,
+    trust: TrustOption = None,
+    chain_id: ChainIdOption = None,
+    ledger: LedgerOption = None,
+    anchor: AnchorOption = None,
     log_key: LogKeyOption = None,
     witness: WitnessOption = [],  # noqa: B006 - typer reads the default, never mutated
     quorum: QuorumOption = None,

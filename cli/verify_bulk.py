@@ -10,7 +10,18 @@ import orjson
 import typer
 
 from cli._common import fail
-from cli.records import LogKeyOption, QuorumOption, WitnessOption, pinned_keys, verifier_client
+from cli.records import (
+    AnchorOption,
+    ChainIdOption,
+    LedgerOption,
+    LogKeyOption,
+    QuorumOption,
+    RpcOption,
+    TrustOption,
+    WitnessOption,
+    pinned_keys,
+    verifier_client,
+)
 from cli.trust import trust_from_options
 from ledger.errors import ChainError
 
@@ -23,15 +34,11 @@ def verify_receipts(
     path: Path = typer.Argument(
         ..., help="a directory of receipt files (*.json) or a JSONL file (one receipt per line)"
     ),
-    rpc: str | None = typer.Option(
-        None, "--rpc", envvar="QLEDGER_RPC_URL", help="JSON-RPC URL (omit to verify offline)"
-    ),
-    trust: Path | None = typer.Option(
-        None, "--trust", envvar="QLEDGER_TRUST_FILE", help="trust file (qledger trust init)"
-    ),
-    chain_id: int | None = typer.Option(None, "--chain-id", help="pinned chain id (no file)"),
-    ledger: str | None = typer.Option(None, "--ledger", help="pinned ledger (no file)"),
-    anchor: str | None = typer.Option(None, "--anchor", help="pinned block NUMBER:0xHASH"),
+    rpc: RpcOption = None,
+    trust: TrustOption = None,
+    chain_id: ChainIdOption = None,
+    ledger: LedgerOption = None,
+    anchor: AnchorOption = None,
     log_key: LogKeyOption = None,
     witness: WitnessOption = [],  # noqa: B006 - typer reads the default, never mutated
     quorum: QuorumOption = None,
