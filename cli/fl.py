@@ -517,9 +517,10 @@ def explain(
     top: Annotated[int, typer.Option("--top", min=1, help="Drivers to show.")] = 5,
     as_json: AsJson = False,
 ) -> None:
-    """Root-cause hints for an 8D's D4, at the supplier on its own shots: SHAP of the anchored
-    model ranks the process parameters driving its defective shots and the way to move each.
-    Nothing leaves the machine; --attach puts only the analysis's SHA-256 into the 8D draft."""
+    """Root-cause hints for an 8D's D4, at the supplier on its own shots: exact Shapley values of
+    the anchored model's predicted defect rate rank the process parameters behind a spike (or
+    behind its defective shots) and the way to move each. Nothing leaves the machine; --attach
+    puts only the analysis's SHA-256 into the 8D draft."""
     from federated.data import load_partition
     from federated.explain import ExplainError, attach_to_draft, explain_defects
     from federated.model import load_model
@@ -558,8 +559,9 @@ def explain(
         return
     console.print(
         f"[bold]{partition.supplier_id}[/]: {analysis.defective} defective of {analysis.shots} "
-        f"shots; {analysis.explained} explained against {analysis.background} "
-        f"{analysis.reference}; model {analysis.model_hash[:18]}… (anchored hash checked)"
+        f"shots; {analysis.explained} {analysis.explained_shots} explained against "
+        f"{analysis.reference_shots} {analysis.reference}; model {analysis.model_hash[:18]}… "
+        "(anchored hash checked)"
     )
     if analysis.observed_rise is not None:
         accounted = "" if analysis.accounted is None else f" ({analysis.accounted:.0%} of it)"
@@ -570,15 +572,22 @@ def explain(
     if analysis.note:
         console.print(f"[yellow]note:[/] {analysis.note}")
     console.print(
-        f"{'#':>2}  {'parameter':<18} {'SHAP':>7} {'share':>6} {'defective':>10} "
-        f"{'reference':>10}  {'move':<6} predicted defect rate",
+        f"predicted defect rate {analysis.drivers[0].risk_now:.3f} against "
+        f"{analysis.drivers[0].risk_now - analysis.predicted_gap:.3f} for the reference: "
+        f"{analysis.predicted_gap:+.3f}, split below (material and machine: "
+        f"{analysis.other:+.3f}); each parameter's part, and its mean in the explained and the "
+        "reference shots"
+    )
+    console.print(
+        f"{'#':>2}  {'parameter':<18} {'part':>7} {'share':>6} {'explained':>10} "
+        f"{'reference':>10}  {'move':<6} predicted defect rate if moved back",
         highlight=False,
     )
     for i, d in enumerate(analysis.drivers[:top], 1):
         console.print(
-            f"{i:>2}  {d.feature:<18} {d.mean_shap:>7.3f} {d.share:>6.1%} "
-            f"{d.defective_median:>10.4g} {d.reference_median:>10.4g}  {d.direction:<6} "
-            f"{d.risk_now:.2f} -> {d.risk_if_moved:.2f}",
+            f"{i:>2}  {d.feature:<18} {d.contribution:>+7.3f} {d.share:>6.1%} "
+            f"{d.explained_mean:>10.4g} {d.reference_mean:>10.4g}  {d.direction:<6} "
+            f"{d.risk_now:.3f} -> {d.risk_if_moved:.3f}",
             highlight=False,
         )
     console.print(f"analysis     {target}  sha256 {analysis.sha256}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -65,6 +66,21 @@ def test_quick_demo_end_to_end(tmp_path: Path) -> None:
     as_built = {(n.split("/")[0], n.split("/")[2]) for n in trace["asBuiltSupplierLots"]}
     suspect = trace["suspectLot"].split("/")
     assert lots == as_built and (suspect[0], suspect[2]) in lots
+    # Issue 22: for the 8D's D4, the suspect lot's supplier ran `qledger fl explain` with the
+    # anchored model (hash read from the chain) on its own shots, in which vibration drifted; the
+    # 8D update it signed carries the analysis's hash, and the analysis stays in its folder.
+    rc = result["root_cause"]
+    analysis = Path(rc["analysis"])
+    assert rc["supplier"] == suspect[0] and rc["modelHash"] == result["fl_final_hash"]
+    assert hashlib.sha256(analysis.read_bytes()).hexdigest() == rc["analysisSha256"]
+    assert rc["attachments"] == [
+        {"name": analysis.name, "mediaType": "application/json", "sha256": rc["analysisSha256"]}
+    ]
+    doc = json.loads(analysis.read_text())
+    assert doc["supplier_id"] == suspect[0] and doc["drivers"][0]["feature"] == rc["drifted"]
+    # The quick demo's 2-round model predicts little of the rise: the analysis says so.
+    assert (doc["accounted"] < 0.5) == ("not a root-cause hint" in doc["note"])
+    assert "fl explain" in proc.stdout
     genuine = [v for v in result["verifications"] if not v["forged"]]
     forged = [v for v in result["verifications"] if v["forged"]]
     assert genuine and all(v["ok"] and v["exitCode"] == 0 for v in genuine)

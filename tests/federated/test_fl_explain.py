@@ -1,15 +1,19 @@
-"""Root-cause hints (`qledger fl explain`): on simulated drifts whose cause is known, the drifted
-parameter must rank first; and the supplier's side refuses what an adversary would try (a model
-that is not the anchored one, another supplier's analysis in its 8D, a draft of another kind).
+"""Root-cause hints (`qledger fl explain`): on simulated drifts whose cause is known, every spike
+the analysis offers as a hint must rank the drifted parameter first, over several consortia; the
+Shapley values must be exact (checked against shap's own exact explainer) and add up to the rise
+the model predicts; a line's chronic cause must not take the drift's place; and the supplier's
+side refuses what an adversary would try (a model that is not the anchored one, another
+supplier's analysis in its 8D, a draft of another kind).
 
 The model is the consortium's federated model: FedAvg over the 8 simulated suppliers of the
 same local update the ClientApp runs (federated.client_app.local_update), averaged as Flower's
 FedAvg does, without starting the Flower engine (test_fl_simulation.py covers the engine; the
-slow test below explains a model from a real simulated, anchored run).
+slow test at the end explains a model from a real simulated, anchored run).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -25,15 +29,28 @@ from federated.client_app import local_update
 from federated.config import FLConfig, ServerSettings
 from federated.data import (
     DRIFT_DIRECTIONS,
+    FEATURE_NAMES,
+    NUMERIC_FEATURES,
     Drift,
     Partition,
+    _defect_logit,
     generate_partitions,
     load_partition,
+    make_profiles,
     partition_dirs,
+    sample_supplier,
     save_partition,
     supplier_log,
 )
-from federated.explain import ACCOUNTED_MIN, ExplainError, attach_to_draft, explain_defects
+from federated.explain import (
+    ACCOUNTED_MIN,
+    PLAYERS,
+    ExplainError,
+    attach_to_draft,
+    coalition_values,
+    explain_defects,
+    shapley,
+)
 from federated.model import FLModel, get_arrays, load_model, new_model, predict_proba, save_model
 from federated.provenance import load_anchored_model
 from federated.run import simulate
@@ -46,9 +63,9 @@ SUPPLIERS, SEED = 8, 11
 SPIKE = 0.10
 
 
-def _fedavg(root: Path, rounds: int) -> tuple[Path, FLModel]:
+def _fedavg(root: Path, rounds: int, seed: int = SEED) -> tuple[Path, FLModel]:
     torch.set_num_threads(1)  # the ClientApp's setting; threads only contend on 2 cores
-    generate_partitions(SUPPLIERS, SEED, root / "data")
+    generate_partitions(SUPPLIERS, seed, root / "data")
     parts = [load_partition(d) for d in partition_dirs(root / "data")]
     s = ServerSettings()
     arrays = get_arrays(new_model(s.hidden, s.seed))
@@ -86,56 +103,94 @@ def _draft(subject: str, kind: str = "corrective_action") -> dict[str, object]:
     }
 
 
+# A mechanism the consortium's training data rarely shows: it adds at least 1 to the true
+# defect log-odds in fewer than this share of the training shots. Measured (_exposure) for the
+# drifted parameters: short cycle times 1.0-4.8% of the shots at seeds 11, 7, 5, 3, short hold
+# times 0.4-0.6% at 11 and 3 (6.3% at 5, 12.8% at 7), low hold pressure 5.0-10.3% (4.97% at 7);
+# the other mechanisms 7.6-51%.
+RARE = 0.05
+
+
+def _exposure(training: np.ndarray) -> dict[str, float]:
+    """For each process parameter, the share of ``training`` shots in which it alone adds at
+    least 1 to the simulator's true defect log-odds (the known truth, as against the parameter
+    at its schema centre, which no mechanism punishes)."""
+    cols = {name: training[:, i].astype(np.float64) for i, name in enumerate(FEATURE_NAMES)}
+    logit = _defect_logit(cols)
+    share = {}
+    for f in NUMERIC_FEATURES:
+        centred = {**cols, f.name: np.full(len(training), f.center)}
+        share[f.name] = round(float((logit - _defect_logit(centred) >= 1.0).mean()), 4)
+    return share
+
+
 @pytest.mark.slow
-def test_the_drifted_parameter_ranks_first(tmp_path: Path) -> None:
-    """Every harmful parameter, drifted at every supplier (64 logs of 800 shots, the recent
-    half drifted by 1.5 schema scales), explained with a 40-round FedAvg model. Each log
-    whose defect rate spikes is explained by the recent half. Where the model predicts at least
-    half of the spike, the drifted parameter must rank first, with the direction that undoes the
-    drift, and moving it back must lower the predicted defect rate; where it does not, the
-    analysis must say so (never a confident wrong hint)."""
-    _, model = _fedavg(tmp_path, 40)
+@pytest.mark.parametrize("seed", [11, 7, 5])
+def test_every_hint_ranks_the_drifted_parameter_first(tmp_path: Path, seed: int) -> None:
+    """Three consortia (data seeds), each with its own 40-round FedAvg model; in each, every
+    harmful parameter drifted at every supplier (64 logs of 800 shots, the recent half drifted
+    by 1.5 schema scales), and every log whose defect rate spikes explained by its recent half.
+
+    Every spike the analysis offers as a root-cause hint (the model predicts at least
+    ACCOUNTED_MIN of the rise) must rank the drifted parameter first, with the direction that
+    undoes the drift, and moving it alone back to its reference distribution must lower the
+    predicted defect rate; the contributions must add up to the predicted rise. Every other spike
+    must carry the note that its ranking is no hint.
+
+    How many are flagged (measured, docs/federated.md "Root-cause hints"): seed 11: 54 spikes,
+    39 hinted, 15 flagged; seed 7: 57, 37, 20; seed 5: 56, 28, 28. Why: the model learnt from
+    the lines' normal running, and a drift of 1.5 scales takes a parameter beyond where any line
+    runs, so the model extrapolates; it extrapolates a mechanism well where the training shots
+    show it clearly and badly where they rarely do (RARE: short cycle and hold times, mostly).
+    So the flagged share is highest for the rarely shown mechanisms, which the test checks."""
+    _, model = _fedavg(tmp_path, 40, seed)
+    training = np.concatenate([load_partition(d).X for d in partition_dirs(tmp_path / "data")])
+    exposure = _exposure(training)
+    rare = {f for f, share in exposure.items() if share < RARE}
     ids = [f"SUP-{k:05d}" for k in range(1, SUPPLIERS + 1)]
-    spikes, misses, quiet, flagged, hinted = 0, [], [], [], set()
+    spikes: list[tuple[str, str]] = []
+    flagged: list[tuple[str, str, float]] = []
+    hinted: set[str] = set()
     for k, feature in enumerate(DRIFT_DIRECTIONS):
         for supplier in ids:
             drift = Drift.harmful(supplier, feature, 1.5)
-            log = supplier_log(SUPPLIERS, SEED, supplier, 800, log_seed=k, drift=drift)
+            log = supplier_log(SUPPLIERS, seed, supplier, 800, log_seed=k, drift=drift)
             before, after = log.y[:400].mean(), log.y[400:].mean()
             if after - before < SPIKE:
-                quiet.append((feature, supplier))  # no spike: no 8D would be opened
-                continue
-            spikes += 1
+                continue  # no spike: no 8D would be opened
+            spikes.append((feature, supplier))
             analysis = explain_defects(model, log, recent=0.5)
-            first = analysis.drivers[0]
             assert analysis.observed_rise == pytest.approx(after - before, abs=1e-6)
-            assert analysis.accounted is not None
-            print(
-                f"{feature} at {supplier}: {before:.3f} -> {after:.3f}, model accounts for "
-                f"{analysis.accounted:.2f}, first {first.feature}"
-            )
+            assert analysis.accounted is not None and analysis.predicted_rise is not None
+            # Efficiency: the contributions are the predicted rise, split among the players.
+            total = sum(d.contribution for d in analysis.drivers) + analysis.other
+            assert total == pytest.approx(analysis.predicted_gap, abs=1e-5)
+            assert analysis.predicted_gap == pytest.approx(analysis.predicted_rise, abs=2e-3)
             if analysis.accounted < ACCOUNTED_MIN:
                 assert "not a root-cause hint" in analysis.note
-                flagged.append((feature, supplier, first.feature))
+                flagged.append((feature, supplier, analysis.accounted))
                 continue
             assert analysis.note == ""
             hinted.add(feature)
-            if first.feature != feature:
-                rank = [d.feature for d in analysis.drivers].index(feature) + 1
-                misses.append((feature, supplier, first.feature, rank))
-                continue
+            first = analysis.drivers[0]
+            assert first.feature == feature, (supplier, analysis.drivers)
             assert first.direction == ("lower" if drift.shift > 0 else "raise")
             assert first.risk_if_moved < first.risk_now
-    print(f"{spikes} spikes; flagged {flagged}; quiet {quiet}")
-    print(f"misses {misses}")
-    # Most spikes get a hint, across most parameters, and the hints are right: the drifted
-    # parameter first in at least 90% of them and never below second (measured figures in
-    # docs/federated.md, "Root-cause hints"; most flagged spikes are hold and cycle time, whose
-    # short-side regimes the consortium's data barely covers).
-    given = spikes - len(flagged)
-    assert spikes >= 40 and given >= 30 and len(hinted) >= 6
-    assert len(misses) <= given // 10, misses
-    assert all(rank == 2 for *_, rank in misses), misses
+    print(
+        f"seed {seed}: {len(spikes)} spikes, {len(spikes) - len(flagged)} hinted (each with the "
+        f"drifted parameter first), {len(flagged)} flagged {flagged}; mechanism shown in "
+        f"{exposure} of the training shots"
+    )
+    # Most spikes get a hint, over most parameters.
+    assert len(spikes) >= 40 and len(spikes) - len(flagged) >= 25 and len(hinted) >= 5
+    assert len(flagged) <= len(spikes) // 2
+    # The rarely shown mechanisms' spikes are flagged more often than the others'.
+    rare_spikes = [s for s in spikes if s[0] in rare]
+    rare_flagged = [f for f in flagged if f[0] in rare]
+    assert rare_spikes, exposure
+    assert len(rare_flagged) / len(rare_spikes) > (len(flagged) - len(rare_flagged)) / (
+        len(spikes) - len(rare_spikes)
+    )
 
 
 def test_one_spike_end_to_end_and_what_the_analysis_holds(
@@ -145,24 +200,101 @@ def test_one_spike_end_to_end_and_what_the_analysis_holds(
     drift = Drift.harmful("SUP-00003", "vibration_mm_s", 1.5)
     log = supplier_log(SUPPLIERS, SEED, "SUP-00003", 800, log_seed=1, drift=drift)
     analysis = explain_defects(model, log, recent=0.5)
-    assert analysis.drivers[0].feature == "vibration_mm_s"
-    assert analysis.drivers[0].direction == "lower"
+    first = analysis.drivers[0]
+    assert first.feature == "vibration_mm_s" and first.direction == "lower"
+    assert first.risk_if_moved < first.risk_now
     assert analysis.accounted is not None and analysis.accounted >= ACCOUNTED_MIN
     assert analysis.model_hash == model.hash_hex and analysis.supplier_id == "SUP-00003"
     assert analysis.reference == "shots before the spike window"
+    assert analysis.explained == 400 and analysis.reference_shots == 400
     assert {d.feature for d in analysis.drivers} == set(DRIFT_DIRECTIONS) | {"humidity_pct"}
+    # The contributions add up to the rise the model predicts, which is mostly vibration's.
+    total = sum(d.contribution for d in analysis.drivers) + analysis.other
+    assert total == pytest.approx(analysis.predicted_gap, abs=1e-5)
+    assert analysis.predicted_gap == pytest.approx(analysis.predicted_rise, abs=2e-3)
+    assert first.share > 0.8
     # The analysis is deterministic: same data, same model, same bytes and hash.
     again = explain_defects(model, log, recent=0.5)
     assert again.to_json() == analysis.to_json() and again.sha256 == analysis.sha256
-    # The undrifted log of the same supplier does not put vibration first for the same reason:
-    # its defective shots are explained against good ones, and whatever ranks, moving it back
-    # lowers predicted risk less than undoing the drift does.
+    assert json.loads(analysis.to_json())["format"] == "qledger.fl-explain/2"
+    # The undrifted log of the same supplier explains its defective shots against its good ones;
+    # whatever ranks there, moving vibration back lowers predicted risk less than undoing the
+    # drift does.
     clean = supplier_log(SUPPLIERS, SEED, "SUP-00003", 800, log_seed=1)
     base = explain_defects(model, clean)
-    assert base.reference == "good shots"
-    drifted_gain = analysis.drivers[0].risk_now - analysis.drivers[0].risk_if_moved
+    assert base.reference == "good shots" and base.explained == base.defective
     vib = next(d for d in base.drivers if d.feature == "vibration_mm_s")
-    assert vib.risk_now - vib.risk_if_moved < drifted_gain
+    assert vib.risk_now - vib.risk_if_moved < first.risk_now - first.risk_if_moved
+
+
+def test_a_chronic_cause_does_not_take_the_drifts_place(consortium: tuple[Path, FLModel]) -> None:
+    """The case DeepExplainer got wrong: a line that vibrates strongly all along (most of its
+    defects are vibration's), whose hold pressure then drifts low. The spike is the hold
+    pressure's; vibration did not change. Explaining the spike's defective shots selects shots
+    that vibrate (the first version ranked vibration first here, 1.54 against 0.55 log-odds); the
+    exact Shapley values of the window against the shots before give vibration only what its
+    sample happened to differ by. Asked instead what sets the line's defective shots apart from
+    its good ones before the drift, the same method names vibration: it is the chronic cause."""
+    _, model = consortium
+    profile = next(p for p in make_profiles(SUPPLIERS, SEED) if p.supplier_id == "SUP-00001")
+    shaky = dataclasses.replace(profile, vibration_median=4.0)  # the line's own is 2.1 mm/s
+    drift = Drift.harmful("SUP-00001", "hold_pressure_bar", 1.5)
+    log = sample_supplier(shaky, 800, np.random.default_rng([SEED, 2, 0xD1]), drift)
+    assert log.y[400:].mean() - log.y[:400].mean() >= SPIKE
+    analysis = explain_defects(model, log, recent=0.5)
+    ranked = {d.feature: d for d in analysis.drivers}
+    assert analysis.drivers[0].feature == "hold_pressure_bar"
+    assert analysis.drivers[0].direction == "raise"
+    assert ranked["vibration_mm_s"].contribution < 0.5 * analysis.drivers[0].contribution
+    # This short run's model predicts about a third of the rise (the 40-round model of the slow
+    # test, over half): the analysis says its ranking is no hint, even though it is right.
+    assert analysis.accounted is not None
+    assert (analysis.accounted < ACCOUNTED_MIN) == ("not a root-cause hint" in analysis.note)
+    before = Partition(log.supplier_id, log.X[:400], log.y[:400])
+    chronic = explain_defects(model, before)
+    assert chronic.drivers[0].feature == "vibration_mm_s"
+    assert chronic.drivers[0].direction == "lower"
+
+
+def test_the_shapley_values_are_exact(consortium: tuple[Path, FLModel]) -> None:
+    """Against an independent implementation: shap's ExactExplainer with the reference shots as
+    an independent masker computes, for each explained shot, the Shapley value of the
+    interventional game averaged over every reference shot; their mean is what coalition_values
+    + shapley give when every explained shot is paired with every reference shot. The material
+    and machine columns are held equal on both sides (so shap, which sees the nine process
+    parameters only, and the "other" player agree: it gets exactly nothing)."""
+    shap = pytest.importorskip("shap")
+    _, model = consortium
+    drift = Drift.harmful("SUP-00006", "tool_wear_pct", 1.5)
+    log = supplier_log(SUPPLIERS, SEED, "SUP-00006", 800, log_seed=6, drift=drift)
+    numeric = [FEATURE_NAMES.index(f.name) for f in NUMERIC_FEATURES]
+    template = log.X[0].copy()
+    explained, reference = log.X[-6:].copy(), log.X[:16].copy()
+    for rows in (explained, reference):
+        rows[:, [i for i in range(len(FEATURE_NAMES)) if i not in numeric]] = np.delete(
+            template, numeric
+        )
+
+    def proba(z: np.ndarray) -> np.ndarray:
+        x = np.tile(template, (len(z), 1))
+        x[:, numeric] = z
+        return predict_proba(model.module, x)
+
+    masker = shap.maskers.Independent(reference[:, numeric], max_samples=len(reference))
+    expected = shap.explainers.Exact(proba, masker)(explained[:, numeric]).values.mean(axis=0)
+    pair_explained = np.repeat(np.arange(len(explained)), len(reference))
+    pair_reference = np.tile(np.arange(len(reference)), len(explained))
+    values = coalition_values(model.module, explained, reference, pair_explained, pair_reference)
+    phi = shapley(values)
+    assert PLAYERS[-1] == "other" and phi[-1] == 0.0
+    np.testing.assert_allclose(phi[:-1], expected, atol=1e-9)
+    # Efficiency: the full and the empty coalition are the two sides' mean predictions.
+    assert values[-1] == pytest.approx(proba(explained[:, numeric]).mean(), abs=1e-7)
+    assert values[0] == pytest.approx(proba(reference[:, numeric]).mean(), abs=1e-7)
+    assert phi.sum() == pytest.approx(values[-1] - values[0], abs=1e-12)
+    # A game of the wrong size is refused rather than read as another.
+    with pytest.raises(ValueError, match="2\\^n"):
+        shapley(values[:-1])
 
 
 def test_a_spike_the_model_does_not_predict_is_flagged(consortium: tuple[Path, FLModel]) -> None:
