@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,17 +110,17 @@ class _Text:
             return self.template.format(o[self.feature])
         return self.template.format(o[self.feature], d.get(self.feature, "")).replace("  ", " ")
 
-    def many(
-        self, observed: Sequence[Observed], details: Sequence[Mapping[str, str] | None]
-    ) -> list[str]:
+    def many(self, values: list[float], details: Sequence[Mapping[str, str] | None]) -> list[str]:
+        """The texts of many suppliers, given ``feature``'s observed value of each (a float: the
+        format specs here print an int, a bool or a numpy number as they print its float)."""
         name, form = self.feature, self.template.format
         if name is None:
-            return [self.template] * len(observed)
+            return [self.template] * len(values)
         if not self.detail:
-            return [form(o[name]) for o in observed]
+            return list(map(form, values))
         return [
-            form(o[name], (d or {}).get(name, "")).replace("  ", " ")
-            for o, d in zip(observed, details, strict=True)
+            form(v, (d or {}).get(name, "")).replace("  ", " ")
+            for v, d in zip(values, details, strict=True)
         ]
 
 
@@ -306,6 +307,7 @@ _RULES: tuple[ReasonRule, ...] = (*REASON_TABLE, *(_FALLBACK[f.name] for f in FE
 _RULE_INDEX: tuple[tuple[int, ...], ...] = tuple(
     tuple(FEATURE_INDEX[f] for f in rule.features) for rule in _RULES
 )
+_CODES: tuple[str, ...] = tuple(rule.code for rule in _RULES)
 _RULES_OF: dict[str, tuple[int, ...]] = {
     f.name: tuple(k for k, rule in enumerate(_RULES) if f.name in rule.features) for f in FEATURES
 }
@@ -387,6 +389,9 @@ class ReasonColumns:
     points: list[float]
 
 
+_OBSERVED = operator.itemgetter(*FEATURE_NAMES)
+
+
 @dataclass(frozen=True)
 class Observations:
     """A batch's observed feature values as a matrix, and which were missing."""
@@ -399,7 +404,10 @@ class Observations:
 def observations(observed: Sequence[Observed]) -> Observations:
     """The rows' observations as one matrix (one conversion for the batch)."""
     n = len(observed)
-    seen = [[*map(o.get, FEATURE_NAMES)] for o in observed]
+    try:  # every feature is a key of a vector's observations (None where missing) ...
+        seen: list[Sequence[float | None]] = list(map(_OBSERVED, observed))
+    except KeyError:  # ... unless they were built by hand
+        seen = [[*map(o.get, FEATURE_NAMES)] for o in observed]
     # None (not observed) becomes NaN in the matrix.
     values = np.array(seen, dtype=np.float64).reshape(n, len(FEATURE_NAMES))
     missing = np.isnan(values)
@@ -490,14 +498,14 @@ def reason_columns(
     rank = position - np.maximum.accumulate(np.where(first, position, 0))
     keep = order[rank < limit]
     kept_rules = rule_[keep]
-    texts = _texts(kept_rules, row_[keep], observed, details)
+    texts = _texts(kept_rules, row_[keep], observed, details, obs.values)
     kept_rules = kept_rules.tolist()
     counts = np.bincount(row_[keep], minlength=n)
     columns = ReasonColumns(
         offsets=[0, *np.cumsum(counts).tolist()],
-        codes=[_RULES[k].code for k in kept_rules],
+        codes=list(map(_CODES.__getitem__, kept_rules)),
         texts=texts,
-        features=[features_of[e] for e in keep.tolist()],
+        features=list(map(features_of.__getitem__, keep.tolist())),
         points=pts_[keep].tolist(),
     )
     if not obs.odd:
@@ -514,19 +522,22 @@ def _texts(
     rows: np.ndarray,
     observed: Sequence[Observed],
     details: Sequence[Mapping[str, str] | None],
+    values: np.ndarray,
 ) -> list[str]:
-    """The text of each (rule, row): each rule's texts formatted together."""
+    """The text of each (rule, row): each rule's texts formatted together, from the batch's
+    matrix of observed ``values`` (a rule that fired on a value had it observed)."""
     out = np.empty(len(rules), dtype=object)
     by_rule = np.argsort(rules, kind="stable")
     cuts = np.flatnonzero(np.diff(rules[by_rule])) + 1
     for positions in np.split(by_rule, cuts) if len(rules) else []:
         text = _RULES[int(rules[positions[0]])].text
-        at = rows[positions].tolist()
-        seen, said = [observed[i] for i in at], [details[i] for i in at]
+        at = rows[positions]
         if isinstance(text, _Text):
-            out[positions] = text.many(seen, said)
+            column = values[at, FEATURE_INDEX[text.feature]] if text.feature else at
+            said = [details[i] for i in at.tolist()] if text.detail else []
+            out[positions] = text.many(column.tolist(), said)
         else:  # a rule written as a plain function
-            out[positions] = [text(o, d or {}) for o, d in zip(seen, said, strict=True)]
+            out[positions] = [text(observed[i], details[i] or {}) for i in at.tolist()]
     return out.tolist()
 
 
@@ -683,10 +694,6 @@ class _Steps:
     change_new: np.ndarray  # (changes,) combo entered, in global bin order
     change_old: np.ndarray  # (changes,) combo left
     pick: np.ndarray  # (G + 1,) how many changes happened by global bin b
-    # Per cell of every tree (flat, as ``_WhatIfTables.values``), then again: the most score
-    # points moving the feature alone can gain in a tree, for a row that must rise to the
-    # threshold (first half), or lose, for one that must fall under it (second half).
-    toward: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -700,6 +707,11 @@ class _WhatIfTables:
     value_offsets: np.ndarray  # where each tree's cells start in ``values``
     offset: float  # the margin's constant part: bias less the trees' expected values
     steps: dict[int, _Steps]  # by what-if feature
+    # Per cell of every tree (rows as in ``values``), then again; per what-if feature (columns
+    # in ``steps`` order): the most score points moving the feature alone can gain in that tree,
+    # for a row that must rise to the threshold (first half), or lose, for one that must fall
+    # under it (second half). Summed over a row's cells: a bound on what the feature can do.
+    toward: np.ndarray
     # Bound on |the tabulated float64 score - xgboost's float32 one|, in score points.
     tolerance: float
 
@@ -737,9 +749,9 @@ def _what_if_tables(model: CreditModel) -> _WhatIfTables:
     value_offsets = np.cumsum([0] + [len(v) for v in cell_values[:-1]]).astype(np.intp)
     flat = np.concatenate(cell_values) if cell_values else np.zeros(0)
     steps: dict[int, _Steps] = {}
-    for spec in FEATURES:
-        if spec.self_written:  # never proposed: not searched
-            continue
+    searched = [spec for spec in FEATURES if not spec.self_written]  # never proposed: not searched
+    toward = np.zeros((2 * len(flat), len(searched)))
+    for spec in searched:
         j = FEATURE_INDEX[spec.name]
         t32 = bins[j]
         down32 = np.nextafter(t32, np.float32(-np.inf))
@@ -766,15 +778,15 @@ def _what_if_tables(model: CreditModel) -> _WhatIfTables:
                 changes.append((b, base + int(index[b]), base + int(index[b - 1])))
         changes.sort()
         at = np.array([c[0] for c in changes], dtype=np.intp)
-        toward = np.zeros(2 * len(flat))
+        column = len(steps)
         for position, tree in enumerate(trees):
             where = np.flatnonzero(tree.features == j)
             if len(where):
                 gain, loss = _toward(tree, int(where[0]), cell_values[position], model.factor,
                                      spec.monotone > 0)  # fmt: skip
                 at_cells = value_offsets[position] + np.arange(len(gain))
-                toward[at_cells] = gain
-                toward[len(flat) + at_cells] = loss
+                toward[at_cells, column] = gain
+                toward[len(flat) + at_cells, column] = loss
         steps[j] = _Steps(
             j=j,
             monotone=spec.monotone,
@@ -790,7 +802,6 @@ def _what_if_tables(model: CreditModel) -> _WhatIfTables:
             change_new=np.array([c[1] for c in changes], dtype=np.intp),
             change_old=np.array([c[2] for c in changes], dtype=np.intp),
             pick=np.searchsorted(at, np.arange(len(t32) + 1), side="right"),
-            toward=toward,
         )
     # Every partial sum of xgboost's float32 margin is at most the base margin plus the largest
     # leaf of each tree in size; each addition rounds by at most that times the roundoff.
@@ -804,6 +815,7 @@ def _what_if_tables(model: CreditModel) -> _WhatIfTables:
         value_offsets=value_offsets,
         offset=model.shap.bias - math.fsum(t.expected for t in trees),
         steps=steps,
+        toward=toward,
         tolerance=_TOLERANCE_FACTOR * abs(model.factor) * bound,
     )
     _TABLES[model] = tables
@@ -858,29 +870,32 @@ def what_if_columns(
         np.searchsorted(th, np.ascontiguousarray(x32[:, j]), side="right")
         for j, th in enumerate(tables.bins)
     ]
-    cells = np.zeros((len(tables.terms), n), dtype=np.intp)
-    for t, tree_terms in enumerate(tables.terms):
-        cell = cells[t]
+    # Each row's cell in each tree (offset into the flat cell values).
+    cells = np.repeat(tables.value_offsets[:, None], n, axis=1)
+    for cell, tree_terms in zip(cells, tables.terms, strict=True):
         for j, by_bin in tree_terms:
             cell += by_bin[global_bins[j]]
-    cells += tables.value_offsets[:, None]
     held = tables.values[cells]  # each tree's value in each row now
     margins = tables.offset + held.sum(axis=0)
     tol = tables.tolerance
     # How far each row's score is from the threshold, and where its bound is read.
     need = np.abs(scores - threshold) - 2 * tol
-    side = np.where(improve, 0, len(tables.values))
-    for j, st in tables.steps.items():
+    # Only rows whose score a feature alone could move past the threshold (the sum over the trees
+    # of each one's most in that direction) are searched for it: ~14% of (row, feature) pairs of
+    # the simulated population.
+    bound = np.zeros((n, len(tables.steps)))
+    sided = cells + np.where(improve, 0, len(tables.values))
+    for cell in sided:
+        bound += tables.toward[cell]
+    for column, (j, st) in enumerate(tables.steps.items()):
         if not len(st.splits):
             continue
-        # Only rows whose score the feature alone could move past the threshold (the sum of
-        # each tree's most in that direction) are searched: ~14% of (row, feature) pairs of the
-        # simulated population.
-        keep = np.flatnonzero(st.toward[cells[st.trees] + side].sum(axis=0) >= need)
+        keep = np.flatnonzero(bound[:, column] >= need)
         if len(keep):
-            _search(model, tables, st, x[keep], x32[keep], improve[keep], threshold,
-                    cells[st.trees][:, keep], global_bins[j][keep],
-                    margins[keep] - held[st.trees][:, keep].sum(axis=0), keep, asks)  # fmt: skip
+            at = (st.trees[:, None], keep[None, :])
+            rest = margins[keep] - held[at].sum(axis=0)  # the trees that do not split on j
+            _search(model, tables, st, x[keep], x32[keep], improve[keep], threshold, cells[at],
+                    global_bins[j][keep], rest, keep, asks)  # fmt: skip
     return _decide(model, x, improve, threshold, asks)
 
 
