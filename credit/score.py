@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, Literal
 
@@ -614,7 +614,12 @@ def score_supplier(
 
 def response_hash(resp: CreditResponse) -> str:
     """keccak256 of the response's canonical JSON (RFC 8785), 0x-hex: the on-chain commitment."""
-    return "0x" + keccak(canonical_json(resp.model_dump(mode="json"))).hex()
+    return response_dict_hash(resp.model_dump(mode="json"))
+
+
+def response_dict_hash(body: Mapping[str, Any]) -> str:
+    """``response_hash`` of a response given as its JSON (``response_dicts``, a stored one)."""
+    return "0x" + keccak(canonical_json(body)).hex()
 
 
 def commitment_tree(responses: Sequence[CreditResponse]) -> StandardMerkleTree:
