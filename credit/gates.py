@@ -207,7 +207,7 @@ class GatePolicy:
         blocked = np.zeros(n, dtype=bool)
         for req in self.requirements:
             if req.fact in FACTS:
-                actual = [getattr(f, req.fact) for f in facts]
+                actual = list(map(operator.attrgetter(req.fact), facts))
             else:
                 actual = [o.get(req.fact) for o in observed]
             # None (never observed) is NaN here, and blocks whatever the operator says.
@@ -228,19 +228,25 @@ class GatePolicy:
                     }
                 )
         outcome = np.where((scores >= self.min_score) & ~blocked, "pass", "fail").tolist()
-        ref, sha, threshold = self.ref, self.sha256, self.min_score
-        return [
-            {
-                "policy": ref,
-                "policy_sha256": sha,
-                "outcome": o,
-                "threshold": threshold,
-                "distance": d,
-                "blocking": b,
-                "insufficient_evidence": False,
-            }
-            for o, d, b in zip(outcome, (scores - threshold).tolist(), blocking, strict=True)
-        ]
+        # Each result a copy of one template with its three varying members set (cheaper than
+        # a dict literal per row; the members keep GateResult's order).
+        template = {
+            "policy": self.ref,
+            "policy_sha256": self.sha256,
+            "outcome": "fail",
+            "threshold": self.min_score,
+            "distance": 0.0,
+            "blocking": [],
+            "insufficient_evidence": False,
+        }
+        out = []
+        for o, d, b in zip(outcome, (scores - self.min_score).tolist(), blocking, strict=True):
+            gate = template.copy()
+            gate["outcome"] = o
+            gate["distance"] = d
+            gate["blocking"] = b
+            out.append(gate)
+        return out
 
 
 class PolicyError(ValueError):
