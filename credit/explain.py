@@ -861,6 +861,17 @@ def what_if_columns(
     """
     x = np.asarray(x, dtype=np.float64)
     scores = np.asarray(scores, dtype=np.float64)
+    if len(x) == 1:  # one row: the one-row search costs less than the batch's set-up
+        changes = what_if(model, x[0], float(scores[0]), threshold)
+        return WhatIfColumns(
+            offsets=[0, len(changes)],
+            features=[FEATURE_INDEX[c.feature] for c in changes],
+            comparisons=[c.comparison for c in changes],
+            current=[c.current for c in changes],
+            thresholds=[c.threshold for c in changes],
+            deltas=[c.delta for c in changes],
+            scores_after=[c.score_after for c in changes],
+        )
     improve = scores < threshold
     asks: list[_Ask] = []
     tables = _what_if_tables(model)
