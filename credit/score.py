@@ -1,10 +1,14 @@
 """Credit responses: score, band, exact explanation, gate, what-if, and the hash to anchor.
 
-``score_supplier`` is what the service calls per request; ``score_vectors`` scores many feature
-vectors in one model call (ranking, benchmarks). Every response is checked for additivity when it
-is built (a pydantic validator), so no code path can publish a score whose explanation does not add
-up. ``response_hash`` is keccak256 of the response's RFC 8785 canonical JSON: the value committed
-on chain so a purchasing decision can be checked later against what was shown.
+``score_supplier`` scores one supplier from its evidence; ``score_vectors`` scores many feature
+vectors in one model call, as validated ``CreditResponse`` objects. ``response_dicts`` builds the
+same responses as their JSON, a whole batch in columns with no object per response: what the
+service serves, stores and hashes (tests hold it equal to ``score_vectors``'s dumps). Every
+response is checked for additivity when it is built (the pydantic validator; for a batch of
+dicts, the same sum and tolerance at once), so no code path can publish a score whose
+explanation does not add up. ``response_hash`` is keccak256 of the response's RFC 8785 canonical
+JSON: the value committed on chain so a purchasing decision can be checked later against what was
+shown.
 """
 
 from __future__ import annotations
