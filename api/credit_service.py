@@ -36,7 +36,7 @@ from credit.features import compute_features
 from credit.gates import default_policy
 from credit.responsibility import Incident as IncidentBody
 from credit.responsibility import ResponsibilityMatrix, matrix_hash, responsibility_matrix
-from credit.score import CreditResponse, response_hash, score_vectors
+from credit.score import response_dict_hash, response_dicts
 from federated.model import predict_defect_risk
 from ledger.errors import InvalidRecord
 from ledger.evidence import DAY
@@ -197,10 +197,14 @@ def _score_isolated(
     as_of: int | None,
     window_days: int | None,
     with_what_if: bool,
-) -> tuple[list[CreditResponse], list[Unavailable]]:
+) -> tuple[list[dict[str, Any]], list[Unavailable]]:
     """Responses for ``suppliers`` (not stored), plus those whose score cannot be computed: one
     supplier's unusable evidence never takes the others' scores down. The window defaults to
-    the gate policy's, ``as_of`` to the newest anchor."""
+    the gate policy's, ``as_of`` to the newest anchor.
+
+    Each response is ``CreditResponse``'s JSON built by ``credit.score.response_dicts`` (the
+    whole batch in columns, no model object per supplier; equal to the validated response's
+    dump, tested), so a ranking of many suppliers costs about what their scores cost."""
     policy = default_policy()
     window_days = policy.window_days if window_days is None else window_days
     unavailable: dict[str, Unavailable] = {}
@@ -230,15 +234,17 @@ def _score_isolated(
             except _SCORING_ERRORS as exc:
                 log.warning("features of %s failed: %r", sid, exc)
                 unavailable[sid] = Unavailable(sid, "features_failed", f"{type(exc).__name__}")
-    responses: list[CreditResponse] = []
+    responses: list[dict[str, Any]] = []
     if vectors:
         try:
-            responses = score_vectors(vectors, with_what_if=with_what_if, policy=policy)
+            responses = response_dicts(vectors, with_what_if=with_what_if, policy=policy)
         except _SCORING_ERRORS:
             # One vector broke the batch: score them one by one to find it.
             for vec in vectors:
                 try:
-                    responses.extend(score_vectors([vec], with_what_if=with_what_if, policy=policy))
+                    responses.extend(
+                        response_dicts([vec], with_what_if=with_what_if, policy=policy)
+                    )
                 except _SCORING_ERRORS as exc:
                     log.warning("score of %s failed: %r", vec.supplier_id, exc)
                     unavailable[vec.supplier_id] = Unavailable(
@@ -265,9 +271,10 @@ def score_responses(
     as_of: int | None = None,
     window_days: int | None = None,
     with_what_if: bool = False,
-) -> list[CreditResponse]:
-    """Responses for ``suppliers`` without storing them (a what-if reading, or before storing);
-    a supplier whose score cannot be computed is a 409 ``score_unavailable``."""
+) -> list[dict[str, Any]]:
+    """Responses (``CreditResponse``'s JSON) for ``suppliers`` without storing them (a what-if
+    reading, or before storing); a supplier whose score cannot be computed is a 409
+    ``score_unavailable``."""
     responses, unavailable = _score_isolated(ctx, suppliers, as_of, window_days, with_what_if)
     _refuse_unavailable(unavailable)
     return responses
@@ -286,7 +293,7 @@ def publish_scores_isolated(
     policy and instant) is one row. Any other instant or window is a what-if
     (``score_responses``): never stored, never committed."""
     responses, unavailable = _score_isolated(ctx, suppliers, None, None, with_what_if)
-    rows = [_store_score(ctx, r, trigger) for r in responses if r.reading == "published"]
+    rows = [_store_score(ctx, r, trigger) for r in responses if r["reading"] == "published"]
     return rows, unavailable
 
 
@@ -311,11 +318,14 @@ def score_day(as_of: int) -> int:
     return as_of // DAY
 
 
-def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Score:
-    """Store a published response once; it supersedes the day's earlier published one."""
-    digest = response_hash(resp)
-    policy = resp.gate.policy if resp.gate else default_policy().ref
-    day = score_day(resp.as_of)
+def _store_score(ctx: ServiceContext, resp: dict[str, Any], trigger: str) -> Score:
+    """Store a published response (``CreditResponse``'s JSON) once; it supersedes the day's
+    earlier published one."""
+    digest = response_dict_hash(resp)
+    gate = resp["gate"]
+    policy = gate["policy"] if gate else default_policy().ref
+    supplier_id, as_of = resp["supplier_id"], resp["as_of"]
+    day = score_day(as_of)
     with ctx.sessions() as s, s.begin():
         # Only another state of the score (instant, evidence, model) supersedes: the ranking's
         # and the detail view's responses of one state are one score, and reading them in turn
@@ -323,14 +333,14 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
         s.execute(
             update(Score)
             .where(
-                Score.supplier_id == resp.supplier_id,
+                Score.supplier_id == supplier_id,
                 Score.policy == policy,
                 Score.day == day,
                 Score.superseded_by.is_(None),
                 or_(
-                    Score.as_of != resp.as_of,
-                    Score.evidence_root != resp.evidence_root,
-                    Score.model_version != resp.model_version,
+                    Score.as_of != as_of,
+                    Score.evidence_root != resp["evidence_root"],
+                    Score.model_version != resp["model_version"],
                 ),
             )
             .values(superseded_by=digest)
@@ -342,20 +352,20 @@ def _store_score(ctx: ServiceContext, resp: CreditResponse, trigger: str) -> Sco
         else:
             previous = s.scalar(
                 select(Score)
-                .where(Score.supplier_id == resp.supplier_id)
+                .where(Score.supplier_id == supplier_id)
                 .order_by(Score.id.desc())
                 .limit(1)
             )
             row = Score(
-                supplier_id=resp.supplier_id,
-                as_of=resp.as_of,
-                score=resp.score,
-                band=resp.band,
-                gate_outcome=resp.gate.outcome if resp.gate else None,
-                model_version=resp.model_version,
-                evidence_root=resp.evidence_root,
+                supplier_id=supplier_id,
+                as_of=as_of,
+                score=resp["score"],
+                band=resp["band"],
+                gate_outcome=gate["outcome"] if gate else None,
+                model_version=resp["model_version"],
+                evidence_root=resp["evidence_root"],
                 trigger=trigger,
-                response=resp.model_dump(mode="json"),
+                response=resp,
                 response_hash=digest,
                 policy=policy,
                 day=day,

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import operator
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel
 
 from credit.features import FEATURE_NAMES, GateFacts
@@ -31,6 +32,15 @@ OPS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">": operator.gt,
     ">=": operator.ge,
+}
+# The same comparisons over a batch's arrays (``evaluate_batch``).
+ARRAY_OPS: dict[str, Callable[[np.ndarray, float], np.ndarray]] = {
+    "==": np.equal,
+    "!=": np.not_equal,
+    "<": np.less,
+    "<=": np.less_equal,
+    ">": np.greater,
+    ">=": np.greater_equal,
 }
 FACTS = tuple(GateFacts.__dataclass_fields__)
 
@@ -92,6 +102,10 @@ class GatePolicy:
 
     def thin_file(self, facts: GateFacts) -> list[Blocking]:
         """Why the OEM-side evidence is too thin to score (empty when it is enough)."""
+        return [Blocking.model_validate(b) for b in self.thin_file_json(facts)]
+
+    def thin_file_json(self, facts: GateFacts) -> list[dict[str, Any]]:
+        """``thin_file`` as the JSON ``Blocking.model_dump(mode="json")`` gives."""
         out = []
         for fact, limit, what in (
             ("oem_received_lots", self.min_received_lots, "received lots"),
@@ -100,16 +114,33 @@ class GatePolicy:
             actual = getattr(facts, fact)
             if actual < limit:
                 out.append(
-                    Blocking(
-                        fact=fact,
-                        op=">=",
-                        limit=float(limit),
-                        actual=float(actual),
-                        reason=f"insufficient evidence: {actual} OEM-signed {what} in the "
+                    {
+                        "fact": fact,
+                        "op": ">=",
+                        "limit": float(limit),
+                        "actual": float(actual),
+                        "reason": f"insufficient evidence: {actual} OEM-signed {what} in the "
                         f"window, the policy needs {limit}",
-                    )
+                    }
                 )
         return out
+
+    def thin_mask(self, facts: Sequence[GateFacts]) -> list[bool]:
+        """``[bool(self.thin_file(f)) for f in facts]`` without building the reasons."""
+        lots, months = self.min_received_lots, self.min_evidence_months
+        return [f.oem_received_lots < lots or f.oem_evidence_months < months for f in facts]
+
+    def insufficient_json(self, facts: GateFacts) -> dict[str, Any]:
+        """``insufficient(facts).model_dump(mode="json")`` without the objects."""
+        return {
+            "policy": self.ref,
+            "policy_sha256": self.sha256,
+            "outcome": "fail",
+            "threshold": self.min_score,
+            "distance": None,
+            "blocking": self.thin_file_json(facts),
+            "insufficient_evidence": True,
+        }
 
     def insufficient(self, facts: GateFacts) -> GateResult:
         """The gate of a thin file: failed, with the thin-file reasons, no distance."""
@@ -160,6 +191,62 @@ class GatePolicy:
             "blocking": blocking,
             "insufficient_evidence": False,
         }
+
+    def evaluate_batch(
+        self,
+        scores: np.ndarray,
+        facts: Sequence[GateFacts],
+        observed: Sequence[Mapping[str, float | None]],
+    ) -> list[dict[str, Any]]:
+        """``[self.evaluate_json(s, f, o) for each row]``, each requirement decided for the
+        whole batch at once (numpy; a Python float comparison and numpy's agree, NaN included);
+        only the rows a requirement blocks get its entry."""
+        n = len(facts)
+        scores = np.asarray(scores, dtype=np.float64)
+        blocking: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        blocked = np.zeros(n, dtype=bool)
+        for req in self.requirements:
+            if req.fact in FACTS:
+                actual = list(map(operator.attrgetter(req.fact), facts))
+            else:
+                actual = [o.get(req.fact) for o in observed]
+            # None (never observed) is NaN here, and blocks whatever the operator says.
+            values = np.array(actual, dtype=np.float64).reshape(n)
+            fails = ~ARRAY_OPS[req.op](values, req.value)
+            if actual.count(None):
+                fails |= np.array([a is None for a in actual], dtype=bool)
+            blocked |= fails
+            for i in np.flatnonzero(fails).tolist():
+                a = actual[i]
+                blocking[i].append(
+                    {
+                        "fact": req.fact,
+                        "op": req.op,
+                        "limit": req.value,
+                        "actual": None if a is None else float(a),
+                        "reason": req.reason,
+                    }
+                )
+        outcome = np.where((scores >= self.min_score) & ~blocked, "pass", "fail").tolist()
+        # Each result a copy of one template with its three varying members set (cheaper than
+        # a dict literal per row; the members keep GateResult's order).
+        template = {
+            "policy": self.ref,
+            "policy_sha256": self.sha256,
+            "outcome": "fail",
+            "threshold": self.min_score,
+            "distance": 0.0,
+            "blocking": [],
+            "insufficient_evidence": False,
+        }
+        out = []
+        for o, d, b in zip(outcome, (scores - self.min_score).tolist(), blocking, strict=True):
+            gate = template.copy()
+            gate["outcome"] = o
+            gate["distance"] = d
+            gate["blocking"] = b
+            out.append(gate)
+        return out
 
 
 class PolicyError(ValueError):

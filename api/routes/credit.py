@@ -150,10 +150,9 @@ def credit(
         row = publish_scores(ctx, [supplier_id], with_what_if=True)[0]
         with ctx.sessions() as s:
             return score_json(s, row)
-    resp = score_responses(
+    body = score_responses(
         ctx, [supplier_id], as_of=as_of, window_days=window_days, with_what_if=True
     )[0]
-    body = resp.model_dump(mode="json")
     body["reading"] = "what_if"  # another instant or window: labelled, never committed
     body["commitment"] = None
     return body

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from api import schemas
 from api.anchorer import Anchorer
+from api.credit_service import evidence_items, fl_participation, fl_rounds_in_window
+from api.store.models import Score
+from credit.features import compute_features
+from credit.gates import default_policy
 from credit.responsibility import ResponsibilityMatrix, sign_decision
+from credit.score import response_dict_hash, response_hash, score_vectors
 from federated.provenance import participants_root
 from ledger.chain import run_id
 from ledger.keys import Signer
@@ -163,6 +170,52 @@ def test_unanchored_evidence_does_not_move_the_score_and_repair_needs_anchoring(
     after = svc.client.get(f"/v1/suppliers/{target}/credit", headers=oem).json()
     assert after["repairs_applied"]
     assert after["score"] > before["score"]
+
+
+def _model_path(svc: Any, supplier_id: str, as_of: int, with_what_if: bool) -> Any:
+    """The validated-model response (``score_vectors``) for a supplier at ``as_of`` over the
+    policy's window, from the evidence and federated rounds the store holds now."""
+    policy = default_policy()
+    with svc.ctx.sessions() as s:
+        items = [it for it in evidence_items(s, [supplier_id]) if it.subject == supplier_id]
+        rounds = fl_rounds_in_window(s, as_of, policy.window_days)
+    vec = compute_features(
+        items,
+        supplier_id,
+        as_of,
+        policy.window_days,
+        fl_participation=fl_participation(rounds, supplier_id),
+    )
+    return score_vectors([vec], with_what_if=with_what_if, policy=policy)[0]
+
+
+def test_served_responses_and_stored_hashes_are_the_model_paths(world: dict[str, Any]) -> None:
+    """The service builds its responses without a model object per supplier (issue #21): what
+    the ranking stores and the detail view serves, and the hashes committed for them, are
+    exactly the validated ``CreditResponse``'s for the same evidence (repair evidence included:
+    this runs after the repair test)."""
+    svc = world["svc"]
+    oem = _auth(world, "OEM-0001")
+    ranking = svc.client.get("/v1/suppliers", headers=_auth(world, "AUD-0001")).json()
+    assert len(ranking["suppliers"]) == 4 and not ranking["unavailable"]
+    for entry in ranking["suppliers"]:
+        with svc.ctx.sessions() as s:
+            row = s.scalar(select(Score).where(Score.response_hash == entry["responseHash"]))
+            stored, digest, as_of = row.response, row.response_hash, row.as_of
+        model = _model_path(svc, entry["supplierId"], as_of, with_what_if=False)
+        assert stored == model.model_dump(mode="json")
+        assert json.dumps(stored) == json.dumps(model.model_dump(mode="json"))
+        assert digest == response_hash(model) == response_dict_hash(stored)
+        # The detail view (with what-ifs) of the same supplier: served as the model serves it.
+        body = svc.client.get(f"/v1/suppliers/{entry['supplierId']}/credit", headers=oem).json()
+        served = {k: v for k, v in body.items() if k not in SERVICE_FIELDS}
+        model = _model_path(svc, entry["supplierId"], body["as_of"], with_what_if=True)
+        assert json.dumps(served) == json.dumps(model.model_dump(mode="json"))
+        assert body["responseHash"] == response_hash(model)
+
+
+# What the detail view adds to the stored response (api.credit_service.score_json).
+SERVICE_FIELDS = ("responseHash", "trigger", "publishedAt", "day", "supersededBy", "commitment")
 
 
 def test_incident_responsibility_and_signed_decisions(world: dict[str, Any]) -> None:
