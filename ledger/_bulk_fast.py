@@ -526,57 +526,45 @@ class ChainPath:
     def __init__(self, peek: Callable[[tuple[Any, ...]], Any], pinned: tuple[int, str]) -> None:
         self._peek = peek
         self._pinned = pinned
-        # signer (lowercase) -> its role histories, once all three were read
-        self._roles: dict[str, tuple[tuple[Role, list[tuple[int, int]]], ...]] = {}
+        # Checks that passed, by everything they read of the receipt (facts read never change):
+        # the signer's (signer, signedAt, kind, subject), the batch's anchoring details.
+        self._signers_ok = _Bounded()
+        self._batches_ok = _Bounded()  # -> the anchor's block timestamp
 
-    def _histories(self, signer: str) -> tuple[tuple[Role, list[tuple[int, int]]], ...] | None:
-        found = self._roles.get(signer)
-        if found is None:
-            histories = []
-            for role in PARTICIPANT_ROLES:
-                history = self._peek(("role_history", signer, role))
-                if history is MISSING:
-                    return None
-                histories.append((role, list(history)))
-            found = self._roles[signer] = tuple(histories)
-        return found
-
-    def passes(self, facts: _Facts, data: dict[str, Any]) -> bool:
-        pinned_chain, pinned_ledger = self._pinned
-        contract = facts.contract.lower()
-        # trust_root and chain_id
-        if facts.chain_id != pinned_chain or contract != pinned_ledger:
-            return False
-        # signer_role_at_signing, kind_allowed_for_role, supplier_files_about_itself
-        signer = facts.signer.lower()
-        histories = self._histories(signer)
-        if histories is None:
-            return False
-        signed_at = facts.signed_at
-        roles_then = [role for role, history in histories if _held_at(history, signed_at)]
-        if not roles_then or KIND_SIGNER_ROLES[facts.kind].isdisjoint(roles_then):
-            return False
+    def _signer_ok(self, signer: str, signed_at: int, kind: RecordKind, subject: str) -> bool:
+        """signer_role_at_signing, kind_allowed_for_role, supplier_files_about_itself."""
         peek = self._peek
-        if Role.SUPPLIER in roles_then or facts.kind in SELF_SUBJECT_KINDS:
-            org = peek(("org_of", signer))
-            if org is MISSING or org is None or str(org) != facts.subject:
+        account = signer.lower()
+        roles_then = []
+        for role in PARTICIPANT_ROLES:
+            history = peek(("role_history", account, role))
+            if history is MISSING:
                 return False
-        # merkle_proof (the fold, and verifyRecord's anchored(root)), root_anchored
-        if facts.folded != facts.root:
+            if _held_at(list(history), signed_at):
+                roles_then.append(role)
+        if not roles_then or KIND_SIGNER_ROLES[kind].isdisjoint(roles_then):
             return False
-        anchor = peek(("anchored_at", facts.root))
+        if Role.SUPPLIER in roles_then or kind in SELF_SUBJECT_KINDS:
+            org = peek(("org_of", account))
+            if org is MISSING or org is None or str(org) != subject:
+                return False
+        return True
+
+    def _anchor_time(self, root: bytes, data: dict[str, Any], contract: str) -> int | None:
+        """root_anchored, block_canonical (skipped without a blockHash) and
+        anchor_matches_receipt: the anchor's block timestamp if they pass."""
+        peek = self._peek
+        anchor = peek(("anchored_at", root))
         if anchor is MISSING or anchor is None:
-            return False
-        # block_canonical (skipped without a blockHash)
+            return None
         block_number = data["blockNumber"]
         block_hash = data.get("blockHash")
         if block_hash is not None:
             canonical = peek(("block_hash", block_number))
             if canonical is MISSING or canonical is None or str(canonical) != block_hash.lower():
-                return False
-        # anchor_matches_receipt, signed_before_anchor
+                return None
         tx = peek(("transaction_block", data["transactionHash"].lower()))
-        return (
+        if not (
             tx is not MISSING
             and tx is not None
             and anchor.batch_id == data["batchId"]
@@ -585,8 +573,42 @@ class ChainPath:
             and anchor.leaf_count == data["leafCount"]
             and int(tx[0]) == block_number
             and str(tx[1]).lower() == contract
-            and signed_at <= anchor.timestamp + CLOCK_SKEW_SECONDS
+        ):
+            return None
+        return int(anchor.timestamp)
+
+    def passes(self, facts: _Facts, data: dict[str, Any]) -> bool:
+        pinned_chain, pinned_ledger = self._pinned
+        contract = facts.contract.lower()
+        # trust_root and chain_id; merkle_proof's fold (its anchored(root) is root_anchored's)
+        if facts.chain_id != pinned_chain or contract != pinned_ledger:
+            return False
+        if facts.folded != facts.root:
+            return False
+        # The receipt's values in these keys were type-checked (ints are ints, not bools).
+        signer_key = (facts.signer, facts.signed_at, facts.kind, facts.subject)
+        if signer_key not in self._signers_ok:
+            if not self._signer_ok(*signer_key):
+                return False
+            self._signers_ok.put(signer_key, True)
+        batch_key = (
+            facts.root,
+            data["blockNumber"],
+            data.get("blockHash"),
+            data["transactionHash"],
+            data["batchId"],
+            data["leafCount"],
+            data["blockTimestamp"],
+            contract,
         )
+        anchored = self._batches_ok.get(batch_key)
+        if anchored is None:
+            anchored = self._anchor_time(facts.root, data, contract)
+            if anchored is None:
+                return False
+            self._batches_ok.put(batch_key, anchored)
+        # signed_before_anchor
+        return bool(facts.signed_at <= anchored + CLOCK_SKEW_SECONDS)
 
 
 def log_passes(

@@ -77,10 +77,11 @@ def read_receipts(path: Path) -> Iterator[ReceiptInput]:
                 continue
             yield _decode(file.name, file.read_bytes())
         return
+    name = path.name  # a property that costs as much as the rest of a line's reading
     with path.open("rb") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.isspace():  # line.strip() without the copy (a line is never empty)
-                yield _decode(f"{path.name}:{number}", line)
+                yield _decode(f"{name}:{number}", line)
 
 
 def remember_chain_id(client: object) -> None:

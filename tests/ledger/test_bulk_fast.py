@@ -29,13 +29,13 @@ from ledger.bulk_verify import (
     verdict_of,
     verify_all,
 )
-from ledger.canonical import canonical_json
+from ledger.canonical import canonical_json, payload_hash
 from ledger.chain import ChainClient
-from ledger.eip712 import record_struct_hash
+from ledger.eip712 import domain_separator, record_struct_hash, typed_data_digest
 from ledger.keys import SECP256K1_N, Signer
 from ledger.merkle import StandardMerkleTree
 from ledger.receipts import build_receipt
-from ledger.records import Domain, Role, SignedRecord
+from ledger.records import Domain, QualityRecord, RecordKind, Role, SignedRecord, new_salt
 from ledger.signing import sign_record
 from ledger.tlog import (
     COSIGNATURE_V1,
@@ -156,6 +156,80 @@ def world() -> dict[str, Any]:
     second = [
         sign(f"s{n % 2}", subject=f"SUP-0{n % 2}", payload=_plain_inspection(n)) for n in range(12)
     ]
+
+    def forge(
+        fields: dict[str, Any], payload: dict[str, Any], then: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """An envelope a hostile signer (s0, a real supplier) signed over values the schema
+        refuses, as JSON; ``then`` replaces values after signing by others that hash the same
+        (``true`` for a signed 1). Only the format check can refuse it."""
+        n = next(nonce)
+        values: dict[str, Any] = {
+            "signer": parties["s0"].address,
+            "subject": "SUP-00",
+            "kind": "inspection",
+            "partNumber": "P-1",
+            "lotId": f"L-{n}",
+            "eventTime": now - 3600,
+            "signedAt": now,
+            "quantity": 50,
+            "defects": 1,
+            "nonce": n,
+            "salt": new_salt(),
+            "payloadHash": "0x" + payload_hash(payload).hex(),
+            **fields,
+        }
+        struct = QualityRecord.model_construct(**{**values, "kind": RecordKind(values["kind"])})
+        digest = typed_data_digest(domain_separator(domain), record_struct_hash(struct))
+        return {
+            "domain": domain.model_dump(mode="json"),
+            "record": {**values, **(then or {})},
+            "payload": payload,
+            "signature": parties["s0"].sign_digest(digest),
+            "_struct": record_struct_hash(struct),
+        }
+
+    one = inspection_payload(defects=1, sample=1)
+    forged = [
+        forge({"partNumber": "P 1"}, inspection_payload()),
+        forge({"partNumber": ""}, inspection_payload()),
+        forge({"subject": "SUP-00 "}, inspection_payload()),
+        forge({"lotId": "L" * 65}, inspection_payload()),
+        forge({"quantity": 1}, one, then={"quantity": True}),
+        forge({"defects": 0}, inspection_payload(defects=0), then={"defects": False}),
+        forge({"nonce": 1}, inspection_payload(), then={"nonce": True}),
+        # defects above quantity, the payload agreeing with both
+        forge(
+            {"quantity": 1, "defects": 2},
+            {**one, "defectList": [{"code": "FLASH", "count": 2, "severity": "minor"}]},
+        ),
+        forge({}, {**inspection_payload(), "extra": 1}),  # a field the schema does not know
+        forge({"defects": 2}, inspection_payload()),  # counts disagree with the payload
+        forge({}, {**inspection_payload(), "lotSize": 1000.0}),  # a float where an int goes
+        forge({}, inspection_payload()),  # the control: this one is valid
+    ]
+    forged_tree = StandardMerkleTree.of([f.pop("_struct") for f in forged])
+    result = chain.anchor_batch(forged_tree.root, len(forged))
+    forged_receipts = []
+    for envelope in forged:
+        struct_hash = forged_tree.values[len(forged_receipts)]
+        forged_receipts.append(
+            {
+                "version": 1,
+                "record": envelope,
+                "structHash": "0x" + struct_hash.hex(),
+                "proof": ["0x" + h.hex() for h in forged_tree.proof(struct_hash)],
+                "root": "0x" + forged_tree.root.hex(),
+                "batchId": result.batch_id,
+                "leafCount": len(forged),
+                "chainId": domain.chainId,
+                "contract": domain.verifyingContract,
+                "transactionHash": result.tx_hash,
+                "blockNumber": result.block_number,
+                "blockTimestamp": result.timestamp,
+                "blockHash": chain.block_hash(result.block_number),
+            }
+        )
     batches = []
     for records in (first, second):
         tree = StandardMerkleTree.of([record_struct_hash(r.record) for r in records])
@@ -195,7 +269,13 @@ def world() -> dict[str, Any]:
     trust = TrustRoot(
         chain_id=deployment.chain_id, ledger=deployment.ledger, anchor=BlockAnchor(0, genesis)
     )
-    return {"chain": chain, "trust": trust, "batches": batches, "ghost": ghost}
+    return {
+        "chain": chain,
+        "trust": trust,
+        "batches": batches,
+        "ghost": ghost,
+        "forged": forged_receipts,
+    }
 
 
 def _flip(text: str, at: int = -1) -> str:
@@ -417,6 +497,13 @@ def _mutations(world: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any
         ("blockHash none (older receipt)", setv("blockHash", None)),
         ("blockHash absent (older receipt)", drop("blockHash")),
         ("transaction of another batch", setv("transactionHash", other_root)),
+        ("transaction not hex", setv("transactionHash", "0x" + "zz" * 32)),
+        (
+            "transaction short",
+            lambda r: r.__setitem__("transactionHash", r["transactionHash"][:-2]),
+        ),
+        ("blockHash not hex", setv("blockHash", "0x" + "zz" * 32)),
+        ("root short", lambda r: r.__setitem__("root", r["root"][:-2])),
         (
             "transaction upper case",
             lambda r: r.__setitem__("transactionHash", "0x" + r["transactionHash"][2:].upper()),
@@ -448,7 +535,7 @@ def _mutations(world: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any
 
 def _corpus(world: dict[str, Any], seed: int) -> list[tuple[str, dict[str, Any]]]:
     first, second = world["batches"]
-    honest = [*first, *second, *world["ghost"]]
+    honest = [*first, *second, *world["ghost"], *world["forged"]]
     corpus = [(f"honest {n}", copy.deepcopy(r)) for n, r in enumerate(honest)]
     # every mutation on an honest receipt of each batch and of each plain/canonical payload
     targets = [first[0], first[1], second[3]]
@@ -527,6 +614,20 @@ def test_fast_path_gives_the_single_receipt_verifiers_verdict_for_every_receipt(
     # The chain was asked exactly what verifying each receipt the full way asks.
     assert cached.calls == uncached.calls
     assert cached.roots == uncached.roots and cached.signers == uncached.signers
+
+
+def test_only_the_format_check_refuses_what_a_hostile_signer_signed(world: dict[str, Any]) -> None:
+    """Records signed (and anchored) over values the schema refuses, or with ``true`` where a
+    1 was signed: the signature and the chain agree, the format check alone says no, and
+    the fast path must not say yes."""
+    forged = world["forged"]
+    items = [ReceiptInput(f"f{n}", r) for n, r in enumerate([forged[-1], *forged])]
+    verdicts, _, _, hits = _bulk(world, items, fast=True)
+    assert [v.failed_check for v in verdicts] == [None, *["receipt_format"] * 11, None]
+    assert hits == 1  # the control's second copy
+    for item, verdict in zip(items, verdicts, strict=True):
+        report = _single(world, item.data or {})
+        assert verdict == verdict_of(item, report)
 
 
 def test_what_the_lax_models_accept_still_passes(world: dict[str, Any]) -> None:
