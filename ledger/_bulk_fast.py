@@ -19,9 +19,10 @@ answers None for:
 What makes it fast is what it leaves out, never what it checks: no pydantic model per receipt
 (only the payload's own model, whose validators are the schema), no check result or detail
 string for a receipt that passes, hashes of repeated strings (subject, kind, part number)
-and the EIP-712 domain separator computed once, and the Merkle fold memoised per node pair
-(receipts of one batch share all but their lowest nodes). Every memo is a pure function of its
-key (exact strings or bytes), so a hit can only give what the computation would.
+and the EIP-712 domain separator computed once, and the Merkle fold memoised per node and
+the exact proof strings above it (receipts of one batch share all but their lowest nodes).
+Every memo is a pure function of its key (exact, type-checked strings, bytes and integers),
+so a hit can only give what the computation would.
 """
 
 from __future__ import annotations
@@ -119,7 +120,6 @@ _ZERO32: Final = bytes(32)
 _HALF_N: Final = SECP256K1_HALF_N.to_bytes(32, "big")
 # What a memo or a peek at facts read answers for a key it does not hold.
 MISSING: Final = object()
-_MISSING: Final = MISSING
 # Memo bounds: receipts of one batch share nodes, so a memo of a few batches is as good as an
 # unbounded one; past the bound it starts over rather than grow with the input.
 _MEMO_LIMIT: Final = 1 << 18
@@ -362,7 +362,9 @@ class FastRecordPath:
             return None
         # -- SignedRecord._payload_matches: the same functions, so the same verdict.
         try:
-            text = _plain_json(payload) if _plain(payload) else canonical_json(payload)
+            text = _plain_json(payload) if _plain(payload) else None
+            if text is None:
+                text = canonical_json(payload)
             if keccak(text) != payload_hash:
                 return None
             subject, part = record["subject"], record["partNumber"]
@@ -421,13 +423,17 @@ class _Counted(NamedTuple):
 _SAFE_INT: Final = 2**53
 
 
-def _plain_json(value: Any) -> bytes:
+def _plain_json(value: Any) -> bytes | None:
     """What ``ledger.canonical`` prints for a value :func:`_plain` accepts (there: Python's
     C encoder, sorted keys, no whitespace, ``ensure_ascii=False``), through orjson at a sixth
     of the cost. They agree on such values: both print every code point of a string the same
     way (checked for all of them), floats of that range in the same shortest round-trip form
-    and ASCII keys in the same order; tests compare them on random payloads."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    and ASCII keys in the same order; tests compare them on random payloads. None where orjson
+    refuses (it nests at most 254 deep; a parsed payload may nest 1024 deep)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return None
 
 
 def _plain(value: Any) -> bool:

@@ -411,8 +411,8 @@ def breakdown(
 
     def payload_step() -> None:
         for p, r in zip(payloads, records, strict=True):
-            text = _plain_json(p) if _plain(p) else canonical_json(p)
-            keccak(text)
+            text = _plain_json(p) if _plain(p) else None
+            keccak(canonical_json(p) if text is None else text)
             kind = RecordKind(r["kind"])
             counted = _Counted(
                 kind,

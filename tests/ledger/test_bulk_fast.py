@@ -292,6 +292,13 @@ def _high_s(signature: str) -> str:
     return "0x" + (raw[:32] + s.to_bytes(32, "big") + bytes([v])).hex()
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def _mutations(world: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any]], None]]]:
     """What the adversary does to an honest receipt (each applied to a copy)."""
     second = world["batches"][1]
@@ -346,6 +353,9 @@ def _mutations(world: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any
             lambda r: r["record"].__setitem__("payload", dict(reversed(list(pay(r).items())))),
         ),
         ("payload not an object", setv("record.payload", [])),
+        # orjson prints at most 254 levels deep; JSON parsers take 1024
+        ("payload nested 300 deep", lambda r: pay(r).__setitem__("defectList", _nested(300))),
+        ("payload nested 900 deep", lambda r: pay(r).__setitem__("extra", _nested(900))),
         (
             "payload exponent float",
             lambda r: pay(r).__setitem__(
@@ -872,3 +882,6 @@ def test_plain_refuses_what_the_plain_encoder_would_print_otherwise() -> None:
     ):
         assert not _plain(value), value
     assert _plain({"a": [0.5, -0.25, 1, "\U0001f600\x01"], "b": None, "c": True})
+    # plain, but deeper than orjson prints: left to ledger.canonical, which prints it
+    deep = {"x": _nested(300)}
+    assert _plain(deep) and _plain_json(deep) is None and canonical_json(deep)
