@@ -264,6 +264,13 @@ def world() -> dict[str, Any]:
         ).model_dump(mode="json")
         for r in ghost_records
     ]
+    # The replay the domain check exists for: a record validly signed for a look-alike
+    # contract (or another chain), its receipt naming the pinned ledger. Every other check
+    # passes; only domain_matches_contract refuses it.
+    for signed_elsewhere in batches[0][-2:]:
+        replayed = copy.deepcopy(signed_elsewhere)
+        replayed["contract"], replayed["chainId"] = deployment.ledger, deployment.chain_id
+        batches[0].append(replayed)
     genesis = chain.block_hash(0)
     assert genesis is not None
     trust = TrustRoot(
@@ -290,6 +297,11 @@ def _high_s(signature: str) -> str:
     s = SECP256K1_N - int.from_bytes(raw[32:64], "big")
     v = 27 + 28 - raw[64]
     return "0x" + (raw[:32] + s.to_bytes(32, "big") + bytes([v])).hex()
+
+
+def _spaced(hex_string: str) -> str:
+    """As long as ``hex_string``, with its last two digits replaced by spaces between bytes."""
+    return hex_string[:4] + " " + hex_string[4:-2] + " "
 
 
 def _nested(depth: int) -> Any:
@@ -373,6 +385,21 @@ def _mutations(world: dict[str, Any]) -> list[tuple[str, Callable[[dict[str, Any
             lambda r: r["proof"].__setitem__(0, r["proof"][0][:10] + " " + r["proof"][0][10:]),
         ),
         ("proof sibling not a string", lambda r: r["proof"].__setitem__(0, 7)),
+        # 66 characters, two of them spaces: bytes.fromhex takes it, as 31 bytes
+        (
+            "proof sibling with two spaces",
+            lambda r: r["proof"].__setitem__(0, _spaced(r["proof"][0])),
+        ),
+        ("root with two spaces", lambda r: r.__setitem__("root", _spaced(r["root"]))),
+        (
+            "structHash with two spaces",
+            lambda r: r.__setitem__("structHash", _spaced(r["structHash"])),
+        ),
+        (
+            "signature with two spaces",
+            lambda r: r["record"].__setitem__("signature", _spaced(r["record"]["signature"])),
+        ),
+        ("salt with two spaces", lambda r: rec(r).__setitem__("salt", _spaced(rec(r)["salt"]))),
         ("proof sibling a list", lambda r: r["proof"].__setitem__(0, [r["proof"][0]])),
         ("proof truncated", lambda r: r["proof"].pop()),
         ("proof extended", lambda r: r["proof"].append(r["proof"][-1])),
@@ -638,6 +665,43 @@ def test_only_the_format_check_refuses_what_a_hostile_signer_signed(world: dict[
     for item, verdict in zip(items, verdicts, strict=True):
         report = _single(world, item.data or {})
         assert verdict == verdict_of(item, report)
+
+
+class _LookAlikeInTheSameBlock:
+    """The real chain, where the anchoring transaction of ``tx_hash`` is reported as sent to
+    the look-alike contract: what a transaction to a look-alike in the anchoring block looks
+    like. Receipts naming the look-alike then agree with the chain on everything but the pin."""
+
+    def __init__(self, chain: ChainClient, tx_hash: str) -> None:
+        self._chain = chain
+        self._tx = tx_hash.lower()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chain, name)
+
+    def transaction_block(self, tx_hash: str) -> tuple[int, str] | None:
+        found = self._chain.transaction_block(tx_hash)
+        if found is None or tx_hash.lower() != self._tx:
+            return found
+        return found[0], LOOK_ALIKE
+
+
+def test_a_receipt_naming_a_look_alike_fails_only_the_pin(world: dict[str, Any]) -> None:
+    signed_for_look_alike = world["batches"][0][9]
+    assert signed_for_look_alike["contract"].lower() == LOOK_ALIKE
+    chain = _LookAlikeInTheSameBlock(world["chain"], signed_for_look_alike["transactionHash"])
+    report = verify_receipt(None, signed_for_look_alike, chain, world["trust"])
+    assert [c.check.value for c in report.checks if not c.ok] == ["trust_root"]
+    cached = CachingChain(chain)
+    fast = FastChainVerifier(cached, world["trust"])
+    items = [ReceiptInput(f"r{n}", signed_for_look_alike) for n in range(2)]
+
+    def one(data: dict[str, Any]) -> VerificationReport:
+        return verify_receipt(None, data, cached, world["trust"])
+
+    verdicts = list(verify_all(items, one, fast))
+    assert [v.failed_check for v in verdicts] == ["trust_root", "trust_root"]
+    assert fast("r", signed_for_look_alike) is None  # every fact read, and still no
 
 
 def test_what_the_lax_models_accept_still_passes(world: dict[str, Any]) -> None:
