@@ -55,8 +55,9 @@ from ledger.records import (
     parse_payload,
 )
 from ledger.tlog.entries import ledger_origin, record_entry
+from ledger.tlog.note import SignedCheckpoint
 from ledger.tlog.tree import leaf_hash as log_leaf_hash
-from ledger.tlog.tree import verify_inclusion
+from ledger.tlog.tree import node_hash as log_node_hash
 from ledger.verify import CLOCK_SKEW_SECONDS, PARTICIPANT_ROLES, _held_at
 
 # Every key each object may have (extra="forbid") and those it must have (no default). The
@@ -617,38 +618,71 @@ class ChainPath:
         return bool(facts.signed_at <= anchored + CLOCK_SKEW_SECONDS)
 
 
-def log_passes(
-    facts: _Facts,
-    data: dict[str, Any],
-    opened: Callable[[str, str], Any],
-    pinned: tuple[int, str] | None,
-) -> bool:
-    """Whether every check of ``ledger.tlog.verify.verify_receipt_offline`` after the record's
-    passes: trust root, proof to the batch root, and the log proof against a checkpoint
-    already opened (``opened(note, origin)``: the checkpoint opened with the log key alone and
-    with the witnesses, both good, or None)."""
-    if pinned is not None:
-        chain_id, ledger = pinned
-        if facts.chain_id != chain_id or facts.contract.lower() != ledger:
+class LogPath:
+    """The checks of ``ledger.tlog.verify.verify_receipt_offline`` after the record's: trust
+    root, proof to the batch root, and the log proof against a checkpoint already opened
+    (``opened(note, origin)``: the checkpoint as the log key alone opened it, if both that
+    and the opening with the witnesses succeeded, else None). ``pinned``: the trust root's
+    (chain id, lowercase ledger), if any."""
+
+    def __init__(
+        self, opened: Callable[[str, str], SignedCheckpoint | None], pinned: tuple[int, str] | None
+    ) -> None:
+        self._opened = opened
+        self._pinned = pinned
+        self._tops = _Bounded()  # (node, fn, sn) -> (the proof above it, the root it folds to)
+
+    def inclusion_root(self, index: int, size: int, leaf: bytes, proof: list[str]) -> bytes | None:
+        """``ledger.tlog.tree.root_from_inclusion`` (RFC 9162 2.1.3.2), None where it raises,
+        over lowercase Hex32 strings (``_log_shape`` checked them). Entries of one checkpoint
+        share the upper part of their paths: a state (node, fn, sn) once folded to a root with
+        the very same proof strings above it folds to that root again, without hashing."""
+        if not 0 <= index < size:
+            return None
+        tops = self._tops
+        fn, sn, r = index, size - 1, leaf
+        path: list[tuple[tuple[bytes, int, int], int]] = []
+        for i, sibling in enumerate(proof):
+            if sn == 0:
+                return None  # the proof is longer than the path
+            state = (r, fn, sn)
+            top = tops.get(state)
+            if top is not None and proof[i:] == top[0]:
+                r, sn = top[1], 0
+                break
+            path.append((state, i))
+            p = bytes.fromhex(sibling[2:])
+            if fn & 1 or fn == sn:
+                r = log_node_hash(p, r)
+                if not fn & 1:
+                    while fn and not fn & 1:
+                        fn >>= 1
+                        sn >>= 1
+            else:
+                r = log_node_hash(r, p)
+            fn >>= 1
+            sn >>= 1
+        if sn != 0:
+            return None  # the proof is shorter than the path
+        for state, i in path:
+            tops.put(state, (proof[i:], r))
+        return r
+
+    def passes(self, facts: _Facts, data: dict[str, Any]) -> bool:
+        if self._pinned is not None:
+            chain_id, ledger = self._pinned
+            if facts.chain_id != chain_id or facts.contract.lower() != ledger:
+                return False
+        else:
+            chain_id, ledger = facts.chain_id, facts.contract
+        if facts.folded != facts.root:
             return False
-    else:
-        chain_id, ledger = facts.chain_id, facts.contract
-    if facts.folded != facts.root:
-        return False
-    log = data.get("log")
-    if log is None:
-        return False
-    signed = opened(log["checkpoint"], ledger_origin(chain_id, ledger))
-    if signed is None or signed.checkpoint.size != log["treeSize"]:
-        return False
-    try:
-        verify_inclusion(
-            log["index"],
-            log["treeSize"],
-            log_leaf_hash(record_entry(facts.struct_hash, facts.root)),
-            [bytes.fromhex(h[2:]) for h in log["inclusion"]],
-            signed.checkpoint.root,
-        )
-    except LedgerError:
-        return False
-    return True
+        log = data.get("log")
+        if log is None:
+            return False
+        signed = self._opened(log["checkpoint"], ledger_origin(chain_id, ledger))
+        if signed is None or signed.checkpoint.size != log["treeSize"]:
+            return False
+        leaf = log_leaf_hash(record_entry(facts.struct_hash, facts.root))
+        found = self.inclusion_root(log["index"], log["treeSize"], leaf, log["inclusion"])
+        return found is not None and found == signed.checkpoint.root

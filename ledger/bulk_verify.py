@@ -32,7 +32,7 @@ from typing import Any, NamedTuple, TextIO
 
 import orjson
 
-from ledger._bulk_fast import MISSING, ChainPath, FastRecordPath, log_passes
+from ledger._bulk_fast import MISSING, ChainPath, FastRecordPath, LogPath
 from ledger.merkle import leaf_hash, process_proof
 from ledger.records import Role
 from ledger.tlog.note import SignedCheckpoint, Verifier
@@ -277,8 +277,9 @@ class FastLogVerifier:
         self._log_key = log_key
         self._witnesses = tuple(witnesses)
         self._quorum = quorum
-        self._pinned = None if trust is None else (trust.chain_id, trust.ledger.lower())
+        pinned = None if trust is None else (trust.chain_id, trust.ledger.lower())
         self._record = FastRecordPath()
+        self._path = LogPath(self._opened, pinned)
 
     def _opened(self, note: str, origin: str) -> SignedCheckpoint | None:
         """The checkpoint as the log key alone opened it, if both that and the opening with
@@ -292,7 +293,7 @@ class FastLogVerifier:
 
     def __call__(self, name: str, data: dict[str, Any]) -> Verdict | None:
         facts = self._record.check(data)
-        if facts is None or not log_passes(facts, data, self._opened, self._pinned):
+        if facts is None or not self._path.passes(facts, data):
             return None
         return Verdict(name, True, data["structHash"], None, None)
 
