@@ -170,7 +170,9 @@ class FastRecordPath:
     as the models, see the module docstring), the record's signature and struct hash, the
     Merkle fold. :meth:`check` answers the receipt's facts or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, folds_log: bool = False) -> None:
+        # Offline the log proof's hashes are checked as LogPath folds them, not twice.
+        self._log_hashes = not folds_log
         # Memos of pure functions of their (type-checked) keys; see the module docstring.
         self._domains = _Bounded()  # (chainId, contract str) -> (checksummed, separator) | None
         self._signers = _Bounded()  # signer str -> (checksummed, struct-hash prefix) | None
@@ -320,7 +322,7 @@ class FastRecordPath:
             root is None
             or self._hash32(data["transactionHash"]) is None
             or (block_hash is not None and self._hash32(block_hash) is None)
-            or (log is not None and not _log_shape(log))
+            or (log is not None and not _log_shape(log, hashes=self._log_hashes))
         ):
             return None
         # -- the signed record
@@ -506,9 +508,10 @@ class _Facts:
         self.contract = contract
 
 
-def _log_shape(log: object) -> bool:
-    """LogProof: index >= 0, treeSize > 0, inclusion lowercase Hex32s, a checkpoint note of
-    1..64 Ki characters, nothing else."""
+def _log_shape(log: object, *, hashes: bool) -> bool:
+    """LogProof: index >= 0, treeSize > 0, inclusion a list of lowercase Hex32s (checked here
+    if ``hashes``, else by whoever folds them), a checkpoint note of 1..64 Ki characters,
+    nothing else."""
     if type(log) is not dict or log.keys() != _LOG_KEYS:
         return False
     inclusion, checkpoint = log["inclusion"], log["checkpoint"]
@@ -516,10 +519,18 @@ def _log_shape(log: object) -> bool:
         _uint(log["index"], _INT_LIMIT - 1)
         and _positive(log["treeSize"])
         and type(inclusion) is list
-        and all(_hex_bytes(h, 32) is not None and h == h.lower() for h in inclusion)
+        and (not hashes or all(_log_hash(h) is not None for h in inclusion))
         and type(checkpoint) is str
         and 1 <= len(checkpoint) <= _CHECKPOINT_MAX_CHARS
     )
+
+
+def _log_hash(value: object) -> bytes | None:
+    """A log hash: ``^0x[0-9a-f]{64}$`` (lowercase only: ``islower`` is False with an
+    upper-case digit, and True otherwise, since ``x`` is a lower-case letter)."""
+    if type(value) is not str or not value.islower():
+        return None
+    return _hex_bytes(value, 32)
 
 
 class ChainPath:
@@ -632,11 +643,12 @@ class LogPath:
         self._pinned = pinned
         self._tops = _Bounded()  # (node, fn, sn) -> (the proof above it, the root it folds to)
 
-    def inclusion_root(self, index: int, size: int, leaf: bytes, proof: list[str]) -> bytes | None:
-        """``ledger.tlog.tree.root_from_inclusion`` (RFC 9162 2.1.3.2), None where it raises,
-        over lowercase Hex32 strings (``_log_shape`` checked them). Entries of one checkpoint
-        share the upper part of their paths: a state (node, fn, sn) once folded to a root with
-        the very same proof strings above it folds to that root again, without hashing."""
+    def inclusion_root(self, index: int, size: int, leaf: bytes, proof: list[Any]) -> bytes | None:
+        """``ledger.tlog.tree.root_from_inclusion`` (RFC 9162 2.1.3.2) over the proof's
+        strings, None where it raises or a string is not a lowercase Hex32 (the LogProof
+        pattern). Entries of one checkpoint share the upper part of their paths: a state
+        (node, fn, sn) once folded to a root with the very same proof strings above it folds
+        to that root again, without hashing (and those strings were checked then)."""
         if not 0 <= index < size:
             return None
         tops = self._tops
@@ -650,8 +662,10 @@ class LogPath:
             if top is not None and proof[i:] == top[0]:
                 r, sn = top[1], 0
                 break
+            p = _log_hash(sibling)
+            if p is None:
+                return None
             path.append((state, i))
-            p = bytes.fromhex(sibling[2:])
             if fn & 1 or fn == sn:
                 r = log_node_hash(p, r)
                 if not fn & 1:

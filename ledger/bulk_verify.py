@@ -43,6 +43,9 @@ from ledger.verify import ChainReader, Check, VerificationReport
 # A receipt with a full log proof is a few kilobytes; a line or file far beyond that is not one,
 # and reading it whole would let one hostile input exhaust memory.
 MAX_RECEIPT_BYTES = 1 << 20
+# Checkpoint notes the offline fast path remembers as good (a run has one per batch or
+# checkpoint; beyond this many it asks the CheckpointCache each time).
+MAX_OPENED_NOTES = 1 << 14
 
 
 class ReceiptInput(NamedTuple):
@@ -278,18 +281,27 @@ class FastLogVerifier:
         self._witnesses = tuple(witnesses)
         self._quorum = quorum
         pinned = None if trust is None else (trust.chain_id, trust.ledger.lower())
-        self._record = FastRecordPath()
+        self._record = FastRecordPath(folds_log=True)
         self._path = LogPath(self._opened, pinned)
+        # (note, origin) -> its checkpoint, once both openings succeeded (they never change)
+        self._good: dict[tuple[str, str], SignedCheckpoint] = {}
 
     def _opened(self, note: str, origin: str) -> SignedCheckpoint | None:
         """The checkpoint as the log key alone opened it, if both that and the opening with
         the witnesses succeeded before (what ``_log_checks`` needs to pass)."""
+        good = self._good.get((note, origin))
+        if good is not None:
+            return good
         checkpoints = self._checkpoints
         alone = checkpoints.opened(note, self._log_key, origin)
         if not isinstance(alone, SignedCheckpoint):
             return None
         cosigned = checkpoints.opened(note, self._log_key, origin, self._witnesses, self._quorum)
-        return alone if isinstance(cosigned, SignedCheckpoint) else None
+        if not isinstance(cosigned, SignedCheckpoint):
+            return None
+        if len(self._good) < MAX_OPENED_NOTES:
+            self._good[note, origin] = alone
+        return alone
 
     def __call__(self, name: str, data: dict[str, Any]) -> Verdict | None:
         facts = self._record.check(data)
