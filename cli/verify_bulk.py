@@ -52,7 +52,16 @@ def verify_receipts(
     signer (not once per receipt); offline (a log key, no --rpc) nothing is asked and each
     distinct checkpoint's signatures are checked once. Prints one line per receipt (OK, or FAIL
     with the first failed check) and a summary. Exit 0 only if every receipt passes."""
-    from ledger.bulk_verify import CachingChain, read_receipts, verify_all
+    from ledger.bulk_verify import (
+        CachingChain,
+        FastChainVerifier,
+        FastLogVerifier,
+        FastPath,
+        read_receipts,
+        remember_chain_id,
+        verify_all,
+        write_verdicts,
+    )
     from ledger.tlog.verify import CheckpointCache, verify_receipt_offline
     from ledger.verify import verify_receipt
 
@@ -67,10 +76,13 @@ def verify_receipts(
     checkpoints = CheckpointCache()
     if rpc is not None:
         try:
-            cached = CachingChain(verifier_client(rpc, pinned))
+            client = verifier_client(rpc, pinned)
+            remember_chain_id(client)
+            cached = CachingChain(client)
         except ChainError as exc:
             fail(f"chain: {exc}")
         chain = cached
+        fast: FastPath = FastChainVerifier(cached, pinned)
 
         def verify_one(receipt: dict[str, Any]) -> VerificationReport:
             return verify_receipt(None, receipt, chain, pinned)
@@ -78,6 +90,9 @@ def verify_receipts(
     else:
         assert log is not None
         offline_key = log
+        fast = FastLogVerifier(
+            checkpoints, log_key=log, witnesses=witnesses, quorum=quorum, trust=pinned
+        )
 
         def verify_one(receipt: dict[str, Any]) -> VerificationReport:
             return verify_receipt_offline(
@@ -90,18 +105,14 @@ def verify_receipts(
                 checkpoints=checkpoints,
             )
 
-    total = failed = 0
     out = sys.stdout
     try:
-        for verdict in verify_all(read_receipts(path), verify_one):
-            total += 1
-            failed += not verdict.ok
-            if failures_only and verdict.ok:
-                continue
-            if as_json:
-                out.write(orjson.dumps(verdict.to_json()).decode() + "\n")
-            else:
-                out.write(verdict.line() + "\n")
+        total, failed = write_verdicts(
+            verify_all(read_receipts(path), verify_one, fast),
+            out,
+            failures_only=failures_only,
+            as_json=as_json,
+        )
     except OSError as exc:
         fail(f"cannot read {path}: {exc.strerror}")
     except ChainError as exc:

@@ -78,7 +78,7 @@ class CheckpointCache:
         witnesses: Sequence[Verifier] = (),
         quorum: int = 0,
     ) -> SignedCheckpoint:
-        key = (note, log_key.vkey, origin, tuple(w.vkey for w in witnesses), quorum)
+        key = self._key(note, log_key, origin, witnesses, quorum)
         found = self._opened.get(key)
         if found is None:
             try:
@@ -91,6 +91,24 @@ class CheckpointCache:
         if isinstance(found, LogError):
             raise found
         return found
+
+    def opened(
+        self,
+        note: str,
+        log_key: Verifier,
+        origin: str,
+        witnesses: Sequence[Verifier] = (),
+        quorum: int = 0,
+    ) -> SignedCheckpoint | LogError | None:
+        """What :meth:`open` found for these arguments, without opening anything: None when it
+        has not been asked (bulk verification's fast path reads, never opens)."""
+        return self._opened.get(self._key(note, log_key, origin, witnesses, quorum))
+
+    @staticmethod
+    def _key(
+        note: str, log_key: Verifier, origin: str, witnesses: Sequence[Verifier], quorum: int
+    ) -> tuple[Any, ...]:
+        return (note, log_key.vkey, origin, tuple(w.vkey for w in witnesses), quorum)
 
     def __len__(self) -> int:
         return len(self._opened)
