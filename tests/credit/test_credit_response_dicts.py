@@ -524,3 +524,18 @@ def test_what_if_at_a_threshold_equal_to_a_candidates_score(
         assert columns.thresholds == [w.threshold for w in want]
         checked += 1
     assert checked > 40
+
+
+def test_evidence_ids_given_as_a_list_are_not_shared(
+    vectors: list[FeatureVector], model: CreditModel
+) -> None:
+    """A vector built by hand with a list of ids (the type says tuple; a caller may not): the
+    response gets its own tuple, so changing the caller's list afterwards changes nothing
+    served, stored or hashed."""
+    ids = list(vectors[0].evidence_ids)
+    vec = replace(vectors[0], evidence_ids=ids)  # type: ignore[arg-type]
+    before = response_dicts([vec, vectors[1]], model=model)[0]
+    hashed = response_dict_hash(before)
+    ids.append("0x" + "ff" * 32)
+    assert type(before["evidence_ids"]) is tuple and list(before["evidence_ids"]) == ids[:-1]
+    assert response_dict_hash(before) == hashed
