@@ -184,7 +184,10 @@ def response_dicts(
     with_evidence_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """``[r.model_dump(mode="json") for r in score_vectors(...)]``, built without a model object
-    per response: the JSON the service serves and hashes, at the speed of the scores.
+    per response: the JSON the service serves and hashes, at the speed of the scores. One
+    difference of type, none of JSON: ``evidence_ids`` is the vector's own tuple (a list copy
+    per response was most of the collector's work on a batch), which every serialiser writes
+    as the same array, so the bytes and the hash are the dump's (tested).
 
     Everything a response holds is decided for the whole batch at once, in columns: numbers
     leave the batch's arrays in one ``tolist`` per column, additivity is checked for every scored
@@ -317,6 +320,10 @@ def _response_columns(
         what_ifs = [change_dicts[a:b] for a, b in itertools.pairwise(changes.offsets)]
     else:
         what_ifs = [[] for _ in range(n)]
+    # The evidence ids are served as the vector's own tuple, not a list copy: the same JSON array
+    # (and hash) to every serialiser, and no 118-reference list per response to create, walk in
+    # the collector's pass and free (two thirds of that pass at 10^4 rows, measured).
+    evidence = [_immutable_ids(v) for v in vectors] if with_evidence_ids else [()] * n
     window = policy.window_days
     version = model.version
     base = explained.base_points
@@ -340,21 +347,29 @@ def _response_columns(
             "feature_schema_version": v.schema_version,
             "evidence_root": v.evidence_root,
             "evidence_count": len(v.evidence_ids),
-            "evidence_ids": list(v.evidence_ids) if with_evidence_ids else [],
+            "evidence_ids": ids,
             "missing_evidence": miss,
             "repairs_applied": list(v.repairs),
             "gate": gate,
             "what_if": wi,
         }
-        for v, s, band, prob, contrib, rc, target, si, miss, gate, wi in zip(
+        for v, s, band, prob, contrib, rc, target, si, ids, miss, gate, wi in zip(
             vectors, scores, bands, explained.probability.tolist(), contributions, reason_lists,
-            targets, stand_ins, missing, gates, what_ifs, strict=True,
+            targets, stand_ins, evidence, missing, gates, what_ifs, strict=True,
         )
     ]  # fmt: skip
     if any(thin):
         for k in np.flatnonzero(thin).tolist():
             out[k] = _insufficient_json(vectors[k], base, model, policy)
     return out
+
+
+def _immutable_ids(vec: FeatureVector) -> tuple[str, ...]:
+    """The vector's evidence ids as a tuple: its own when it is one (``compute_features`` makes
+    them so); a copy of anything else, so a response never shares a list its caller may
+    change."""
+    ids = vec.evidence_ids
+    return ids if type(ids) is tuple else tuple(ids)
 
 
 def _contribution_column(
@@ -443,7 +458,7 @@ def _insufficient_json(
         "feature_schema_version": vec.schema_version,
         "evidence_root": vec.evidence_root,
         "evidence_count": len(vec.evidence_ids),
-        "evidence_ids": list(vec.evidence_ids),
+        "evidence_ids": _immutable_ids(vec),
         "missing_evidence": list(vec.missing),
         "repairs_applied": list(vec.repairs),
         "gate": gate,

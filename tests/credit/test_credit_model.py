@@ -12,6 +12,7 @@ from credit.features import FEATURE_NAMES, FEATURES, compute_features, feature_m
 from credit.model import BANDS, CreditModel, band_of, corner, model_version
 from credit.score import AdditivityError, assert_additive, score_vectors
 from credit.train import train
+from credit.treeshap import TabulatedTreeShap
 from simulator.population import Population
 
 
@@ -84,6 +85,75 @@ def test_tabulated_shap_equals_xgboost_and_shap_tree_explainer(
     reference = explainer.shap_values(x32)
     np.testing.assert_allclose(ours, reference, atol=2e-5)
     assert model.shap.bias == pytest.approx(float(explainer.expected_value), abs=1e-5)
+
+
+def _adversarial_rows(shap_table: TabulatedTreeShap, rows: np.ndarray, seed: int) -> np.ndarray:
+    """Rows whose every feature sits exactly on a split threshold, one float32 step either side
+    of one, or at NaN, +-inf, +-float32 max, +-0.0, the smallest subnormal; mixed at random and
+    appended to ``rows``: where locating a cell by global bins could part from ``searchsorted``
+    on each tree's own thresholds."""
+    rng = np.random.default_rng(seed)
+    n = 4_000
+    f32 = np.finfo(np.float32)
+    specials = np.array(
+        [np.nan, np.inf, -np.inf, f32.max, -f32.max, 0.0, -0.0, f32.smallest_subnormal],
+        dtype=np.float32,
+    )
+    x = rng.normal(scale=100.0, size=(n, shap_table.n_features)).astype(np.float32)
+    for j, bins in enumerate(shap_table.bins):
+        candidates = [specials]
+        if len(bins):
+            candidates += [
+                bins,
+                np.nextafter(bins, np.float32(-np.inf)),
+                np.nextafter(bins, np.float32(np.inf)),
+            ]
+        pool = np.concatenate(candidates)
+        x[:, j] = np.where(rng.random(n) < 0.8, rng.choice(pool, size=n), x[:, j])
+    return np.vstack([rows.astype(np.float32), x])
+
+
+def test_cells_by_global_bins_equal_the_per_tree_search_bit_for_bit(
+    model: CreditModel, rows: np.ndarray
+) -> None:
+    """``contributions`` (each tree's cell from per-feature global bins and lookups, summed by
+    feature) gives the very floats of ``contributions_by_search`` (one ``searchsorted`` per
+    tree and feature, summed by tree), on honest and adversarial rows, in C order (callers sum
+    rows, and numpy's summation order depends on the layout)."""
+    x32 = _adversarial_rows(model.shap, rows, seed=7)
+    fast = model.shap.contributions(x32)
+    slow = model.shap.contributions_by_search(x32)
+    assert fast.flags.c_contiguous and fast.shape == slow.shape == (len(x32), len(FEATURES))
+    assert np.array_equal(fast.view(np.uint64), slow.view(np.uint64))
+    assert np.isnan(x32).any() and np.isinf(x32).any()
+    # Every split threshold of every feature is hit exactly by some row.
+    for j, bins in enumerate(model.shap.bins):
+        assert np.isin(bins, x32[:, j]).all()
+
+
+def test_cells_by_global_bins_on_another_booster() -> None:
+    """A booster of another shape (40 depth-3 trees sharing their few thresholds, a feature
+    never split): the lookup still equals the search bit for bit, and xgboost's
+    ``pred_contribs`` on finite rows."""
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 6, size=(600, 5)).astype(np.float32)  # few values: shared thresholds
+    x[:, 4] = 1.0  # never split: no bins
+    y = (x[:, 0] + 2 * x[:, 1] - x[:, 2] * x[:, 3] > 3).astype(np.float32)
+    booster = xgb.train(
+        {"max_depth": 3, "eta": 0.3, "objective": "binary:logistic", "base_score": 0.4},
+        xgb.DMatrix(x, label=y),
+        num_boost_round=40,
+    )
+    table = TabulatedTreeShap(booster)
+    assert len(table.bins[4]) == 0
+    probe = _adversarial_rows(table, x, seed=9)
+    fast = table.contributions(probe)
+    assert np.array_equal(
+        fast.view(np.uint64), table.contributions_by_search(probe).view(np.uint64)
+    )
+    finite = probe[np.isfinite(probe).all(axis=1)]
+    native = booster.predict(xgb.DMatrix(finite), pred_contribs=True)
+    np.testing.assert_allclose(table.contributions(finite), native[:, :-1], atol=2e-6)
 
 
 @pytest.mark.parametrize("feature", [f.name for f in FEATURES])

@@ -87,9 +87,18 @@ def _same(
         with_evidence_ids=with_evidence_ids,
     )
     assert len(fast) == len(slow) == len(vectors)
-    for d, r in zip(fast, slow, strict=True):
+    for d, r, vec in zip(fast, slow, vectors, strict=True):
         dumped = r.model_dump(mode="json")
-        assert d == dumped
+        # The evidence ids are the vector's own immutable tuple, not a copy (issue #21: a list
+        # per response was 1.2 M references to create, walk in the collector's pass and free
+        # for 10^4 rows); every serialiser writes a tuple as the same JSON array, checked below.
+        ids = d["evidence_ids"]
+        assert type(ids) is tuple
+        if with_evidence_ids or d["status"] != "scored":
+            assert ids is vec.evidence_ids
+        else:
+            assert ids == ()
+        assert {**d, "evidence_ids": list(ids)} == dumped
         # Byte-identical JSON, member order (nested too) and int/float spelling included.
         assert json.dumps(d) == json.dumps(dumped)
         # The hash the service commits is the same, and the schema accepts the dict as is.
@@ -124,7 +133,7 @@ def test_small_batches_empty_batches_and_no_evidence_ids(
     fast = _same(vectors[:40], model, with_evidence_ids=False)
     # the count stays; the ids are left out of scored responses (a thin file always lists them)
     scored = [d for d in fast if d["status"] == "scored"]
-    assert scored and all(d["evidence_ids"] == [] and d["evidence_count"] for d in scored)
+    assert scored and all(d["evidence_ids"] == () and d["evidence_count"] for d in scored)
 
 
 def _thin(vec: FeatureVector, lots: int, months: int) -> FeatureVector:
@@ -515,3 +524,18 @@ def test_what_if_at_a_threshold_equal_to_a_candidates_score(
         assert columns.thresholds == [w.threshold for w in want]
         checked += 1
     assert checked > 40
+
+
+def test_evidence_ids_given_as_a_list_are_not_shared(
+    vectors: list[FeatureVector], model: CreditModel
+) -> None:
+    """A vector built by hand with a list of ids (the type says tuple; a caller may not): the
+    response gets its own tuple, so changing the caller's list afterwards changes nothing
+    served, stored or hashed."""
+    ids = list(vectors[0].evidence_ids)
+    vec = replace(vectors[0], evidence_ids=ids)  # type: ignore[arg-type]
+    before = response_dicts([vec, vectors[1]], model=model)[0]
+    hashed = response_dict_hash(before)
+    ids.append("0x" + "ff" * 32)
+    assert type(before["evidence_ids"]) is tuple and list(before["evidence_ids"]) == ids[:-1]
+    assert response_dict_hash(before) == hashed
