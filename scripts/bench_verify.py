@@ -44,6 +44,7 @@ from ledger._bulk_fast import (
     _Counted,
     _plain,
     _plain_json,
+    _Recover,
 )
 from ledger._hash import keccak
 from ledger.bulk_verify import (
@@ -440,12 +441,13 @@ def breakdown(
 
     digests = [(bytes.fromhex(d["record"]["signature"][2:]), os.urandom(32)) for d in data]
 
+    recover = _Recover()
+
     def signature_step() -> None:
         for sig, digest in digests:
-            key = PublicKey.from_signature_and_message(
-                sig[:64] + bytes([sig[64] - 27]), digest, hasher=None
-            )
-            keccak(key.format(compressed=False)[1:])
+            public = recover(sig, sig[64] - 27, digest)
+            assert public is not None
+            keccak(public[1:])
 
     struct_hashes = [bytes.fromhex(d["structHash"][2:]) for d in data]
     fresh = FastRecordPath()
