@@ -33,7 +33,9 @@ from collections.abc import Callable
 from typing import Any, Final, NamedTuple, cast
 
 import orjson
-from coincurve import PublicKey
+from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]  # cffi module, no stubs
+from coincurve.context import GLOBAL_CONTEXT
+from coincurve.flags import EC_UNCOMPRESSED
 
 from ledger._address import is_valid_checksum, to_checksum
 from ledger._hash import keccak
@@ -181,7 +183,7 @@ class FastRecordPath:
         self._hashes = _Bounded()  # str -> 32 bytes | None (repeated: roots, blocks, txs)
         self._addresses = _Bounded()  # uncompressed public key -> address bytes
         self._tops = _Bounded()  # Merkle node -> (the proof above it, the root it folds to)
-        self._recover: Callable[..., PublicKey] = PublicKey.from_signature_and_message
+        self._recover = _Recover()
 
     def _hash32(self, value: object) -> bytes | None:
         """A Hex32 that repeats across receipts: checked once per string."""
@@ -388,11 +390,9 @@ class FastRecordPath:
         s = signature[32:64]
         if v > 1 or s == _ZERO32 or s > _HALF_N:
             return None
-        try:
-            key = self._recover(signature[:64] + bytes((v,)), digest, hasher=None)
-        except ValueError:
+        public = self._recover(signature, v, digest)
+        if public is None:
             return None
-        public = key.format(compressed=False)
         address = self._addresses.get(public)
         if address is None:
             address = self._addresses.put(public, keccak(public[1:])[-20:])
@@ -408,6 +408,35 @@ class FastRecordPath:
         return _Facts(
             computed, root, folded, signer[0], kind, subject, signed_at, chain_id, contract
         )
+
+
+class _Recover:
+    """``PublicKey.from_signature_and_message(sig[:64] + bytes((v,)), digest, hasher=None)
+    .format(compressed=False)``: the same three libsecp256k1 calls coincurve makes (parse the
+    compact signature, recover, serialise uncompressed), on buffers allocated once instead of
+    four cffi objects and a PublicKey per receipt. None where coincurve raises ValueError
+    (``v`` is 0 or 1 here, the digest 32 bytes: the checks coincurve makes in Python first).
+    One instance per thread: the buffers are reused."""
+
+    def __init__(self) -> None:
+        self._ctx = GLOBAL_CONTEXT.ctx
+        self._sig = ffi.new("secp256k1_ecdsa_recoverable_signature *")
+        self._key = ffi.new("secp256k1_pubkey *")
+        self._out = ffi.new("unsigned char[65]")
+        self._out_len = ffi.new("size_t *")
+        self._parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
+        self._recover = lib.secp256k1_ecdsa_recover
+        self._serialize = lib.secp256k1_ec_pubkey_serialize
+
+    def __call__(self, signature: bytes, v: int, digest: bytes) -> bytes | None:
+        ctx, sig, key = self._ctx, self._sig, self._key
+        if not self._parse(ctx, sig, signature[:64], v):
+            return None  # r or s not below the curve order
+        if not self._recover(ctx, key, sig, digest):
+            return None
+        self._out_len[0] = 65
+        self._serialize(ctx, self._out, self._out_len, key, EC_UNCOMPRESSED)
+        return bytes(ffi.buffer(self._out, 65))
 
 
 class _Counted(NamedTuple):

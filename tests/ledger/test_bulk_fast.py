@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger._bulk_fast import _plain, _plain_json
+from ledger._bulk_fast import _plain, _plain_json, _Recover
 from ledger.bulk_verify import (
     CachingChain,
     FastChainVerifier,
@@ -962,3 +962,78 @@ def test_plain_refuses_what_the_plain_encoder_would_print_otherwise() -> None:
     # plain, but deeper than orjson prints: left to ledger.canonical, which prints it
     deep = {"x": _nested(300)}
     assert _plain(deep) and _plain_json(deep) is None and canonical_json(deep)
+
+
+def test_recover_on_reused_buffers_is_coincurves_recovery() -> None:
+    """The fast path's recovery (libsecp256k1 on buffers allocated once) gives coincurve's
+    public key where coincurve gives one and nothing where it raises, also for the signatures
+    an adversary makes: r or s zero or beyond the curve order, the other recovery id, a digest
+    the signature is not for, and after a failure (no state left in the buffers)."""
+    from coincurve import PublicKey
+
+    recover = _Recover()
+    signer = Signer.generate()
+    rng = random.Random(21)
+    n_bytes = SECP256K1_N.to_bytes(32, "big")
+    cases: list[tuple[bytes, int, bytes]] = []
+    for _ in range(40):
+        digest = rng.randbytes(32)
+        sig = bytes.fromhex(signer.sign_digest(digest)[2:])
+        body, v = sig[:64], sig[64] - 27
+        cases += [
+            (body, v, digest),
+            (body, 1 - v, digest),
+            (body, v, rng.randbytes(32)),
+            (bytes(32) + body[32:], v, digest),
+            (body[:32] + bytes(32), v, digest),
+            (n_bytes + body[32:], v, digest),
+            (body[:32] + n_bytes, v, digest),
+            (b"\xff" * 64, v, digest),
+        ]
+    rng.shuffle(cases)
+    for body, v, digest in cases:
+        try:
+            expected: bytes | None = PublicKey.from_signature_and_message(
+                body + bytes((v,)), digest, hasher=None
+            ).format(compressed=False)
+        except ValueError:
+            expected = None
+        assert recover(body + b"\x1b", v, digest) == expected
+    assert any(e is None for e in (recover(b + b"\x1b", v, d) for b, v, d in cases))
+
+
+def test_jsonl_read_in_chunks_keeps_every_line_and_its_number(tmp_path: Path) -> None:
+    """Lines are read a megabyte at a time: across chunk boundaries every line keeps its
+    number, and the adversary's lines (a line beyond the size limit, one not JSON, one a list,
+    one a JSON object in another type's clothing, blank ones) are refused alone."""
+    from ledger.bulk_verify import MAX_RECEIPT_BYTES
+
+    good = orjson.dumps({"structHash": "0x" + "ab" * 32, "pad": "x" * 700})
+    lines: list[bytes] = []
+    for n in range(1, 4001):
+        if n == 1500:
+            lines.append(b'{"a": "' + b"y" * MAX_RECEIPT_BYTES + b'"}')
+        elif n == 1501:
+            lines.append(b"{not json")
+        elif n == 2999:
+            lines.append(b"[1, 2]")
+        elif n == 3000:
+            lines.append(b'"{}"')
+        elif n % 997 == 0:
+            lines.append(b"   \t")
+        else:
+            lines.append(good)
+    export = tmp_path / "receipts.jsonl"
+    export.write_bytes(b"\n".join(lines) + b"\n")
+    items = list(read_receipts(export))
+    blank = {n for n in range(1, 4001) if n % 997 == 0}
+    assert [i.name for i in items] == [
+        f"receipts.jsonl:{n}" for n in range(1, 4001) if n not in blank
+    ]
+    bad = {i.name: i.error or "" for i in items if i.data is None}
+    assert sorted(bad) == sorted(f"receipts.jsonl:{n}" for n in (1500, 1501, 2999, 3000))
+    assert "larger than" in bad["receipts.jsonl:1500"]
+    assert "not JSON" in bad["receipts.jsonl:1501"]
+    assert "JSON object, got list" in bad["receipts.jsonl:2999"]
+    assert "JSON object, got str" in bad["receipts.jsonl:3000"]
+    assert all(i.data == orjson.loads(good) for i in items if i.data is not None)
