@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import re
 import struct
+import warnings
 from collections.abc import Callable
+from importlib.metadata import version as installed_version
 from typing import Any, Final, NamedTuple, cast
 
 import orjson
-from coincurve._libsecp256k1 import ffi, lib  # type: ignore[import-not-found]  # cffi module, no stubs
-from coincurve.context import GLOBAL_CONTEXT
-from coincurve.flags import EC_UNCOMPRESSED
+from coincurve import PublicKey
 
 from ledger._address import is_valid_checksum, to_checksum
 from ledger._hash import keccak
@@ -183,7 +183,7 @@ class FastRecordPath:
         self._hashes = _Bounded()  # str -> 32 bytes | None (repeated: roots, blocks, txs)
         self._addresses = _Bounded()  # uncompressed public key -> address bytes
         self._tops = _Bounded()  # Merkle node -> (the proof above it, the root it folds to)
-        self._recover = _Recover()
+        self._recover = make_recover()
 
     def _hash32(self, value: object) -> bytes | None:
         """A Hex32 that repeats across receipts: checked once per string."""
@@ -410,6 +410,22 @@ class FastRecordPath:
         )
 
 
+# coincurve's cffi module (``coincurve._libsecp256k1``) is private. It is used at the version the
+# tests pin (constraints.txt) and nowhere else; any other version takes coincurve's public API,
+# ~3 us more per receipt, with a warning (tests/ledger/test_bulk_fast.py checks both).
+COINCURVE_PINNED: Final = "21.0.0"
+
+
+def _recover_public(signature: bytes, v: int, digest: bytes) -> bytes | None:
+    """coincurve's public recovery: the uncompressed key, None where coincurve raises."""
+    try:
+        return PublicKey.from_signature_and_message(
+            signature[:64] + bytes((v,)), digest, hasher=None
+        ).format(compressed=False)
+    except ValueError:
+        return None
+
+
 class _Recover:
     """``PublicKey.from_signature_and_message(sig[:64] + bytes((v,)), digest, hasher=None)
     .format(compressed=False)``: the same three libsecp256k1 calls coincurve makes (parse the
@@ -419,6 +435,15 @@ class _Recover:
     One instance per thread: the buffers are reused."""
 
     def __init__(self) -> None:
+        from coincurve._libsecp256k1 import (  # type: ignore[import-not-found]  # cffi, no stubs
+            ffi,
+            lib,
+        )
+        from coincurve.context import GLOBAL_CONTEXT
+        from coincurve.flags import EC_UNCOMPRESSED
+
+        self._ffi = ffi
+        self._uncompressed = EC_UNCOMPRESSED
         self._ctx = GLOBAL_CONTEXT.ctx
         self._sig = ffi.new("secp256k1_ecdsa_recoverable_signature *")
         self._key = ffi.new("secp256k1_pubkey *")
@@ -435,8 +460,24 @@ class _Recover:
         if not self._recover(ctx, key, sig, digest):
             return None
         self._out_len[0] = 65
-        self._serialize(ctx, self._out, self._out_len, key, EC_UNCOMPRESSED)
-        return bytes(ffi.buffer(self._out, 65))
+        self._serialize(ctx, self._out, self._out_len, key, self._uncompressed)
+        return bytes(self._ffi.buffer(self._out, 65))
+
+
+def make_recover(
+    coincurve_version: str | None = None,
+) -> Callable[[bytes, int, bytes], bytes | None]:
+    """The reused-buffer recovery at the pinned coincurve, its public API on any other."""
+    found = coincurve_version or installed_version("coincurve")
+    if found != COINCURVE_PINNED:
+        warnings.warn(
+            f"coincurve {found} is not the pinned {COINCURVE_PINNED}: bulk verification uses "
+            "its public API (slower, same results)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _recover_public
+    return _Recover()
 
 
 class _Counted(NamedTuple):

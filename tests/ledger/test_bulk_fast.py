@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger._bulk_fast import _plain, _plain_json, _Recover
+from ledger._bulk_fast import COINCURVE_PINNED, _plain, _plain_json, _Recover, make_recover
 from ledger.bulk_verify import (
     CachingChain,
     FastChainVerifier,
@@ -964,14 +964,24 @@ def test_plain_refuses_what_the_plain_encoder_would_print_otherwise() -> None:
     assert _plain(deep) and _plain_json(deep) is None and canonical_json(deep)
 
 
-def test_recover_on_reused_buffers_is_coincurves_recovery() -> None:
+@pytest.mark.parametrize("coincurve_version", [COINCURVE_PINNED, "22.0.0"])
+def test_recover_on_reused_buffers_is_coincurves_recovery(coincurve_version: str) -> None:
     """The fast path's recovery (libsecp256k1 on buffers allocated once) gives coincurve's
     public key where coincurve gives one and nothing where it raises, also for the signatures
     an adversary makes: r or s zero or beyond the curve order, the other recovery id, a digest
     the signature is not for, and after a failure (no state left in the buffers)."""
     from coincurve import PublicKey
 
-    recover = _Recover()
+    if coincurve_version == COINCURVE_PINNED:
+        recover = make_recover(coincurve_version)
+        assert isinstance(recover, _Recover)
+        # the guard reads the installed version: the pin and the environment agree
+        assert isinstance(make_recover(), _Recover)
+    else:
+        # another coincurve: coincurve's public API, with a warning, and the same answers
+        with pytest.warns(RuntimeWarning, match="not the pinned"):
+            recover = make_recover(coincurve_version)
+        assert not isinstance(recover, _Recover)
     signer = Signer.generate()
     rng = random.Random(21)
     n_bytes = SECP256K1_N.to_bytes(32, "big")
