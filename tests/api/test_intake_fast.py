@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from api import intake
 from api.edges import parse_strict_json
 from api.errors import ApiError
 from api.intake import RECORD_COLUMNS, Checked, _fast_check, check_record, check_records
@@ -268,3 +269,26 @@ def test_full_batches_of_valid_records_are_all_taken_by_the_fast_path(
     response = service.client.post("/v1/records:batch", json={"records": records})
     assert response.status_code == 202, response.text
     assert response.json()["accepted"] == count
+
+
+def test_lookups_split_into_statements_answer_as_one(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Duplicates and replays are found whatever the statements' split: many signers, one
+    signer's nonces across several statements (a tiny LOOKUP_CHUNK forces both)."""
+    monkeypatch.setattr(intake, "LOOKUP_CHUNK", 3)
+    parties = [service.parties[name] for name in ("supplier", "supplier2")]
+    first = [service.inspection(p).model_dump(mode="json") for p in parties for _ in range(7)]
+    response = service.client.post("/v1/records:batch", json={"records": first})
+    assert response.json()["accepted"] == 14
+    replays = [
+        resigned(
+            {**r, "record": {**r["record"], "lotId": "LOT-X"}},
+            parties[i // 7].signer,
+            service.ctx.domain,
+        )
+        for i, r in enumerate(first)
+    ]
+    again = service.client.post("/v1/records:batch", json={"records": first + replays}).json()
+    statuses = [(r["status"], r.get("error", {}).get("code")) for r in again["results"]]
+    assert statuses == [("duplicate", None)] * 14 + [("rejected", "nonce_replayed")] * 14
