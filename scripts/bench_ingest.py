@@ -21,6 +21,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -35,7 +37,9 @@ from ledger.records import Domain, Role
 from ledger.signing import sign_record
 
 ROOT = Path(__file__).resolve().parent.parent
-SUPPLIERS = 8
+# Enough keys that the per-key intake rate (Settings.intake_records_per_second_per_key, 500/s)
+# never binds: 64 keys allow 32,000 records/s.
+SUPPLIERS = 64
 
 
 def payload(i: int) -> dict:
@@ -100,17 +104,19 @@ def run_clients(
     (s) and the number of records accepted."""
     latencies: list[float] = []
     accepted = 0
+    statuses: Counter[int] = Counter()
     lock = threading.Lock()
     chunks = [bodies[i::clients] for i in range(clients)]
 
     def work(chunk: list[bytes]) -> None:
         nonlocal accepted
-        local, ok = [], 0
+        local, ok, seen = [], 0, Counter[int]()
         with httpx.Client(base_url=url, timeout=120) as http:
             for body in chunk:
                 start = time.perf_counter()
                 r = http.post(path, content=body, headers={"content-type": "application/json"})
                 local.append(time.perf_counter() - start)
+                seen[r.status_code] += 1
                 if r.status_code == 202:
                     ok += r.json().get("accepted", 1) if path.endswith("batch") else 1
                 else:
@@ -118,6 +124,7 @@ def run_clients(
         with lock:
             latencies.extend(local)
             accepted += ok
+            statuses.update(seen)
 
     threads = [threading.Thread(target=work, args=(c,)) for c in chunks]
     start = time.perf_counter()
@@ -125,7 +132,10 @@ def run_clients(
         t.start()
     for t in threads:
         t.join()
-    return time.perf_counter() - start, latencies, accepted
+    wall = time.perf_counter() - start
+    if set(statuses) - {202}:
+        print(f"  {path}: answers {dict(sorted(statuses.items()))}", flush=True)
+    return wall, latencies, accepted
 
 
 def pct(values: list[float], q: float) -> float:
@@ -156,6 +166,7 @@ def main() -> None:
         "(its qledger tables are dropped first); default SQLite",
     )
     args = parser.parse_args()
+    print(f"{datetime.now():%Y-%m-%d %H:%M}, load average {os.getloadavg()[0]:.1f}", flush=True)
     if args.workers is None:
         args.workers = 2 if args.database_url else 1
 
@@ -277,6 +288,7 @@ def main() -> None:
     print(f"accepted: single {s_ok}/{len(single) - 20}, batch {b_ok}/{len(batched)}")
     if gas[1]:
         print(f"anchored {gas[1]} records in {gas[2]} batches: {gas[0] / gas[1]:.1f} gas/record")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
