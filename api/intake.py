@@ -5,10 +5,13 @@ that stores the records and their outbox rows (idempotent by struct hash, replay
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -44,7 +47,7 @@ from ledger.signing import (
     check_domain,
     check_kind_allowed,
     check_signature,
-    signature_recovers_to,
+    signatures_recover_to,
 )
 
 log = logging.getLogger("qledger.intake")
@@ -340,19 +343,112 @@ def _fast_check(
     return _Pending(checked, digest, screened.signature, signer_bytes)
 
 
+Recovery = tuple[bytes, str, bytes]  # (digest, signature, the claimed signer's 20 bytes)
+
+
+class RecoveryPool:
+    """Helper processes for the signature recoveries of large batches
+    (``Settings.intake_recovery_processes``; none: the calling thread does them).
+
+    Owned by the GroupCommitter (started and stopped with it). A recovery is ~48 us of C per
+    record, most of a record's CPU; an API process that holds the store's single writer
+    (SQLite) can hand them to another core. A batch is split among the processes; a helper
+    that dies, or a pool that cannot start, only means the caller recovers the batch itself
+    (and the pool is started again, at most once per RESTART_INTERVAL_SECONDS)."""
+
+    MIN_BATCH = 64  # below this the round trip costs more than it saves
+    RESTART_INTERVAL_SECONDS = 10.0
+    # A 1,000-record batch takes ~50 ms; a helper that has not answered in this long is lost.
+    RESULT_TIMEOUT_SECONDS = 30.0
+
+    def __init__(self, processes: int) -> None:
+        self.processes = processes
+        self._pool: ProcessPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._last_start = -float("inf")
+        self._stopped = False
+        self.failures = 0  # helpers lost (or pools that would not start)
+
+    def start(self) -> None:
+        with self._lock:
+            self._stopped = False
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self.processes == 0 or self._pool is not None or self._stopped:
+            return
+        self._last_start = time.monotonic()
+        try:
+            # spawn: forking a process that runs threads (the API) is unsafe.
+            self._pool = ProcessPoolExecutor(
+                self.processes, mp_context=multiprocessing.get_context("spawn")
+            )
+        except OSError as exc:
+            self.failures += 1
+            log.error("intake recovery processes not started: %s", exc)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _current(self) -> ProcessPoolExecutor | None:
+        pool = self._pool
+        if (
+            pool is None
+            and self.processes
+            and time.monotonic() - self._last_start >= self.RESTART_INTERVAL_SECONDS
+        ):
+            with self._lock:
+                self._start_locked()
+                pool = self._pool
+        return pool
+
+    def recover(self, items: list[Recovery]) -> list[bool]:
+        pool = self._current() if len(items) >= self.MIN_BATCH else None
+        if pool is None:
+            return signatures_recover_to(items)
+        size = -(-len(items) // self.processes)
+        try:
+            futures = [
+                pool.submit(signatures_recover_to, items[i : i + size])
+                for i in range(0, len(items), size)
+            ]
+            return [ok for future in futures for ok in future.result(self.RESULT_TIMEOUT_SECONDS)]
+        except (BrokenProcessPool, OSError, RuntimeError, TimeoutError) as exc:
+            # A helper died or hangs (or the pool was shut down meanwhile): recover here; a new
+            # pool is started for a later batch.
+            self.failures += 1
+            log.error("intake recovery process failed (%s); recovering in-process", exc)
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            return signatures_recover_to(items)
+
+
 def check_records(
-    ctx: ServiceContext, records: list[Any], now: int | None = None
+    ctx: ServiceContext,
+    records: list[Any],
+    now: int | None = None,
+    recovery: RecoveryPool | None = None,
 ) -> list[Checked | ApiError]:
     """Each record checked as :func:`check_record` checks it: its ``Checked``, or the
-    ``ApiError`` check_record raises (other errors propagate, as from check_record)."""
+    ``ApiError`` check_record raises (other errors propagate, as from check_record). The
+    signatures are recovered by ``recovery``'s processes where one is given."""
     now = int(time.time()) if now is None else now
     roles: dict[str, tuple[Role | None, str | None]] = {}  # one mirror lookup per signer
     separator = domain_separator(ctx.domain)
     pending = [_fast_check(ctx, data, now, roles, separator) for data in records]
-    # The recoveries apart, in one loop (the curve's tables stay in the CPU's caches).
-    recovered = [
-        p is not None and signature_recovers_to(p.digest, p.signature, p.signer) for p in pending
-    ]
+    # The recoveries apart, in one loop (the curve's tables stay in the CPU's caches), or in
+    # helper processes.
+    items = [(p.digest, p.signature, p.signer) for p in pending if p is not None]
+    verdicts = iter(
+        recovery.recover(items) if recovery is not None else signatures_recover_to(items)
+    )
+    recovered = [p is not None and next(verdicts) for p in pending]
     out: list[Checked | ApiError] = []
     for data, p, ok in zip(records, pending, recovered, strict=True):
         if p is not None and ok:
@@ -437,6 +533,8 @@ class GroupCommitter:
     def __init__(self, ctx: ServiceContext, store_fn: StoreFn = store) -> None:
         self.ctx = ctx
         self.store_fn = store_fn
+        # The intake's signature-recovery helpers share this lifecycle (none by default).
+        self.recovery = RecoveryPool(ctx.settings.intake_recovery_processes)
         self.queue: queue.Queue[_Job | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -450,6 +548,7 @@ class GroupCommitter:
         with self._lock:
             self._stopping = False
             self._start_locked()
+        self.recovery.start()
 
     def _start_locked(self) -> None:
         if self._thread is not None and self._thread.is_alive():
@@ -467,6 +566,7 @@ class GroupCommitter:
         if thread is not None:
             thread.join(timeout)
         self._fail_queued(intake_unavailable("the service is shutting down"))
+        self.recovery.stop()
 
     @property
     def alive(self) -> bool:
@@ -773,7 +873,8 @@ def submit_many(
     when it runs one, else in a transaction of their own (scripts, tests without a server)."""
     outcomes: dict[int, Outcome] = {}
     good: list[tuple[int, Checked]] = []
-    for index, checked in enumerate(check_records(ctx, records)):
+    recovery = committer.recovery if committer is not None else None
+    for index, checked in enumerate(check_records(ctx, records, recovery=recovery)):
         if isinstance(checked, ApiError):
             outcomes[index] = Outcome(index, None, "rejected", checked)
         else:

@@ -194,3 +194,9 @@ def signature_recovers_to(digest: bytes, signature: str, signer: bytes) -> bool:
     if v not in (0, 1) or s == _ZERO_S or s > _HALF_N:  # same length: bytes order is numeric
         return False
     return _recover_address(raw[:64], v, digest) == signer
+
+
+def signatures_recover_to(items: list[tuple[bytes, str, bytes]]) -> list[bool]:
+    """:func:`signature_recovers_to` of each (digest, signature, signer): a batch, as handed
+    to a helper process (api.intake.RecoveryPool), which then imports only this module."""
+    return [signature_recovers_to(digest, signature, signer) for digest, signature, signer in items]
