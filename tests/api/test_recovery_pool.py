@@ -92,7 +92,22 @@ def test_a_killed_helper_costs_the_batch_nothing(
     assert _helper_pids(pool) and pool.failures == 1
 
 
-def test_small_batches_stay_in_the_api_process(service: Service) -> None:
+def test_small_batches_stay_in_the_api_process(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    executor = _pool(service)._pool
+    assert executor is not None
+    asked: list[int] = []
+    submit = executor.submit
+
+    def counting(fn: Any, items: list[Any]) -> Any:
+        asked.append(len(items))
+        return submit(fn, items)
+
+    monkeypatch.setattr(executor, "submit", counting)
     records = _batch(service, RecoveryPool.MIN_BATCH - 1)
     assert _post(service, records) == _expected(service, records)
-    assert _helper_pids(_pool(service)) == []  # no helper was ever asked (they start lazily)
+    assert asked == []
+    records = _batch(service, RecoveryPool.MIN_BATCH)
+    assert _post(service, records) == _expected(service, records)
+    assert sum(asked) == RecoveryPool.MIN_BATCH  # the forged ones too: recovery refuses them
