@@ -855,11 +855,30 @@ def _insert_many(
     else:
         params = [row + tail for row in rows]
     quote = dialect.identifier_preparer.quote
+    column_list = ", ".join(quote(n) for n in names)
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        _copy(conn, f"COPY {quote(table.name)} ({column_list}) FROM STDIN", params)
+        return
     sql = (
-        f"INSERT INTO {quote(table.name)} ({', '.join(quote(n) for n in names)}) "
+        f"INSERT INTO {quote(table.name)} ({column_list}) "
         f"VALUES ({', '.join([placeholder] * len(names))})"
     )
     conn.exec_driver_sql(sql, params)
+
+
+def _copy(conn: Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
+    """PostgreSQL: the rows through COPY on the transaction's own connection (one statement,
+    no per-row INSERT for the server to parse and plan). psycopg's errors are raised as
+    SQLAlchemy's, as conn.exec_driver_sql raises them (IntegrityError for a unique key)."""
+    import psycopg  # the driver of this dialect: present whenever this runs
+
+    dbapi = cast("psycopg.Connection[Any]", conn.connection.dbapi_connection)
+    try:
+        with dbapi.cursor() as cursor, cursor.copy(sql) as copy:
+            for row in params:
+                copy.write_row(row)
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
 
 # The per-transaction columns that follow a table's own values in ``_insert_many``.

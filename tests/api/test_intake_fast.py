@@ -292,3 +292,35 @@ def test_lookups_split_into_statements_answer_as_one(
     again = service.client.post("/v1/records:batch", json={"records": first + replays}).json()
     statuses = [(r["status"], r.get("error", {}).get("code")) for r in again["results"]]
     assert statuses == [("duplicate", None)] * 14 + [("rejected", "nonce_replayed")] * 14
+
+
+def test_racing_writers_of_the_same_records_store_each_once(service: Service) -> None:
+    """Two writers (as two API processes would) store the same records at once: the loser's
+    transaction fails on the unique key (an INSERT or, on PostgreSQL, a COPY), is rolled back
+    and reclassified, so each record is accepted once and a duplicate for the other."""
+    import threading
+
+    supplier = service.parties["supplier"]
+    ctx = service.ctx
+    for _ in range(3):
+        records = [service.inspection(supplier).model_dump(mode="json") for _ in range(200)]
+        items = list(enumerate(check_records(ctx, records)))
+        results: list[list[str]] = []
+        barrier = threading.Barrier(2)
+
+        def write(
+            results: list[list[str]] = results,
+            items: Any = items,
+            barrier: threading.Barrier = barrier,
+        ) -> None:
+            barrier.wait()
+            results.append([o.status for o in intake.store(ctx, items)])
+
+        threads = [threading.Thread(target=write) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(results) == 2
+        for first, second in zip(*results, strict=True):
+            assert sorted((first, second)) == ["accepted", "duplicate"]
