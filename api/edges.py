@@ -158,8 +158,8 @@ def _parse_fast(body: bytes) -> Any:
     writable as escapes or raw DEL/C1 bytes, see _ESCAPES_EXACT_ONLY), and nesting deeper than
     MAX_JSON_DEPTH. The value is orjson's, what the routes read
     (it differs from the standard library's for integers beyond 64 bits, which orjson reads as
-    floats). ~10x faster than the exact path on a 1,000-record batch
-    (scripts/bench_intake_components.py)."""
+    floats). On a 1,000-record batch ~7x faster than the exact path (4.6 against 34.1 us a
+    record; scripts/bench_intake_components.py, docs/benchmarks.md)."""
     if b"\x7f" in body or b"\xc2" in body:
         return _UNSURE
     if b"\\" in body and any(shape in body for shape in _ESCAPES_EXACT_ONLY):
