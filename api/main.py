@@ -44,6 +44,14 @@ log = logging.getLogger("qledger.api")
 # `qledger serve` starts a dedicated anchorer process; an API process only stands in for it
 # after this long, so the dedicated one wins the anchorer lock at start-up.
 STANDIN_DELAY_SECONDS = 10.0
+# The collector's first-generation threshold while the service runs (Python's default: 700).
+# Parsing a 1,000-record intake batch alone creates ~8,000 containers (8 a record), checking
+# and storing it more: at 700 the collector ran ~10 passes per parse, and its older passes
+# walked every batch in flight. In a process with the service's heap (frozen), parsing one
+# batch took 13-19 ms at the default against 10-11 ms at 50,000 (a third of it collection;
+# issue #21, docs/benchmarks.md). Cycles are still collected, only less often; what one
+# generation-0 pass holds at 50,000 is a few MiB.
+GC_GEN0_THRESHOLD = 50_000
 
 
 class Health(BaseModel):
@@ -111,9 +119,12 @@ def create_app(
             # (p99 ~100 ms against p50 ~9; scripts/bench_trace.py, docs/benchmarks.md).
             gc.collect()
             gc.freeze()
+            thresholds = gc.get_threshold()
+            gc.set_threshold(GC_GEN0_THRESHOLD, *thresholds[1:])
             try:
                 yield
             finally:
+                gc.set_threshold(*thresholds)
                 gc.unfreeze()  # what the app held may be collected after it stops (tests, reloads)
 
     app = FastAPI(

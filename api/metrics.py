@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -58,13 +59,21 @@ def record_intake(
     """Count one intake request's outcomes and time it. A kind label is one of the record
     kinds or ``unknown`` (a label never carries what a client typed)."""
     INTAKE_SECONDS.labels(endpoint).observe(time.perf_counter() - started)
+    # Counted per label first: a labelled counter costs a lock and a lookup per call, and a
+    # batch has 1,000 outcomes but a few distinct labels.
+    taken: Counter[tuple[str, str]] = Counter()
+    refused: Counter[str] = Counter()
     for outcome in outcomes:
         data = records[outcome.index] if outcome.index < len(records) else None
         struct = data.get("record") if isinstance(data, dict) else None
         kind = struct.get("kind") if isinstance(struct, dict) else None
-        INTAKE_RECORDS.labels(kind if kind in KNOWN_KINDS else "unknown", outcome.status).inc()
+        taken[(kind if kind in KNOWN_KINDS else "unknown", outcome.status)] += 1
         if outcome.error is not None:
-            INTAKE_REFUSALS.labels(outcome.error.code).inc()
+            refused[outcome.error.code] += 1
+    for (kind, status), count in taken.items():
+        INTAKE_RECORDS.labels(kind, status).inc(count)
+    for code, count in refused.items():
+        INTAKE_REFUSALS.labels(code).inc(count)
 
 
 def _age_seconds(moment: datetime | None) -> float:

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     # backlog of a large supplier, sent in 1,000-record batches, fits in the burst).
     intake_records_per_second_per_key: float = Field(500.0, ge=0)
     intake_burst_per_key: int = Field(20_000, ge=1)
+    # Helper processes that recover the signatures of intake batches (api/intake.py,
+    # RecoveryPool), per API process; 0: the API process recovers them itself. One recovery is
+    # most of a record's CPU: with SQLite (one API process: a single writer), 1 lets a second
+    # core take them. PostgreSQL runs several API processes instead (serve --workers).
+    intake_recovery_processes: int = Field(0, ge=0, le=16)
     # Sign-in challenges a single account may have outstanding (older ones are dropped).
     max_open_challenges_per_account: int = Field(5, ge=1)
     # Webhooks (api/webhooks.py, docs/webhooks.md). A delivery is retried with exponential

@@ -14,7 +14,7 @@ from eth_utils import to_bytes
 
 from ledger._hash import keccak
 from ledger.errors import InvalidRecord
-from ledger.records import Domain, QualityRecord
+from ledger.records import Domain, QualityRecord, RecordKind
 
 Types = Mapping[str, list[dict[str, str]]]
 
@@ -173,6 +173,50 @@ def record_struct_hash(record: QualityRecord) -> bytes:
                 record.nonce.to_bytes(32, "big"),
                 bytes.fromhex(record.salt[2:]),
                 bytes.fromhex(record.payloadHash[2:]),
+            )
+        )
+    )
+
+
+# keccak256 of each kind's name: the kind is one of a few strings, hashed once here.
+_KIND_WORDS: dict[str, bytes] = {kind.value: keccak(kind.value.encode()) for kind in RecordKind}
+_ADDRESS_PAD = b"\x00" * 12
+
+
+def record_struct_hash_of(
+    signer: bytes,
+    subject: str,
+    kind: str,
+    part_number: str,
+    lot_id: str,
+    event_time: int,
+    signed_at: int,
+    quantity: int,
+    defects: int,
+    nonce: int,
+    salt: bytes,
+    payload_hash: bytes,
+) -> bytes:
+    """:func:`record_struct_hash` from already validated values (intake's fast path, which
+    builds no model): ``signer`` the 20 address bytes, ``salt`` and ``payload_hash`` 32 bytes
+    each, ``kind`` a :class:`RecordKind` value. The same bytes (tested)."""
+    return keccak(
+        b"".join(
+            (
+                _RECORD_TYPE_HASH,
+                _ADDRESS_PAD,
+                signer,
+                keccak(subject.encode()),
+                _KIND_WORDS[kind],
+                keccak(part_number.encode()),
+                keccak(lot_id.encode()),
+                event_time.to_bytes(32, "big"),
+                signed_at.to_bytes(32, "big"),
+                quantity.to_bytes(32, "big"),
+                defects.to_bytes(32, "big"),
+                nonce.to_bytes(32, "big"),
+                salt,
+                payload_hash,
             )
         )
     )

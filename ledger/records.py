@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple, Protocol
 
 from pydantic import (
     BaseModel,
@@ -25,8 +25,8 @@ from pydantic import (
 
 from ledger._address import is_valid_checksum, to_checksum
 from ledger._hash import keccak
-from ledger.canonical import canonical_json
-from ledger.errors import InvalidRecord
+from ledger.canonical import canonical_json, canonical_json_fast
+from ledger.errors import InvalidRecord, LedgerError
 
 UINT32_MAX = 2**32 - 1
 UINT64_MAX = 2**64 - 1
@@ -667,7 +667,27 @@ PAYLOAD_MODELS: dict[RecordKind, type[_EventPayload]] = {
 }
 
 
-def _check_genealogy(record: QualityRecord, payload: _EventPayload) -> None:
+class _SignedFields(Protocol):
+    """The signed struct's fields the count rules read: a QualityRecord, or the plain values
+    of a screened record (:class:`ScreenedRecord`)."""
+
+    @property
+    def subject(self) -> str: ...
+    @property
+    def kind(self) -> RecordKind: ...
+    @property
+    def partNumber(self) -> str: ...
+    @property
+    def lotId(self) -> str: ...
+    @property
+    def eventTime(self) -> int: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def defects(self) -> int: ...
+
+
+def _check_genealogy(record: _SignedFields, payload: _EventPayload) -> None:
     """A genealogy record names the signer's own product and carries no defect count."""
     if record.defects != 0:
         raise InvalidRecord(
@@ -696,7 +716,7 @@ def _check_genealogy(record: QualityRecord, payload: _EventPayload) -> None:
             )
 
 
-def _check_notification(record: QualityRecord, payload: NotificationPayload) -> None:
+def _check_notification(record: _SignedFields, payload: NotificationPayload) -> None:
     """The signed struct names the thread and the step: lotId = notificationId, partNumber =
     transition, quantity = affected parts, defects = 0. Its subject is the signer's own
     organisation (SELF_SUBJECT_KINDS): whether that is the party whose turn it is, is the
@@ -712,7 +732,7 @@ def _check_notification(record: QualityRecord, payload: NotificationPayload) -> 
         )
 
 
-def _check_counts(record: QualityRecord, payload: _EventPayload) -> None:
+def _check_counts(record: _SignedFields, payload: _EventPayload) -> None:
     """The signed counts must agree with the detail they summarise."""
     if isinstance(payload, NotificationPayload):
         _check_notification(record, payload)
@@ -887,3 +907,177 @@ def load_signed_record(data: dict[str, Any]) -> SignedRecord:
         return SignedRecord.model_validate(data)
     except ValidationError as exc:
         raise InvalidRecord(_first_error(exc)) from exc
+
+
+# -- the fast screen (intake, issue #21) --------------------------------------------------------
+#
+# ``load_signed_record`` builds four pydantic models per record (~40 us on this project's
+# machines); intake spends most of its Python there. ``screen_signed_record`` answers the same
+# question for the common case with plain type checks, the same compiled patterns, the same
+# address helpers and the same payload models, and builds no envelope. It is conservative: it
+# accepts only what ``load_signed_record`` accepts, with the very same values, and answers None
+# for everything else, including every record the models would refuse: the caller then runs
+# ``load_signed_record``, which says why with its own typed error. The two are compared on a
+# hostile corpus in tests/ledger/test_record_screen.py and tests/api/test_intake_fast.py.
+
+_RECORD_FIELDS = frozenset(QualityRecord.model_fields)
+_ENVELOPE_FIELDS = frozenset(SignedRecord.model_fields)
+_DOMAIN_FIELDS = frozenset(Domain.model_fields)
+_KINDS: dict[str, RecordKind] = {kind.value: kind for kind in RecordKind}
+# The patterns of the models' fields, compiled once for Python's engine. They use no construct
+# whose meaning differs between it and pydantic's Rust engine (ASCII classes, no look-around),
+# and fullmatch stands for the ^...$ anchors (Python's $ would also match before a final "\n").
+_ID = re.compile(ID_PATTERN.removeprefix("^").removesuffix("$"))
+_HEX32 = re.compile(HEX32_PATTERN.removeprefix("^").removesuffix("$"))
+_HEX40 = re.compile(r"0x[0-9a-fA-F]{40}")
+_SIGNATURE = re.compile(r"0x[0-9a-fA-F]{130}")
+# Kinds whose struct must not claim more defects than units (QualityRecord._counts).
+_DEFECTS_WITHIN_QUANTITY = frozenset(
+    {RecordKind.INSPECTION, RecordKind.DELIVERY, RecordKind.COMPLAINT, RecordKind.GOODS_RECEIPT}
+)
+
+
+class ScreenedRecord(NamedTuple):
+    """A signed envelope that ``load_signed_record`` accepts, as the values its models hold
+    (``signer`` in EIP-55 form, ``salt`` and ``payloadHash`` lower-case), plus the canonical
+    JSON of the payload. The domain is the one the screen was asked about."""
+
+    signer: str
+    subject: str
+    kind: RecordKind
+    partNumber: str
+    lotId: str
+    eventTime: int
+    signedAt: int
+    quantity: int
+    defects: int
+    nonce: int
+    salt: str
+    payloadHash: str
+    payload: dict[str, Any]
+    signature: str
+    canonical_payload: bytes
+
+    @property
+    def payload_size(self) -> int:
+        return len(self.canonical_payload)
+
+
+def _identifier(value: object) -> bool:
+    return (
+        type(value) is str and 0 < len(value) <= ID_MAX_LENGTH and _ID.fullmatch(value) is not None
+    )
+
+
+def _uint(value: object, upper: int) -> bool:
+    # type() and not isinstance(): a bool is an int, and the models refuse it (strict).
+    return type(value) is int and 0 <= value <= upper
+
+
+def screen_signed_record(data: object, domain: Domain) -> ScreenedRecord | None:
+    """The record's values if ``load_signed_record(data)`` would accept it and its domain is
+    ``domain``; None otherwise (then ask ``load_signed_record`` and compare domains: they give
+    the answer and its typed error). Never raises for any input."""
+    if type(data) is not dict or data.keys() != _ENVELOPE_FIELDS:
+        return None
+    dom, rec, payload, signature = (
+        data["domain"],
+        data["record"],
+        data["payload"],
+        data["signature"],
+    )
+    if (
+        type(dom) is not dict
+        or dom.keys() != _DOMAIN_FIELDS
+        or type(rec) is not dict
+        or rec.keys() != _RECORD_FIELDS
+        or type(payload) is not dict
+        or type(signature) is not str
+        or _SIGNATURE.fullmatch(signature) is None
+    ):
+        return None
+    # The domain: exactly this deployment's, in any letter case of the contract address (the
+    # model checksums it; the deployment's address is already in EIP-55 form).
+    name, version, chain_id, contract = (
+        dom["name"],
+        dom["version"],
+        dom["chainId"],
+        dom["verifyingContract"],
+    )
+    if (
+        type(name) is not str
+        or name != domain.name
+        or type(version) is not str
+        or version != domain.version
+        or type(chain_id) is not int
+        or chain_id != domain.chainId
+        or type(contract) is not str
+        or not contract.isascii()
+        or len(contract) != 42
+        or not contract.startswith("0x")
+        or contract[2:].lower() != domain.verifyingContract[2:].lower()
+    ):
+        return None
+    signer, kind_name, salt, payload_hash = (
+        rec["signer"],
+        rec["kind"],
+        rec["salt"],
+        rec["payloadHash"],
+    )
+    subject, part_number, lot_id = rec["subject"], rec["partNumber"], rec["lotId"]
+    event_time, signed_at, nonce = rec["eventTime"], rec["signedAt"], rec["nonce"]
+    quantity, defects = rec["quantity"], rec["defects"]
+    if (
+        type(signer) is not str
+        or _HEX40.fullmatch(signer) is None
+        or not is_valid_checksum(signer)
+        or type(kind_name) is not str
+        or kind_name not in _KINDS
+        or not _identifier(subject)
+        or not _identifier(part_number)
+        or not _identifier(lot_id)
+        or not _uint(event_time, UINT64_MAX)
+        or not _uint(signed_at, UINT64_MAX)
+        or not _uint(nonce, UINT64_MAX)
+        or not _uint(quantity, UINT32_MAX)
+        or not _uint(defects, UINT32_MAX)
+        or type(salt) is not str
+        or _HEX32.fullmatch(salt) is None
+        or type(payload_hash) is not str
+        or _HEX32.fullmatch(payload_hash) is None
+    ):
+        return None
+    kind = _KINDS[kind_name]
+    if kind in _DEFECTS_WITHIN_QUANTITY and defects > quantity:
+        return None
+    try:
+        canonical = canonical_json_fast(payload)
+    except (LedgerError, ValueError, RecursionError):
+        # What the exact path refuses (a non-finite number, a lone surrogate, nesting deeper
+        # than the interpreter's stack): load_signed_record says so in its own way.
+        return None
+    payload_hash = payload_hash.lower()
+    if keccak(canonical).hex() != payload_hash[2:]:
+        return None
+    screened = ScreenedRecord(
+        to_checksum(signer),
+        subject,
+        kind,
+        part_number,
+        lot_id,
+        event_time,
+        signed_at,
+        quantity,
+        defects,
+        nonce,
+        salt.lower(),
+        payload_hash,
+        payload,
+        signature,
+        canonical,
+    )
+    try:
+        _check_counts(screened, PAYLOAD_MODELS[kind].model_validate(payload))
+    except (ValidationError, InvalidRecord):
+        return None
+    return screened

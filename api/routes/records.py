@@ -7,14 +7,14 @@ from typing import Annotated, Any, Literal
 import orjson
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
 from api.deps import Committer, Ctx, CurrentUser
-from api.edges import ENVELOPE_OVERHEAD_BYTES
+from api.edges import ENVELOPE_OVERHEAD_BYTES, read_parsed_json
 from api.errors import ApiError, Problem, problems
 from api.intake import submit_many
 from api.metrics import record_intake
@@ -41,6 +41,9 @@ StructHash = Annotated[str, Path(pattern=HEX32_PATTERN)]
 
 
 async def _json_body(request: Request, limit: int) -> Any:
+    parsed, value = read_parsed_json(request.scope)
+    if parsed:  # the strict-JSON edge read and parsed these bytes already (within the bound)
+        return value
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(
@@ -165,7 +168,7 @@ async def submit_record(request: Request, ctx: Ctx, committer: Committer) -> JSO
         **problems(400, 409, 413, 422),
     },
 )
-async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> JSONResponse:
+async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> Response:
     """Up to 1,000 signed records; each accepted or rejected on its own, stored in one
     transaction. Answers 202 if all were accepted, 207 (multi-status) otherwise."""
     data = await _json_body(request, ctx.settings.max_batch_bytes)
@@ -186,20 +189,20 @@ async def submit_batch(request: Request, ctx: Ctx, committer: Committer) -> JSON
     record_intake(records, outcomes, "batch", started)
     ctx.limits.intake_charge(records, [o.index for o in outcomes if o.status == "accepted"])
     accepted = sum(o.status != "rejected" for o in outcomes)
-    return JSONResponse(
-        {
-            "accepted": accepted,
-            "rejected": len(outcomes) - accepted,
-            "results": [_with_warnings(o.to_json(), records[o.index]) for o in outcomes],
-        },
-        status_code=202 if accepted == len(outcomes) else 207,
-    )
-
-
-def _with_warnings(item: dict[str, Any], data: Any) -> dict[str, Any]:
-    if item["status"] != "rejected" and (found := scoring_warnings(data)):
-        item["warnings"] = found
-    return item
+    now = int(time.time())
+    results = []
+    for o in outcomes:
+        item = o.to_json()
+        if o.status != "rejected" and (found := scoring_warnings(records[o.index], now)):
+            item["warnings"] = found
+        results.append(item)
+    body = {"accepted": accepted, "rejected": len(outcomes) - accepted, "results": results}
+    status = 202 if accepted == len(outcomes) else 207
+    try:
+        # orjson: ~10x faster than JSONResponse's json.dumps for 1,000 results.
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    except TypeError:  # a value orjson does not write (an integer beyond 64 bits in an error)
+        return JSONResponse(body, status_code=status)
 
 
 def _may_read(user: Principal, row: Record) -> bool:

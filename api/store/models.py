@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -117,15 +118,27 @@ class Batch(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
+# Partial indexes (migration 0018): intake writes every record with batch_id NULL and the
+# anchorer sets it later, so an index of the anchored rows only costs intake nothing; the
+# outbox's queue order is needed only for the rows not yet claimed. Both SQLite and PostgreSQL
+# use a partial index where the query's WHERE implies its condition (batch_id = ?, a join on
+# batch_id, batch_id IS NULL), which is every query on these columns.
+ANCHORED = text("batch_id IS NOT NULL")
+UNCLAIMED = text("batch_id IS NULL")
+
+
 class Record(Base):
     __tablename__ = "records"
     __table_args__ = (
+        # Its leading column also answers every query by signer (migration 0018 dropped the
+        # separate ix_records_signer).
         UniqueConstraint("signer", "nonce", name="uq_records_signer_nonce"),
         Index("ix_records_subject_kind", "subject", "kind"),
+        Index("ix_records_batch_id", "batch_id", sqlite_where=ANCHORED, postgresql_where=ANCHORED),
     )
 
     struct_hash: Mapped[str] = mapped_column(String(66), primary_key=True)
-    signer: Mapped[str] = mapped_column(String(42), index=True)
+    signer: Mapped[str] = mapped_column(String(42))
     signer_role: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
@@ -143,9 +156,7 @@ class Record(Base):
     chain_id: Mapped[int] = mapped_column(BigInteger)
     contract: Mapped[str] = mapped_column(String(42))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    batch_id: Mapped[int | None] = mapped_column(
-        ForeignKey("batches.id"), nullable=True, index=True
-    )
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
@@ -189,12 +200,15 @@ class Outbox(Base):
     """Pending leaves. A row exists from intake until its batch is confirmed on chain."""
 
     __tablename__ = "outbox"
+    __table_args__ = (
+        # The queue the anchorer claims from, in order; and a claimed batch's rows.
+        Index("ix_outbox_seq", "seq", sqlite_where=UNCLAIMED, postgresql_where=UNCLAIMED),
+        Index("ix_outbox_batch_id", "batch_id", sqlite_where=ANCHORED, postgresql_where=ANCHORED),
+    )
 
     struct_hash: Mapped[str] = mapped_column(ForeignKey("records.struct_hash"), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, index=True)
-    batch_id: Mapped[int | None] = mapped_column(
-        ForeignKey("batches.id"), nullable=True, index=True
-    )
+    seq: Mapped[int] = mapped_column(BigInteger)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
