@@ -29,16 +29,14 @@ from __future__ import annotations
 
 import re
 import struct
-import warnings
 from collections.abc import Callable
-from importlib.metadata import version as installed_version
 from typing import Any, Final, NamedTuple, cast
 
 import orjson
-from coincurve import PublicKey
 
 from ledger._address import is_valid_checksum, to_checksum
 from ledger._hash import keccak
+from ledger._secp256k1 import recover_uncompressed
 from ledger.canonical import canonical_json
 from ledger.eip712 import RECORD_TYPES, domain_separator, type_hash
 from ledger.errors import LedgerError
@@ -183,7 +181,7 @@ class FastRecordPath:
         self._hashes = _Bounded()  # str -> 32 bytes | None (repeated: roots, blocks, txs)
         self._addresses = _Bounded()  # uncompressed public key -> address bytes
         self._tops = _Bounded()  # Merkle node -> (the proof above it, the root it folds to)
-        self._recover = make_recover()
+        self._recover = recover_uncompressed
 
     def _hash32(self, value: object) -> bytes | None:
         """A Hex32 that repeats across receipts: checked once per string."""
@@ -408,76 +406,6 @@ class FastRecordPath:
         return _Facts(
             computed, root, folded, signer[0], kind, subject, signed_at, chain_id, contract
         )
-
-
-# coincurve's cffi module (``coincurve._libsecp256k1``) is private. It is used at the version the
-# tests pin (constraints.txt) and nowhere else; any other version takes coincurve's public API,
-# ~3 us more per receipt, with a warning (tests/ledger/test_bulk_fast.py checks both).
-COINCURVE_PINNED: Final = "21.0.0"
-
-
-def _recover_public(signature: bytes, v: int, digest: bytes) -> bytes | None:
-    """coincurve's public recovery: the uncompressed key, None where coincurve raises."""
-    try:
-        return PublicKey.from_signature_and_message(
-            signature[:64] + bytes((v,)), digest, hasher=None
-        ).format(compressed=False)
-    except ValueError:
-        return None
-
-
-class _Recover:
-    """``PublicKey.from_signature_and_message(sig[:64] + bytes((v,)), digest, hasher=None)
-    .format(compressed=False)``: the same three libsecp256k1 calls coincurve makes (parse the
-    compact signature, recover, serialise uncompressed), on buffers allocated once instead of
-    four cffi objects and a PublicKey per receipt. None where coincurve raises ValueError
-    (``v`` is 0 or 1 here, the digest 32 bytes: the checks coincurve makes in Python first).
-    One instance per thread: the buffers are reused."""
-
-    def __init__(self) -> None:
-        from coincurve._libsecp256k1 import (  # type: ignore[import-not-found]  # cffi, no stubs
-            ffi,
-            lib,
-        )
-        from coincurve.context import GLOBAL_CONTEXT
-        from coincurve.flags import EC_UNCOMPRESSED
-
-        self._ffi = ffi
-        self._uncompressed = EC_UNCOMPRESSED
-        self._ctx = GLOBAL_CONTEXT.ctx
-        self._sig = ffi.new("secp256k1_ecdsa_recoverable_signature *")
-        self._key = ffi.new("secp256k1_pubkey *")
-        self._out = ffi.new("unsigned char[65]")
-        self._out_len = ffi.new("size_t *")
-        self._parse = lib.secp256k1_ecdsa_recoverable_signature_parse_compact
-        self._recover = lib.secp256k1_ecdsa_recover
-        self._serialize = lib.secp256k1_ec_pubkey_serialize
-
-    def __call__(self, signature: bytes, v: int, digest: bytes) -> bytes | None:
-        ctx, sig, key = self._ctx, self._sig, self._key
-        if not self._parse(ctx, sig, signature[:64], v):
-            return None  # r or s not below the curve order
-        if not self._recover(ctx, key, sig, digest):
-            return None
-        self._out_len[0] = 65
-        self._serialize(ctx, self._out, self._out_len, key, self._uncompressed)
-        return bytes(self._ffi.buffer(self._out, 65))
-
-
-def make_recover(
-    coincurve_version: str | None = None,
-) -> Callable[[bytes, int, bytes], bytes | None]:
-    """The reused-buffer recovery at the pinned coincurve, its public API on any other."""
-    found = coincurve_version or installed_version("coincurve")
-    if found != COINCURVE_PINNED:
-        warnings.warn(
-            f"coincurve {found} is not the pinned {COINCURVE_PINNED}: bulk verification uses "
-            "its public API (slower, same results)",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return _recover_public
-    return _Recover()
 
 
 class _Counted(NamedTuple):

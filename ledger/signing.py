@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 from eth_utils import to_checksum_address
 
 from ledger._hash import keccak
+from ledger._secp256k1 import recover_uncompressed
 from ledger.canonical import payload_hash
 from ledger.eip712 import domain_separator, record_digest, record_struct_hash, typed_data_digest
 from ledger.errors import InvalidSignature, KindNotAllowed, WrongDomain
@@ -125,55 +125,17 @@ def resign(
     )
 
 
-# -- the fast check (intake, issue #21) ---------------------------------------------------------
-#
-# coincurve's PublicKey.from_signature_and_message and format() allocate four cffi buffers and
-# two Python objects around the two libsecp256k1 calls that do the work; calling those two
-# (and the parse) directly, with buffers kept per thread, saves ~5 us of a ~50 us recovery.
-# The module is coincurve's own cffi binding (pinned in pyproject.toml); where it is not
-# there, the public API is used.
-try:
-    # A compiled cffi module: no stubs exist for it.
-    from coincurve._libsecp256k1 import (  # type: ignore[import-not-found]
-        ffi as _ffi,
-    )
-    from coincurve._libsecp256k1 import lib as _lib
-    from coincurve.context import GLOBAL_CONTEXT as _CONTEXT
-
-    _SECP = _CONTEXT.ctx
-    _UNCOMPRESSED = _lib.SECP256K1_EC_UNCOMPRESSED
-except ImportError:  # pragma: no cover - a coincurve without the binding we pin
-    _lib = None
+# -- the fast check (intake, issue #21): recovery on reused buffers (ledger._secp256k1) ----------
 
 _HALF_N = SECP256K1_HALF_N.to_bytes(32, "big")
 _ZERO_S = bytes(32)
-_buffers = threading.local()  # cffi buffers written by the C calls: one set per thread
 
 
 def _recover_address(rs: bytes, recovery_id: int, digest: bytes) -> bytes | None:
     """The 20 address bytes that signed ``digest`` with compact signature ``rs`` and recovery
     id 0/1, or None if the signature does not recover to any key."""
-    if _lib is None:  # pragma: no cover
-        try:
-            return recover_digest_raw(digest, "0x" + rs.hex() + f"{recovery_id + 27:02x}")
-        except InvalidSignature:
-            return None
-    try:
-        signature, public_key, out, out_len = _buffers.cffi
-    except AttributeError:
-        _buffers.cffi = signature, public_key, out, out_len = (
-            _ffi.new("secp256k1_ecdsa_recoverable_signature *"),
-            _ffi.new("secp256k1_pubkey *"),
-            _ffi.new("unsigned char[65]"),
-            _ffi.new("size_t *"),
-        )
-    if not _lib.secp256k1_ecdsa_recoverable_signature_parse_compact(
-        _SECP, signature, rs, recovery_id
-    ) or not _lib.secp256k1_ecdsa_recover(_SECP, public_key, signature, digest):
-        return None
-    out_len[0] = 65
-    _lib.secp256k1_ec_pubkey_serialize(_SECP, out, out_len, public_key, _UNCOMPRESSED)
-    return keccak(_ffi.buffer(out, 65)[1:])[-20:]
+    public = recover_uncompressed(rs, recovery_id, digest)
+    return None if public is None else keccak(public[1:])[-20:]
 
 
 def signature_recovers_to(digest: bytes, signature: str, signer: bytes) -> bool:
