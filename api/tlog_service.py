@@ -16,14 +16,15 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
+from api.batch_trees import record_proof
 from api.context import ServiceContext
 from api.errors import ApiError
-from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Record
+from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Record, utcnow
 from api.views import receipt
 from ledger.tlog import (
     COSIGNATURE_V1,
@@ -47,6 +48,9 @@ LOG_KEY_FILE = "log-signing-key"  # in the data dir, 0600, C2SP/x-mod-note PRIVA
 # Cosignatures kept per checkpoint: signed-note verifiers must accept 16 signatures, ours 64
 # (ledger.tlog.note.MAX_SIGNATURES); one slot stays for the log's own signature.
 MAX_COSIGNATURES = 48
+# Entry data looked up per query when skipping what is already logged: under SQLite's default
+# limit of 32,766 bound parameters (and PostgreSQL's 65,535), whatever a backfill hands in.
+LOOKUP_CHUNK = 1000
 
 _lock = threading.Lock()
 _trees: dict[str, LogTree] = {}
@@ -87,7 +91,10 @@ def log_signer(ctx: ServiceContext) -> Signer:
 def _synced(session: Session, url: str) -> LogTree:
     """This process's tree, brought up to the rows ``session`` sees. Caller holds _lock."""
     tree = _trees.setdefault(url, LogTree())
-    count = session.scalar(select(func.count()).select_from(LogEntry)) or 0
+    # Indexes run 0..n-1 with no gap (append-only, one appender), so the size is the largest
+    # index + 1: one step down the primary key, where count(*) reads every row each time.
+    top = session.scalar(select(func.max(LogEntry.idx)))
+    count = 0 if top is None else int(top) + 1
     if count < len(tree):  # a database restored from backup: start over
         tree.truncate(0)
     if count > len(tree):
@@ -122,25 +129,38 @@ def append_and_sign(ctx: ServiceContext, session: Session, entries: Sequence[New
     with _lock:
         tree = _synced(session, url)
         size = len(tree)
-        known = set(
-            session.scalars(
-                select(LogEntry.data).where(LogEntry.data.in_([e.data.hex() for e in entries]))
+        known: set[str] = set()
+        datas = [e.data.hex() for e in entries]
+        for start in range(0, len(datas), LOOKUP_CHUNK):
+            known.update(
+                session.scalars(
+                    select(LogEntry.data).where(
+                        LogEntry.data.in_(datas[start : start + LOOKUP_CHUNK])
+                    )
+                )
             )
-        )
-        fresh = [e for e in entries if e.data.hex() not in known]
+        fresh = [e for e, d in zip(entries, datas, strict=True) if d not in known]
         if not fresh:
             return size
         hashes = [leaf_hash(e.data) for e in fresh]
-        for offset, (entry, digest) in enumerate(zip(fresh, hashes, strict=True)):
-            session.add(
-                LogEntry(
-                    idx=size + offset,
-                    kind=entry.kind,
-                    ref=entry.ref.lower(),
-                    data=entry.data.hex(),
-                    leaf_hash="0x" + digest.hex(),
-                )
-            )
+        now = utcnow()
+        # Core executemany, not an ORM object per entry: measured ~4x cheaper per entry
+        # (scripts/bench_time_to_receipt.py --anchorer-only), and this runs inside the
+        # transaction that confirms a batch, which holds SQLite's one write lock.
+        session.execute(
+            insert(cast(Table, LogEntry.__table__)),
+            [
+                {
+                    "idx": size + offset,
+                    "kind": entry.kind,
+                    "ref": entry.ref.lower(),
+                    "data": entry.data.hex(),
+                    "leaf_hash": "0x" + digest.hex(),
+                    "created_at": now,
+                }
+                for offset, (entry, digest) in enumerate(zip(fresh, hashes, strict=True))
+            ],
+        )
         # The root over the new entries; the in-memory tree only ever holds committed rows
         # (they are read back on the next sync), so a rolled-back transaction leaves no trace.
         tree.extend(hashes)
@@ -150,8 +170,11 @@ def append_and_sign(ctx: ServiceContext, session: Session, entries: Sequence[New
             tree.truncate(size)
         new_size = size + len(fresh)
         note = sign_checkpoint(Checkpoint(origin_of(ctx), new_size, root), signer)
-        session.add(LogCheckpoint(size=new_size, root="0x" + root.hex(), note=note.encode()))
-        session.flush()
+        session.execute(
+            insert(LogCheckpoint).values(
+                size=new_size, root="0x" + root.hex(), note=note.encode(), created_at=now
+            )
+        )
         return new_size
 
 
@@ -308,7 +331,7 @@ def served_receipt(
     """A confirmed record's receipt as the service serves it: with its transparency-log proof
     once the record is logged (what ``GET /v1/records/{hash}/receipt`` answers, and what a
     reconciliation keeps of a receipt it supersedes)."""
-    body = receipt(row, batch)
+    body = receipt(row, batch, record_proof(ctx, batch, row.struct_hash))
     logged = log_proof(
         ctx, "record", row.struct_hash, log_size, data=record_entry(row.struct_hash, batch.root)
     )
