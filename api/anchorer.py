@@ -86,6 +86,12 @@ OPEN_STATUSES = ("built", "sent", "anchored")
 MAX_IN_FLIGHT = 4
 # How long a stopping anchorer waits for its batches in flight: a block or two on a live chain.
 STOP_WAIT_SECONDS = 10.0
+# How often the loop looks for open batches to resume, and for published artefacts to commit,
+# besides right after a failure or a withdrawal. Every query takes SQLite's one write lock
+# (reads too: BEGIN IMMEDIATE, api/store/db.py), which intake and receipts wait for; at one
+# loop turn per 0.1 s these two cost 4 of the 5 transactions a turn took, and the lock waits
+# they caused showed in receipt latency (scripts/bench_time_to_receipt.py, docs/benchmarks.md).
+HOUSEKEEPING_SECONDS = 1.0
 
 # The tables of published artefacts; both have the columns a commitment uses (id,
 # commitment_id, proof).
@@ -147,6 +153,21 @@ class BatchOutcome:
     gas_used: int | None
 
 
+def _log_failure(exc: ChainError | DBAPIError, delay: float) -> None:
+    if isinstance(exc, ChainError):
+        CHAIN_ERRORS.labels("anchorer").inc()
+    if isinstance(exc, LedgerContractMissing):
+        # Not an outage: retrying will not bring the contract back. Say so loudly each time;
+        # intake answers 503 ledger_contract_missing meanwhile.
+        log.critical("LEDGER CONTRACT MISSING: %s; retrying in %.1f s", exc, delay)
+    elif isinstance(exc, ChainUnavailable):
+        log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
+    elif isinstance(exc, DBAPIError):
+        log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
+    else:
+        log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
+
+
 class Anchorer:
     def __init__(self, ctx: ServiceContext, *, max_in_flight: int | None = None) -> None:
         self.ctx = ctx
@@ -166,6 +187,10 @@ class Anchorer:
         self._confirm_lock = threading.Lock()
         # One reconciliation at a time (the loop's periodic one, a worker's on a taken id).
         self._reconcile_lock = threading.Lock()
+        # When the loop next looks for open batches / uncommitted artefacts (0: right away).
+        self._resume_at = 0.0
+        self._commit_at = 0.0
+        self._to_resume: list[int] = []  # open batches found, not yet started (no room)
 
     def _backfill_log(self) -> None:
         """Log what became final before the transparency log existed (a store upgraded to
@@ -255,12 +280,20 @@ class Anchorer:
             self._backfill_log()
         done, failed = self._reap()
         if failed:
+            self._resume_at = 0.0  # the failed batches stay open: resume them next turn
             raise failed[0]
-        self._fill(self._open_batches(), force=force)
+        now = time.monotonic()
+        if now >= self._resume_at:
+            self._to_resume = [b for b in self._open_batches() if b not in self._flying]
+            self._resume_at = now + HOUSEKEEPING_SECONDS
+        self._fill(self._to_resume, force=force)
         more, failed = self._reap()  # batches finished in this thread (max_in_flight 1)
         if failed:
+            self._resume_at = 0.0
             raise failed[0]
-        self.commit_published()
+        if now >= self._commit_at:
+            self.commit_published()
+            self._commit_at = now + HOUSEKEEPING_SECONDS
         return sorted(done + more, key=lambda o: o.batch_id)
 
     def drain(self, timeout: float | None = None) -> None:
@@ -274,6 +307,8 @@ class Anchorer:
         with self._reconcile_lock:
             reconciler = Reconciler(self.ctx)
             withdrawn = [reconciler.withdraw(lost) for lost in reconciler.check()]
+        if withdrawn:
+            self._resume_at = 0.0  # back to built: the loop resumes them on its next turn
         if reanchor:
             for lost in withdrawn:
                 self._finish(lost.batch_id)
@@ -339,6 +374,8 @@ class Anchorer:
         one CommitmentLog entry (a Merkle root) per topic per round, with the same
         claim-first, check-before-send discipline as record batches. Returns entries made."""
         made = 0
+        if not self._anything_to_commit():
+            return 0
         for commitment_id in self._open_commitments():
             self._finish_commitment(commitment_id)
         for topic, (table, column) in COMMITTED.items():
@@ -347,6 +384,22 @@ class Anchorer:
                 self._finish_commitment(claimed)
                 made += 1
         return made
+
+    def _anything_to_commit(self) -> bool:
+        """One read for the usual answer (nothing): an open commitment, or a published score
+        or matrix not yet in one."""
+        with self.ctx.sessions() as s:
+            return bool(
+                s.scalar(
+                    select(
+                        select(Commitment.id).where(Commitment.status == "built").exists()
+                        | select(Score.id).where(Score.commitment_id.is_(None)).exists()
+                        | select(Responsibility.id)
+                        .where(Responsibility.commitment_id.is_(None))
+                        .exists()
+                    )
+                )
+            )
 
     def _open_commitments(self) -> list[int]:
         with self.ctx.sessions() as s:
@@ -430,8 +483,14 @@ class Anchorer:
 
     def run_forever(self, stop: threading.Event, poll_seconds: float = 0.1) -> None:
         """Loop until ``stop`` is set; chain outages back off exponentially up to the cap.
-        Reconciles at start and every ``reconcile_seconds``. Each turn is one :meth:`step`:
-        claims go on while earlier batches wait for the chain."""
+        Each turn is one :meth:`step`: claims go on while earlier batches wait for the chain.
+        Reconciliation runs beside it, at start and every ``reconcile_seconds``, in its own
+        thread: it asks the chain about every confirmed batch, seconds of RPC that must not
+        hold up claiming."""
+        checker = threading.Thread(
+            target=self._reconcile_forever, args=(stop,), name="reconciler", daemon=True
+        )
+        checker.start()
         try:
             self._loop(stop, poll_seconds)
         finally:
@@ -439,34 +498,30 @@ class Anchorer:
             # that goes on (tests, an API worker standing in) should not leave threads sending
             # behind whoever takes the anchorer lock next.
             self.drain(timeout=STOP_WAIT_SECONDS)
+            checker.join(STOP_WAIT_SECONDS)
 
     def _loop(self, stop: threading.Event, poll_seconds: float) -> None:
         delay = poll_seconds
-        next_reconcile = 0.0  # at start
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_reconcile:
-                    self.reconcile()
-                    next_reconcile = time.monotonic() + self.settings.reconcile_seconds
                 self.step()
                 delay = poll_seconds
             except (ChainError, DBAPIError) as exc:
                 # A chain outage, a reverted send, or a database restart/failover: every step
                 # is transactional and resumable, so waiting and starting over is safe.
                 delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
-                if isinstance(exc, ChainError):
-                    CHAIN_ERRORS.labels("anchorer").inc()
-                if isinstance(exc, LedgerContractMissing):
-                    # Not an outage: retrying will not bring the contract back. Say so loudly
-                    # each time; intake answers 503 ledger_contract_missing meanwhile.
-                    log.critical("LEDGER CONTRACT MISSING: %s; retrying in %.1f s", exc, delay)
-                elif isinstance(exc, ChainUnavailable):
-                    log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
-                elif isinstance(exc, DBAPIError):
-                    log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
-                else:
-                    log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
+                _log_failure(exc, delay)
             stop.wait(delay)
+
+    def _reconcile_forever(self, stop: threading.Event) -> None:
+        delay = 0.0  # at start
+        while not stop.wait(delay):
+            try:
+                self.reconcile()
+                delay = self.settings.reconcile_seconds
+            except (ChainError, DBAPIError) as exc:
+                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
+                _log_failure(exc, delay)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -542,31 +597,27 @@ class Anchorer:
         else:
             tx_hash = self._anchor_tx(root, info)
             log.info("batch %s (%s) was already anchored; resuming", batch_id, status)
-        if self._chain_id_taken(info.batch_id, batch_id):
+        anchored = {
+            "status": "anchored",
+            "chain_batch_id": info.batch_id,
+            "tx_hash": tx_hash,
+            "block_number": info.block_number,
+            "block_timestamp": info.timestamp,
+            **({"gas_used": gas_used} if gas_used is not None else {}),
+        }
+        if not self._mark_anchored(batch_id, anchored):
             # Another stored batch claims this on-chain id: the chain forgot that one and
             # handed its id out again. Withdraw it before this batch takes the id.
             self.reconcile()
-            if self._chain_id_taken(info.batch_id, batch_id) and not self._free_stale_id(
-                info.batch_id, batch_id
+            if not self._mark_anchored(batch_id, anchored) and not (
+                self._free_stale_id(info.batch_id, batch_id)
+                and self._mark_anchored(batch_id, anchored)
             ):
                 raise ChainError(
                     f"on-chain batch {info.batch_id} is claimed by another stored batch that the "
                     "chain still backs",
                     got=batch_id,
                 )
-        with self.ctx.sessions() as s, s.begin():
-            s.execute(
-                update(Batch)
-                .where(Batch.id == batch_id)
-                .values(
-                    status="anchored",
-                    chain_batch_id=info.batch_id,
-                    tx_hash=tx_hash,
-                    block_number=info.block_number,
-                    block_timestamp=info.timestamp,
-                    **({"gas_used": gas_used} if gas_used is not None else {}),
-                )
-            )
         failpoint(self.settings, "anchorer.after_anchored")
         block = chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
         block_hash = chain.block_hash(block)
@@ -588,16 +639,19 @@ class Anchorer:
             gas_used,
         )
 
-    def _chain_id_taken(self, chain_batch_id: int, batch_id: int) -> bool:
-        with self.ctx.sessions() as s:
-            return (
-                s.scalar(
-                    select(Batch.id).where(
-                        Batch.chain_batch_id == chain_batch_id, Batch.id != batch_id
-                    )
+    def _mark_anchored(self, batch_id: int, values: dict[str, Any]) -> bool:
+        """Record the batch's anchor, in one transaction with the check that no other stored
+        batch holds its on-chain id; False (nothing written) if one does."""
+        with self.ctx.sessions() as s, s.begin():
+            taken = s.scalar(
+                select(Batch.id).where(
+                    Batch.chain_batch_id == values["chain_batch_id"], Batch.id != batch_id
                 )
-                is not None
             )
+            if taken is not None:
+                return False
+            s.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+            return True
 
     def _free_stale_id(self, chain_batch_id: int, batch_id: int) -> bool:
         """The other stored batch holding ``chain_batch_id`` is still in flight (never
