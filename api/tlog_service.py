@@ -28,6 +28,7 @@ from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Rec
 from api.views import receipt
 from ledger.tlog import (
     COSIGNATURE_V1,
+    EMPTY_ROOT,
     Checkpoint,
     LogError,
     LogProof,
@@ -38,6 +39,7 @@ from ledger.tlog import (
     cosignature_time,
     leaf_hash,
     ledger_origin,
+    node_hash,
     note_signature_valid,
     parse_note,
     record_entry,
@@ -54,6 +56,42 @@ LOOKUP_CHUNK = 1000
 
 _lock = threading.Lock()
 _trees: dict[str, LogTree] = {}
+
+
+class Frontier:
+    """The log's compact range: the hashes of the largest full subtrees that cover leaves
+    [0, size), largest (leftmost) first, one per set bit of ``size``. RFC 6962's root of the
+    first ``size`` leaves is their fold from the right, so the root after appending m leaves
+    costs about m hashes, with the tree itself left as it is (LogTree only grows by rows
+    already committed; copying it, or cutting it back, costs time in its whole size)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._nodes: list[tuple[int, bytes]] = []  # (height, subtree hash)
+
+    def push(self, leaf: bytes) -> None:
+        height, digest = 0, leaf
+        while self._nodes and self._nodes[-1][0] == height:
+            digest = node_hash(self._nodes.pop()[1], digest)
+            height += 1
+        self._nodes.append((height, digest))
+        self.size += 1
+
+    def copy(self) -> Frontier:
+        twin = Frontier()
+        twin.size, twin._nodes = self.size, list(self._nodes)
+        return twin
+
+    def root(self) -> bytes:
+        if not self._nodes:
+            return EMPTY_ROOT
+        digest = self._nodes[-1][1]
+        for _, left in reversed(self._nodes[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+
+_frontiers: dict[str, Frontier] = {}  # per database, always the size of _trees[url]
 _signers: dict[Path, Signer] = {}
 
 
@@ -91,23 +129,27 @@ def log_signer(ctx: ServiceContext) -> Signer:
 def _synced(session: Session, url: str) -> LogTree:
     """This process's tree, brought up to the rows ``session`` sees. Caller holds _lock."""
     tree = _trees.setdefault(url, LogTree())
+    frontier = _frontiers.setdefault(url, Frontier())
     # Indexes run 0..n-1 with no gap (append-only, one appender), so the size is the largest
     # index + 1: one step down the primary key, where count(*) reads every row each time.
     top = session.scalar(select(func.max(LogEntry.idx)))
     count = 0 if top is None else int(top) + 1
     if count < len(tree):  # a database restored from backup: start over
         tree.truncate(0)
+    if frontier.size != len(tree):  # a tree started over (or dropped, by a test): follow it
+        frontier = _frontiers[url] = Frontier()
+        for index in range(len(tree)):
+            frontier.push(tree.leaf(index))
     if count > len(tree):
-        tree.extend(
-            [
-                bytes.fromhex(h[2:])
-                for h in session.scalars(
-                    select(LogEntry.leaf_hash)
-                    .where(LogEntry.idx >= len(tree))
-                    .order_by(LogEntry.idx)
-                )
-            ]
-        )
+        new = [
+            bytes.fromhex(h[2:])
+            for h in session.scalars(
+                select(LogEntry.leaf_hash).where(LogEntry.idx >= len(tree)).order_by(LogEntry.idx)
+            )
+        ]
+        tree.extend(new)
+        for leaf in new:
+            frontier.push(leaf)
     return tree
 
 
@@ -161,13 +203,14 @@ def append_and_sign(ctx: ServiceContext, session: Session, entries: Sequence[New
                 for offset, (entry, digest) in enumerate(zip(fresh, hashes, strict=True))
             ],
         )
-        # The root over the new entries; the in-memory tree only ever holds committed rows
-        # (they are read back on the next sync), so a rolled-back transaction leaves no trace.
-        tree.extend(hashes)
-        try:
-            root = tree.root()
-        finally:
-            tree.truncate(size)
+        # The root over the new entries, from a copy of the frontier: the in-memory tree only
+        # ever holds committed rows (read back on the next sync), so a rolled-back
+        # transaction leaves no trace there.
+        grown = _frontiers[url].copy()
+        assert grown.size == size, (grown.size, size)
+        for digest in hashes:
+            grown.push(digest)
+        root = grown.root()
         new_size = size + len(fresh)
         note = sign_checkpoint(Checkpoint(origin_of(ctx), new_size, root), signer)
         session.execute(
