@@ -91,21 +91,30 @@ def _keep(root: str, tree: StandardMerkleTree) -> None:
             _held -= len(old)
 
 
-def batch_tree(ctx: ServiceContext, batch: Batch) -> StandardMerkleTree:
-    """The tree of a batch, from the cache or built from its records (one query)."""
+def batch_tree(
+    ctx: ServiceContext, batch: Batch, session: Session | None = None
+) -> StandardMerkleTree:
+    """The tree of a batch, from the cache or built from its records (one query, in
+    ``session`` when the caller has one open: on SQLite every transaction takes the one write
+    lock, so a request is better off with one than with several)."""
     root = batch.root.lower()
     tree = _cached(root)
     if tree is None:
-        with ctx.sessions() as s:
-            leaves = batch_leaves(s, batch.id)
+        if session is not None:
+            leaves = batch_leaves(session, batch.id)
+        else:
+            with ctx.sessions() as s:
+                leaves = batch_leaves(s, batch.id)
         tree = checked_tree(batch.id, root, leaves)
         _keep(root, tree)
     return tree
 
 
-def record_proof(ctx: ServiceContext, batch: Batch, struct_hash: str) -> list[str]:
+def record_proof(
+    ctx: ServiceContext, batch: Batch, struct_hash: str, session: Session | None = None
+) -> list[str]:
     """The Merkle proof of one record of a batch, as a receipt carries it (0x-hex, leaf up)."""
-    return hex_proof(batch_tree(ctx, batch), struct_hash)
+    return hex_proof(batch_tree(ctx, batch, session), struct_hash)
 
 
 def clear_cache() -> None:

@@ -11,6 +11,7 @@ proof costs O(log n) hashing after the first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
@@ -270,46 +271,60 @@ def consistency_proof(ctx: ServiceContext, old: int, new: int) -> list[bytes]:
 
 
 def log_proof(
-    ctx: ServiceContext, kind: str, ref: str, size: int | None = None, data: bytes | None = None
+    ctx: ServiceContext,
+    kind: str,
+    ref: str,
+    size: int | None = None,
+    data: bytes | None = None,
+    session: Session | None = None,
 ) -> LogProof | None:
     """The inclusion proof of the (newest) entry for ``ref`` in a checkpoint, or None while
     it is not logged. Without ``size``: the newest checkpoint that carries cosignatures, else
-    the newest (a witness cosigns the latest it sees, not every one)."""
-    with ctx.sessions() as s, _lock:
-        query = select(LogEntry).where(LogEntry.kind == kind, LogEntry.ref == ref.lower())
-        if data is not None:
-            query = query.where(LogEntry.data == data.hex())
-        entry = s.scalar(query.order_by(LogEntry.idx.desc()).limit(1))
-        if entry is None:
-            return None
-        if size is None:
-            row = s.scalar(
-                select(LogCheckpoint)
-                .where(
-                    LogCheckpoint.size > entry.idx,
-                    LogCheckpoint.size.in_(select(LogCosignature.size)),
-                )
-                .order_by(LogCheckpoint.size.desc())
-                .limit(1)
-            ) or _checkpoint_row(s, None)
-        else:
-            row = _checkpoint_row(s, size)
-        if row.size <= entry.idx:
-            raise ApiError(
-                409,
-                "checkpoint_too_old",
-                "that checkpoint does not cover the entry",
-                expected=f"size > {entry.idx}",
-                got=row.size,
+    the newest (a witness cosigns the latest it sees, not every one). Reads in ``session``
+    when given (the caller's), else in a session of its own."""
+    with contextlib.ExitStack() as stack:
+        s = session if session is not None else stack.enter_context(ctx.sessions())
+        with _lock:
+            return _log_proof(s, ctx, kind, ref, size, data)
+
+
+def _log_proof(
+    s: Session, ctx: ServiceContext, kind: str, ref: str, size: int | None, data: bytes | None
+) -> LogProof | None:
+    query = select(LogEntry).where(LogEntry.kind == kind, LogEntry.ref == ref.lower())
+    if data is not None:
+        query = query.where(LogEntry.data == data.hex())
+    entry = s.scalar(query.order_by(LogEntry.idx.desc()).limit(1))
+    if entry is None:
+        return None
+    if size is None:
+        row = s.scalar(
+            select(LogCheckpoint)
+            .where(
+                LogCheckpoint.size > entry.idx,
+                LogCheckpoint.size.in_(select(LogCosignature.size)),
             )
-        tree = _synced(s, ctx.settings.db_url)
-        proof = tree.inclusion_proof(entry.idx, row.size)
-        return LogProof(
-            index=entry.idx,
-            treeSize=row.size,
-            inclusion=["0x" + h.hex() for h in proof],
-            checkpoint=_cosigned_note(s, row),
+            .order_by(LogCheckpoint.size.desc())
+            .limit(1)
+        ) or _checkpoint_row(s, None)
+    else:
+        row = _checkpoint_row(s, size)
+    if row.size <= entry.idx:
+        raise ApiError(
+            409,
+            "checkpoint_too_old",
+            "that checkpoint does not cover the entry",
+            expected=f"size > {entry.idx}",
+            got=row.size,
         )
+    tree = _synced(s, ctx.settings.db_url)
+    proof = tree.inclusion_proof(entry.idx, row.size)
+    return LogProof(
+        index=entry.idx,
+        treeSize=row.size,
+        inclusion=["0x" + h.hex() for h in proof],
+        checkpoint=_cosigned_note(s, row),
+    )
 
 
 def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dict[str, object]:
@@ -369,14 +384,23 @@ def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dic
 
 
 def served_receipt(
-    ctx: ServiceContext, row: Record, batch: Batch, log_size: int | None = None
+    ctx: ServiceContext,
+    row: Record,
+    batch: Batch,
+    log_size: int | None = None,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     """A confirmed record's receipt as the service serves it: with its transparency-log proof
     once the record is logged (what ``GET /v1/records/{hash}/receipt`` answers, and what a
-    reconciliation keeps of a receipt it supersedes)."""
-    body = receipt(row, batch, record_proof(ctx, batch, row.struct_hash))
+    reconciliation keeps of a receipt it supersedes). Reads in ``session`` when given."""
+    body = receipt(row, batch, record_proof(ctx, batch, row.struct_hash, session))
     logged = log_proof(
-        ctx, "record", row.struct_hash, log_size, data=record_entry(row.struct_hash, batch.root)
+        ctx,
+        "record",
+        row.struct_hash,
+        log_size,
+        data=record_entry(row.struct_hash, batch.root),
+        session=session,
     )
     if logged is not None:
         body["log"] = logged.model_dump()
