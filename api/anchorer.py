@@ -79,10 +79,11 @@ from ledger.tlog import commitment_entry, record_entry
 log = logging.getLogger("qledger.anchorer")
 
 OPEN_STATUSES = ("built", "sent", "anchored")
-# Batches in flight at once (sent or being sent, not yet confirmed). At 1,000 records/s with
-# 1,024-leaf batches one batch closes per second, and each waits for its block plus the
-# confirmations (2 s at the benchmark's 1 s blocks and 1 confirmation): 4 keeps up with
-# bursts above that and holds at most 4 x batch_max_leaves leaves out of the outbox.
+# Batches in flight at once (claimed, not yet confirmed). At 1,000 records/s with 1,024-leaf
+# batches one batch closes per second, and each waits for its block and confirmations (up to
+# 2 s at 1 s blocks and 1 confirmation): 4 keeps up with bursts above that (the benchmark's
+# runs at 1,000-2,000 records/s used 2-4, docs/benchmarks.md) and holds at most
+# 4 x batch_max_leaves leaves out of the outbox.
 MAX_IN_FLIGHT = 4
 # How long a stopping anchorer waits for its batches in flight: a block or two on a live chain.
 STOP_WAIT_SECONDS = 10.0
@@ -487,13 +488,15 @@ class Anchorer:
         Reconciliation runs beside it, at start and every ``reconcile_seconds``, in its own
         thread: it asks the chain about every confirmed batch, seconds of RPC that must not
         hold up claiming."""
+        halt = threading.Event()  # ends the reconciler with the loop, however the loop ends
         checker = threading.Thread(
-            target=self._reconcile_forever, args=(stop,), name="reconciler", daemon=True
+            target=self._reconcile_forever, args=(halt,), name="reconciler", daemon=True
         )
         checker.start()
         try:
             self._loop(stop, poll_seconds)
         finally:
+            halt.set()
             # Batches in flight are resumable from their state whatever happens, but a process
             # that goes on (tests, an API worker standing in) should not leave threads sending
             # behind whoever takes the anchorer lock next.
@@ -513,9 +516,9 @@ class Anchorer:
                 _log_failure(exc, delay)
             stop.wait(delay)
 
-    def _reconcile_forever(self, stop: threading.Event) -> None:
+    def _reconcile_forever(self, halt: threading.Event) -> None:
         delay = 0.0  # at start
-        while not stop.wait(delay):
+        while not halt.wait(delay):
             try:
                 self.reconcile()
                 delay = self.settings.reconcile_seconds

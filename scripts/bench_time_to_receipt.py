@@ -110,6 +110,30 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
+def fresh_database(server: str) -> str:
+    """An empty database on ``server`` for this run (the service migrates it at start)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"qledger_ttr_{os.getpid()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(server: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def load() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
@@ -270,6 +294,11 @@ def main() -> None:
     )
     parser.add_argument("--log", type=Path, help="the service's log file (JSON lines)")
     parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="store on this PostgreSQL server (a database is made for the run and dropped)",
+    )
+    parser.add_argument(
         "--anchorer-only", type=int, metavar="LEAVES", help="time the anchorer's work per leaf"
     )
     args = parser.parse_args()
@@ -282,6 +311,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="qledger-ttr-"))
     log_path = args.log or tmp / "service.log"
+    store_url = None
     chain = start_anvil(tmp / "anvil", block_time=args.block_time)
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -334,6 +364,8 @@ def main() -> None:
             "QLEDGER_CONFIRMATIONS": str(args.confirmations),
             "QLEDGER_LOG_FORMAT": "json",
         }
+        if args.postgres:
+            env["QLEDGER_DATABASE_URL"] = store_url = fresh_database(args.postgres)
         service_log = log_path.open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "cli", "serve", "--port", str(port), "--workers", "1"],
@@ -481,11 +513,14 @@ def main() -> None:
             proc.wait(20)
             service_log.close()
         stop_anvil(tmp / "anvil")
+        if store_url is not None:
+            drop_database(args.postgres, store_url)
 
     confirmation = (args.confirmations + 1) * args.block_time
     bound = args.batch_seconds + confirmation + 1.0
+    store = "PostgreSQL" if args.postgres else "SQLite"
     print(
-        f"\nservice: 1 uvicorn worker, SQLite, anchorer in its own process; anvil block time "
+        f"\nservice: 1 uvicorn worker, {store}, anchorer in its own process; anvil block time "
         f"{args.block_time:g} s; batch interval {args.batch_seconds:g} s; "
         f"{args.confirmations} confirmation(s); {os.cpu_count()} cores shared by all"
     )
