@@ -6,9 +6,17 @@ Exactly-once, whatever dies when:
 - Before sending, the chain is asked whether the root is already anchored (a crash after
   sending): then nothing is sent again. A send that reverts because the root is already there
   (a second anchorer, or a transaction from before the crash mined late) is treated the same.
-- Only after the anchoring block has the configured confirmations are proofs written, the
-  batch marked confirmed and its outbox rows deleted, in one transaction.
-On restart every unconfirmed batch is resumed before new ones are built.
+- Only after the anchoring block has the configured confirmations do the batch's records
+  join it (``records.batch_id``), enter the transparency log, and the batch become confirmed
+  with its outbox rows deleted, all in one transaction. Receipts are then served with proofs
+  derived from the batch's records (api.batch_trees); none is stored per record.
+On restart every unconfirmed batch is resumed.
+
+Pipelined: several batches are in flight at once (``MAX_IN_FLIGHT``), each in its own thread
+from send to confirmation, while the loop goes on claiming. Each batch's steps are exactly the
+ones above, so a crash with several in flight leaves several batches to resume, each from its
+own state. Sends from the one anchoring account stay ordered: the chain client assigns nonces
+under its send lock. Confirming transactions run one at a time (they append to the log).
 
 Reconciliation (at start and every ``reconcile_seconds``): every confirmed batch is checked
 against the chain (root anchored under the same batch id at the same block, that block still
@@ -30,13 +38,16 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import CursorResult, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import InstrumentedAttribute
 
+from api.batch_trees import hex_proof, tree_of
 from api.context import ServiceContext
 from api.counters import CHAIN_ERRORS
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores_isolated
@@ -63,13 +74,25 @@ from ledger.errors import (
     LedgerContractMissing,
     TransactionReverted,
 )
-from ledger.merkle import StandardMerkleTree
 from ledger.tlog import commitment_entry, record_entry
 
 log = logging.getLogger("qledger.anchorer")
 
 OPEN_STATUSES = ("built", "sent", "anchored")
-RECEIPT_CHUNK = 128  # proofs written per transaction (keeps the writer lock short for intake)
+# Batches in flight at once (claimed, not yet confirmed). At 1,000 records/s with 1,024-leaf
+# batches one batch closes per second, and each waits for its block and confirmations (up to
+# 2 s at 1 s blocks and 1 confirmation): 4 keeps up with bursts above that (the benchmark's
+# runs at 1,000-2,000 records/s used 2-4, docs/benchmarks.md) and holds at most
+# 4 x batch_max_leaves leaves out of the outbox.
+MAX_IN_FLIGHT = 4
+# How long a stopping anchorer waits for its batches in flight: a block or two on a live chain.
+STOP_WAIT_SECONDS = 10.0
+# How often the loop looks for open batches to resume, and for published artefacts to commit,
+# besides right after a failure or a withdrawal. Every query takes SQLite's one write lock
+# (reads too: BEGIN IMMEDIATE, api/store/db.py), which intake and receipts wait for; at one
+# loop turn per 0.1 s these two cost 4 of the 5 transactions a turn took, and the lock waits
+# they caused showed in receipt latency (scripts/bench_time_to_receipt.py, docs/benchmarks.md).
+HOUSEKEEPING_SECONDS = 1.0
 
 # The tables of published artefacts; both have the columns a commitment uses (id,
 # commitment_id, proof).
@@ -81,20 +104,27 @@ COMMITTED: dict[str, tuple[CommittedTable, InstrumentedAttribute[str]]] = {
 }
 
 
-def tree_of(hex_hashes: list[str]) -> StandardMerkleTree:
-    return StandardMerkleTree.of([bytes.fromhex(h[2:]) for h in hex_hashes])
-
-
-def hex_proof(tree: StandardMerkleTree, hex_hash: str) -> list[str]:
-    return ["0x" + p.hex() for p in tree.proof(bytes.fromhex(hex_hash[2:]))]
-
-
 # Crash-test failpoints (the fail-rs / FreeBSD fail(9) idea): Settings.failpoints
 # (QLEDGER_FAILPOINTS) names the steps at which this process SIGKILLs itself, so tests can die
-# at exactly the dangerous moments. Empty in production, where each check is one set lookup.
+# at exactly the dangerous moments; ``step@N`` dies at the Nth time any batch reaches the step
+# (with several batches in flight, the others are then caught wherever they are). Empty in
+# production, where each check is one test of an empty string.
+_failpoint_hits: dict[str, int] = {}
+_failpoint_lock = threading.Lock()
+
+
 def failpoint(settings: Settings, name: str) -> None:
-    if name in settings.failpoint_names:
-        log.warning("failpoint %s: killing this process", name)
+    if not settings.failpoints:
+        return
+    for entry in settings.failpoint_names:
+        point, _, nth = entry.partition("@")
+        if point != name:
+            continue
+        with _failpoint_lock:
+            hits = _failpoint_hits[name] = _failpoint_hits.get(name, 0) + 1
+        if hits < int(nth or 1):
+            continue
+        log.warning("failpoint %s: killing this process", entry)
         if settings.failpoint_log is not None:  # tests learn which process died where
             with open(settings.failpoint_log, "a") as handle:
                 handle.write(f"{name} {os.getpid()}\n")
@@ -124,11 +154,44 @@ class BatchOutcome:
     gas_used: int | None
 
 
+def _log_failure(exc: ChainError | DBAPIError, delay: float) -> None:
+    if isinstance(exc, ChainError):
+        CHAIN_ERRORS.labels("anchorer").inc()
+    if isinstance(exc, LedgerContractMissing):
+        # Not an outage: retrying will not bring the contract back. Say so loudly each time;
+        # intake answers 503 ledger_contract_missing meanwhile.
+        log.critical("LEDGER CONTRACT MISSING: %s; retrying in %.1f s", exc, delay)
+    elif isinstance(exc, ChainUnavailable):
+        log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
+    elif isinstance(exc, DBAPIError):
+        log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
+    else:
+        log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
+
+
 class Anchorer:
-    def __init__(self, ctx: ServiceContext) -> None:
+    def __init__(self, ctx: ServiceContext, *, max_in_flight: int | None = None) -> None:
         self.ctx = ctx
         self.settings = ctx.settings
         self._log_checked = False
+        # An in-process chain (py-evm through eth-tester) is not safe to call from several
+        # threads at once: there each batch is finished in the calling thread, as before.
+        in_process = getattr(ctx.chain, "_tester", None) is not None
+        if max_in_flight is None:
+            max_in_flight = 1 if in_process else MAX_IN_FLIGHT
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._flying: dict[int, Future[BatchOutcome]] = {}
+        # One confirming transaction at a time: each appends to the transparency log, whose
+        # next index and checkpoint follow from the one before.
+        self._confirm_lock = threading.Lock()
+        # One reconciliation at a time (the loop's periodic one, a worker's on a taken id).
+        self._reconcile_lock = threading.Lock()
+        # When the loop next looks for open batches / uncommitted artefacts (0: right away).
+        self._resume_at = 0.0
+        self._commit_at = 0.0
+        self._to_resume: list[int] = []  # open batches found, not yet started (no room)
 
     def _backfill_log(self) -> None:
         """Log what became final before the transparency log existed (a store upgraded to
@@ -184,28 +247,126 @@ class Anchorer:
             )
 
     def run_once(self, *, force: bool = False) -> list[BatchOutcome]:
-        """Resume unfinished batches, then anchor as many full (or due) batches as there are;
-        then commit published scores and matrices."""
+        """Resume unfinished batches and anchor as many full (or due) batches as there are,
+        up to ``max_in_flight`` at once, until none is left in flight; then commit published
+        scores and matrices. The first failure is raised once the batches in flight end
+        (each failed batch stays open, to be resumed)."""
         if not self._log_checked:
             self._backfill_log()
-        done = [self._finish(batch_id) for batch_id in self._open_batches()]
+        outcomes: list[BatchOutcome] = []
+        errors: list[BaseException] = []
+        # The batches open now are resumed (once); a batch withdrawn while this runs (a
+        # reconciliation on a reused on-chain id) waits for the next run, as it always has.
+        resume = self._open_batches()
         while True:
-            batch_id = self._claim(force=force)
-            if batch_id is None:
+            started = 0 if errors else self._fill(resume, force=force)
+            if not self._flying and not started:
                 break
-            done.append(self._finish(batch_id))
+            if self._flying:
+                wait(list(self._flying.values()), return_when=FIRST_COMPLETED)
+            done, failed = self._reap()
+            outcomes += done
+            errors += failed
+        if errors:
+            raise errors[0]
         self.commit_published()
-        return [d for d in done if d is not None]
+        return sorted(outcomes, key=lambda o: o.batch_id)
+
+    def step(self, *, force: bool = False) -> list[BatchOutcome]:
+        """One turn of the pipeline, without waiting for the chain: collect the batches that
+        ended (raising the first failure), start open and newly claimed ones while fewer than
+        ``max_in_flight`` fly, then commit published artefacts. What :meth:`run_forever`
+        calls every poll."""
+        if not self._log_checked:
+            self._backfill_log()
+        done, failed = self._reap()
+        if failed:
+            self._resume_at = 0.0  # the failed batches stay open: resume them next turn
+            raise failed[0]
+        now = time.monotonic()
+        if now >= self._resume_at:
+            self._to_resume = [b for b in self._open_batches() if b not in self._flying]
+            self._resume_at = now + HOUSEKEEPING_SECONDS
+        self._fill(self._to_resume, force=force)
+        more, failed = self._reap()  # batches finished in this thread (max_in_flight 1)
+        if failed:
+            self._resume_at = 0.0
+            raise failed[0]
+        if now >= self._commit_at:
+            self.commit_published()
+            self._commit_at = now + HOUSEKEEPING_SECONDS
+        return sorted(done + more, key=lambda o: o.batch_id)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait for the batches in flight to end (their outcomes stay to be collected)."""
+        if self._flying:
+            wait(list(self._flying.values()), timeout=timeout)
 
     def reconcile(self, *, reanchor: bool = False) -> list[LostBatch]:
         """Withdraw every confirmed batch the chain lost; with ``reanchor``, anchor them again
         right away (otherwise the next :meth:`run_once` does)."""
-        reconciler = Reconciler(self.ctx)
-        withdrawn = [reconciler.withdraw(lost) for lost in reconciler.check()]
+        with self._reconcile_lock:
+            reconciler = Reconciler(self.ctx)
+            withdrawn = [reconciler.withdraw(lost) for lost in reconciler.check()]
+        if withdrawn:
+            self._resume_at = 0.0  # back to built: the loop resumes them on its next turn
         if reanchor:
             for lost in withdrawn:
                 self._finish(lost.batch_id)
         return withdrawn
+
+    # -- the pipeline -----------------------------------------------------------------------
+
+    def _fill(self, resume: list[int], *, force: bool) -> int:
+        """Start the batches of ``resume`` (taken off it as they start), then newly claimed
+        ones, while there is room; returns how many were started."""
+        started = 0
+        while resume:
+            if len(self._flying) >= self.max_in_flight:
+                return started
+            batch_id = resume.pop(0)
+            if batch_id not in self._flying:
+                self._start(batch_id)
+                started += 1
+        while len(self._flying) < self.max_in_flight:
+            claimed = self._claim(force=force)
+            if claimed is None:
+                break
+            self._start(claimed)
+            started += 1
+        return started
+
+    def _start(self, batch_id: int) -> None:
+        future: Future[BatchOutcome] = Future()
+        self._flying[batch_id] = future
+
+        def finish() -> None:
+            try:
+                future.set_result(self._finish(batch_id))
+            except BaseException as exc:  # handed to whoever reaps it (run_once, step)
+                future.set_exception(exc)
+
+        if self.max_in_flight == 1:
+            finish()  # in this thread: exactly the sequential anchorer
+            return
+        # A daemon thread per batch (about one a second at full load): the process can stop
+        # while one waits for the chain, and the batch is resumed from its state next start.
+        threading.Thread(target=finish, name=f"anchor-batch-{batch_id}", daemon=True).start()
+
+    def _reap(self) -> tuple[list[BatchOutcome], list[BaseException]]:
+        done: list[BatchOutcome] = []
+        failed: list[BaseException] = []
+        for batch_id, future in list(self._flying.items()):
+            if not future.done():
+                continue
+            del self._flying[batch_id]
+            exc = future.exception()
+            if exc is not None:
+                log.warning("batch %s not finished (%s); it stays open", batch_id, exc)
+                failed.append(exc)
+            else:
+                done.append(future.result())
+        return done, failed
 
     # -- commitments of published artefacts -------------------------------------------------
 
@@ -214,6 +375,8 @@ class Anchorer:
         one CommitmentLog entry (a Merkle root) per topic per round, with the same
         claim-first, check-before-send discipline as record batches. Returns entries made."""
         made = 0
+        if not self._anything_to_commit():
+            return 0
         for commitment_id in self._open_commitments():
             self._finish_commitment(commitment_id)
         for topic, (table, column) in COMMITTED.items():
@@ -222,6 +385,22 @@ class Anchorer:
                 self._finish_commitment(claimed)
                 made += 1
         return made
+
+    def _anything_to_commit(self) -> bool:
+        """One read for the usual answer (nothing): an open commitment, or a published score
+        or matrix not yet in one."""
+        with self.ctx.sessions() as s:
+            return bool(
+                s.scalar(
+                    select(
+                        select(Commitment.id).where(Commitment.status == "built").exists()
+                        | select(Score.id).where(Score.commitment_id.is_(None)).exists()
+                        | select(Responsibility.id)
+                        .where(Responsibility.commitment_id.is_(None))
+                        .exists()
+                    )
+                )
+            )
 
     def _open_commitments(self) -> list[int]:
         with self.ctx.sessions() as s:
@@ -303,35 +482,49 @@ class Anchorer:
                 [NewEntry("commitment", root_hex, commitment_entry(topic_id(topic), root))],
             )
 
-    def run_forever(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
+    def run_forever(self, stop: threading.Event, poll_seconds: float = 0.1) -> None:
         """Loop until ``stop`` is set; chain outages back off exponentially up to the cap.
-        Reconciles at start and every ``reconcile_seconds``."""
+        Each turn is one :meth:`step`: claims go on while earlier batches wait for the chain.
+        Reconciliation runs beside it, at start and every ``reconcile_seconds``, in its own
+        thread: it asks the chain about every confirmed batch, seconds of RPC that must not
+        hold up claiming."""
+        halt = threading.Event()  # ends the reconciler with the loop, however the loop ends
+        checker = threading.Thread(
+            target=self._reconcile_forever, args=(halt,), name="reconciler", daemon=True
+        )
+        checker.start()
+        try:
+            self._loop(stop, poll_seconds)
+        finally:
+            halt.set()
+            # Batches in flight are resumable from their state whatever happens, but a process
+            # that goes on (tests, an API worker standing in) should not leave threads sending
+            # behind whoever takes the anchorer lock next.
+            self.drain(timeout=STOP_WAIT_SECONDS)
+            checker.join(STOP_WAIT_SECONDS)
+
+    def _loop(self, stop: threading.Event, poll_seconds: float) -> None:
         delay = poll_seconds
-        next_reconcile = 0.0  # at start
         while not stop.is_set():
             try:
-                if time.monotonic() >= next_reconcile:
-                    self.reconcile()
-                    next_reconcile = time.monotonic() + self.settings.reconcile_seconds
-                self.run_once()
+                self.step()
                 delay = poll_seconds
             except (ChainError, DBAPIError) as exc:
                 # A chain outage, a reverted send, or a database restart/failover: every step
                 # is transactional and resumable, so waiting and starting over is safe.
                 delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
-                if isinstance(exc, ChainError):
-                    CHAIN_ERRORS.labels("anchorer").inc()
-                if isinstance(exc, LedgerContractMissing):
-                    # Not an outage: retrying will not bring the contract back. Say so loudly
-                    # each time; intake answers 503 ledger_contract_missing meanwhile.
-                    log.critical("LEDGER CONTRACT MISSING: %s; retrying in %.1f s", exc, delay)
-                elif isinstance(exc, ChainUnavailable):
-                    log.warning("chain unreachable (%s); retrying in %.1f s", exc, delay)
-                elif isinstance(exc, DBAPIError):
-                    log.error("database unavailable (%s); retrying in %.1f s", exc.orig, delay)
-                else:
-                    log.error("anchoring failed (%s); retrying in %.1f s", exc, delay)
+                _log_failure(exc, delay)
             stop.wait(delay)
+
+    def _reconcile_forever(self, halt: threading.Event) -> None:
+        delay = 0.0  # at start
+        while not halt.wait(delay):
+            try:
+                self.reconcile()
+                delay = self.settings.reconcile_seconds
+            except (ChainError, DBAPIError) as exc:
+                delay = min(max(delay * 2, 0.5), self.settings.retry_max_seconds)
+                _log_failure(exc, delay)
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -377,11 +570,7 @@ class Anchorer:
             log.info("claimed batch %s: %d leaves, root %s", batch.id, len(hashes), batch.root)
             return batch.id
 
-    def _leaves(self, batch_id: int) -> list[str]:
-        with self.ctx.sessions() as s:
-            return list(s.scalars(select(Outbox.struct_hash).where(Outbox.batch_id == batch_id)))
-
-    def _finish(self, batch_id: int) -> BatchOutcome | None:
+    def _finish(self, batch_id: int) -> BatchOutcome:
         with self.ctx.sessions() as s:
             batch = s.get(Batch, batch_id)
             assert batch is not None
@@ -411,29 +600,27 @@ class Anchorer:
         else:
             tx_hash = self._anchor_tx(root, info)
             log.info("batch %s (%s) was already anchored; resuming", batch_id, status)
-        if self._chain_id_taken(info.batch_id, batch_id):
+        anchored = {
+            "status": "anchored",
+            "chain_batch_id": info.batch_id,
+            "tx_hash": tx_hash,
+            "block_number": info.block_number,
+            "block_timestamp": info.timestamp,
+            **({"gas_used": gas_used} if gas_used is not None else {}),
+        }
+        if not self._mark_anchored(batch_id, anchored):
             # Another stored batch claims this on-chain id: the chain forgot that one and
             # handed its id out again. Withdraw it before this batch takes the id.
             self.reconcile()
-            if self._chain_id_taken(info.batch_id, batch_id):
+            if not self._mark_anchored(batch_id, anchored) and not (
+                self._free_stale_id(info.batch_id, batch_id)
+                and self._mark_anchored(batch_id, anchored)
+            ):
                 raise ChainError(
                     f"on-chain batch {info.batch_id} is claimed by another stored batch that the "
                     "chain still backs",
                     got=batch_id,
                 )
-        with self.ctx.sessions() as s, s.begin():
-            s.execute(
-                update(Batch)
-                .where(Batch.id == batch_id)
-                .values(
-                    status="anchored",
-                    chain_batch_id=info.batch_id,
-                    tx_hash=tx_hash,
-                    block_number=info.block_number,
-                    block_timestamp=info.timestamp,
-                    **({"gas_used": gas_used} if gas_used is not None else {}),
-                )
-            )
         failpoint(self.settings, "anchorer.after_anchored")
         block = chain.wait_for_confirmations(tx_hash, self.settings.confirmations)
         block_hash = chain.block_hash(block)
@@ -443,7 +630,8 @@ class Anchorer:
                 expected=info.block_number,
                 got=block,
             )
-        self._write_receipts(batch_id, block_hash)
+        failpoint(self.settings, "anchorer.before_confirm")
+        self._confirm(batch_id, info.batch_id, block_hash)
         return BatchOutcome(
             batch_id,
             "0x" + root.hex(),
@@ -454,16 +642,60 @@ class Anchorer:
             gas_used,
         )
 
-    def _chain_id_taken(self, chain_batch_id: int, batch_id: int) -> bool:
-        with self.ctx.sessions() as s:
-            return (
-                s.scalar(
-                    select(Batch.id).where(
-                        Batch.chain_batch_id == chain_batch_id, Batch.id != batch_id
-                    )
+    def _mark_anchored(self, batch_id: int, values: dict[str, Any]) -> bool:
+        """Record the batch's anchor, in one transaction with the check that no other stored
+        batch holds its on-chain id; False (nothing written) if one does."""
+        with self.ctx.sessions() as s, s.begin():
+            taken = s.scalar(
+                select(Batch.id).where(
+                    Batch.chain_batch_id == values["chain_batch_id"], Batch.id != batch_id
                 )
-                is not None
             )
+            if taken is not None:
+                return False
+            s.execute(update(Batch).where(Batch.id == batch_id).values(**values))
+            return True
+
+    def _free_stale_id(self, chain_batch_id: int, batch_id: int) -> bool:
+        """The other stored batch holding ``chain_batch_id`` is still in flight (never
+        confirmed, so no receipt was issued) and the chain does not hold its root under that
+        id: its transaction was lost with the chain's history. It goes back to ``built`` and
+        is sent again like any batch whose transaction is gone; returns whether it was."""
+        with self.ctx.sessions() as s:
+            other = s.execute(
+                select(Batch.id, Batch.root, Batch.status).where(
+                    Batch.chain_batch_id == chain_batch_id, Batch.id != batch_id
+                )
+            ).first()
+        if other is None or other.status == "confirmed":
+            return other is None
+        held = self.ctx.chain.anchored_at(bytes.fromhex(other.root[2:]))
+        if held is not None and held.batch_id == chain_batch_id:
+            return False
+        with self.ctx.sessions() as s, s.begin():
+            cleared = s.execute(  # a Core UPDATE: its result has the row count
+                update(Batch)
+                .where(
+                    Batch.id == other.id,
+                    Batch.chain_batch_id == chain_batch_id,
+                    Batch.status != "confirmed",
+                )
+                .values(
+                    status="built",
+                    chain_batch_id=None,
+                    tx_hash=None,
+                    block_number=None,
+                    block_hash=None,
+                    block_timestamp=None,
+                )
+            )
+        log.warning(
+            "batch %s held on-chain id %s from a transaction the chain no longer has; "
+            "it will be sent again",
+            other.id,
+            chain_batch_id,
+        )
+        return bool(cast("CursorResult[Any]", cleared).rowcount)
 
     def _anchor_tx(self, root: bytes, info: AnchorInfo) -> str:
         """The transaction that anchored ``root`` (after a crash we may not have its hash)."""
@@ -472,40 +704,46 @@ class Anchorer:
                 return event["tx_hash"]
         raise ChainError(f"root 0x{root.hex()} is anchored but its BatchAnchored log is missing")
 
-    def _write_receipts(self, batch_id: int, block_hash: str) -> None:
-        hashes = self._leaves(batch_id)
-        tree = tree_of(hashes)
-        rows = [
-            {"struct_hash": h, "batch_id": batch_id, "proof": hex_proof(tree, h)} for h in hashes
-        ]
-        # Proofs go in short transactions (ORM bulk UPDATE by primary key, one executemany
-        # each): the database has one writer, and intake's commits should not queue behind a
-        # thousand-row update. Writing a proof twice after a crash is harmless; only the last
-        # transaction, which deletes the outbox rows and confirms the batch, makes it final.
-        for start in range(0, len(rows), RECEIPT_CHUNK):
-            with self.ctx.sessions() as s, s.begin():
-                s.execute(update(Record), rows[start : start + RECEIPT_CHUNK])
-        with self.ctx.sessions() as s, s.begin():
-            # The batch's records enter the transparency log (in intake order) in the same
-            # transaction that confirms it, with a new signed checkpoint.
-            batch_root = s.scalar(select(Batch.root).where(Batch.id == batch_id))
-            assert batch_root is not None
-            logged = s.scalars(
-                select(Outbox.struct_hash).where(Outbox.batch_id == batch_id).order_by(Outbox.seq)
+    def _confirm(self, batch_id: int, chain_batch_id: int, block_hash: str) -> None:
+        """The batch's one confirming transaction: its records join it (which is what makes
+        their proofs derivable, api.batch_trees), enter the transparency log (in intake
+        order) under a new signed checkpoint, its outbox rows go, and it becomes confirmed.
+        Nothing here is per-record Python beyond the log entries: the rest is set-based SQL."""
+        with self._confirm_lock, self.ctx.sessions() as s, s.begin():
+            batch = s.get(Batch, batch_id)
+            assert batch is not None
+            if batch.status != "anchored" or batch.chain_batch_id != chain_batch_id:
+                # Withdrawn or reset under this worker (a reconciliation, a lost transaction):
+                # whatever state it is in now is resumed from there.
+                raise ChainError(
+                    f"batch {batch_id} changed while confirming",
+                    expected=f"anchored as on-chain batch {chain_batch_id}",
+                    got=f"{batch.status}, on-chain batch {batch.chain_batch_id}",
+                )
+            members = select(Outbox.struct_hash).where(Outbox.batch_id == batch_id)
+            s.execute(
+                update(Record).where(Record.struct_hash.in_(members)).values(batch_id=batch_id),
+                execution_options={"synchronize_session": False},
+            )
+            logged = list(
+                s.scalars(
+                    select(Outbox.struct_hash)
+                    .where(Outbox.batch_id == batch_id)
+                    .order_by(Outbox.seq)
+                )
             )
             append_and_sign(
                 self.ctx,
                 s,
-                [NewEntry("record", h, record_entry(h, batch_root)) for h in logged],
+                [NewEntry("record", h, record_entry(h, batch.root)) for h in logged],
             )
+            failpoint(self.settings, "anchorer.during_confirm")
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(
                 update(Batch)
                 .where(Batch.id == batch_id)
                 .values(status="confirmed", confirmed_at=utcnow(), block_hash=block_hash)
             )
-            batch = s.get(Batch, batch_id)
-            assert batch is not None
             s.execute(
                 update(Reconciliation)
                 .where(Reconciliation.batch_id == batch_id, Reconciliation.reanchored_at.is_(None))
@@ -524,7 +762,7 @@ class Anchorer:
                     )
                 )
             )
-        log.info("batch %s confirmed: %d receipts", batch_id, len(hashes))
+        log.info("batch %s confirmed: %d receipts", batch_id, len(logged))
         if repaired:
             # Credit repair: an auditor's improvement counts from the moment it is anchored,
             # so the supplier's score is recomputed (and published) right away.
@@ -611,11 +849,7 @@ class Reconciler:
             old_batch = s.get(Batch, lost.batch_id)
             assert old_batch is not None
             old_rows = list(s.scalars(select(Record).where(Record.batch_id == old_batch.id)))
-        served = {
-            row.struct_hash: served_receipt(self.ctx, row, old_batch)
-            for row in old_rows
-            if row.proof is not None
-        }
+        served = {row.struct_hash: served_receipt(self.ctx, row, old_batch) for row in old_rows}
         with self.ctx.sessions() as s, s.begin():
             batch = s.get(Batch, lost.batch_id)
             assert batch is not None
@@ -654,7 +888,6 @@ class Reconciler:
                     for i, row in enumerate(rows)
                 ],
             )
-            s.execute(update(Record).where(Record.batch_id == batch.id).values(proof=None))
             s.execute(
                 update(Batch)
                 .where(Batch.id == batch.id)

@@ -72,7 +72,7 @@ def evidence_items(
             if unreadable is not None:
                 unreadable.setdefault(r.subject, f"stored record {r.struct_hash}: {exc}")
             continue
-        confirmed = status == "confirmed" and r.proof is not None
+        confirmed = status == "confirmed"
         items.append(
             EvidenceItem(
                 struct_hash=r.struct_hash,

@@ -42,7 +42,7 @@ class _Step:
     @property
     def anchored_at(self) -> int | None:
         b = self.batch
-        if b is None or b.status != "confirmed" or self.record.proof is None:
+        if b is None or b.status != "confirmed":
             return None
         return b.block_timestamp
 

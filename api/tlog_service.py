@@ -11,22 +11,25 @@ proof costs O(log n) hashing after the first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
+from api.batch_trees import record_proof
 from api.context import ServiceContext
 from api.errors import ApiError
-from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Record
+from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Record, utcnow
 from api.views import receipt
 from ledger.tlog import (
     COSIGNATURE_V1,
+    EMPTY_ROOT,
     Checkpoint,
     LogError,
     LogProof,
@@ -37,6 +40,7 @@ from ledger.tlog import (
     cosignature_time,
     leaf_hash,
     ledger_origin,
+    node_hash,
     note_signature_valid,
     parse_note,
     record_entry,
@@ -47,9 +51,48 @@ LOG_KEY_FILE = "log-signing-key"  # in the data dir, 0600, C2SP/x-mod-note PRIVA
 # Cosignatures kept per checkpoint: signed-note verifiers must accept 16 signatures, ours 64
 # (ledger.tlog.note.MAX_SIGNATURES); one slot stays for the log's own signature.
 MAX_COSIGNATURES = 48
+# Entry data looked up per query when skipping what is already logged: under SQLite's default
+# limit of 32,766 bound parameters (and PostgreSQL's 65,535), whatever a backfill hands in.
+LOOKUP_CHUNK = 1000
 
 _lock = threading.Lock()
 _trees: dict[str, LogTree] = {}
+
+
+class Frontier:
+    """The log's compact range: the hashes of the largest full subtrees that cover leaves
+    [0, size), largest (leftmost) first, one per set bit of ``size``. RFC 6962's root of the
+    first ``size`` leaves is their fold from the right, so the root after appending m leaves
+    costs about m hashes, with the tree itself left as it is (LogTree only grows by rows
+    already committed; copying it, or cutting it back, costs time in its whole size)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        self._nodes: list[tuple[int, bytes]] = []  # (height, subtree hash)
+
+    def push(self, leaf: bytes) -> None:
+        height, digest = 0, leaf
+        while self._nodes and self._nodes[-1][0] == height:
+            digest = node_hash(self._nodes.pop()[1], digest)
+            height += 1
+        self._nodes.append((height, digest))
+        self.size += 1
+
+    def copy(self) -> Frontier:
+        twin = Frontier()
+        twin.size, twin._nodes = self.size, list(self._nodes)
+        return twin
+
+    def root(self) -> bytes:
+        if not self._nodes:
+            return EMPTY_ROOT
+        digest = self._nodes[-1][1]
+        for _, left in reversed(self._nodes[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+
+_frontiers: dict[str, Frontier] = {}  # per database, always the size of _trees[url]
 _signers: dict[Path, Signer] = {}
 
 
@@ -87,20 +130,27 @@ def log_signer(ctx: ServiceContext) -> Signer:
 def _synced(session: Session, url: str) -> LogTree:
     """This process's tree, brought up to the rows ``session`` sees. Caller holds _lock."""
     tree = _trees.setdefault(url, LogTree())
-    count = session.scalar(select(func.count()).select_from(LogEntry)) or 0
+    frontier = _frontiers.setdefault(url, Frontier())
+    # Indexes run 0..n-1 with no gap (append-only, one appender), so the size is the largest
+    # index + 1: one step down the primary key, where count(*) reads every row each time.
+    top = session.scalar(select(func.max(LogEntry.idx)))
+    count = 0 if top is None else int(top) + 1
     if count < len(tree):  # a database restored from backup: start over
         tree.truncate(0)
+    if frontier.size != len(tree):  # a tree started over (or dropped, by a test): follow it
+        frontier = _frontiers[url] = Frontier()
+        for index in range(len(tree)):
+            frontier.push(tree.leaf(index))
     if count > len(tree):
-        tree.extend(
-            [
-                bytes.fromhex(h[2:])
-                for h in session.scalars(
-                    select(LogEntry.leaf_hash)
-                    .where(LogEntry.idx >= len(tree))
-                    .order_by(LogEntry.idx)
-                )
-            ]
-        )
+        new = [
+            bytes.fromhex(h[2:])
+            for h in session.scalars(
+                select(LogEntry.leaf_hash).where(LogEntry.idx >= len(tree)).order_by(LogEntry.idx)
+            )
+        ]
+        tree.extend(new)
+        for leaf in new:
+            frontier.push(leaf)
     return tree
 
 
@@ -122,36 +172,53 @@ def append_and_sign(ctx: ServiceContext, session: Session, entries: Sequence[New
     with _lock:
         tree = _synced(session, url)
         size = len(tree)
-        known = set(
-            session.scalars(
-                select(LogEntry.data).where(LogEntry.data.in_([e.data.hex() for e in entries]))
+        known: set[str] = set()
+        datas = [e.data.hex() for e in entries]
+        for start in range(0, len(datas), LOOKUP_CHUNK):
+            known.update(
+                session.scalars(
+                    select(LogEntry.data).where(
+                        LogEntry.data.in_(datas[start : start + LOOKUP_CHUNK])
+                    )
+                )
             )
-        )
-        fresh = [e for e in entries if e.data.hex() not in known]
+        fresh = [e for e, d in zip(entries, datas, strict=True) if d not in known]
         if not fresh:
             return size
         hashes = [leaf_hash(e.data) for e in fresh]
-        for offset, (entry, digest) in enumerate(zip(fresh, hashes, strict=True)):
-            session.add(
-                LogEntry(
-                    idx=size + offset,
-                    kind=entry.kind,
-                    ref=entry.ref.lower(),
-                    data=entry.data.hex(),
-                    leaf_hash="0x" + digest.hex(),
-                )
-            )
-        # The root over the new entries; the in-memory tree only ever holds committed rows
-        # (they are read back on the next sync), so a rolled-back transaction leaves no trace.
-        tree.extend(hashes)
-        try:
-            root = tree.root()
-        finally:
-            tree.truncate(size)
+        now = utcnow()
+        # Core executemany, not an ORM object per entry: 6.8 against 32 us per entry (1,024
+        # entries on SQLite, before the commit, load ~2.3), and this runs inside the
+        # transaction that confirms a batch, which holds SQLite's one write lock.
+        session.execute(
+            insert(cast(Table, LogEntry.__table__)),
+            [
+                {
+                    "idx": size + offset,
+                    "kind": entry.kind,
+                    "ref": entry.ref.lower(),
+                    "data": entry.data.hex(),
+                    "leaf_hash": "0x" + digest.hex(),
+                    "created_at": now,
+                }
+                for offset, (entry, digest) in enumerate(zip(fresh, hashes, strict=True))
+            ],
+        )
+        # The root over the new entries, from a copy of the frontier: the in-memory tree only
+        # ever holds committed rows (read back on the next sync), so a rolled-back
+        # transaction leaves no trace there.
+        grown = _frontiers[url].copy()
+        assert grown.size == size, (grown.size, size)
+        for digest in hashes:
+            grown.push(digest)
+        root = grown.root()
         new_size = size + len(fresh)
         note = sign_checkpoint(Checkpoint(origin_of(ctx), new_size, root), signer)
-        session.add(LogCheckpoint(size=new_size, root="0x" + root.hex(), note=note.encode()))
-        session.flush()
+        session.execute(
+            insert(LogCheckpoint).values(
+                size=new_size, root="0x" + root.hex(), note=note.encode(), created_at=now
+            )
+        )
         return new_size
 
 
@@ -204,46 +271,60 @@ def consistency_proof(ctx: ServiceContext, old: int, new: int) -> list[bytes]:
 
 
 def log_proof(
-    ctx: ServiceContext, kind: str, ref: str, size: int | None = None, data: bytes | None = None
+    ctx: ServiceContext,
+    kind: str,
+    ref: str,
+    size: int | None = None,
+    data: bytes | None = None,
+    session: Session | None = None,
 ) -> LogProof | None:
     """The inclusion proof of the (newest) entry for ``ref`` in a checkpoint, or None while
     it is not logged. Without ``size``: the newest checkpoint that carries cosignatures, else
-    the newest (a witness cosigns the latest it sees, not every one)."""
-    with ctx.sessions() as s, _lock:
-        query = select(LogEntry).where(LogEntry.kind == kind, LogEntry.ref == ref.lower())
-        if data is not None:
-            query = query.where(LogEntry.data == data.hex())
-        entry = s.scalar(query.order_by(LogEntry.idx.desc()).limit(1))
-        if entry is None:
-            return None
-        if size is None:
-            row = s.scalar(
-                select(LogCheckpoint)
-                .where(
-                    LogCheckpoint.size > entry.idx,
-                    LogCheckpoint.size.in_(select(LogCosignature.size)),
-                )
-                .order_by(LogCheckpoint.size.desc())
-                .limit(1)
-            ) or _checkpoint_row(s, None)
-        else:
-            row = _checkpoint_row(s, size)
-        if row.size <= entry.idx:
-            raise ApiError(
-                409,
-                "checkpoint_too_old",
-                "that checkpoint does not cover the entry",
-                expected=f"size > {entry.idx}",
-                got=row.size,
+    the newest (a witness cosigns the latest it sees, not every one). Reads in ``session``
+    when given (the caller's), else in a session of its own."""
+    with contextlib.ExitStack() as stack:
+        s = session if session is not None else stack.enter_context(ctx.sessions())
+        with _lock:
+            return _log_proof(s, ctx, kind, ref, size, data)
+
+
+def _log_proof(
+    s: Session, ctx: ServiceContext, kind: str, ref: str, size: int | None, data: bytes | None
+) -> LogProof | None:
+    query = select(LogEntry).where(LogEntry.kind == kind, LogEntry.ref == ref.lower())
+    if data is not None:
+        query = query.where(LogEntry.data == data.hex())
+    entry = s.scalar(query.order_by(LogEntry.idx.desc()).limit(1))
+    if entry is None:
+        return None
+    if size is None:
+        row = s.scalar(
+            select(LogCheckpoint)
+            .where(
+                LogCheckpoint.size > entry.idx,
+                LogCheckpoint.size.in_(select(LogCosignature.size)),
             )
-        tree = _synced(s, ctx.settings.db_url)
-        proof = tree.inclusion_proof(entry.idx, row.size)
-        return LogProof(
-            index=entry.idx,
-            treeSize=row.size,
-            inclusion=["0x" + h.hex() for h in proof],
-            checkpoint=_cosigned_note(s, row),
+            .order_by(LogCheckpoint.size.desc())
+            .limit(1)
+        ) or _checkpoint_row(s, None)
+    else:
+        row = _checkpoint_row(s, size)
+    if row.size <= entry.idx:
+        raise ApiError(
+            409,
+            "checkpoint_too_old",
+            "that checkpoint does not cover the entry",
+            expected=f"size > {entry.idx}",
+            got=row.size,
         )
+    tree = _synced(s, ctx.settings.db_url)
+    proof = tree.inclusion_proof(entry.idx, row.size)
+    return LogProof(
+        index=entry.idx,
+        treeSize=row.size,
+        inclusion=["0x" + h.hex() for h in proof],
+        checkpoint=_cosigned_note(s, row),
+    )
 
 
 def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dict[str, object]:
@@ -303,14 +384,23 @@ def add_cosignature(ctx: ServiceContext, size: int, vkey: str, line: str) -> dic
 
 
 def served_receipt(
-    ctx: ServiceContext, row: Record, batch: Batch, log_size: int | None = None
+    ctx: ServiceContext,
+    row: Record,
+    batch: Batch,
+    log_size: int | None = None,
+    session: Session | None = None,
 ) -> dict[str, Any]:
     """A confirmed record's receipt as the service serves it: with its transparency-log proof
     once the record is logged (what ``GET /v1/records/{hash}/receipt`` answers, and what a
-    reconciliation keeps of a receipt it supersedes)."""
-    body = receipt(row, batch)
+    reconciliation keeps of a receipt it supersedes). Reads in ``session`` when given."""
+    body = receipt(row, batch, record_proof(ctx, batch, row.struct_hash, session))
     logged = log_proof(
-        ctx, "record", row.struct_hash, log_size, data=record_entry(row.struct_hash, batch.root)
+        ctx,
+        "record",
+        row.struct_hash,
+        log_size,
+        data=record_entry(row.struct_hash, batch.root),
+        session=session,
     )
     if logged is not None:
         body["log"] = logged.model_dump()

@@ -35,13 +35,15 @@ def envelope(row: Record) -> dict[str, Any]:
     }
 
 
-def receipt(row: Record, batch: Batch) -> dict[str, Any]:
-    assert row.proof is not None and batch.chain_batch_id is not None
+def receipt(row: Record, batch: Batch, proof: list[str]) -> dict[str, Any]:
+    """A confirmed record's receipt; ``proof`` is its path in the batch tree, derived from the
+    stored batch (api.batch_trees.record_proof)."""
+    assert batch.status == "confirmed" and batch.chain_batch_id is not None
     return {
         "version": 1,
         "record": envelope(row),
         "structHash": row.struct_hash,
-        "proof": row.proof,
+        "proof": proof,
         "root": batch.root,
         "batchId": batch.chain_batch_id,
         "leafCount": batch.leaf_count,
@@ -56,7 +58,7 @@ def receipt(row: Record, batch: Batch) -> dict[str, Any]:
 
 def record_summary(row: Record, batch: Batch | None) -> dict[str, Any]:
     status = "pending"
-    if batch is not None and batch.status == "confirmed" and row.proof is not None:
+    if batch is not None and batch.status == "confirmed":
         status = "anchored"
     return {
         "structHash": row.struct_hash,

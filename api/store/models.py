@@ -95,7 +95,9 @@ class ChainCursor(Base):
 class Batch(Base):
     """One Merkle tree. Status: built -> sent -> anchored -> confirmed. A confirmed batch the
     chain lost goes back to built (same root, re-anchored as a new on-chain batch); its old
-    receipts are kept in ``superseded_receipts``, the event in ``reconciliations``."""
+    receipts are kept in ``superseded_receipts``, the event in ``reconciliations``. Its leaves
+    are the outbox rows with its id until it is confirmed, then the records with its id: the
+    tree (and each receipt's proof) is derived from those, never stored."""
 
     __tablename__ = "batches"
     __table_args__ = (UniqueConstraint("chain_batch_id", name="uq_batches_chain_batch_id"),)
@@ -156,7 +158,13 @@ class Record(Base):
     chain_id: Mapped[int] = mapped_column(BigInteger)
     contract: Mapped[str] = mapped_column(String(42))
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set in the transaction that confirms the record's batch, and never changed after (a
+    # batch the chain lost is re-anchored with the same records). A batch's leaves are exactly
+    # its records, so every receipt's proof is derived from them (api.batch_trees). Indexed
+    # for the anchored rows only (ix_records_batch_id above, migration 0018).
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), nullable=True)
+    # Retired by migration 0017 (proofs derived on demand, not stored): always NULL; intake
+    # leaves it to its default. A later migration can drop the column.
     proof: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from api.auth import Principal
+from api.batch_trees import record_proof
 from api.context import ServiceContext
 from api.credit_service import (
     Unavailable,
@@ -324,13 +325,8 @@ def record(ctx: ServiceContext, user: Principal, struct_hash: str) -> dict[str, 
             "block": batch.block_number,
             "blockTimestamp": batch.block_timestamp,
         }
-    if (
-        out["receiptAllowed"]
-        and batch is not None
-        and batch.status == "confirmed"
-        and row.proof is not None
-    ):
-        rc = receipt(row, batch)
+    if out["receiptAllowed"] and batch is not None and batch.status == "confirmed":
+        rc = receipt(row, batch, record_proof(ctx, batch, row.struct_hash))
         out["receipt"] = rc
         out["verification"] = verify_receipt(None, rc, ctx.chain).to_json()
     return out

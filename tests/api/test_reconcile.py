@@ -17,12 +17,14 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.anchorer import Anchorer, Reconciler
+from api.batch_trees import record_proof
 from api.schemas import ReconciliationList
 from api.store.models import Batch, Outbox, Reconciliation, Record, SupersededReceipt
 from ledger.chain import ChainClient
 from ledger.chain.local import dev_private_keys, start_anvil, stop_anvil
-from ledger.errors import LedgerContractMissing
+from ledger.errors import ChainUnavailable, LedgerContractMissing
 from ledger.keys import Signer
+from ledger.merkle import verify_proof
 from ledger.records import Role
 from ledger.trust import BlockAnchor, TrustRoot
 from ledger.verify import verify_receipt
@@ -65,7 +67,10 @@ def _assert_consistent(service: Service, acknowledged: list[str]) -> None:
     assert outbox == 0
     for struct_hash in acknowledged:
         batch = batches[records[struct_hash].batch_id]
-        assert batch.status == "confirmed" and records[struct_hash].proof is not None
+        assert batch.status == "confirmed"
+        # Its proof, derived from the batch's records, folds to the root the chain holds.
+        proof = [bytes.fromhex(p[2:]) for p in record_proof(service.ctx, batch, struct_hash)]
+        assert verify_proof(bytes.fromhex(batch.root[2:]), bytes.fromhex(struct_hash[2:]), proof)
     for batch in batches.values():
         info = chain.anchored_at(bytes.fromhex(batch.root[2:]))
         assert info is not None and info.batch_id == batch.chain_batch_id
@@ -173,6 +178,42 @@ def test_new_batches_after_a_rollback_never_share_a_chain_batch_id(service: Serv
     with service.ctx.sessions() as s:
         assert s.scalar(select(func.count()).select_from(Reconciliation)) == 1
         assert s.scalar(select(func.count()).select_from(SupersededReceipt)) == 2
+
+
+def test_an_in_flight_batch_whose_transaction_the_chain_lost_frees_its_id(
+    service: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batch A is sent and mined, and the node dies while A waits for its confirmations; the
+    chain comes back without A's transaction. Another worker's batch B is then anchored first
+    and gets A's on-chain id. A never had a receipt, so there is nothing to withdraw: A goes
+    back to built, B confirms, and A is sent again under a new id."""
+    anchorer, chain = Anchorer(service.ctx), service.chain
+    snapshot = chain._tester.take_snapshot()
+    first = _submit(service, 2)
+    real_wait = chain.wait_for_confirmations
+
+    def node_dies(tx_hash: str, confirmations: int, timeout: float = 60) -> int:
+        raise ChainUnavailable("the node went away while the batch waited")
+
+    monkeypatch.setattr(chain, "wait_for_confirmations", node_dies)
+    with pytest.raises(ChainUnavailable):
+        anchorer.run_once(force=True)
+    monkeypatch.setattr(chain, "wait_for_confirmations", real_wait)
+    with service.ctx.sessions() as s:
+        (a,) = s.scalars(select(Batch)).all()
+        assert (a.status, a.chain_batch_id) == ("anchored", 1)
+    chain._tester.revert_to_snapshot(snapshot)  # the chain forgets A's transaction
+    chain.register_participant(Signer.generate().address, Role.OEM, "OEM-02")
+    second = _submit(service, 3)
+    b = anchorer._claim(force=True)  # B, in a worker that got ahead of A's
+    assert b is not None
+    assert anchorer._finish(b).chain_batch_id == 1
+    with service.ctx.sessions() as s:
+        reset = s.get(Batch, a.id)
+        assert reset is not None and (reset.status, reset.chain_batch_id) == ("built", None)
+        assert s.scalar(select(func.count()).select_from(Reconciliation)) == 0
+    assert [o.batch_id for o in anchorer.run_once(force=True)] == [a.id]  # A sent again
+    _assert_consistent(service, first + second)
 
 
 def test_a_reset_chain_is_a_loud_503_not_a_400(service: Service) -> None:
@@ -327,3 +368,134 @@ def test_migration_0004_frees_duplicate_chain_batch_ids(tmp_path: Path) -> None:
         with pytest.raises(IntegrityError, match="UNIQUE"):
             conn.execute(text("UPDATE batches SET chain_batch_id = 1 WHERE id = 2"))
     engine.dispose()
+
+
+@pytest.mark.anvil
+@pytest.mark.slow
+def test_chain_restart_forgets_confirmed_and_in_flight_batches(tmp_path: Path) -> None:
+    """The pipelined anchorer runs (several batches in flight, 1 s blocks, 3 confirmations)
+    when the chain dies by SIGKILL and comes back from an older state file: it has forgotten
+    confirmed batches (receipts already served) and batches in flight (sent, mined, not yet
+    confirmed). Without anyone stepping in, the running anchorer withdraws the confirmed ones
+    (their receipts kept as superseded), sends the in-flight ones again, and in the end every
+    record has exactly one current receipt, which `qledger verify-receipts` verifies."""
+    import threading
+    import time
+
+    from api.context import ServiceContext
+    from api.main import create_app
+    from api.settings import Settings
+    from tests.api.receipt_tool import verify_with_cli
+
+    reason = _anvil_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    chain_dir = tmp_path / "chain"
+    local = start_anvil(chain_dir, block_time=1, state_interval=3600)
+    stop = threading.Event()
+    worker: threading.Thread | None = None
+    try:
+        key = dev_private_keys()[0]
+        chain = ChainClient.connect(local.rpc_url, private_key=key)
+        deployment = chain.deploy()
+        data_dir = tmp_path / "data"
+        deployment.save(data_dir / "deployment.json")
+        supplier = Party(Signer.generate(), "SUP-01", Role.SUPPLIER)
+        chain.register_participant(supplier.address, Role.SUPPLIER, "SUP-01")
+        cfg = Settings(
+            data_dir=data_dir,
+            rpc_url=local.rpc_url,
+            anchorer_key=key,
+            token_secret=SecretStr("t" * 40),
+            batch_max_leaves=4,
+            batch_max_seconds=0.2,
+            confirmations=3,  # each batch waits ~2 blocks after its own: in flight that long
+            reconcile_seconds=1.0,
+            retry_max_seconds=1.0,
+        )
+        ctx = ServiceContext.create(cfg)  # the production path: HTTP to anvil, 10 s timeout
+        ctx.follower.sync()
+        admin = Party(Signer.from_hex(key), "ADMIN", Role.ADMIN)
+        service = Service(ctx=ctx, client=TestClient(create_app(ctx=ctx)), chain=chain, admin=admin)
+        service.parties["supplier"] = supplier
+        anchorer = Anchorer(ctx)
+        assert anchorer.max_in_flight > 1
+        worker = threading.Thread(target=anchorer.run_forever, args=(stop,), daemon=True)
+        worker.start()
+        headers = service.login(admin)
+
+        def batches() -> list[tuple[int, str]]:
+            with ctx.sessions() as s:
+                return [(b.id, b.status) for b in s.scalars(select(Batch).order_by(Batch.id))]
+
+        def wait_until(what: str, ready: Any, timeout: float = 150) -> None:
+            deadline = time.monotonic() + timeout
+            while not ready():
+                assert time.monotonic() < deadline, f"{what}: {batches()}"
+                time.sleep(0.05)
+
+        def all_confirmed() -> bool:
+            with ctx.sessions() as s:
+                waiting = s.scalar(select(func.count()).select_from(Outbox))
+            return not waiting and all(status == "confirmed" for _, status in batches())
+
+        kept = _submit(service, 8)
+        wait_until("kept confirmed", all_confirmed)
+        assert local.dump_state()  # the state file holds these batches
+        lost = _submit(service, 8)
+        wait_until("lost confirmed", all_confirmed)
+        old = {h: _receipt(service, h, headers).json() for h in lost}
+        assert all("proof" in r for r in old.values())
+        flying = _submit(service, 12)
+        # Kill the chain while batches are sent (their transactions mined) but not confirmed.
+        wait_until(
+            "a batch in flight",
+            lambda: any(status == "anchored" for _, status in batches()),
+        )
+        os.kill(local.pid, signal.SIGKILL)
+        if local.process is not None:
+            local.process.wait(10)
+        in_flight = [b for b, status in batches() if status != "confirmed"]
+        assert in_flight, batches()
+        with ctx.sessions() as s:  # receipts issued since the state file: the chain forgets them
+            issued = set(
+                s.scalars(
+                    select(Record.struct_hash)
+                    .join(Batch, Batch.id == Record.batch_id)
+                    .where(Batch.status == "confirmed", Record.struct_hash.not_in(kept))
+                )
+            )
+        assert set(lost) <= issued
+        local = start_anvil(chain_dir, block_time=1, state_interval=3600)  # same port
+        later = _submit(service, 4)  # new batches take the on-chain ids the lost ones held
+        everything = kept + lost + flying + later
+        wait_until("all re-anchored", lambda: all_confirmed() and not Reconciler(ctx).check())
+        stop.set()
+        worker.join(30)
+        _assert_consistent(service, everything)
+
+        with ctx.sessions() as s:
+            reasons = {r.batch_id: r.reason for r in s.scalars(select(Reconciliation))}
+            superseded = {r.struct_hash for r in s.scalars(select(SupersededReceipt))}
+        assert superseded == issued  # only receipts that were issued are superseded
+        assert set(reasons.values()) <= {"root_missing", "batch_id_mismatch"}
+        current = []
+        for h in everything:
+            history = service.client.get(f"/v1/records/{h}/receipts", headers=headers).json()
+            assert history["current"] is not None, h
+            withdrawn = [x["receipt"] for x in history["superseded"]]
+            assert len(withdrawn) == (h in issued), h
+            if h in old:
+                assert withdrawn == [old[h]]
+            current.append(history["current"])
+        verdicts = verify_with_cli(current, local.rpc_url, deployment, tmp_path)
+        assert [v for v in verdicts if not v["ok"]] == []
+        assert sorted(v["structHash"] for v in verdicts) == sorted(everything)
+        stale = verify_with_cli(list(old.values()), local.rpc_url, deployment, tmp_path)
+        assert not any(v["ok"] for v in stale)  # the withdrawn receipts no longer verify
+        ctx.engine.dispose()
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(30)
+        stop_anvil(chain_dir)

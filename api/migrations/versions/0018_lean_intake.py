@@ -1,7 +1,7 @@
 """lean intake: index entries a new record costs go from 5 + 3 to 3 + 2
 
 Revision ID: 0018
-Revises: 0016
+Revises: 0017
 Create Date: 2026-12-07 21:10:00
 
 Issue #21: intake inserts a records row and an outbox row per record, and each index entry is
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018"
-down_revision: str | None = "0016"
+down_revision: str | None = "0017"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
