@@ -131,6 +131,20 @@ def failpoint(settings: Settings, name: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+# A batch sent back to "built": every fact of an anchoring it no longer has is cleared, so it is
+# sent again as if new (an in-flight batch whose transaction the chain lost; a confirmed batch
+# the chain forgot). Its root and leaves stay.
+NOT_ANCHORED: dict[str, Any] = {
+    "status": "built",
+    "chain_batch_id": None,
+    "tx_hash": None,
+    "block_number": None,
+    "block_hash": None,
+    "block_timestamp": None,
+    "confirmed_at": None,
+}
+
+
 @dataclass(frozen=True)
 class LostBatch:
     """A confirmed batch the chain no longer backs, as reconciliation found it."""
@@ -680,14 +694,7 @@ class Anchorer:
                     Batch.chain_batch_id == chain_batch_id,
                     Batch.status != "confirmed",
                 )
-                .values(
-                    status="built",
-                    chain_batch_id=None,
-                    tx_hash=None,
-                    block_number=None,
-                    block_hash=None,
-                    block_timestamp=None,
-                )
+                .values(**NOT_ANCHORED)
             )
         log.warning(
             "batch %s held on-chain id %s from a transaction the chain no longer has; "
@@ -888,19 +895,7 @@ class Reconciler:
                     for i, row in enumerate(rows)
                 ],
             )
-            s.execute(
-                update(Batch)
-                .where(Batch.id == batch.id)
-                .values(
-                    status="built",
-                    chain_batch_id=None,
-                    tx_hash=None,
-                    block_number=None,
-                    block_hash=None,
-                    block_timestamp=None,
-                    confirmed_at=None,
-                )
-            )
+            s.execute(update(Batch).where(Batch.id == batch.id).values(**NOT_ANCHORED))
         log.error(
             "reconciliation %s: batch %s (%d records) lost by the chain (%s: %s); re-anchoring",
             event.id,
