@@ -48,7 +48,11 @@ class Settings(BaseSettings):
     # 64 (docs/benchmarks.md); 2 s bounds how stale a receipt can be at low traffic.
     batch_max_leaves: int = Field(1024, ge=1, le=65536)
     batch_max_seconds: float = Field(2.0, gt=0)
-    confirmations: int = Field(1, ge=0, description="blocks on top of the anchoring block")
+    # Counted as Transport.wait_for_confirmations counts them: the anchoring block is the first,
+    # so 1 waits until it is mined and each further one is a block on top; 0 waits as 1 does.
+    confirmations: int = Field(
+        1, ge=0, description="depth of the anchoring transaction before receipts (1 = mined)"
+    )
     retry_max_seconds: float = Field(30.0, gt=0, description="cap of the anchorer's backoff")
     # How often the anchorer rechecks every confirmed batch against the chain (and at start).
     # A minute bounds how long a receipt the chain lost stays served as anchored; each check
