@@ -16,6 +16,12 @@ endpoint did not answer), which the verifier reports as a failed check. It never
 batch answer with a missing or duplicated id leaves that question unanswered (a ChainError),
 whatever order the answers come in.
 
+Proxies are honoured as ``ChainClient`` (requests) honours them: ``HTTP_PROXY`` /
+``HTTPS_PROXY`` / ``ALL_PROXY`` and ``NO_PROXY`` from the environment (urllib's reading of
+them); a plain-HTTP endpoint is asked through the proxy with an absolute URI, an HTTPS one
+through a ``CONNECT`` tunnel. Only ``http://`` proxies: any other proxy scheme is a ChainError
+that names it, never a silent direct connection.
+
 Reads only; connecting, attaching and checking the ledger's code stay with ``ChainClient``.
 """
 
@@ -26,7 +32,8 @@ import http.client
 import itertools
 from collections.abc import Sequence
 from typing import Any, Final
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import orjson
 from eth_abi import decode as abi_decode
@@ -94,6 +101,28 @@ def _decode(types: Sequence[str], data: bytes, what: str) -> tuple[Any, ...]:
         ) from exc
 
 
+def _basic(user: str, password: str | None) -> str:
+    token = base64.b64encode(f"{unquote(user)}:{unquote(password or '')}".encode()).decode()
+    return f"Basic {token}"
+
+
+def _proxy_for(url: SplitResult) -> SplitResult | None:
+    """The proxy requests would use for ``url`` (environment, then NO_PROXY), or None."""
+    proxies = getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(url.netloc.rsplit("@", 1)[-1]):
+        return None
+    if "://" not in proxy:  # "host:3128", as requests reads it
+        proxy = f"http://{proxy}"
+    parsed = urlsplit(proxy)
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise ChainError(
+            f"expected an http:// proxy for {url.scheme} endpoints, got {parsed.scheme!r} "
+            "(from the *_PROXY environment); set NO_PROXY for this host or use an http:// proxy"
+        )
+    return parsed
+
+
 class RawLedgerReads:
     """A :class:`ledger.verify.ChainReader` over lean JSON-RPC reads of one QualityLedger.
 
@@ -109,13 +138,23 @@ class RawLedgerReads:
         self._host = url.hostname
         self._port = url.port
         self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-        self._headers = {"Content-Type": "application/json", "Host": url.netloc}
+        host = url.netloc.rsplit("@", 1)[-1]
+        self._headers = {"Content-Type": "application/json", "Host": host}
         if url.username is not None:  # user:password@host, as requests would send it
-            token = base64.b64encode(
-                f"{unquote(url.username)}:{unquote(url.password or '')}".encode()
-            ).decode()
-            self._headers["Authorization"] = f"Basic {token}"
-            self._headers["Host"] = url.netloc.rsplit("@", 1)[1]
+            self._headers["Authorization"] = _basic(url.username, url.password)
+        self._proxy = _proxy_for(url)
+        self._tunnel_headers: dict[str, str] = {}
+        if self._proxy is not None:
+            auth = (
+                {"Proxy-Authorization": _basic(self._proxy.username, self._proxy.password)}
+                if self._proxy.username is not None
+                else {}
+            )
+            if self._https:  # the proxy sees only CONNECT host:port; TLS is end to end
+                self._tunnel_headers = auth
+            else:  # the proxy forwards the request: absolute URI, credentials for it
+                self._path = f"http://{host}{self._path}"
+                self._headers.update(auth)
         self._ledger = to_checksum(ledger) if ledger is not None else None
         self._timeout = timeout
         self._connection: http.client.HTTPConnection | None = None
@@ -133,7 +172,16 @@ class RawLedgerReads:
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is None:
             kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            self._connection = kind(self._host, self._port, timeout=self._timeout)
+            if self._proxy is None:
+                self._connection = kind(self._host, self._port, timeout=self._timeout)
+            else:
+                self._connection = kind(
+                    str(self._proxy.hostname), self._proxy.port or 80, timeout=self._timeout
+                )
+                if self._https:
+                    self._connection.set_tunnel(
+                        self._host, self._port or 443, headers=self._tunnel_headers
+                    )
         return self._connection
 
     def _exchange(self, body: bytes) -> tuple[int, bytes]:

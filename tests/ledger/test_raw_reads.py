@@ -7,6 +7,7 @@ failing check the web3 client gives through the same proxy: never a crash, never
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import threading
@@ -325,3 +326,110 @@ def test_cli_through_a_hostile_endpoint_names_the_forged_batch(
     assert len(fails) == PER_BATCH
     assert all(" block_canonical: " in line for line in fails)
     assert f"{BATCHES * PER_BATCH - PER_BATCH} valid, {PER_BATCH} invalid" in result.output
+
+
+class ForwardProxy:
+    """An HTTP forward proxy, as a corporate network puts in front of the chain: forwards
+    absolute-URI requests, answers ``CONNECT`` with 502 (no TLS endpoint here), and records what
+    it was asked and with which ``Proxy-Authorization``."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, str | None]] = []  # (method, target, proxy auth)
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_CONNECT(self) -> None:
+                proxy.seen.append(("CONNECT", self.path, self.headers["Proxy-Authorization"]))
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_POST(self) -> None:
+                proxy.seen.append(("POST", self.path, self.headers["Proxy-Authorization"]))
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                target = urlsplit(self.path)
+                assert target.scheme == "http", self.path  # a forward proxy gets absolute URIs
+                upstream = http.client.HTTPConnection(str(target.hostname), target.port, timeout=10)
+                upstream.request(
+                    "POST", target.path or "/", body, {"Content-Type": "application/json"}
+                )
+                data = upstream.getresponse().read()
+                upstream.close()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def forward_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[ForwardProxy]:
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
+    proxy = ForwardProxy()
+    yield proxy
+    proxy.close()
+
+
+def test_the_environment_proxy_is_used_as_the_web3_client_uses_it(
+    world: dict[str, Any], forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An auditor whose network reaches the chain only through a proxy: the lean reader must
+    # go where the web3 client goes, with the proxy's credentials, and reach the same verdicts.
+    monkeypatch.setenv("HTTP_PROXY", f"http://aud%40it:s3cret@{forward_proxy.address}")
+    web3_client = ChainClient.connect_ledger(world["rpc"], world["trust"].ledger)
+    web3_verdicts, _ = _verdicts(world, web3_client, world["receipts"])
+    assert forward_proxy.seen, "the web3 client went around the proxy"
+    web3_seen = len(forward_proxy.seen)
+    raw = RawLedgerReads(world["rpc"], web3_client.ledger_address)
+    raw_verdicts, _ = _verdicts(world, raw, world["receipts"])
+    assert raw_verdicts == web3_verdicts and all(ok for ok, _ in raw_verdicts)
+    raw_seen = forward_proxy.seen[web3_seen:]
+    assert len(raw_seen) == raw.requests_sent > 0
+    expected = "Basic " + base64.b64encode(b"aud@it:s3cret").decode()
+    assert set(raw_seen) == {("POST", world["rpc"] + "/", expected)}
+
+    # NO_PROXY names the chain's host: both go direct, the proxy sees nothing more.
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    before = len(forward_proxy.seen)
+    direct = RawLedgerReads(world["rpc"], world["trust"].ledger)
+    assert (
+        direct.chain_id
+        == ChainClient.connect_ledger(world["rpc"], world["trust"].ledger).w3.eth.chain_id
+    )
+    assert len(forward_proxy.seen) == before
+
+
+def test_an_https_endpoint_is_tunnelled_and_a_refused_tunnel_is_unavailable(
+    world: dict[str, Any], forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://u:p@{forward_proxy.address}")
+    reader = RawLedgerReads("https://chain.example:8545/rpc", world["trust"].ledger)
+    with pytest.raises(ChainUnavailable, match="502"):
+        reader.block_hash(0)
+    # The proxy saw only where to connect (TLS stays end to end), never the request itself.
+    assert forward_proxy.seen == [
+        ("CONNECT", "chain.example:8545", "Basic " + base64.b64encode(b"u:p").decode())
+    ]
+
+
+def test_a_proxy_it_cannot_speak_is_named_not_bypassed(
+    world: dict[str, Any], forward_proxy: ForwardProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:1080")
+    with pytest.raises(ChainError, match=r"expected an http:// proxy .* got 'socks5'"):
+        RawLedgerReads(world["rpc"], world["trust"].ledger)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    assert RawLedgerReads(world["rpc"], world["trust"].ledger).chain_id > 0
