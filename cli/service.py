@@ -337,7 +337,7 @@ def demo(
     data_dir: Path = typer.Option(
         Path(".qledger/demo"), "--data-dir", help="the demo's own directory (wiped at start)"
     ),
-    quick: bool = typer.Option(False, help="4 suppliers, 3 months, 2 rounds (tests)"),
+    quick: bool = typer.Option(False, help="4 suppliers, 3 months, 4 rounds (tests)"),
     suppliers: int | None = typer.Option(None, min=3, max=50),
 ) -> None:
     """The whole story end to end: chain, service, signed evidence through the API,
