@@ -255,10 +255,10 @@ def test_sigkill_during_intake_loses_no_acknowledged_record(chain_env: dict[str,
 @pytest.mark.parametrize(
     "point",
     [
-        "anchorer.during_claim",
-        "anchorer.before_send",
-        "anchorer.after_send",
-        "anchorer.after_anchored",
+        pytest.param("anchorer.during_claim", marks=pytest.mark.extended),
+        pytest.param("anchorer.before_send", marks=pytest.mark.extended),
+        "anchorer.after_send",  # the riskiest: sent, not recorded (make test runs this one)
+        pytest.param("anchorer.after_anchored", marks=pytest.mark.extended),
     ],
 )
 def test_sigkill_at_each_anchoring_step(chain_env: dict[str, str], point: str) -> None:
@@ -286,11 +286,12 @@ def test_sigkill_at_each_anchoring_step(chain_env: dict[str, str], point: str) -
     "point",
     [
         "anchorer.during_claim@3",  # the third claim: two batches already in flight
-        "anchorer.before_send@3",
-        "anchorer.after_send@2",
-        "anchorer.after_anchored@2",
-        "anchorer.before_confirm@2",
-        "anchorer.during_confirm@2",  # inside the second batch's confirming transaction
+        pytest.param("anchorer.before_send@3", marks=pytest.mark.extended),
+        pytest.param("anchorer.after_send@2", marks=pytest.mark.extended),
+        pytest.param("anchorer.after_anchored@2", marks=pytest.mark.extended),
+        pytest.param("anchorer.before_confirm@2", marks=pytest.mark.extended),
+        # inside the second batch's confirming transaction
+        pytest.param("anchorer.during_confirm@2", marks=pytest.mark.extended),
     ],
 )
 def test_sigkill_with_several_batches_in_flight(

@@ -125,7 +125,10 @@ def _exposure(training: np.ndarray) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 7, 5])
+@pytest.mark.parametrize(
+    "seed",
+    [11, pytest.param(7, marks=pytest.mark.extended), pytest.param(5, marks=pytest.mark.extended)],
+)
 def test_every_hint_ranks_the_drifted_parameter_first(tmp_path: Path, seed: int) -> None:
     """Three consortia (data seeds), each with its own 40-round FedAvg model; in each, every
     harmful parameter drifted at every supplier (64 logs of 800 shots, the recent half drifted
