@@ -103,7 +103,7 @@ def batch_tree(
         if session is not None:
             leaves = batch_leaves(session, batch.id)
         else:
-            with ctx.sessions() as s:
+            with ctx.read_sessions() as s:
                 leaves = batch_leaves(s, batch.id)
         tree = checked_tree(batch.id, root, leaves)
         _keep(root, tree)

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from api.batch_trees import record_proof
 from api.context import ServiceContext
 from api.errors import ApiError
+from api.store.db import placeholder
 from api.store.models import Batch, LogCheckpoint, LogCosignature, LogEntry, Record, utcnow
 from api.views import receipt
 from ledger.tlog import (
@@ -174,12 +175,18 @@ def append_and_sign(ctx: ServiceContext, session: Session, entries: Sequence[New
         size = len(tree)
         known: set[str] = set()
         datas = [e.data.hex() for e in entries]
+        conn = session.connection()
+        mark = placeholder(conn.dialect)
         for start in range(0, len(datas), LOOKUP_CHUNK):
+            chunk = datas[start : start + LOOKUP_CHUNK]
+            # Driver SQL: SQLAlchemy's expanding IN compiles ~15 us per value, and this runs
+            # for every entry of a batch inside the transaction that confirms it.
             known.update(
-                session.scalars(
-                    select(LogEntry.data).where(
-                        LogEntry.data.in_(datas[start : start + LOOKUP_CHUNK])
-                    )
+                d
+                for (d,) in conn.exec_driver_sql(
+                    "SELECT data FROM log_entries WHERE data IN "
+                    f"({', '.join([mark] * len(chunk))})",
+                    tuple(chunk),
                 )
             )
         fresh = [e for e, d in zip(entries, datas, strict=True) if d not in known]
