@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from api.batch_trees import hex_proof, tree_of
@@ -627,7 +627,9 @@ class Anchorer:
                     raise _ClaimLost  # rolls the batch back with the claim
                 failpoint(self.settings, "anchorer.during_claim")
                 batch_id = batch.id
-        except _ClaimLost:
+        except (_ClaimLost, IntegrityError):
+            # Some leaf was claimed since the read; the same leaves all claimed meanwhile give
+            # the same root, which the store holds once (batches.root is unique).
             log.warning("a claim of %d leaves lost a race; reading again", len(hashes))
             return None
         log.info("claimed batch %s: %d leaves, root %s", batch_id, len(hashes), root)
