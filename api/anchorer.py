@@ -89,10 +89,11 @@ MAX_IN_FLIGHT = 4
 # How long a stopping anchorer waits for its batches in flight: a block or two on a live chain.
 STOP_WAIT_SECONDS = 10.0
 # How often the loop looks for open batches to resume, and for published artefacts to commit,
-# besides right after a failure or a withdrawal. Every query takes SQLite's one write lock
-# (reads too: BEGIN IMMEDIATE, api/store/db.py), which intake and receipts wait for; at one
-# loop turn per 0.1 s these two cost 4 of the 5 transactions a turn took, and the lock waits
-# they caused showed in receipt latency (scripts/bench_time_to_receipt.py, docs/benchmarks.md).
+# besides right after a failure or a withdrawal. When every query took SQLite's one write lock
+# (reads too: BEGIN IMMEDIATE; the anchorer's reads now use read-only sessions, which do not,
+# api/store/db.py), these two cost 4 of the 5 transactions a loop turn (0.1 s) took, and the
+# lock waits they caused showed in receipt latency (scripts/bench_time_to_receipt.py,
+# docs/benchmarks.md); once a second is still soon enough.
 HOUSEKEEPING_SECONDS = 1.0
 # Leaves per claiming UPDATE: batch_max_leaves goes up to 65,536, SQLite binds at most 32,766
 # values in one statement.
