@@ -18,6 +18,7 @@ from sqlalchemy.pool import ConnectionPoolEntry
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 # Execution option (and pooled-connection info key) of read-only sessions.
 READ_ONLY = "qledger_read_only"
+_OPENED_QUERY_ONLY = "qledger_opened_query_only"  # pooled-connection info key
 
 
 def _json(value: object) -> str:
@@ -72,12 +73,17 @@ def make_engine(url: str) -> Engine:
             # behind intake's and the anchorer's write transactions. ``query_only`` makes a
             # write attempted in one fail at once instead of upgrading a deferred transaction
             # (which can fail with SQLITE_BUSY under contention); it is switched only when a
-            # pooled connection changes hands between the two kinds.
-            read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
+            # pooled connection changes hands between the two kinds, and a write session gets
+            # back the state the connection was opened in (one opened query-only stays so).
             info = conn.connection.info
-            if info.get(READ_ONLY, False) is not read_only:
-                conn.exec_driver_sql(f"PRAGMA query_only={int(read_only)}")
-                info[READ_ONLY] = read_only
+            if _OPENED_QUERY_ONLY not in info:
+                opened = bool(conn.exec_driver_sql("PRAGMA query_only").scalar())
+                info[_OPENED_QUERY_ONLY] = info[READ_ONLY] = opened
+            read_only = bool(conn.get_execution_options().get(READ_ONLY, False))
+            query_only = read_only or info[_OPENED_QUERY_ONLY]
+            if info[READ_ONLY] is not query_only:
+                conn.exec_driver_sql(f"PRAGMA query_only={int(query_only)}")
+                info[READ_ONLY] = query_only
             conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
