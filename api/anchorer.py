@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, delete, func, insert, select, update
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute
 
 from api.batch_trees import hex_proof, tree_of
@@ -52,6 +52,7 @@ from api.context import ServiceContext
 from api.counters import CHAIN_ERRORS
 from api.credit_service import RESPONSIBILITY_TOPIC, publish_scores_isolated
 from api.settings import Settings
+from api.store.db import placeholder
 from api.store.models import (
     Batch,
     Commitment,
@@ -88,11 +89,15 @@ MAX_IN_FLIGHT = 4
 # How long a stopping anchorer waits for its batches in flight: a block or two on a live chain.
 STOP_WAIT_SECONDS = 10.0
 # How often the loop looks for open batches to resume, and for published artefacts to commit,
-# besides right after a failure or a withdrawal. Every query takes SQLite's one write lock
-# (reads too: BEGIN IMMEDIATE, api/store/db.py), which intake and receipts wait for; at one
-# loop turn per 0.1 s these two cost 4 of the 5 transactions a turn took, and the lock waits
-# they caused showed in receipt latency (scripts/bench_time_to_receipt.py, docs/benchmarks.md).
+# besides right after a failure or a withdrawal. When every query took SQLite's one write lock
+# (reads too: BEGIN IMMEDIATE; the anchorer's reads now use read-only sessions, which do not,
+# api/store/db.py), these two cost 4 of the 5 transactions a loop turn (0.1 s) took, and the
+# lock waits they caused showed in receipt latency (scripts/bench_time_to_receipt.py,
+# docs/benchmarks.md); once a second is still soon enough.
 HOUSEKEEPING_SECONDS = 1.0
+# Leaves per claiming UPDATE: batch_max_leaves goes up to 65,536, SQLite binds at most 32,766
+# values in one statement.
+CLAIM_CHUNK = 8192
 
 # The tables of published artefacts; both have the columns a commitment uses (id,
 # commitment_id, proof).
@@ -143,6 +148,10 @@ NOT_ANCHORED: dict[str, Any] = {
     "block_timestamp": None,
     "confirmed_at": None,
 }
+
+
+class _ClaimLost(Exception):
+    """A leaf read for a claim was claimed by someone else before the claim's write."""
 
 
 @dataclass(frozen=True)
@@ -211,7 +220,7 @@ class Anchorer:
         """Log what became final before the transparency log existed (a store upgraded to
         migration 0005): confirmed batches' records, then committed roots, oldest first.
         Entries already logged are skipped, so this is a no-op on every later start."""
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             logged = s.scalar(select(func.count()).select_from(LogEntry)) or 0
             final = (
                 s.scalar(
@@ -254,7 +263,7 @@ class Anchorer:
     # -- public ---------------------------------------------------------------------------
 
     def pending_count(self) -> int:
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             return (
                 s.scalar(select(func.count()).select_from(Outbox).where(Outbox.batch_id.is_(None)))
                 or 0
@@ -403,7 +412,7 @@ class Anchorer:
     def _anything_to_commit(self) -> bool:
         """One read for the usual answer (nothing): an open commitment, or a published score
         or matrix not yet in one."""
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             return bool(
                 s.scalar(
                     select(
@@ -417,7 +426,7 @@ class Anchorer:
             )
 
     def _open_commitments(self) -> list[int]:
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             return list(
                 s.scalars(
                     select(Commitment.id)
@@ -450,7 +459,7 @@ class Anchorer:
             return commitment.id
 
     def _finish_commitment(self, commitment_id: int) -> None:
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             commitment = s.get(Commitment, commitment_id)
             assert commitment is not None
             topic, root_hex, count = commitment.topic, commitment.root, commitment.count
@@ -543,7 +552,7 @@ class Anchorer:
     # -- steps ----------------------------------------------------------------------------
 
     def _open_batches(self) -> list[int]:
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             return list(
                 s.scalars(
                     select(Batch.id).where(Batch.status.in_(OPEN_STATUSES)).order_by(Batch.id)
@@ -551,41 +560,84 @@ class Anchorer:
             )
 
     def _claim(self, *, force: bool) -> int | None:
+        """Claim the oldest unclaimed leaves as a new batch once ``batch_max_leaves`` are
+        waiting or the oldest has waited ``batch_max_seconds`` (or ``force``).
+
+        Everything but the claim itself happens outside the write transaction: the loop asks
+        this every turn (10 a second), and on SQLite each write transaction holds the one
+        lock intake's writer needs. So whether a batch is due is read from a snapshot, the
+        leaves are read and their tree built there too, and the write transaction only adds
+        the batch and sets the leaves' ``batch_id`` in one statement that claims a leaf only
+        while it is still unclaimed: if any was taken meanwhile (a second anchorer), nothing
+        is claimed and the next turn reads afresh. A leaf is still claimed at most once."""
         limit = self.settings.batch_max_leaves
-        with self.ctx.sessions() as s, s.begin():
-            query = (
-                select(Outbox.struct_hash, Outbox.created_at)
+        with self.ctx.read_sessions() as s:
+            conn = s.connection()
+            mark = placeholder(conn.dialect)
+            oldest = s.scalar(
+                select(Outbox.created_at)
                 .where(Outbox.batch_id.is_(None))
                 .order_by(Outbox.seq)
-                .limit(limit)
+                .limit(1)
             )
-            if s.bind is not None and s.bind.dialect.name == "postgresql":
-                query = query.with_for_update(skip_locked=True)
-            rows = s.execute(query).all()
-            if not rows:
+            if oldest is None:
                 return None
-            oldest = rows[0].created_at
             age = time.time() - (
                 oldest.timestamp()
                 if oldest.tzinfo
                 else oldest.replace(tzinfo=utcnow().tzinfo).timestamp()
             )
-            if len(rows) < limit and age < self.settings.batch_max_seconds and not force:
-                return None
-            hashes = [r.struct_hash for r in rows]
-            tree = tree_of(hashes)
-            batch = Batch(root="0x" + tree.root.hex(), leaf_count=len(hashes), status="built")
-            s.add(batch)
-            s.flush()
-            s.execute(
-                update(Outbox).where(Outbox.struct_hash.in_(hashes)).values(batch_id=batch.id)
-            )
-            failpoint(self.settings, "anchorer.during_claim")
-            log.info("claimed batch %s: %d leaves, root %s", batch.id, len(hashes), batch.root)
-            return batch.id
+            if age < self.settings.batch_max_seconds and not force:
+                full = conn.exec_driver_sql(
+                    "SELECT 1 FROM outbox WHERE batch_id IS NULL ORDER BY seq "
+                    f"LIMIT 1 OFFSET {mark}",
+                    (limit - 1,),
+                ).first()
+                if full is None:
+                    return None
+            hashes = [
+                h
+                for (h,) in conn.exec_driver_sql(
+                    "SELECT struct_hash FROM outbox WHERE batch_id IS NULL ORDER BY seq "
+                    f"LIMIT {mark}",
+                    (limit,),
+                )
+            ]
+        if not hashes:
+            return None
+        tree = tree_of(hashes)
+        root = "0x" + tree.root.hex()
+        try:
+            with self.ctx.sessions() as s, s.begin():
+                batch = Batch(root=root, leaf_count=len(hashes), status="built")
+                s.add(batch)
+                s.flush()
+                claimed = 0
+                for start in range(0, len(hashes), CLAIM_CHUNK):
+                    chunk = hashes[start : start + CLAIM_CHUNK]
+                    claimed += (
+                        s.connection()
+                        .exec_driver_sql(
+                            f"UPDATE outbox SET batch_id = {mark} WHERE batch_id IS NULL AND "
+                            f"struct_hash IN ({', '.join([mark] * len(chunk))})",
+                            (batch.id, *chunk),
+                        )
+                        .rowcount
+                    )
+                if claimed != len(hashes):
+                    raise _ClaimLost  # rolls the batch back with the claim
+                failpoint(self.settings, "anchorer.during_claim")
+                batch_id = batch.id
+        except (_ClaimLost, IntegrityError):
+            # Some leaf was claimed since the read; the same leaves all claimed meanwhile give
+            # the same root, which the store holds once (batches.root is unique).
+            log.warning("a claim of %d leaves lost a race; reading again", len(hashes))
+            return None
+        log.info("claimed batch %s: %d leaves, root %s", batch_id, len(hashes), root)
+        return batch_id
 
     def _finish(self, batch_id: int) -> BatchOutcome:
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             batch = s.get(Batch, batch_id)
             assert batch is not None
             root = bytes.fromhex(batch.root[2:])
@@ -675,7 +727,7 @@ class Anchorer:
         confirmed, so no receipt was issued) and the chain does not hold its root under that
         id: its transaction was lost with the chain's history. It goes back to ``built`` and
         is sent again like any batch whose transaction is gone; returns whether it was."""
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             other = s.execute(
                 select(Batch.id, Batch.root, Batch.status).where(
                     Batch.chain_batch_id == chain_batch_id, Batch.id != batch_id
@@ -716,22 +768,11 @@ class Anchorer:
         their proofs derivable, api.batch_trees), enter the transparency log (in intake
         order) under a new signed checkpoint, its outbox rows go, and it becomes confirmed.
         Nothing here is per-record Python beyond the log entries: the rest is set-based SQL."""
-        with self._confirm_lock, self.ctx.sessions() as s, s.begin():
-            batch = s.get(Batch, batch_id)
-            assert batch is not None
-            if batch.status != "anchored" or batch.chain_batch_id != chain_batch_id:
-                # Withdrawn or reset under this worker (a reconciliation, a lost transaction):
-                # whatever state it is in now is resumed from there.
-                raise ChainError(
-                    f"batch {batch_id} changed while confirming",
-                    expected=f"anchored as on-chain batch {chain_batch_id}",
-                    got=f"{batch.status}, on-chain batch {batch.chain_batch_id}",
-                )
-            members = select(Outbox.struct_hash).where(Outbox.batch_id == batch_id)
-            s.execute(
-                update(Record).where(Record.struct_hash.in_(members)).values(batch_id=batch_id),
-                execution_options={"synchronize_session": False},
-            )
+        # The log entries are made before the write transaction (on SQLite it holds the one
+        # write lock): a claimed batch's outbox rows do not change while it is anchored, and
+        # the transaction checks that the batch still is, with as many rows as it claimed.
+        with self.ctx.read_sessions() as s:
+            root = s.scalar(select(Batch.root).where(Batch.id == batch_id))
             logged = list(
                 s.scalars(
                     select(Outbox.struct_hash)
@@ -739,11 +780,30 @@ class Anchorer:
                     .order_by(Outbox.seq)
                 )
             )
-            append_and_sign(
-                self.ctx,
-                s,
-                [NewEntry("record", h, record_entry(h, batch.root)) for h in logged],
+        entries = [NewEntry("record", h, record_entry(h, root or "")) for h in logged]
+        with self._confirm_lock, self.ctx.sessions() as s, s.begin():
+            batch = s.get(Batch, batch_id)
+            assert batch is not None
+            if (
+                batch.status != "anchored"
+                or batch.chain_batch_id != chain_batch_id
+                or batch.root != root
+                or batch.leaf_count != len(logged)
+            ):
+                # Withdrawn or reset under this worker (a reconciliation, a lost transaction):
+                # whatever state it is in now is resumed from there.
+                raise ChainError(
+                    f"batch {batch_id} changed while confirming",
+                    expected=f"anchored as on-chain batch {chain_batch_id}, {len(logged)} leaves",
+                    got=f"{batch.status}, on-chain batch {batch.chain_batch_id}, "
+                    f"{batch.leaf_count} leaves",
+                )
+            members = select(Outbox.struct_hash).where(Outbox.batch_id == batch_id)
+            s.execute(
+                update(Record).where(Record.struct_hash.in_(members)).values(batch_id=batch_id),
+                execution_options={"synchronize_session": False},
             )
+            append_and_sign(self.ctx, s, entries)
             failpoint(self.settings, "anchorer.during_confirm")
             s.execute(delete(Outbox).where(Outbox.batch_id == batch_id))
             s.execute(
@@ -794,7 +854,7 @@ class Reconciler:
         to re-anchor but a chain to restore.
         """
         chain = self.ctx.chain
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             batches = list(
                 s.execute(
                     select(
@@ -852,7 +912,7 @@ class Reconciler:
         transaction. Returns ``lost`` with its reconciliation id."""
         # The receipts exactly as they were served (log proof included), read before the write
         # transaction: a second session inside it would wait on its own lock under SQLite.
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             old_batch = s.get(Batch, lost.batch_id)
             assert old_batch is not None
             old_rows = list(s.scalars(select(Record).where(Record.batch_id == old_batch.id)))

@@ -95,15 +95,15 @@ def batch_tree(
     ctx: ServiceContext, batch: Batch, session: Session | None = None
 ) -> StandardMerkleTree:
     """The tree of a batch, from the cache or built from its records (one query, in
-    ``session`` when the caller has one open: on SQLite every transaction takes the one write
-    lock, so a request is better off with one than with several)."""
+    ``session`` when the caller has one open, else in a read-only session: on SQLite an
+    ordinary transaction takes the one write lock, a read-only one does not)."""
     root = batch.root.lower()
     tree = _cached(root)
     if tree is None:
         if session is not None:
             leaves = batch_leaves(session, batch.id)
         else:
-            with ctx.sessions() as s:
+            with ctx.read_sessions() as s:
                 leaves = batch_leaves(s, batch.id)
         tree = checked_tree(batch.id, root, leaves)
         _keep(root, tree)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.roles import RoleFollower, RoleMirror
 from api.settings import Settings
-from api.store.db import make_engine, migrate, session_factory
+from api.store.db import make_engine, migrate, read_session_factory, session_factory
 from ledger.chain import ChainClient, Deployment
 from ledger.errors import ChainError
 from ledger.records import Domain
@@ -39,6 +39,12 @@ class ServiceContext:
         from api.ratelimit import AbuseLimits
 
         return AbuseLimits(self.settings)
+
+    @cached_property
+    def read_sessions(self) -> sessionmaker[Session]:
+        """Sessions for reads only: on SQLite they do not queue for the one write lock
+        (api.store.db.read_session_factory)."""
+        return read_session_factory(self.engine)
 
     @cached_property
     def follower(self) -> RoleFollower:
@@ -75,7 +81,9 @@ class ServiceContext:
             sessions=sessions,
             chain=chain,
             deployment=chain.deployment,
-            roles=RoleMirror(sessions, settings.roles_refresh_seconds),
+            roles=RoleMirror(
+                sessions, settings.roles_refresh_seconds, read_session_factory(engine)
+            ),
         )
         try:
             # One catch-up at start, so a fresh process knows every role the chain knows.

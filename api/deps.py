@@ -42,7 +42,7 @@ def get_principal(
             "send 'Authorization: Bearer <token>' (POST /v1/auth/challenge, then /v1/auth/token)",
         )
     principal = decode_token(ctx.settings.token_secret_value, credentials.credentials)
-    if token_revoked(ctx.sessions, principal):
+    if token_revoked(ctx.read_sessions, principal):
         raise ApiError(401, "token_revoked", "this access token was signed out; sign in again")
     # A token outlives nothing: a key revoked on chain loses access within the role mirror's
     # bound (api/roles.py), read from the store, never from the chain.

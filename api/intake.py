@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Protocol, cast
 
 from sqlalchemy import Connection, Table, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -34,6 +34,7 @@ from ledger.records import (
     GENEALOGY_KINDS,
     KIND_SIGNER_ROLES,
     SELF_SUBJECT_KINDS,
+    Domain,
     EventTimeOutOfBounds,
     RecordKind,
     Role,
@@ -207,6 +208,52 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
         )
     except EventTimeOutOfBounds as exc:
         raise ApiError(422, exc.code, str(exc), expected=exc.expected, got=exc.got) from exc
+    return checked_row(
+        struct_hash, role, record, signed.payload, signed.signature, signed.domain, signed
+    )
+
+
+class RecordValues(Protocol):
+    """The signed struct's values as both checks hold them: the validated model
+    (``ledger.records.Record``) or the screen's ``ScreenedRecord``."""
+
+    @property
+    def signer(self) -> str: ...
+    @property
+    def subject(self) -> str: ...
+    @property
+    def kind(self) -> RecordKind: ...
+    @property
+    def partNumber(self) -> str: ...
+    @property
+    def lotId(self) -> str: ...
+    @property
+    def eventTime(self) -> int: ...
+    @property
+    def signedAt(self) -> int: ...
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def defects(self) -> int: ...
+    @property
+    def nonce(self) -> int: ...
+    @property
+    def salt(self) -> str: ...
+    @property
+    def payloadHash(self) -> str: ...
+
+
+def checked_row(
+    struct_hash: str,
+    role: Role,
+    record: RecordValues,
+    payload: Any,
+    signature: str,
+    domain: Domain,
+    signed: SignedRecord | None = None,
+) -> Checked:
+    """The one builder of a checked record and its ``records`` row (RECORD_COLUMNS), for the
+    model path and the fast path alike, so the two cannot store different rows."""
     return Checked(
         struct_hash,
         role,
@@ -228,10 +275,10 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
             record.nonce,
             record.salt,
             record.payloadHash,
-            signed.payload,
-            signed.signature,
-            signed.domain.chainId,
-            signed.domain.verifyingContract,
+            payload,
+            signature,
+            domain.chainId,
+            domain.verifyingContract,
         ),
         signed,
     )
@@ -313,32 +360,8 @@ def _fast_check(
     )
     digest = keccak(b"\x19\x01" + domain_separator_ + struct_hash)
     hash_hex = "0x" + struct_hash.hex()
-    checked = Checked(
-        hash_hex,
-        role,
-        screened.kind,
-        signer,
-        screened.nonce,
-        (
-            hash_hex,
-            signer,
-            role.value,
-            screened.subject,
-            screened.kind.value,
-            screened.partNumber,
-            screened.lotId,
-            event_time,
-            signed_at,
-            screened.quantity,
-            screened.defects,
-            screened.nonce,
-            screened.salt,
-            screened.payloadHash,
-            screened.payload,
-            screened.signature,
-            ctx.domain.chainId,
-            ctx.domain.verifyingContract,
-        ),
+    checked = checked_row(
+        hash_hex, role, screened, screened.payload, screened.signature, ctx.domain
     )
     return _Pending(checked, digest, screened.signature, signer_bytes)
 

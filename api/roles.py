@@ -58,6 +58,9 @@ class FollowerContext(Protocol):
     chain: ChainClient
     roles: RoleMirror
 
+    @property
+    def read_sessions(self) -> sessionmaker[Session]: ...
+
 
 log = logging.getLogger("qledger.roles")
 
@@ -118,8 +121,16 @@ def fold(events: Iterable[RoleEvent]) -> tuple[Role | None, str | None]:
 class RoleMirror:
     """The mirror as one API process sees it: the store's ``role_events`` folded in memory."""
 
-    def __init__(self, sessions: sessionmaker[Session], refresh_seconds: float) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        refresh_seconds: float,
+        read_sessions: sessionmaker[Session] | None = None,
+    ) -> None:
         self.sessions = sessions
+        # The refresh runs on whichever request thread finds it due: with read-only sessions
+        # it reads a snapshot on SQLite instead of waiting for the write lock.
+        self.read_sessions = read_sessions or sessions
         self.refresh_seconds = refresh_seconds
         self._lock = threading.Lock()  # guards the three fields below
         self._events: dict[str, list[RoleEvent]] = {}
@@ -179,7 +190,7 @@ class RoleMirror:
         if not self._refreshing.acquire(blocking=wait):
             return
         try:
-            with self.sessions() as s:
+            with self.read_sessions() as s:
                 cursor = s.get(ChainCursor, CURSOR_NAME)
                 generation = cursor.generation if cursor is not None else 0
                 self._ledger_missing = (
@@ -326,7 +337,7 @@ class RoleFollower:
         return self.ctx.deployment.deployed_block
 
     def cursor(self) -> ChainCursor | None:
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:
             return s.get(ChainCursor, CURSOR_NAME)
 
     def sync(self) -> SyncReport:

@@ -270,7 +270,7 @@ class WebhookDispatcher:
     def _claim(self) -> list[Attempt]:
         now = utcnow()
         lease = timedelta(seconds=self.settings.webhook_timeout_seconds + LEASE_EXTRA_SECONDS)
-        with self.ctx.sessions() as s:
+        with self.ctx.read_sessions() as s:  # the usual answer, none due: no write lock
             due = list(
                 s.execute(
                     select(
