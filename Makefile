@@ -47,20 +47,22 @@ node_modules/.installed: package.json package-lock.json
 demo: install
 	$(VENV)/bin/qledger demo
 
-# The suite without the extended matrices (under 20 minutes on 2 cores); --durations lists the
-# slowest tests so a growing suite shows where its time went.
+# The suite without the extended matrices, in 2 processes (pytest-xdist; each has a PostgreSQL
+# database of its own, tests/conftest.py): it mostly waits on process start-ups, anvil and Ray,
+# so 2 workers halve it even on 2 cores. --durations lists the slowest tests so a growing suite
+# shows where its time went.
 test: install browser
-	$(VENV)/bin/pytest -q -m "not extended" --durations=25
+	$(VENV)/bin/pytest -q -n 2 -m "not extended" --durations=25
 
 # The deep matrices one representative of each already runs in `make test`: every other SIGKILL
 # point of the anchorer, the other consortia of the root-cause drift grid. CI runs it too.
 test-extended: install
-	$(VENV)/bin/pytest -q -m extended
+	$(VENV)/bin/pytest -q -n 2 -m extended
 
 # Everything but the tests marked slow (end-to-end runs of the service, anvil, Flower's
 # deployment engine); a few minutes on a 2-core machine against ~16 for the whole suite.
 test-fast: install
-	$(VENV)/bin/pytest -q -m "not slow and not extended"
+	$(VENV)/bin/pytest -q -n 2 -m "not slow and not extended"
 
 # The habits, enforced: lint, format, types (mypy with the pydantic plugin, strictness stated
 # in pyproject.toml) and the import layers (import-linter, [tool.importlinter]).

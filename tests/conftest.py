@@ -22,6 +22,37 @@ from ledger.chain.local import LocalChain, anvil_binary, dev_private_keys, start
 from ledger.errors import ChainError
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``make test`` runs 2 workers), each worker gets a PostgreSQL
+    database of its own: the store tests drop every table of ours before they start, so two
+    workers on one database would pull it from under each other. The database is created
+    beside the configured one (``test`` -> ``test_gw0``) and the URL pointed at it, which the
+    tests and the processes they start read from the environment."""
+    import os
+
+    # This process's own worker id (not PYTEST_XDIST_WORKER: the pytest a test starts in
+    # .ape-venv inherits that variable, and it is no worker)
+    worker = getattr(config, "workerinput", {}).get("workerid")
+    url = os.environ.get("QLEDGER_TEST_POSTGRES_URL")
+    if not worker or not url:
+        return
+    from sqlalchemy import create_engine, make_url, text
+
+    base = make_url(url)
+    name = f"{base.database}_{worker}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if not exists:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    finally:
+        admin.dispose()
+    os.environ["QLEDGER_TEST_POSTGRES_URL"] = base.set(database=name).render_as_string(
+        hide_password=False
+    )
+
+
 def _anvil_missing_reason() -> str | None:
     try:
         anvil_binary()

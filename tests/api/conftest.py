@@ -88,6 +88,9 @@ def _database_urls() -> list[Any]:
     urls.append(
         pytest.param(
             pg or "postgresql",
+            # One id whatever the URL: xdist workers each have a database of their own
+            # (tests/conftest.py) and must collect the same test names.
+            id="postgresql",
             marks=[pytest.mark.postgres]
             + (
                 []

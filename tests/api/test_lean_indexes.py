@@ -36,6 +36,7 @@ def _urls() -> list[Any]:
         "sqlite",
         pytest.param(
             pg,
+            id="postgresql",
             marks=[
                 pytest.mark.postgres,
                 pytest.mark.skipif(not pg, reason="QLEDGER_TEST_POSTGRES_URL not set"),
