@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Connection, Table, and_, insert, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -38,6 +38,7 @@ from ledger.records import (
     EventTimeOutOfBounds,
     RecordKind,
     Role,
+    SignedFields,
     SignedRecord,
     allowed_roles_text,
     check_event_time,
@@ -213,40 +214,10 @@ def check_record(ctx: ServiceContext, data: Any, now: int | None = None) -> Chec
     )
 
 
-class RecordValues(Protocol):
-    """The signed struct's values as both checks hold them: the validated model
-    (``ledger.records.Record``) or the screen's ``ScreenedRecord``."""
-
-    @property
-    def signer(self) -> str: ...
-    @property
-    def subject(self) -> str: ...
-    @property
-    def kind(self) -> RecordKind: ...
-    @property
-    def partNumber(self) -> str: ...
-    @property
-    def lotId(self) -> str: ...
-    @property
-    def eventTime(self) -> int: ...
-    @property
-    def signedAt(self) -> int: ...
-    @property
-    def quantity(self) -> int: ...
-    @property
-    def defects(self) -> int: ...
-    @property
-    def nonce(self) -> int: ...
-    @property
-    def salt(self) -> str: ...
-    @property
-    def payloadHash(self) -> str: ...
-
-
 def checked_row(
     struct_hash: str,
     role: Role,
-    record: RecordValues,
+    record: SignedFields,
     payload: Any,
     signature: str,
     domain: Domain,

@@ -667,10 +667,13 @@ PAYLOAD_MODELS: dict[RecordKind, type[_EventPayload]] = {
 }
 
 
-class _SignedFields(Protocol):
-    """The signed struct's fields the count rules read: a QualityRecord, or the plain values
-    of a screened record (:class:`ScreenedRecord`)."""
+class SignedFields(Protocol):
+    """The signed struct's values as the checks hold them: a QualityRecord, or the plain
+    values of a screened record (:class:`ScreenedRecord`). The count rules read them here, and
+    intake builds a stored row from them (``api.intake.checked_row``)."""
 
+    @property
+    def signer(self) -> str: ...
     @property
     def subject(self) -> str: ...
     @property
@@ -685,9 +688,17 @@ class _SignedFields(Protocol):
     def quantity(self) -> int: ...
     @property
     def defects(self) -> int: ...
+    @property
+    def signedAt(self) -> int: ...
+    @property
+    def nonce(self) -> int: ...
+    @property
+    def salt(self) -> str: ...
+    @property
+    def payloadHash(self) -> str: ...
 
 
-def _check_genealogy(record: _SignedFields, payload: _EventPayload) -> None:
+def _check_genealogy(record: SignedFields, payload: _EventPayload) -> None:
     """A genealogy record names the signer's own product and carries no defect count."""
     if record.defects != 0:
         raise InvalidRecord(
@@ -716,7 +727,7 @@ def _check_genealogy(record: _SignedFields, payload: _EventPayload) -> None:
             )
 
 
-def _check_notification(record: _SignedFields, payload: NotificationPayload) -> None:
+def _check_notification(record: SignedFields, payload: NotificationPayload) -> None:
     """The signed struct names the thread and the step: lotId = notificationId, partNumber =
     transition, quantity = affected parts, defects = 0. Its subject is the signer's own
     organisation (SELF_SUBJECT_KINDS): whether that is the party whose turn it is, is the
@@ -732,7 +743,7 @@ def _check_notification(record: _SignedFields, payload: NotificationPayload) -> 
         )
 
 
-def _check_counts(record: _SignedFields, payload: _EventPayload) -> None:
+def _check_counts(record: SignedFields, payload: _EventPayload) -> None:
     """The signed counts must agree with the detail they summarise."""
     if isinstance(payload, NotificationPayload):
         _check_notification(record, payload)

@@ -57,6 +57,19 @@ class Service:
         assert token.status_code == 200, token.text
         return {"Authorization": f"Bearer {token.json()['accessToken']}"}
 
+    def submit_inspections(self, n: int) -> list[str]:
+        """``n`` inspections by the "supplier" party through POST /v1/records, each accepted
+        (202); their struct hashes in order."""
+        supplier = self.parties["supplier"]
+        hashes = []
+        for _ in range(n):
+            answer = self.client.post(
+                "/v1/records", json=self.inspection(supplier).model_dump(mode="json")
+            )
+            assert answer.status_code == 202, answer.text
+            hashes.append(answer.json()["structHash"])
+        return hashes
+
     def inspection(
         self,
         party: Party,

@@ -26,18 +26,6 @@ from tests.api.conftest import Service
 READ_DEADLINE_SECONDS = 10.0
 
 
-def _submit(service: Service, n: int) -> list[str]:
-    supplier = service.parties["supplier"]
-    hashes = []
-    for _ in range(n):
-        answer = service.client.post(
-            "/v1/records", json=service.inspection(supplier).model_dump(mode="json")
-        )
-        assert answer.status_code == 202, answer.text
-        hashes.append(answer.json()["structHash"])
-    return hashes
-
-
 def test_a_read_does_not_wait_for_a_held_write_lock(service: Service) -> None:
     if service.ctx.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's single write lock")
@@ -81,7 +69,7 @@ def test_a_read_only_session_refuses_to_write_and_its_connection_writes_again(
 
 
 def test_reads_answer_on_either_store(service: Service) -> None:
-    stored = _submit(service, 2)
+    stored = service.submit_inspections(2)
     with service.ctx.read_sessions() as s:
         assert s.scalar(select(func.count()).select_from(Outbox)) == len(stored)
     # The role mirror refreshes through them, and sign-in (its token check) reads through them.
@@ -97,7 +85,7 @@ def test_a_claim_whose_leaves_are_taken_meanwhile_claims_nothing(
 ) -> None:
     """Two claimers read the same unclaimed leaves; the second one writes first. The first
     must then claim nothing (no batch row, no leaf moved), and every leaf is in one batch."""
-    stored = _submit(service, 5)
+    stored = service.submit_inspections(5)
     first, rival = Anchorer(service.ctx), Anchorer(service.ctx)
     real_tree_of = api.anchorer.tree_of
     raced: list[int | None] = []

@@ -33,18 +33,6 @@ from tests.conftest import _anvil_missing_reason
 from tests.helpers import ROOT, assert_documented, error_code
 
 
-def _submit(service: Service, n: int) -> list[str]:
-    supplier = service.parties["supplier"]
-    hashes = []
-    for _ in range(n):
-        answer = service.client.post(
-            "/v1/records", json=service.inspection(supplier).model_dump(mode="json")
-        )
-        assert answer.status_code == 202, answer.text
-        hashes.append(answer.json()["structHash"])
-    return hashes
-
-
 def _trust(service: Service) -> TrustRoot:
     genesis = service.chain.block_hash(0)
     assert genesis is not None
@@ -91,10 +79,10 @@ def test_rollback_past_a_confirmed_batch_is_reconciled(service: Service) -> None
     receipts, and keeps the old ones as superseded."""
     anchorer, chain, trust = Anchorer(service.ctx), service.chain, _trust(service)
     auditor = service.login(service.parties["auditor"])
-    first = _submit(service, 3)
+    first = service.submit_inspections(3)
     anchorer.run_once(force=True)
     snapshot = chain._tester.take_snapshot()
-    second = _submit(service, 4)
+    second = service.submit_inspections(4)
     anchorer.run_once(force=True)
     old = {h: _receipt(service, h, auditor).json() for h in second}
     assert Reconciler(service.ctx).check() == []
@@ -155,10 +143,10 @@ def test_new_batches_after_a_rollback_never_share_a_chain_batch_id(service: Serv
     batch's id again. The store must not hold two batches with one id, nor lose either."""
     anchorer, chain = Anchorer(service.ctx), service.chain
     snapshot = chain._tester.take_snapshot()
-    lost = _submit(service, 2)
+    lost = service.submit_inspections(2)
     anchorer.run_once(force=True)
     chain._tester.revert_to_snapshot(snapshot)
-    later = _submit(service, 3)
+    later = service.submit_inspections(3)
     auditor = service.login(service.parties["auditor"])
     pending = _receipt(service, lost[0], auditor)
     anchorer.run_once(force=True)  # takes chain id 1; withdraws the batch that claimed it
@@ -189,7 +177,7 @@ def test_an_in_flight_batch_whose_transaction_the_chain_lost_frees_its_id(
     back to built, B confirms, and A is sent again under a new id."""
     anchorer, chain = Anchorer(service.ctx), service.chain
     snapshot = chain._tester.take_snapshot()
-    first = _submit(service, 2)
+    first = service.submit_inspections(2)
     real_wait = chain.wait_for_confirmations
 
     def node_dies(tx_hash: str, confirmations: int, timeout: float = 60) -> int:
@@ -204,7 +192,7 @@ def test_an_in_flight_batch_whose_transaction_the_chain_lost_frees_its_id(
         assert (a.status, a.chain_batch_id) == ("anchored", 1)
     chain._tester.revert_to_snapshot(snapshot)  # the chain forgets A's transaction
     chain.register_participant(Signer.generate().address, Role.OEM, "OEM-02")
-    second = _submit(service, 3)
+    second = service.submit_inspections(3)
     b = anchorer._claim(force=True)  # B, in a worker that got ahead of A's
     assert b is not None
     assert anchorer._finish(b).chain_batch_id == 1
@@ -219,7 +207,7 @@ def test_an_in_flight_batch_whose_transaction_the_chain_lost_frees_its_id(
 def test_a_reset_chain_is_a_loud_503_not_a_400(service: Service) -> None:
     """The chain comes back empty (anvil restarted without its state): the ledger contract is
     gone. Intake, the checkpoint and reconciliation all say so with one code."""
-    _submit(service, 1)
+    service.submit_inspections(1)
     Anchorer(service.ctx).run_once(force=True)
     service.chain._tester.reset_to_genesis()
     # The role follower notices first (its next poll): it keeps the role mirror instead of
@@ -277,10 +265,10 @@ def test_anvil_killed_between_state_writes_then_reconciled(tmp_path: Path) -> No
         service = Service(ctx=ctx, client=TestClient(create_app(ctx=ctx)), chain=chain, admin=admin)
         service.parties["supplier"] = supplier
         anchorer = Anchorer(ctx)
-        kept = _submit(service, 3)
+        kept = service.submit_inspections(3)
         anchorer.run_once(force=True)
         assert local.dump_state()  # a state write: batch 1 is in the file
-        lost = _submit(service, 4)
+        lost = service.submit_inspections(4)
         anchorer.run_once(force=True)  # batch 2 confirmed, receipts served ...
         headers = service.login(admin)
         old = _receipt(service, lost[0], headers).json()
@@ -439,14 +427,14 @@ def test_chain_restart_forgets_confirmed_and_in_flight_batches(tmp_path: Path) -
                 waiting = s.scalar(select(func.count()).select_from(Outbox))
             return not waiting and all(status == "confirmed" for _, status in batches())
 
-        kept = _submit(service, 8)
+        kept = service.submit_inspections(8)
         wait_until("kept confirmed", all_confirmed)
         assert local.dump_state()  # the state file holds these batches
-        lost = _submit(service, 8)
+        lost = service.submit_inspections(8)
         wait_until("lost confirmed", all_confirmed)
         old = {h: _receipt(service, h, headers).json() for h in lost}
         assert all("proof" in r for r in old.values())
-        flying = _submit(service, 12)
+        flying = service.submit_inspections(12)
         # Kill the chain while batches are sent (their transactions mined) but not confirmed.
         wait_until(
             "a batch in flight",
@@ -467,7 +455,8 @@ def test_chain_restart_forgets_confirmed_and_in_flight_batches(tmp_path: Path) -
             )
         assert set(lost) <= issued
         local = start_anvil(chain_dir, block_time=1, state_interval=3600)  # same port
-        later = _submit(service, 4)  # new batches take the on-chain ids the lost ones held
+        # new batches take the on-chain ids the lost ones held
+        later = service.submit_inspections(4)
         everything = kept + lost + flying + later
         wait_until("all re-anchored", lambda: all_confirmed() and not Reconciler(ctx).check())
         stop.set()
